@@ -1,0 +1,106 @@
+//! The command line: `run`, `check`, `demo-backend`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Switchyard: a gateway whose policies are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "switchyard", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config and load every plugin; print each error and exit 1.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run one demo HTTP backend (for tests, benches and demos).
+    DemoBackend {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+/// Parse the arguments and run the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+        Command::DemoBackend { listen, name, delay_ms, status, threads } => {
+            let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
+            let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+            server.bootstrap();
+            let backend = crate::demo::DemoBackend { name, delay: std::time::Duration::from_millis(delay_ms), status };
+            server.add_service(crate::demo::service(&listen, backend));
+            server.run_forever()
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<(crate::config::ValidConfig, crate::server::Built), ExitCode> {
+    let cfg = crate::config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(1)
+    })?;
+    let built = crate::server::build(&cfg).map_err(|errors| {
+        for e in errors {
+            eprintln!("{}: {e}", path.display());
+        }
+        ExitCode::from(1)
+    })?;
+    Ok((cfg, built))
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match load(path) {
+        Ok((cfg, built)) => {
+            println!(
+                "{}: ok ({} plugins, {} upstreams, {} routes)",
+                path.display(),
+                built.plugins.len(),
+                built.upstreams.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let (cfg, built) = match load(path) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    tracing::info!(listen = %cfg.listen, upstreams = built.upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
+    match crate::server::server(&cfg, built) {
+        Ok(server) => server.run_forever(),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

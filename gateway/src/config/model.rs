@@ -1,0 +1,205 @@
+//! The config file as written: serde structs that reject unknown keys.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSection>,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    #[serde(default)]
+    pub demo: Option<DemoSection>,
+}
+
+/// `[server]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: Spanned<String>,
+    pub threads: usize,
+    /// Header carrying the request id; kept if the client sent a valid one.
+    pub request_id_header: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, "127.0.0.1:8080".into()),
+            threads: 2,
+            request_id_header: "x-request-id".into(),
+        }
+    }
+}
+
+/// `[admin]` (the API itself arrives with hot swap; the section is reserved).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub listen: Option<Spanned<String>>,
+    pub token: Option<String>,
+    pub token_env: Option<String>,
+}
+
+/// What a failing plugin call turns into.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Use the seam's builtin policy for this call.
+    #[default]
+    Fallback,
+    /// Answer 503.
+    FailClosed,
+}
+
+/// `[plugins.NAME.limits]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// Wall-clock budget of one call.
+    pub deadline_ms: u64,
+    /// Cap on the instance's linear memory.
+    pub memory_mb: u64,
+    /// Most idle instances kept in the pool.
+    pub instances: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self { deadline_ms: 5, memory_mb: 32, instances: 8 }
+    }
+}
+
+/// `[plugins.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub limits: PluginLimits,
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// One backend of an upstream.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    pub address: Spanned<String>,
+    #[serde(default = "one")]
+    pub weight: Spanned<u32>,
+}
+
+fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+/// Active health check kind.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Http,
+    Tcp,
+    None,
+}
+
+/// `health = { ... }` of an upstream.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub check: CheckKind,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Successes in a row to mark a backend healthy again.
+    pub rise: u32,
+    /// Failures in a row (active checks) to mark it down.
+    pub fall: u32,
+    /// Passive ejection: failed requests in a row that eject a backend.
+    pub max_failures: u32,
+    /// How long a passively ejected backend stays out before traffic probes it.
+    pub eject_ms: u64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            check: CheckKind::Tcp,
+            path: "/".into(),
+            interval_ms: 1000,
+            timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+            max_failures: 3,
+            eject_ms: 10_000,
+        }
+    }
+}
+
+/// `[[upstreams]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub name: Spanned<String>,
+    pub backends: Spanned<Vec<BackendSection>>,
+    /// A `[plugins.NAME]`, or absent for the builtin round robin.
+    pub lb: Option<Spanned<String>>,
+    #[serde(default)]
+    pub health: HealthSection,
+    /// Other backends to try after a connect failure.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+fn default_connect_timeout() -> u64 {
+    1000
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Host to match (without port); absent matches any host.
+    pub host: Option<String>,
+    #[serde(default = "slash")]
+    pub path_prefix: Spanned<String>,
+    pub upstream: Spanned<String>,
+}
+
+fn slash() -> Spanned<String> {
+    Spanned::new(0..0, "/".into())
+}
+
+/// `[demo]`: HTTP backends the gateway starts itself, so a config runs with
+/// nothing else on the machine.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSection {
+    pub backends: Vec<DemoBackendSection>,
+}
+
+/// One embedded demo backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoBackendSection {
+    pub listen: Spanned<String>,
+    pub name: String,
+}

@@ -1,0 +1,235 @@
+//! Semantic checks on a parsed config: addresses, references, paths, limits.
+
+use super::model::*;
+use super::{line_of, ConfigError};
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A config that passed every check.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub request_id_header: String,
+    pub plugins: BTreeMap<String, PluginSpec>,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub demo: Vec<(SocketAddr, String)>,
+}
+
+/// A plugin to load.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub path: PathBuf,
+    pub on_error: OnError,
+    pub limits: PluginLimits,
+    /// The `config` table as JSON text, as `configure` receives it.
+    pub config_json: String,
+}
+
+/// A backend pool.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub backends: Vec<(SocketAddr, u32)>,
+    pub lb: Option<String>,
+    pub health: HealthSection,
+    pub retries: usize,
+    pub connect_timeout_ms: u64,
+}
+
+/// A route to an upstream (by index into `upstreams`).
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: usize,
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn err<T>(&mut self, path: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) {
+        let span = at.span();
+        let line = (span.end > 0).then(|| line_of(self.text, span.start));
+        self.errors.push(ConfigError { path: path.into(), line, message: message.into() });
+    }
+
+    fn addr(&mut self, path: String, v: &Spanned<String>) -> Option<SocketAddr> {
+        match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(path, v, format!("{:?} is not an IP:port address", v.get_ref()));
+                None
+            }
+        }
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidConfig, Vec<ConfigError>> {
+    let mut c = Checker { text, errors: Vec::new() };
+    let listen = c.addr("server.listen".into(), &raw.server.listen);
+    if raw.server.threads == 0 || raw.server.threads > 256 {
+        c.errors.push(ConfigError { path: "server.threads".into(), line: None, message: "must be 1..=256".into() });
+    }
+    let plugins = check_plugins(&mut c, &raw.plugins, base);
+    let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
+    let routes = check_routes(&mut c, &raw.routes, &upstreams);
+    let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
+        d.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((c.addr(format!("demo.backends[{i}].listen"), &b.listen)?, b.name.clone())))
+            .collect()
+    });
+    if !c.errors.is_empty() {
+        c.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        return Err(c.errors);
+    }
+    Ok(ValidConfig {
+        listen: listen.expect("checked"),
+        threads: raw.server.threads,
+        request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
+        plugins,
+        upstreams,
+        routes,
+        demo,
+    })
+}
+
+fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &Path) -> BTreeMap<String, PluginSpec> {
+    let mut out = BTreeMap::new();
+    for (name, p) in raw {
+        let key = format!("plugins.{name}");
+        let path = base.join(p.path.get_ref());
+        if !path.is_file() {
+            c.err(format!("{key}.path"), &p.path, format!("no plugin file at {:?}", p.path.get_ref()));
+        }
+        let l = &p.limits;
+        if l.deadline_ms == 0 || l.deadline_ms > 60_000 {
+            c.err(format!("{key}.limits.deadline_ms"), &p.path, "must be 1..=60000");
+        }
+        if l.memory_mb == 0 || l.memory_mb > 4096 {
+            c.err(format!("{key}.limits.memory_mb"), &p.path, "must be 1..=4096");
+        }
+        if l.instances == 0 || l.instances > 1024 {
+            c.err(format!("{key}.limits.instances"), &p.path, "must be 1..=1024");
+        }
+        let config_json = serde_json::to_string(&p.config).expect("a TOML table is valid JSON");
+        out.insert(
+            name.clone(),
+            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json },
+        );
+    }
+    out
+}
+
+fn check_upstreams(
+    c: &mut Checker,
+    raw: &[UpstreamSection],
+    plugins: &BTreeMap<String, PluginSpec>,
+) -> Vec<UpstreamSpec> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, u) in raw.iter().enumerate() {
+        let key = format!("upstreams[{i}]");
+        if !names.insert(u.name.get_ref().clone()) {
+            c.err(format!("{key}.name"), &u.name, format!("duplicate upstream name {:?}", u.name.get_ref()));
+        }
+        if u.backends.get_ref().is_empty() {
+            c.err(format!("{key}.backends"), &u.backends, "needs at least one backend");
+        }
+        let mut backends = Vec::new();
+        for (j, b) in u.backends.get_ref().iter().enumerate() {
+            let addr = c.addr(format!("{key}.backends[{j}].address"), &b.address);
+            if *b.weight.get_ref() == 0 || *b.weight.get_ref() > 10_000 {
+                c.err(format!("{key}.backends[{j}].weight"), &b.weight, "must be 1..=10000");
+            }
+            backends.extend(addr.map(|a| (a, *b.weight.get_ref())));
+        }
+        if let Some(lb) = &u.lb {
+            if !plugins.contains_key(lb.get_ref()) {
+                c.err(format!("{key}.lb"), lb, format!("no [plugins.{}] is defined", lb.get_ref()));
+            }
+        }
+        let h = &u.health;
+        if h.interval_ms == 0 || h.timeout_ms == 0 || h.rise == 0 || h.fall == 0 || h.max_failures == 0 {
+            c.err(format!("{key}.health"), &u.name, "interval_ms, timeout_ms, rise, fall and max_failures must be > 0");
+        }
+        if h.check == CheckKind::Http && !h.path.starts_with('/') {
+            c.err(format!("{key}.health.path"), &u.name, "must start with '/'");
+        }
+        out.push(UpstreamSpec {
+            name: u.name.get_ref().clone(),
+            backends,
+            lb: u.lb.as_ref().map(|l| l.get_ref().clone()),
+            health: h.clone(),
+            retries: u.retries,
+            connect_timeout_ms: u.connect_timeout_ms.max(1),
+        });
+    }
+    out
+}
+
+fn check_routes(c: &mut Checker, raw: &[RouteSection], upstreams: &[UpstreamSpec]) -> Vec<RouteSpec> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !r.path_prefix.get_ref().starts_with('/') {
+            c.err(format!("{key}.path_prefix"), &r.path_prefix, "must start with '/'");
+        }
+        match upstreams.iter().position(|u| &u.name == r.upstream.get_ref()) {
+            Some(upstream) => out.push(RouteSpec {
+                host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: r.path_prefix.get_ref().clone(),
+                upstream,
+            }),
+            None => c.err(format!("{key}.upstream"), &r.upstream, format!("no upstream named {:?}", r.upstream.get_ref())),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use std::path::Path;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text, Path::new(".")).unwrap_err().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let e = errors("[server]\nlisten = \"127.0.0.1:1\"\nthreds = 2\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("line 3: server"), "{e:?}");
+        assert!(e[0].contains("threds"), "{e:?}");
+    }
+
+    #[test]
+    fn every_semantic_error_is_reported() {
+        let e = errors(
+            "[[upstreams]]\nname = \"a\"\nbackends = [{ address = \"nope\" }]\nlb = \"ghost\"\n\
+             [[routes]]\nupstream = \"b\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains("line 3: upstreams[0].backends[0].address"), "{e:?}");
+        assert!(e[1].contains("line 4: upstreams[0].lb: no [plugins.ghost]"), "{e:?}");
+        assert!(e[2].contains("line 6: routes[0].upstream"), "{e:?}");
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let v = parse("[[upstreams]]\nname = \"a\"\nbackends = [{ address = \"127.0.0.1:9\" }]\n[[routes]]\nupstream = \"a\"\n", Path::new("."))
+            .unwrap();
+        assert_eq!(v.routes[0].path_prefix, "/");
+        assert_eq!(v.upstreams[0].backends[0].1, 1);
+    }
+}

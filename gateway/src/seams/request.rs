@@ -1,0 +1,49 @@
+//! The downstream request as policies see it, built once per request.
+
+use http::HeaderMap;
+use std::net::IpAddr;
+
+/// An owned, read-only view of the downstream request, shared by every seam
+/// that runs for it (built once in the request phase, held in the CTX).
+#[derive(Debug, Clone, Default)]
+pub struct RequestView {
+    pub method: String,
+    pub path: String,
+    pub host: Option<String>,
+    pub headers: HeaderMap,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl RequestView {
+    /// First value of a header, if it is valid text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A cookie's value from any `Cookie` header.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_lookup() {
+        let mut r = RequestView::default();
+        r.headers.append("cookie", "a=1; sid=xyz".parse().unwrap());
+        r.headers.append("cookie", "b=2".parse().unwrap());
+        assert_eq!(r.cookie("sid"), Some("xyz"));
+        assert_eq!(r.cookie("b"), Some("2"));
+        assert_eq!(r.cookie("c"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! Backend pools: membership, live stats, health, and the pick that enforces
+//! health and retry exclusions whatever the lb policy answered.
+
+mod health;
+mod stats;
+
+pub use health::HealthChecker;
+pub use stats::{BackendStats, LiveStat};
+
+use crate::config::{HealthSection, UpstreamSpec};
+use crate::seams::{LbError, LbPolicy, RequestView};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One backend and its live state.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub address: String,
+    pub weight: u32,
+    pub stats: BackendStats,
+}
+
+impl Backend {
+    /// Routable now (not ejected by active or passive checks).
+    pub fn is_healthy(&self) -> bool {
+        self.stats.is_healthy()
+    }
+}
+
+/// A named pool of backends with its policy.
+pub struct Upstream {
+    name: String,
+    backends: Vec<Backend>,
+    /// Bumped whenever membership, weight or health changes; policies that
+    /// cache the backend set (Wasm instances) refresh when it moves.
+    version: AtomicU64,
+    lb: Box<dyn LbPolicy>,
+    pub health: HealthSection,
+    pub retries: usize,
+    pub connect_timeout_ms: u64,
+}
+
+impl Upstream {
+    /// Build from its validated spec and chosen policy.
+    pub fn new(spec: &UpstreamSpec, lb: Box<dyn LbPolicy>) -> Self {
+        let backends = spec
+            .backends
+            .iter()
+            .map(|&(addr, weight)| Backend { addr, address: addr.to_string(), weight, stats: BackendStats::default() })
+            .collect();
+        Self {
+            name: spec.name.clone(),
+            backends,
+            version: AtomicU64::new(1),
+            lb,
+            health: spec.health.clone(),
+            retries: spec.retries,
+            connect_timeout_ms: spec.connect_timeout_ms,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    pub fn policy_name(&self) -> &str {
+        self.lb.name()
+    }
+
+    /// Current version of the backend set (see the field).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_version(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Fill `out` with every backend's live stats, in backend order.
+    pub fn live_stats(&self, out: &mut Vec<LiveStat>) {
+        out.clear();
+        out.extend(self.backends.iter().map(|b| b.stats.live()));
+    }
+
+    /// Ask the policy, then enforce: never a down backend, never one this
+    /// request already failed on (`tried`). A policy answer that breaks
+    /// either moves to the next eligible backend in order.
+    pub fn pick(&self, req: &Arc<RequestView>, tried: &[usize]) -> Result<usize, LbError> {
+        let choice = self.lb.select(req, self)?;
+        let n = self.backends.len();
+        let eligible = |i: usize| self.backends[i].is_healthy() && !tried.contains(&i);
+        if choice < n && eligible(choice) {
+            return Ok(choice);
+        }
+        (1..=n)
+            .map(|k| (choice % n.max(1) + k) % n)
+            .find(|&i| eligible(i))
+            .ok_or_else(|| LbError::NoBackend(format!("upstream {:?}: no healthy backend left to try", self.name)))
+    }
+
+    /// Record the outcome of a request to backend `i`; ejects it after
+    /// `max_failures` failures in a row.
+    pub fn observe(&self, i: usize, latency: std::time::Duration, failed: bool) {
+        let b = &self.backends[i];
+        if b.stats.observe(latency, failed, &self.health) {
+            tracing::warn!(upstream = %self.name, backend = %b.address, "ejected after {} failures in a row", self.health.max_failures);
+            self.bump_version();
+        }
+    }
+}
+
+/// Every upstream of the running config.
+pub type Upstreams = Arc<Vec<Arc<Upstream>>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seams::lb::MockLb;
+    use std::collections::VecDeque;
+
+    fn upstream(n: usize, answers: Vec<Result<usize, LbError>>) -> Upstream {
+        let spec = UpstreamSpec {
+            name: "u".into(),
+            backends: (0..n).map(|i| (format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), 1)).collect(),
+            lb: None,
+            health: HealthSection::default(),
+            retries: 2,
+            connect_timeout_ms: 100,
+        };
+        Upstream::new(&spec, Box::new(MockLb(parking_lot::Mutex::new(VecDeque::from(answers)))))
+    }
+
+    #[test]
+    fn pick_respects_policy_when_eligible() {
+        let u = upstream(3, vec![Ok(2)]);
+        assert_eq!(u.pick(&Arc::new(RequestView::default()), &[]).unwrap(), 2);
+    }
+
+    #[test]
+    fn pick_skips_tried_and_unhealthy() {
+        let u = upstream(3, vec![Ok(0), Ok(7)]);
+        u.backends[1].stats.set_active_up(false);
+        assert_eq!(u.pick(&Arc::new(RequestView::default()), &[0]).unwrap(), 2);
+        // Out of range answers are mapped into range, still eligible only.
+        let got = u.pick(&Arc::new(RequestView::default()), &[2]).unwrap();
+        assert_eq!(got, 0);
+    }
+
+    #[test]
+    fn pick_fails_when_nothing_is_left() {
+        let u = upstream(2, vec![Ok(0)]);
+        assert!(matches!(u.pick(&Arc::new(RequestView::default()), &[0, 1]), Err(LbError::NoBackend(_))));
+    }
+
+    #[test]
+    fn passive_ejection_after_consecutive_failures() {
+        let u = upstream(1, vec![]);
+        let v = u.version();
+        for _ in 0..u.health.max_failures {
+            assert!(u.backends[0].is_healthy());
+            u.observe(0, std::time::Duration::from_millis(1), true);
+        }
+        assert!(!u.backends[0].is_healthy());
+        assert!(u.version() > v);
+    }
+}

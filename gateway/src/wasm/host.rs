@@ -1,0 +1,171 @@
+//! Host imports (log, metrics, clock, shared state, the request resource)
+//! and the per-store state they run on.
+
+use super::{clock, log, metrics, shared, types};
+use crate::config::PluginSpec;
+use crate::seams::RequestView;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// What a `request` resource handle points at.
+pub type RequestRef = Arc<RequestView>;
+
+/// Bounds on what a plugin may keep in shared state.
+const MAX_KEY: usize = 256;
+const MAX_VALUE: usize = 64 * 1024;
+const MAX_ENTRIES: usize = 10_000;
+
+/// State shared by every instance of one loaded plugin.
+pub struct PluginShared {
+    pub name: String,
+    counters: Mutex<HashMap<String, i64>>,
+    kv: Mutex<HashMap<String, Vec<u8>>>,
+    /// Plugin-defined metrics, by name (exported in `/metrics`).
+    pub metrics: Mutex<HashMap<String, f64>>,
+}
+
+impl PluginShared {
+    pub fn new(name: &str) -> Self {
+        Self { name: name.to_string(), counters: Mutex::default(), kv: Mutex::default(), metrics: Mutex::default() }
+    }
+}
+
+/// The data of one plugin instance's store.
+pub struct HostState {
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    wasi: WasiCtx,
+    shared: Arc<PluginShared>,
+}
+
+impl HostState {
+    pub fn new(spec: &PluginSpec, shared: Arc<PluginShared>) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size((spec.limits.memory_mb as usize) << 20)
+            .trap_on_grow_failure(true)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .build();
+        // No preopened directories, no sockets, no env, no args.
+        let wasi = WasiCtx::builder().build();
+        Self { table: ResourceTable::new(), limits, wasi, shared }
+    }
+
+    /// Put a request in the table for the duration of one call.
+    pub(crate) fn lend(&mut self, req: &RequestRef) -> wasmtime::Result<Resource<RequestRef>> {
+        Ok(self.table.push(req.clone())?)
+    }
+
+    fn req(&self, r: &Resource<RequestRef>) -> &RequestView {
+        self.table.get(r).expect("the host lends the request for the whole call")
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostRequest for HostState {
+    fn method(&mut self, r: Resource<RequestRef>) -> String {
+        self.req(&r).method.clone()
+    }
+    fn path(&mut self, r: Resource<RequestRef>) -> String {
+        self.req(&r).path.clone()
+    }
+    fn host(&mut self, r: Resource<RequestRef>) -> Option<String> {
+        self.req(&r).host.clone()
+    }
+    fn header(&mut self, r: Resource<RequestRef>, name: String) -> Option<String> {
+        self.req(&r).header(&name).map(str::to_string)
+    }
+    fn cookie(&mut self, r: Resource<RequestRef>, name: String) -> Option<String> {
+        self.req(&r).cookie(&name).map(str::to_string)
+    }
+    fn client_ip(&mut self, r: Resource<RequestRef>) -> Option<String> {
+        self.req(&r).client_ip.map(|ip| ip.to_string())
+    }
+    fn drop(&mut self, r: Resource<RequestRef>) -> wasmtime::Result<()> {
+        self.table.delete(r)?;
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let plugin = &self.shared.name;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+impl metrics::Host for HostState {
+    fn counter_add(&mut self, name: String, delta: u64) {
+        *self.shared.metrics.lock().entry(name).or_default() += delta as f64;
+    }
+    fn gauge_set(&mut self, name: String, value: f64) {
+        self.shared.metrics.lock().insert(name, value);
+    }
+}
+
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        process_start().elapsed().as_nanos() as u64
+    }
+    fn random_u64(&mut self) -> u64 {
+        // RandomState is seeded from the OS once per thread and perturbed per
+        // call: plenty for seeding a balancer's generator.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(process_start().elapsed().as_nanos());
+        h.finish()
+    }
+}
+
+impl shared::Host for HostState {
+    fn counter_add(&mut self, key: String, delta: i64) -> i64 {
+        let mut c = self.shared.counters.lock();
+        if key.len() > MAX_KEY || (c.len() >= MAX_ENTRIES && !c.contains_key(&key)) {
+            tracing::warn!(plugin = %self.shared.name, "shared counter refused: key too long or too many keys");
+            return 0;
+        }
+        let v = c.entry(key).or_default();
+        *v = v.wrapping_add(delta);
+        *v
+    }
+    fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.shared.kv.lock().get(&key).cloned()
+    }
+    fn kv_set(&mut self, key: String, value: Vec<u8>) {
+        let mut kv = self.shared.kv.lock();
+        if value.is_empty() {
+            kv.remove(&key);
+        } else if key.len() > MAX_KEY || value.len() > MAX_VALUE || (kv.len() >= MAX_ENTRIES && !kv.contains_key(&key)) {
+            tracing::warn!(plugin = %self.shared.name, "shared kv-set refused: key, value or entry count over its limit");
+        } else {
+            kv.insert(key, value);
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! A deliberately broken policy for the gateway's failure tests. `mode`
+//! picks the failure; every select misbehaves that way.
+
+use switchyard_sdk::lb::{Backend, LiveStat, LoadBalancer, Request};
+use switchyard_sdk::Config;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// "trap", "spin", "hog", "out-of-range" or "reject-config".
+    mode: String,
+}
+
+/// The plugin.
+pub struct Misbehave {
+    mode: String,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl LoadBalancer for Misbehave {
+    fn configure(config: &Config) -> Result<Self, String> {
+        let s: Settings = config.parse()?;
+        match s.mode.as_str() {
+            "reject-config" => Err("misbehave: this config is rejected on purpose".into()),
+            "trap" | "spin" | "hog" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new() }),
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+
+    fn select(&mut self, _req: &Request, backends: &[Backend], _live: &[LiveStat]) -> Option<usize> {
+        match self.mode.as_str() {
+            "trap" => panic!("misbehave: trapping on purpose"),
+            "spin" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "hog" => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
+            },
+            _ => Some(backends.len() + 7),
+        }
+    }
+}
+
+switchyard_sdk::export_lb!(Misbehave);

@@ -1,0 +1,53 @@
+//! Switchyard SDK: write gateway policies as WebAssembly components.
+//!
+//! A policy is a plain Rust type that implements one trait per seam and is
+//! exported with one macro. The SDK hides `wit-bindgen` entirely.
+//!
+//! ```ignore
+//! use switchyard_sdk::lb::{Backend, LoadBalancer, Request, LiveStat};
+//! use switchyard_sdk::Config;
+//!
+//! #[derive(Default)]
+//! struct RoundRobin { next: usize }
+//!
+//! impl LoadBalancer for RoundRobin {
+//!     fn configure(_config: &Config) -> Result<Self, String> { Ok(Self::default()) }
+//!     fn select(&mut self, _req: &Request, backends: &[Backend], _live: &[LiveStat]) -> Option<usize> {
+//!         let pick = switchyard_sdk::lb::next_healthy(backends, self.next)?;
+//!         self.next = pick + 1;
+//!         Some(pick)
+//!     }
+//! }
+//!
+//! switchyard_sdk::export_lb!(RoundRobin);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2`; the `.wasm`
+//! file in `target/wasm32-wasip2/release/` is the component the gateway loads.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod host;
+pub mod lb;
+pub mod rand;
+
+pub use config::Config;
+
+/// Generated bindings. Plugin code should not need them; they are public so
+/// the export macros can reach them.
+#[doc(hidden)]
+pub mod bindings {
+    /// Bindings of the `lb-policy` world.
+    pub mod lb {
+        wit_bindgen::generate!({
+            world: "lb-policy",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_lb_policy",
+            default_bindings_module: "switchyard_sdk::bindings::lb",
+        });
+    }
+}
+
+#[doc(hidden)]
+pub use wit_bindgen;
