@@ -87,6 +87,7 @@ switchyard_sdk::export_lb!(FastestResponse);
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use switchyard_sdk::rand::Rng;
 
     fn stat(active: u32, ewma_us: u32, age_ms: u32, error_permille: u32) -> LiveStat {
         LiveStat { active, ewma_us, age_ms, error_permille }
