@@ -6,7 +6,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use std::time::Duration;
 
-/// Answers every request with its name; `/healthz` is always 200.
+/// Answers every request with its name (and, under `/echo`, the request
+/// headers it received); `/healthz` is always 200.
 pub struct DemoBackend {
     pub name: String,
     /// Delay before answering, to make a slow backend.
@@ -23,12 +24,22 @@ impl ServeHttp for DemoBackend {
             tokio::time::sleep(self.delay).await;
         }
         let status = if health { 200 } else { self.status };
-        let body = format!("{}\n", self.name).into_bytes();
+        let req = session.req_header();
+        let mut body = format!("{}\n", self.name);
+        if req.uri.path().starts_with("/echo") {
+            // Tests read what the gateway forwarded.
+            for (k, v) in req.headers.iter() {
+                body.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+            }
+        }
+        let body = body.into_bytes();
         http::Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "text/plain")
             .header(http::header::CONTENT_LENGTH, body.len())
             .header("x-backend", self.name.as_str())
+            // An internal header the gateway must never pass to clients.
+            .header("x-switchyard-served-by", self.name.as_str())
             .body(body)
             .expect("static response parts are valid")
     }

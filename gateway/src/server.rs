@@ -32,12 +32,14 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
             Err(e) => errors.push(e),
         }
     }
+    // Plugins are instantiated once here to surface config errors now.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| vec![Error::internal(e.to_string())])?;
     let mut upstreams = Vec::new();
     for u in &cfg.upstreams {
         let lb: Box<dyn LbPolicy> = match u.lb.as_ref().map(|name| plugins.get(name)) {
             None => Box::new(RoundRobin::default()),
             Some(None) => continue, // its plugin failed to load; already reported
-            Some(Some(p)) => match WasmLb::new(p.clone()) {
+            Some(Some(p)) => match rt.block_on(WasmLb::new(p.clone())) {
                 Ok(lb) => Box::new(lb),
                 Err(e) => {
                     errors.push(e);

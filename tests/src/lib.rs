@@ -1,1 +1,225 @@
+//! Harness for end-to-end tests: start the real `switchyard` binary, demo
+//! backends as separate processes, and talk plain HTTP/1.1 to them.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the built binaries live (`target/debug`), from this test's path.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    exe.parent().and_then(Path::parent).expect("target/debug/deps/..").to_path_buf()
+}
+
+/// The gateway binary; fails with how to build it.
+pub fn switchyard_bin() -> PathBuf {
+    let p = bin_dir().join("switchyard");
+    assert!(p.is_file(), "{} is missing: run `cargo build -p switchyard` (scripts/test.sh does it)", p.display());
+    p
+}
+
+/// A plugin component built by `scripts/test.sh`; fails with how to build it.
+pub fn plugin(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let dir = std::env::var_os("SWITCHYARD_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("plugins/target/wasm32-wasip2/release"));
+    let p = dir.join(format!("{name}.wasm"));
+    assert!(
+        p.is_file(),
+        "{} is missing: build the plugins with `rustup target add wasm32-wasip2 && cargo build --release --manifest-path plugins/Cargo.toml` (scripts/test.sh does it)",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status}:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {addr} within 30 s");
+}
+
+/// A process killed on drop.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Everything the process wrote to stderr/stdout so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stop it now (a backend going down).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str], addr: SocketAddr, what: &str, dir: tempfile::TempDir) -> Proc {
+    let log = dir.path().join("out.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(switchyard_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    wait_listening(addr, &mut child, what, &log);
+    Proc { child, addr, log, _dir: dir }
+}
+
+/// Start a demo backend named `name` on `port`; extra args like `--delay-ms`.
+pub fn backend_on(port: u16, name: &str, extra: &[&str]) -> Proc {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listen = addr.to_string();
+    let mut args = vec!["demo-backend", "--listen", &listen, "--name", name];
+    args.extend_from_slice(extra);
+    spawn(&args, addr, &format!("backend {name}"), tempfile::tempdir().unwrap())
+}
+
+/// Start a demo backend on a fresh port.
+pub fn backend(name: &str, extra: &[&str]) -> Proc {
+    backend_on(free_port(), name, extra)
+}
+
+/// Start the gateway with a config; `{listen}` in the text is replaced by
+/// the gateway's address.
+pub fn gateway(config: &str) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config.replace("{listen}", &addr.to_string())).unwrap();
+    let p = path.to_string_lossy().to_string();
+    spawn(&["run", "--config", &p], addr, "switchyard", dir)
+}
+
+/// Run `switchyard check` on a config file; returns (exit ok, stdout+stderr).
+pub fn check(config: &Path) -> (bool, String) {
+    let out = Command::new(switchyard_bin())
+        .args(["check", "--config"])
+        .arg(config.file_name().unwrap())
+        .current_dir(config.parent().unwrap())
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The demo backend's name (first body line).
+    pub fn backend(&self) -> &str {
+        self.body.lines().next().unwrap_or("")
+    }
+}
+
+/// One GET with `Connection: close`.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect to gateway");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let mut body = String::new();
+    let _ = r.read_to_string(&mut body);
+    Response { status, headers, body }
+}
+
+/// Poll `f` until it returns true; fail after `secs` with `what`.
+pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("gave up after {secs} s waiting for: {what}");
+}
+
+/// Count responses per backend name over `n` requests.
+pub fn tally(addr: SocketAddr, path: &str, n: usize, headers: &[(&str, &str)]) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = get(addr, path, headers);
+        assert_eq!(r.status, 200, "{r:?}");
+        *m.entry(r.backend().to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// A `[plugins.NAME]` table for a built plugin.
+pub fn plugin_table(name: &str, file: &str, extra: &str) -> String {
+    format!("[plugins.{name}]\npath = {:?}\n{extra}\n", plugin(file).to_string_lossy())
+}
+
+/// An upstream + catch-all route over `backends`.
+pub fn upstream(name: &str, lb: Option<&str>, backends: &[(&Proc, u32)], extra: &str) -> String {
+    let list: Vec<String> =
+        backends.iter().map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr)).collect();
+    let lb = lb.map(|l| format!("lb = \"{l}\"\n")).unwrap_or_default();
+    format!("[[upstreams]]\nname = \"{name}\"\n{lb}backends = [{}]\n{extra}\n[[routes]]\nupstream = \"{name}\"\n", list.join(", "))
+}
+
+/// `[server]` for a test gateway.
+pub const SERVER: &str = "[server]\nlisten = \"{listen}\"\nthreads = 2\n";

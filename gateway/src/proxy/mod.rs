@@ -51,7 +51,7 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (upstream, req) = ctx.target();
-        let i = upstream.pick(&req, &ctx.tried).map_err(|e| {
+        let i = upstream.pick(&req, &ctx.tried).await.map_err(|e| {
             let msg = match e {
                 LbError::NoBackend(m) => m,
                 LbError::Plugin(e) => e.message,

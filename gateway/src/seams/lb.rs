@@ -18,11 +18,12 @@ pub enum LbError {
 ///
 /// The answer is an index into `upstream.backends()`. The caller enforces
 /// health and retry exclusions, so a policy cannot route to a down backend.
+#[async_trait::async_trait]
 pub trait LbPolicy: Send + Sync {
     /// Name for logs and `/upstreams`.
     fn name(&self) -> &str;
     /// Choose a backend for `req`.
-    fn select(&self, req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError>;
+    async fn select(&self, req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError>;
 }
 
 /// The builtin: round robin over healthy backends, also the fallback of
@@ -32,12 +33,13 @@ pub struct RoundRobin {
     next: AtomicUsize,
 }
 
+#[async_trait::async_trait]
 impl LbPolicy for RoundRobin {
     fn name(&self) -> &str {
         "builtin:round-robin"
     }
 
-    fn select(&self, _req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
+    async fn select(&self, _req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
         let backends = upstream.backends();
         let n = backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -53,11 +55,12 @@ impl LbPolicy for RoundRobin {
 pub struct MockLb(pub parking_lot::Mutex<std::collections::VecDeque<Result<usize, LbError>>>);
 
 #[cfg(test)]
+#[async_trait::async_trait]
 impl LbPolicy for MockLb {
     fn name(&self) -> &str {
         "mock"
     }
-    fn select(&self, _req: &std::sync::Arc<RequestView>, _u: &Upstream) -> Result<usize, LbError> {
+    async fn select(&self, _req: &std::sync::Arc<RequestView>, _u: &Upstream) -> Result<usize, LbError> {
         self.0.lock().pop_front().expect("mock ran out of answers")
     }
 }

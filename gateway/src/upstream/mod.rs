@@ -91,8 +91,8 @@ impl Upstream {
     /// Ask the policy, then enforce: never a down backend, never one this
     /// request already failed on (`tried`). A policy answer that breaks
     /// either moves to the next eligible backend in order.
-    pub fn pick(&self, req: &Arc<RequestView>, tried: &[usize]) -> Result<usize, LbError> {
-        let choice = self.lb.select(req, self)?;
+    pub async fn pick(&self, req: &Arc<RequestView>, tried: &[usize]) -> Result<usize, LbError> {
+        let choice = self.lb.select(req, self).await?;
         let n = self.backends.len();
         let eligible = |i: usize| self.backends[i].is_healthy() && !tried.contains(&i);
         if choice < n && eligible(choice) {
@@ -124,6 +124,10 @@ mod tests {
     use crate::seams::lb::MockLb;
     use std::collections::VecDeque;
 
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
     fn upstream(n: usize, answers: Vec<Result<usize, LbError>>) -> Upstream {
         let spec = UpstreamSpec {
             name: "u".into(),
@@ -139,23 +143,23 @@ mod tests {
     #[test]
     fn pick_respects_policy_when_eligible() {
         let u = upstream(3, vec![Ok(2)]);
-        assert_eq!(u.pick(&Arc::new(RequestView::default()), &[]).unwrap(), 2);
+        assert_eq!(block(u.pick(&Arc::new(RequestView::default()), &[])).unwrap(), 2);
     }
 
     #[test]
     fn pick_skips_tried_and_unhealthy() {
         let u = upstream(3, vec![Ok(0), Ok(7)]);
         u.backends[1].stats.set_active_up(false);
-        assert_eq!(u.pick(&Arc::new(RequestView::default()), &[0]).unwrap(), 2);
+        assert_eq!(block(u.pick(&Arc::new(RequestView::default()), &[0])).unwrap(), 2);
         // Out of range answers are mapped into range, still eligible only.
-        let got = u.pick(&Arc::new(RequestView::default()), &[2]).unwrap();
+        let got = block(u.pick(&Arc::new(RequestView::default()), &[2])).unwrap();
         assert_eq!(got, 0);
     }
 
     #[test]
     fn pick_fails_when_nothing_is_left() {
         let u = upstream(2, vec![Ok(0)]);
-        assert!(matches!(u.pick(&Arc::new(RequestView::default()), &[0, 1]), Err(LbError::NoBackend(_))));
+        assert!(matches!(block(u.pick(&Arc::new(RequestView::default()), &[0, 1])), Err(LbError::NoBackend(_))));
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Engine {
         use wasmtime::component::HasSelf;
         let mut linker = Linker::new(&self.inner);
         // WASI without preopens or sockets: std works, files and network don't.
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         super::types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         super::log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         super::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;

@@ -13,6 +13,10 @@ mod bindings {
     wasmtime::component::bindgen!({
         world: "host",
         path: "../wit",
+        // Calls run on a fiber (`call_async`), so an import that waits —
+        // WASI's stderr flush today, store I/O in later seams — yields to
+        // the Pingora worker instead of blocking its thread.
+        exports: { default: async },
         with: {
             "switchyard:policy/types.request": super::host::RequestRef,
         },

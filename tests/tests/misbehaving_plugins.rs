@@ -1,0 +1,87 @@
+//! Plugins that trap, loop, hog memory or return nonsense: the gateway logs
+//! a clear line, applies `on_error`, and keeps serving.
+
+use switchyard_tests::*;
+
+fn with_mode(mode: &str, on_error: &str) -> (Proc, Proc, Proc) {
+    let b1 = backend("b1", &[]);
+    let b2 = backend("b2", &[]);
+    let extra = format!(
+        "on_error = \"{on_error}\"\nlimits = {{ deadline_ms = 20, memory_mb = 8, instances = 2 }}\nconfig = {{ mode = \"{mode}\" }}"
+    );
+    let cfg = format!(
+        "{SERVER}{}{}",
+        plugin_table("bad", "misbehave", &extra),
+        upstream("web", Some("bad"), &[(&b1, 1), (&b2, 1)], "")
+    );
+    let gw = gateway(&cfg);
+    (gw, b1, b2)
+}
+
+fn falls_back(mode: &str, fault: &str) {
+    let (gw, _b1, _b2) = with_mode(mode, "fallback");
+    let t = tally(gw.addr, "/", 10, &[]);
+    assert_eq!(t.len(), 2, "fallback round robin uses both backends: {t:?}");
+    let log = gw.log_text();
+    assert!(log.contains(&format!("fault=\"{fault}\"")) || log.contains(&format!("fault={fault}")), "no {fault} line in:\n{log}");
+    assert!(log.contains("on_error=\"fallback\"") || log.contains("on_error=fallback"), "{log}");
+    // Still serving after repeated faults (trapped instances were replaced).
+    assert_eq!(get(gw.addr, "/", &[]).status, 200);
+}
+
+#[test]
+fn trap_falls_back() {
+    falls_back("trap", "trap");
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    falls_back("spin", "deadline");
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    falls_back("hog", "memory-cap");
+}
+
+#[test]
+fn out_of_range_index_is_a_bad_return() {
+    falls_back("out-of-range", "bad-return");
+}
+
+#[test]
+fn fail_closed_answers_503() {
+    let (gw, _b1, _b2) = with_mode("trap", "fail-closed");
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "/", &[]).status, 503);
+    }
+    assert!(gw.log_text().contains("fail-closed"), "{}", gw.log_text());
+}
+
+#[test]
+fn wrong_world_and_rejected_config_fail_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    let text = format!(
+        "{}{}[[upstreams]]\nname = \"a\"\nlb = \"wrong\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n\
+         [[upstreams]]\nname = \"b\"\nlb = \"picky\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n",
+        plugin_table("wrong", "wrong_world", ""),
+        plugin_table("picky", "misbehave", "config = { mode = \"reject-config\" }"),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok, "{out}");
+    assert!(out.contains("plugin \"wrong\"") && out.contains("lb-policy world"), "{out}");
+    assert!(out.contains("plugin \"picky\": config: misbehave: this config is rejected on purpose"), "{out}");
+}
+
+#[test]
+fn not_wasm_fails_the_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("junk.wasm"), b"#!/bin/sh\necho hi\n").unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[plugins.junk]\npath = \"junk.wasm\"\n").unwrap();
+    let (ok, out) = check(&cfg);
+    assert!(!ok);
+    assert!(out.contains("plugin \"junk\": load: not a WebAssembly file"), "{out}");
+}

@@ -1,0 +1,92 @@
+//! Health ejection and recovery, connect retries, headers.
+
+use switchyard_tests::*;
+
+#[test]
+fn active_health_check_ejects_and_recovers() {
+    let port = free_port();
+    let mut b1 = backend_on(port, "b1", &[]);
+    let b2 = backend("b2", &[]);
+    let cfg = format!(
+        "{SERVER}{}",
+        upstream(
+            "web",
+            None,
+            &[(&b1, 1), (&b2, 1)],
+            "health = { check = \"http\", path = \"/healthz\", interval_ms = 100, timeout_ms = 200, rise = 2, fall = 1 }",
+        )
+    );
+    let gw = gateway(&cfg);
+    eventually(10, "both backends serve", || tally(gw.addr, "/", 10, &[]).len() == 2);
+    b1.kill();
+    eventually(10, "b1 is ejected and every request is served by b2", || {
+        let t = tally(gw.addr, "/", 10, &[]);
+        t.len() == 1 && t.contains_key("b2")
+    });
+    let _b1_again = backend_on(port, "b1", &[]);
+    eventually(10, "b1 recovers", || tally(gw.addr, "/", 10, &[]).contains_key("b1"));
+    assert!(gw.log_text().contains("health changed"), "{}", gw.log_text());
+}
+
+#[test]
+fn connect_failure_retries_on_another_backend() {
+    let live = backend("live", &[]);
+    let dead_port = free_port(); // nothing listens here
+    let cfg = format!(
+        "{SERVER}[[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"127.0.0.1:{dead_port}\" }}, {{ address = \"{}\" }}]\n\
+         health = {{ check = \"none\", max_failures = 1000 }}\nretries = 2\n[[routes]]\nupstream = \"web\"\n",
+        live.addr
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..20 {
+        let r = get(gw.addr, "/", &[]);
+        assert_eq!((r.status, r.backend()), (200, "live"), "{r:?}");
+    }
+}
+
+#[test]
+fn passive_ejection_stops_sending_to_a_dead_backend() {
+    let live = backend("live", &[]);
+    let dead_port = free_port();
+    let cfg = format!(
+        "{SERVER}[[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"127.0.0.1:{dead_port}\" }}, {{ address = \"{}\" }}]\n\
+         health = {{ check = \"none\", max_failures = 2, eject_ms = 60000 }}\n[[routes]]\nupstream = \"web\"\n",
+        live.addr
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..20 {
+        assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    }
+    assert!(gw.log_text().contains("ejected after 2 failures in a row"), "{}", gw.log_text());
+}
+
+#[test]
+fn headers_forwarded_and_internal_ones_stripped() {
+    let b = backend("b", &[]);
+    let gw = gateway(&format!("{SERVER}{}", upstream("web", None, &[(&b, 1)], "")));
+    let r = get(gw.addr, "/echo", &[("x-switchyard-session", "forged"), ("x-request-id", "abc-123")]);
+    assert_eq!(r.status, 200);
+    let seen = r.body.to_ascii_lowercase();
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1"), "{seen}");
+    assert!(seen.contains("x-request-id: abc-123"), "{seen}");
+    assert!(!seen.contains("x-switchyard-session"), "client injected an internal header: {seen}");
+    assert!(r.header("x-switchyard-served-by").is_none(), "internal header leaked to client: {r:?}");
+    assert_eq!(r.header("x-request-id"), Some("abc-123"));
+    // A malformed id is replaced, not forwarded.
+    let r = get(gw.addr, "/echo", &[("x-request-id", "bad id with spaces")]);
+    assert!(!r.body.contains("bad id"), "{}", r.body);
+    assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+}
+
+#[test]
+fn unknown_route_is_404() {
+    let b = backend("b", &[]);
+    let cfg = format!(
+        "{SERVER}[[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\n[[routes]]\npath_prefix = \"/portal\"\nupstream = \"web\"\n",
+        b.addr
+    );
+    let gw = gateway(&cfg);
+    assert_eq!(get(gw.addr, "/portal/x", &[]).status, 200);
+    assert_eq!(get(gw.addr, "/portals", &[]).status, 404);
+    assert_eq!(get(gw.addr, "/other", &[]).status, 404);
+}
