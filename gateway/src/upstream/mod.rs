@@ -93,6 +93,7 @@ impl Upstream {
     /// either moves to the next eligible backend in order.
     pub async fn pick(&self, req: &Arc<RequestView>, tried: &[usize]) -> Result<usize, LbError> {
         let choice = self.lb.select(req, self).await?;
+        tracing::trace!(upstream = %self.name, choice, live = ?self.backends.iter().map(|b| b.stats.live()).collect::<Vec<_>>(), "picked");
         let n = self.backends.len();
         let eligible = |i: usize| self.backends[i].is_healthy() && !tried.contains(&i);
         if choice < n && eligible(choice) {
