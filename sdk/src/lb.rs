@@ -70,7 +70,7 @@ impl<T: LoadBalancer> Runner<T> {
 
 /// Export a [`LoadBalancer`] as the component's `lb` interface.
 ///
-/// ```ignore
+/// ```text
 /// switchyard_sdk::export_lb!(MyPolicy);
 /// ```
 #[macro_export]

@@ -3,7 +3,7 @@
 //! A policy is a plain Rust type that implements one trait per seam and is
 //! exported with one macro. The SDK hides `wit-bindgen` entirely.
 //!
-//! ```ignore
+//! ```no_run
 //! use switchyard_sdk::lb::{Backend, LoadBalancer, Request, LiveStat};
 //! use switchyard_sdk::Config;
 //!

@@ -69,7 +69,8 @@ pub fn parse(text: &str, base: &Path) -> Result<ValidConfig, Vec<ConfigError>> {
 fn parse_raw(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        // Spanned<T> adds a private segment to the path; users never wrote it.
+        let path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
         let inner = e.into_inner();
         let line = inner.span().map(|s| line_of(text, s.start));
         vec![ConfigError { path: if path == "." { "(top)".into() } else { path }, line, message: inner.message().to_string() }]

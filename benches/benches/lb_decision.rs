@@ -1,0 +1,76 @@
+//! Per-decision cost of each lb plugin with 16 backends: the Wasm component
+//! against the native builtin round robin, through the same `Upstream::pick`
+//! the proxy calls (policy call + health/retry enforcement).
+//!
+//! `cargo bench -p switchyard-benches --bench lb_decision`
+//! (plugins built first: `cargo build --release --manifest-path plugins/Cargo.toml`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use switchyard::config::{HealthSection, OnError, PluginLimits, PluginSpec, UpstreamSpec};
+use switchyard::seams::{LbPolicy, RequestView, RoundRobin};
+use switchyard::upstream::Upstream;
+use switchyard::wasm::{Engine, WasmLb};
+use switchyard_benches::median_ns;
+
+const BACKENDS: usize = 16;
+
+fn spec() -> UpstreamSpec {
+    UpstreamSpec {
+        name: "bench".into(),
+        backends: (0..BACKENDS).map(|i| (format!("127.0.0.1:{}", 10_000 + i).parse().unwrap(), 1 + (i % 3) as u32)).collect(),
+        lb: None,
+        health: HealthSection::default(),
+        retries: 2,
+        connect_timeout_ms: 100,
+    }
+}
+
+fn plugin_dir() -> PathBuf {
+    std::env::var_os("SWITCHYARD_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release"))
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut req = RequestView { method: "GET".into(), path: "/".into(), client_ip: Some("10.1.2.3".parse().unwrap()), ..Default::default() };
+    req.headers.insert("x-user", "alice".parse().unwrap());
+    let req = Arc::new(req);
+    let engine = Engine::new().expect("engine");
+    let (batches, per) = (200, 2_000);
+
+    let native = Upstream::new(&spec(), Box::new(RoundRobin::default()));
+    let base = median_ns(batches, per, || {
+        rt.block_on(native.pick(&req, &[])).unwrap();
+    });
+    println!("lb decision, {BACKENDS} backends, median of {batches} batches x {per} calls");
+    println!("{:<24} {:>10} {:>14}", "policy", "ns/call", "vs native rr");
+    println!("{:<24} {:>10.0} {:>14}", "native round-robin", base, "1.00x");
+
+    let plugins = [
+        ("round_robin", ""),
+        ("weighted_round_robin", ""),
+        ("least_connections", ""),
+        ("fastest_response", ""),
+        ("consistent_hash", r#"{"key":"header:x-user"}"#),
+    ];
+    for (file, config) in plugins {
+        let path = plugin_dir().join(format!("{file}.wasm"));
+        assert!(path.is_file(), "{} missing: build the plugins first (scripts/test.sh)", path.display());
+        let pspec = PluginSpec {
+            name: file.into(),
+            path,
+            on_error: OnError::FailClosed,
+            limits: PluginLimits::default(),
+            config_json: if config.is_empty() { "{}".into() } else { config.into() },
+        };
+        let loaded = engine.load(&pspec).expect("load");
+        let lb: Box<dyn LbPolicy> = Box::new(rt.block_on(WasmLb::new(loaded)).expect("instantiate"));
+        let up = Upstream::new(&spec(), lb);
+        let ns = median_ns(batches, per, || {
+            rt.block_on(up.pick(&req, &[])).unwrap();
+        });
+        println!("{:<24} {:>10.0} {:>13.2}x", format!("wasm {file}"), ns, ns / base);
+    }
+}

@@ -1,0 +1,32 @@
+# Shared set-up steps for scripts/quickstart.sh and scripts/test.sh.
+
+# Install Debian packages that are missing (one apt-get update first).
+need_apt() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo ">> installing ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# rustup does not install targets from rust-toolchain.toml here
+# (RUSTUP_AUTO_INSTALL=0), so add the Wasm target explicitly.
+need_wasm_target() {
+    rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+}
+
+# Plugins are their own workspace; keep their target dir next to the
+# gateway's cache when CARGO_TARGET_DIR is set, else in plugins/target.
+plugin_target_dir() {
+    if [ -n "${CARGO_TARGET_DIR:-}" ]; then echo "$CARGO_TARGET_DIR/plugins"; else echo "$PWD/plugins/target"; fi
+}
+
+build_plugins() {
+    cargo build --release --manifest-path plugins/Cargo.toml --target-dir "$(plugin_target_dir)"
+    export SWITCHYARD_PLUGIN_DIR="$(plugin_target_dir)/wasm32-wasip2/release"
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what the tests need, build the plugins and the gateway, run every
+# test: SDK and plugin unit/property tests, gateway unit tests, end-to-end
+# tests against the real binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+need_apt cmake
+need_wasm_target
+build_plugins
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo test --manifest-path plugins/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
+cargo build --workspace --bins
+cargo test --workspace
