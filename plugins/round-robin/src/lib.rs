@@ -21,6 +21,13 @@ impl LoadBalancer for RoundRobin {
     }
 
     fn select(&mut self, _req: &Request, backends: &[Backend], _live: &[LiveStat]) -> Option<usize> {
+        self.pick(backends)
+    }
+}
+
+impl RoundRobin {
+    /// The next healthy backend after the previous pick.
+    pub fn pick(&mut self, backends: &[Backend]) -> Option<usize> {
         let pick = next_healthy(backends, self.next % backends.len().max(1))?;
         self.next = pick + 1;
         Some(pick)
@@ -28,3 +35,27 @@ impl LoadBalancer for RoundRobin {
 }
 
 switchyard_sdk::export_lb!(RoundRobin);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(healthy: &[bool]) -> Vec<Backend> {
+        healthy.iter().enumerate().map(|(i, &h)| Backend { address: format!("10.0.0.{i}:80"), weight: 1, healthy: h }).collect()
+    }
+
+    fn cycle(backends: &[Backend], n: usize) -> Vec<usize> {
+        let mut rr = RoundRobin { next: 0 };
+        (0..n).map(|_| rr.pick(backends).unwrap()).collect()
+    }
+
+    #[test]
+    fn cycles_through_healthy_backends_only() {
+        assert_eq!(cycle(&set(&[true, false, true, true]), 6), vec![0, 2, 3, 0, 2, 3]);
+    }
+
+    #[test]
+    fn none_when_all_down() {
+        assert_eq!(RoundRobin { next: 5 }.pick(&set(&[false, false])), None);
+    }
+}
