@@ -12,7 +12,7 @@ need_wasm_target
 DUR=${1:-10}
 CONNS=32
 THREADS=2
-cargo build --release --manifest-path plugins/Cargo.toml --target-dir plugins/target -q
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target -q
 cargo build --release -p switchyard -q
 BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/switchyard
 WORK=$(mktemp -d)

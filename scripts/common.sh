@@ -27,6 +27,7 @@ plugin_target_dir() {
 }
 
 build_plugins() {
-    cargo build --release --manifest-path plugins/Cargo.toml --target-dir "$(plugin_target_dir)"
+    # --target: plugins/.cargo/config.toml is only read when cargo runs inside plugins/.
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir "$(plugin_target_dir)"
     export SWITCHYARD_PLUGIN_DIR="$(plugin_target_dir)/wasm32-wasip2/release"
 }

@@ -29,7 +29,7 @@ pub fn plugin(name: &str) -> PathBuf {
     let p = dir.join(format!("{name}.wasm"));
     assert!(
         p.is_file(),
-        "{} is missing: build the plugins with `rustup target add wasm32-wasip2 && cargo build --release --manifest-path plugins/Cargo.toml` (scripts/test.sh does it)",
+        "{} is missing: build the plugins with `rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml` (scripts/test.sh does it)",
         p.display()
     );
     p
