@@ -10,7 +10,7 @@ use std::sync::Arc;
 use switchyard::config::{HealthSection, OnError, PluginLimits, PluginSpec, UpstreamSpec};
 use switchyard::seams::{LbPolicy, RequestView, RoundRobin};
 use switchyard::upstream::Upstream;
-use switchyard::wasm::{Engine, WasmLb};
+use switchyard::wasm::{Engine, PluginSlot, WasmLb};
 use switchyard_benches::median_ns;
 
 const BACKENDS: usize = 16;
@@ -40,7 +40,7 @@ fn main() {
     let engine = Engine::new().expect("engine");
     let (batches, per) = (200, 2_000);
 
-    let native = Upstream::new(&spec(), Box::new(RoundRobin::default()));
+    let native = Upstream::new(&spec(), Arc::new(RoundRobin::default()));
     let base = median_ns(batches, per, || {
         rt.block_on(native.pick(&req, &[])).unwrap();
     });
@@ -64,9 +64,10 @@ fn main() {
             on_error: OnError::FailClosed,
             limits: PluginLimits::default(),
             config_json: if config.is_empty() { "{}".into() } else { config.into() },
+            watch_ms: 0,
         };
-        let loaded = engine.load(&pspec).expect("load");
-        let lb: Box<dyn LbPolicy> = Box::new(rt.block_on(WasmLb::new(loaded)).expect("instantiate"));
+        let slot = PluginSlot::load(&engine, &pspec).expect("load");
+        let lb: Arc<dyn LbPolicy> = Arc::new(rt.block_on(WasmLb::new(slot.current().plugin.clone())).expect("instantiate"));
         let up = Upstream::new(&spec(), lb);
         let ns = median_ns(batches, per, || {
             rt.block_on(up.pick(&req, &[])).unwrap();

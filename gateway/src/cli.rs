@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `demo-backend`.
+//! The command line: `run`, `check`, `plugin inspect|push`, `demo-backend`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,6 +24,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Inspect a plugin component or push one to a running gateway.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run one demo HTTP backend (for tests, benches and demos).
     DemoBackend {
         #[arg(long)]
@@ -39,6 +42,23 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show the Switchyard worlds a component exports, and its imports.
+    Inspect { file: PathBuf },
+    /// Hot-swap plugin NAME on a running gateway with FILE (admin `PUT /plugins/NAME`).
+    Push {
+        /// Admin API base URL, e.g. http://127.0.0.1:9901
+        #[arg(long)]
+        admin: String,
+        /// Admin bearer token.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+        token: String,
+        name: String,
+        file: PathBuf,
+    },
+}
+
 /// Parse the arguments and run the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,6 +70,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Plugin(cmd) => plugin(cmd),
         Command::DemoBackend { listen, name, delay_ms, status, threads } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
@@ -101,6 +122,28 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(server) => server.run_forever(),
         Err(e) => {
             eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn plugin(cmd: PluginCommand) -> ExitCode {
+    let result = match cmd {
+        PluginCommand::Inspect { file } => std::fs::read(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            .and_then(|bytes| {
+                let engine = crate::wasm::Engine::new().map_err(|e| e.to_string())?;
+                crate::wasm::inspect(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))
+            }),
+        PluginCommand::Push { admin, token, name, file } => crate::admin::push(&admin, &token, &name, &file),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

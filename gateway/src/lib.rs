@@ -1,10 +1,12 @@
 //! Switchyard: a Pingora gateway whose policies are WebAssembly components.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod seams;
 pub mod server;

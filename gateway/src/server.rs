@@ -1,21 +1,21 @@
 //! Assemble the Pingora server from a validated config: load plugins, build
-//! upstreams and their policies, add the proxy, health and demo services.
+//! upstreams and their policies, add the proxy, admin, health, plugin
+//! watcher and demo services.
 
 use crate::config::ValidConfig;
 use crate::error::Error;
 use crate::proxy::{Gateway, Router};
 use crate::seams::{LbPolicy, RoundRobin};
 use crate::upstream::{HealthChecker, Upstream};
-use crate::wasm::{Engine, LoadedPlugin, WasmLb};
+use crate::wasm::{Engine, PluginSlot, PluginWatcher, Plugins, WasmLb};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Everything built from a config, before any socket is bound.
 pub struct Built {
     pub upstreams: Vec<Arc<Upstream>>,
-    pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
+    pub plugins: Arc<Plugins>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
@@ -23,12 +23,10 @@ pub struct Built {
 pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
     let engine = Engine::new().map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    let mut plugins = BTreeMap::new();
+    let mut plugins = Plugins::default();
     for spec in cfg.plugins.values() {
-        match engine.load(spec) {
-            Ok(p) => {
-                plugins.insert(spec.name.clone(), p);
-            }
+        match PluginSlot::load(&engine, spec) {
+            Ok(slot) => plugins.insert(slot),
             Err(e) => errors.push(e),
         }
     }
@@ -36,21 +34,28 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| vec![Error::internal(e.to_string())])?;
     let mut upstreams = Vec::new();
     for u in &cfg.upstreams {
-        let lb: Box<dyn LbPolicy> = match u.lb.as_ref().map(|name| plugins.get(name)) {
-            None => Box::new(RoundRobin::default()),
+        let (lb, slot): (Arc<dyn LbPolicy>, _) = match u.lb.as_ref().map(|name| plugins.get(name)) {
+            None => (Arc::new(RoundRobin::default()), None),
             Some(None) => continue, // its plugin failed to load; already reported
-            Some(Some(p)) => match rt.block_on(WasmLb::new(p.clone())) {
-                Ok(lb) => Box::new(lb),
+            Some(Some(slot)) => match rt.block_on(WasmLb::new(slot.current().plugin.clone())) {
+                Ok(lb) => {
+                    let lb = Arc::new(lb);
+                    (lb.clone() as Arc<dyn LbPolicy>, Some((slot.clone(), lb)))
+                }
                 Err(e) => {
                     errors.push(e);
                     continue;
                 }
             },
         };
-        upstreams.push(Arc::new(Upstream::new(u, lb)));
+        let upstream = Arc::new(Upstream::new(u, lb));
+        if let Some((slot, lb)) = slot {
+            slot.add_user(upstream.clone(), lb);
+        }
+        upstreams.push(upstream);
     }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins })
+        Ok(Built { upstreams, plugins: Arc::new(plugins) })
     } else {
         Err(errors)
     }
@@ -73,6 +78,14 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         "health",
         HealthChecker { upstreams: built.upstreams.clone() },
     ));
+    server.add_service(pingora::services::background::background_service(
+        "plugin watcher",
+        PluginWatcher { plugins: built.plugins.clone() },
+    ));
+    if let Some(spec) = &cfg.admin {
+        let api = crate::admin::AdminApi { spec: spec.clone(), plugins: built.plugins.clone(), upstreams: built.upstreams.clone() };
+        server.add_service(crate::admin::service(api));
+    }
     for (addr, name) in &cfg.demo {
         let backend = crate::demo::DemoBackend { name: name.clone(), delay: Default::default(), status: 200 };
         server.add_service(crate::demo::service(&addr.to_string(), backend));

@@ -24,6 +24,21 @@ pub trait LoadBalancer: Sized + 'static {
     /// `backends` when [`Self::NEEDS_LIVE_STATS`] is set, empty otherwise.
     /// `None` means no backend fits and the gateway answers 503.
     fn select(&mut self, req: &Request, backends: &[Backend], live: &[LiveStat]) -> Option<usize>;
+
+    /// State to carry into the next version on a hot swap. The default
+    /// (empty) means the new version starts fresh from `configure`.
+    /// Usually one line: `switchyard_sdk::state::save(&self.next)`.
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    /// Take over the previous version's [`Self::snapshot`]; called after
+    /// `configure` and before the first `backends_changed`. An error fails
+    /// the swap and the old version keeps serving. Usually one line:
+    /// `self.next = switchyard_sdk::state::load(state)?; Ok(())`.
+    fn restore(&mut self, _state: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The first healthy backend at or after `start`, wrapping around.
@@ -59,6 +74,14 @@ impl<T: LoadBalancer> Runner<T> {
         }
     }
 
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.policy.as_ref().map_or_else(Vec::new, T::snapshot)
+    }
+
+    pub fn restore(&mut self, state: Vec<u8>) -> Result<(), String> {
+        self.policy.as_mut().ok_or("restore before configure")?.restore(&state)
+    }
+
     pub fn select(&mut self, req: &Request, live: &[LiveStat]) -> Result<u32, String> {
         let policy = self.policy.as_mut().ok_or("select before configure")?;
         match policy.select(req, &self.backends, live) {
@@ -68,7 +91,8 @@ impl<T: LoadBalancer> Runner<T> {
     }
 }
 
-/// Export a [`LoadBalancer`] as the component's `lb` interface.
+/// Export a [`LoadBalancer`] as the component's `lb` and `lb-state`
+/// interfaces (world `lb-policy-stateful`).
 ///
 /// ```text
 /// switchyard_sdk::export_lb!(MyPolicy);
@@ -81,6 +105,7 @@ macro_rules! export_lb {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::bindings::lb::exports::switchyard::policy::lb as __wit;
+            use $crate::bindings::lb::exports::switchyard::policy::lb_state as __wit_state;
             struct __SwitchyardLb;
             ::std::thread_local! {
                 static RUNNER: ::core::cell::RefCell<$crate::lb::Runner<$policy>> =
@@ -95,6 +120,14 @@ macro_rules! export_lb {
                 }
                 fn select(req: &$crate::lb::Request, live: ::std::vec::Vec<$crate::lb::LiveStat>) -> ::core::result::Result<u32, ::std::string::String> {
                     RUNNER.with(|r| r.borrow_mut().select(req, &live))
+                }
+            }
+            impl __wit_state::Guest for __SwitchyardLb {
+                fn snapshot() -> ::std::vec::Vec<u8> {
+                    RUNNER.with(|r| r.borrow().snapshot())
+                }
+                fn restore(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
+                    RUNNER.with(|r| r.borrow_mut().restore(state))
                 }
             }
             $crate::bindings::lb::__export_lb_policy!(__SwitchyardLb with_types_in $crate::bindings::lb);

@@ -30,6 +30,7 @@ pub mod config;
 pub mod host;
 pub mod lb;
 pub mod rand;
+pub mod state;
 
 pub use config::Config;
 
@@ -37,10 +38,11 @@ pub use config::Config;
 /// the export macros can reach them.
 #[doc(hidden)]
 pub mod bindings {
-    /// Bindings of the `lb-policy` world.
+    /// Bindings of the `lb-policy-stateful` world (`lb` plus `lb-state`;
+    /// a policy without state answers an empty snapshot).
     pub mod lb {
         wit_bindgen::generate!({
-            world: "lb-policy",
+            world: "lb-policy-stateful",
             path: "../wit",
             pub_export_macro: true,
             export_macro_name: "__export_lb_policy",

@@ -75,6 +75,11 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stop it now (a backend going down).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -156,22 +161,45 @@ impl Response {
 
 /// One GET with `Connection: close`.
 pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
-    let mut s = TcpStream::connect(addr).expect("connect to gateway");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    request(addr, "GET", path, headers, &[])
+}
+
+/// One request with a body and `Connection: close`.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() || method != "GET" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) and close before reading it all.
+    let _ = s.write_all(body);
     let mut r = BufReader::new(s);
+    let (status, headers) = read_head(&mut r).unwrap_or_else(|e| panic!("no response to {method} {path}: {e}"));
+    let mut body = String::new();
+    let _ = r.read_to_string(&mut body);
+    Response { status, headers, body }
+}
+
+fn read_head(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("bad status line {line:?}"));
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a status line"));
+    }
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad status line {line:?}")))?;
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
-        r.read_line(&mut h).unwrap();
+        r.read_line(&mut h)?;
         let h = h.trim_end();
         if h.is_empty() {
             break;
@@ -180,9 +208,91 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let mut body = String::new();
-    let _ = r.read_to_string(&mut body);
-    Response { status, headers, body }
+    Ok((status, headers))
+}
+
+/// One request on a keep-alive load connection.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub start: Instant,
+    pub end: Instant,
+    pub status: u16,
+    /// The demo backend's name (first body line).
+    pub backend: String,
+}
+
+/// A bounded keep-alive HTTP load: `conns` connections, each sending GETs
+/// back to back until stopped, `max_per_conn` requests or `max_time`.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(Vec<Sample>, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, path: &str, conns: usize, max_per_conn: usize, max_time: Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..conns)
+            .map(|_| {
+                let stop = stop.clone();
+                let path = path.to_string();
+                std::thread::spawn(move || keepalive_loop(addr, &path, &stop, max_per_conn, max_time))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stop and collect every sample and every failure.
+    pub fn finish(self) -> (Vec<Sample>, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut samples = Vec::new();
+        let mut errors = Vec::new();
+        for t in self.threads {
+            let (s, e) = t.join().expect("load thread");
+            samples.extend(s);
+            errors.extend(e);
+        }
+        samples.sort_by_key(|s| s.start);
+        (samples, errors)
+    }
+}
+
+fn keepalive_loop(
+    addr: SocketAddr,
+    path: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    max: usize,
+    max_time: Duration,
+) -> (Vec<Sample>, Vec<String>) {
+    let deadline = Instant::now() + max_time;
+    let mut samples = Vec::new();
+    let mut errors = Vec::new();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    while samples.len() + errors.len() < max && Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let start = Instant::now();
+        let r = conn.take().map_or_else(|| TcpStream::connect(addr).map(BufReader::new), Ok).and_then(|mut c| {
+            c.get_ref().set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.get_mut().write_all(req.as_bytes())?;
+            let (status, headers) = read_head(&mut c)?;
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no content-length"))?;
+            let mut body = vec![0; len];
+            c.read_exact(&mut body)?;
+            let close = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+            Ok((status, String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_string(), (!close).then_some(c)))
+        });
+        match r {
+            Ok((status, backend, next)) => {
+                conn = next;
+                samples.push(Sample { start, end: Instant::now(), status, backend });
+            }
+            Err(e) => errors.push(format!("{e}")),
+        }
+    }
+    (samples, errors)
 }
 
 /// Poll `f` until it returns true; fail after `secs` with `what`.
@@ -219,6 +329,26 @@ pub fn upstream(name: &str, lb: Option<&str>, backends: &[(&Proc, u32)], extra: 
         backends.iter().map(|(b, w)| format!("{{ address = \"{}\", weight = {w} }}", b.addr)).collect();
     let lb = lb.map(|l| format!("lb = \"{l}\"\n")).unwrap_or_default();
     format!("[[upstreams]]\nname = \"{name}\"\n{lb}backends = [{}]\n{extra}\n[[routes]]\nupstream = \"{name}\"\n", list.join(", "))
+}
+
+/// `[admin]` for a test gateway: `{admin}` is replaced by a free port by
+/// [`gateway_with_admin`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Start the gateway with an admin listener; returns it and the admin address.
+pub fn gateway_with_admin(config: &str, admin_extra: &str) -> (Proc, SocketAddr) {
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!("{config}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n{admin_extra}\n");
+    let gw = gateway(&cfg);
+    eventually(30, "the admin listener answers /healthz", || {
+        TcpStream::connect(admin).is_ok() && get(admin, "/healthz", &[]).status == 200
+    });
+    (gw, admin)
+}
+
+/// The bearer header for [`ADMIN_TOKEN`].
+pub fn bearer() -> (&'static str, String) {
+    ("Authorization", format!("Bearer {ADMIN_TOKEN}"))
 }
 
 /// `[server]` for a test gateway.

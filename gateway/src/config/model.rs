@@ -42,13 +42,24 @@ impl Default for ServerSection {
     }
 }
 
-/// `[admin]` (the API itself arrives with hot swap; the section is reserved).
+/// `[admin]`: the admin API listener and its bearer token.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
+    /// Default `127.0.0.1:9901`.
     pub listen: Option<Spanned<String>>,
-    pub token: Option<String>,
-    pub token_env: Option<String>,
+    /// The bearer token itself (prefer `token_env` outside tests).
+    pub token: Option<Spanned<String>>,
+    /// Name of the environment variable holding the token.
+    pub token_env: Option<Spanned<String>>,
+    /// Largest accepted request body (a plugin upload), in MiB.
+    #[serde(default = "default_max_body_mb")]
+    pub max_body_mb: Spanned<u64>,
+}
+
+fn default_max_body_mb() -> Spanned<u64> {
+    // Python components are around 40 MiB.
+    Spanned::new(0..0, 64)
 }
 
 /// What a failing plugin call turns into.
@@ -91,6 +102,13 @@ pub struct PluginSection {
     pub limits: PluginLimits,
     #[serde(default)]
     pub config: toml::Table,
+    /// Poll the file every `watch_ms` and hot-swap it when it changes; 0 = off.
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn default_watch_ms() -> u64 {
+    1000
 }
 
 /// One backend of an upstream.

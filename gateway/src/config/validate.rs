@@ -17,7 +17,26 @@ pub struct ValidConfig {
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
     pub demo: Vec<(SocketAddr, String)>,
+    pub admin: Option<AdminSpec>,
 }
+
+/// The admin API, when `[admin]` is present.
+#[derive(Clone)]
+pub struct AdminSpec {
+    pub listen: SocketAddr,
+    pub token: String,
+    /// Largest accepted body in bytes.
+    pub max_body: usize,
+}
+
+impl std::fmt::Debug for AdminSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSpec").field("listen", &self.listen).field("token", &"<redacted>").field("max_body", &self.max_body).finish()
+    }
+}
+
+/// Shortest admin token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// A plugin to load.
 #[derive(Debug, Clone)]
@@ -28,6 +47,8 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
     /// The `config` table as JSON text, as `configure` receives it.
     pub config_json: String,
+    /// File poll interval for hot reload; 0 = off.
+    pub watch_ms: u64,
 }
 
 /// A backend pool.
@@ -81,6 +102,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let plugins = check_plugins(&mut c, &raw.plugins, base);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
+    let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
         d.backends
             .iter()
@@ -100,7 +122,46 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         upstreams,
         routes,
         demo,
+        admin,
     })
+}
+
+fn check_admin(c: &mut Checker, a: &AdminSection) -> Option<AdminSpec> {
+    let listen = match &a.listen {
+        Some(l) => c.addr("admin.listen".into(), l),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 9901))),
+    };
+    let token = match (&a.token, &a.token_env) {
+        (Some(t), None) => Some((t.get_ref().clone(), "admin.token", t.span())),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(t) => Some((t, "admin.token_env", var.span())),
+            Err(_) => {
+                c.err("admin.token_env", var, format!("environment variable {} is not set", var.get_ref()));
+                None
+            }
+        },
+        (Some(t), Some(_)) => {
+            c.err("admin.token", t, "set token or token_env, not both");
+            None
+        }
+        (None, None) => {
+            c.errors.push(ConfigError { path: "admin".into(), line: None, message: "the admin API needs a token: set token_env (or token)".into() });
+            None
+        }
+    };
+    let token = token.and_then(|(t, key, span)| {
+        let t = t.trim().to_string();
+        if t.len() < MIN_TOKEN_LEN {
+            c.err(key, &Spanned::new(span, ()), format!("the token must be at least {MIN_TOKEN_LEN} characters"));
+            return None;
+        }
+        Some(t)
+    });
+    let mb = *a.max_body_mb.get_ref();
+    if mb == 0 || mb > 1024 {
+        c.err("admin.max_body_mb", &a.max_body_mb, "must be 1..=1024");
+    }
+    Some(AdminSpec { listen: listen?, token: token?, max_body: (mb as usize) << 20 })
 }
 
 fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &Path) -> BTreeMap<String, PluginSpec> {
@@ -124,7 +185,7 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &
         let config_json = serde_json::to_string(&p.config).expect("a TOML table is valid JSON");
         out.insert(
             name.clone(),
-            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json },
+            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json, watch_ms: p.watch_ms },
         );
     }
     out

@@ -1,6 +1,7 @@
 //! Per-request state: the route's upstream, the request view, the backend
 //! in use and the ones already tried.
 
+use crate::metrics::metrics;
 use crate::seams::RequestView;
 use crate::upstream::Upstream;
 use pingora::proxy::Session;
@@ -20,9 +21,29 @@ impl Drop for Inflight {
     }
 }
 
+/// Counts a downstream request in flight while it lives.
+struct ActiveRequest;
+
+impl ActiveRequest {
+    fn new() -> Self {
+        metrics().active_requests.inc();
+        Self
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        metrics().active_requests.dec();
+    }
+}
+
 /// Per-request context.
-#[derive(Default)]
 pub struct Ctx {
+    _active: ActiveRequest,
+    received: Instant,
+    route: Option<Arc<str>>,
+    /// The last backend tried, for the request metrics.
+    backend: Option<usize>,
     upstream: Option<Arc<Upstream>>,
     req: Option<Arc<RequestView>>,
     /// Backends this request failed to connect to.
@@ -32,8 +53,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A request was received.
+    pub fn new() -> Self {
+        Self {
+            _active: ActiveRequest::new(),
+            received: Instant::now(),
+            route: None,
+            backend: None,
+            upstream: None,
+            req: None,
+            tried: Vec::new(),
+            current: None,
+            request_id: String::new(),
+        }
+    }
+
     /// Fill in the route's upstream, the request view and the request id.
-    pub fn start(&mut self, upstream: Arc<Upstream>, session: &Session, id_header: &http::HeaderName) {
+    pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session, id_header: &http::HeaderName) {
+        self.route = Some(route);
         let h = session.req_header();
         self.request_id = h
             .headers
@@ -60,6 +97,7 @@ impl Ctx {
     pub fn begin(&mut self, i: usize) {
         let upstream = self.upstream.clone().expect("routed");
         upstream.backends()[i].stats.begin();
+        self.backend = Some(i);
         self.current = Some(Inflight { upstream, backend: i, started: Instant::now() });
     }
 
@@ -67,17 +105,53 @@ impl Ctx {
     /// whether another backend may be tried.
     pub fn fail_current(&mut self) -> bool {
         let Some(cur) = self.current.take() else { return false };
+        tracing::warn!(upstream = %cur.upstream.name(), backend = %cur.upstream.backends()[cur.backend].address, "connect failed; trying another backend");
         cur.upstream.observe(cur.backend, cur.started.elapsed(), true);
         self.tried.push(cur.backend);
         self.tried.len() <= cur.upstream.retries && self.tried.len() < cur.upstream.backends().len()
     }
 
-    /// The request is over: feed latency and outcome back to the stats.
-    pub fn finish(&mut self, status: u16, errored: bool) {
+    /// The request is over: feed latency and outcome back to the stats,
+    /// and count it.
+    pub fn finish(&mut self, status: u16, upstream_failed: bool) {
         if let Some(cur) = self.current.take() {
-            let failed = errored || status >= 500 || status == 0;
+            let failed = upstream_failed || status >= 500;
             cur.upstream.observe(cur.backend, cur.started.elapsed(), failed);
         }
+        let route = self.route.as_deref().unwrap_or("");
+        let upstream = self.upstream.as_deref().map_or("", |u| u.name());
+        let backend = match (&self.upstream, self.backend) {
+            (Some(u), Some(i)) => u.backends()[i].address.as_str(),
+            _ => "",
+        };
+        let m = metrics();
+        m.requests.with_label_values(&[route, upstream, backend, status_label(status)]).inc();
+        m.request_seconds.with_label_values(&[route, upstream]).observe(self.received.elapsed().as_secs_f64());
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    // Static labels for the common codes avoid an allocation per request.
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        0 => "0",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
     }
 }
 

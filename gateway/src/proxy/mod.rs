@@ -8,7 +8,7 @@
 //! | `fail_to_connect`        | passive stats, retry on another backend       |
 //! | `upstream_request_filter`| X-Forwarded-For, request id, strip internals  |
 //! | `response_filter`        | strip internal headers, echo request id       |
-//! | `logging`                | latency / error stats fed back to lb          |
+//! | `logging`                | stats fed back to lb, request metrics         |
 
 mod ctx;
 mod routes;
@@ -37,15 +37,15 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+        Ctx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let Some(upstream) = self.router.route(session.req_header()) else {
+        let Some((upstream, route)) = self.router.route(session.req_header()) else {
             session.respond_error(404).await?;
             return Ok(true);
         };
-        ctx.start(upstream, session, &self.request_id_header);
+        ctx.start(upstream, route, session, &self.request_id_header);
         Ok(false)
     }
 
@@ -97,7 +97,9 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        ctx.finish(status, e.is_some());
+        // A client that hangs up is not the backend's failure.
+        let upstream_failed = e.is_some_and(|e| matches!(e.esource, pingora::ErrorSource::Upstream));
+        ctx.finish(status, upstream_failed);
     }
 }
 

@@ -5,27 +5,33 @@ use crate::upstream::Upstream;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
-/// Routes, longest prefix first.
+/// Routes, longest prefix first, each with its metrics label.
 pub struct Router {
-    routes: Vec<(RouteSpec, Arc<Upstream>)>,
+    routes: Vec<(RouteSpec, Arc<Upstream>, Arc<str>)>,
 }
 
 impl Router {
     pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>]) -> Self {
-        let mut routes: Vec<_> = specs.iter().map(|r| (r.clone(), upstreams[r.upstream].clone())).collect();
+        let mut routes: Vec<_> = specs
+            .iter()
+            .map(|r| {
+                let label: Arc<str> = format!("{}{}", r.host.as_deref().unwrap_or("*"), r.path_prefix).into();
+                (r.clone(), upstreams[r.upstream].clone(), label)
+            })
+            .collect();
         // Host-specific routes before any-host ones, then longer prefixes first.
-        routes.sort_by_key(|(r, _)| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
+        routes.sort_by_key(|(r, _, _)| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
         Self { routes }
     }
 
-    /// The upstream for a request, if any route matches.
-    pub fn route(&self, req: &RequestHeader) -> Option<Arc<Upstream>> {
+    /// The upstream and route label for a request, if any route matches.
+    pub fn route(&self, req: &RequestHeader) -> Option<(Arc<Upstream>, Arc<str>)> {
         let host = host_of(req).map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
         let path = req.uri.path();
         self.routes
             .iter()
-            .find(|(r, _)| r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref()) && prefix_matches(&r.path_prefix, path))
-            .map(|(_, u)| u.clone())
+            .find(|(r, _, _)| r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref()) && prefix_matches(&r.path_prefix, path))
+            .map(|(_, u, label)| (u.clone(), label.clone()))
     }
 }
 

@@ -73,6 +73,8 @@ fn apply(u: &Upstream, i: usize, ok: Option<bool>, s: &mut Streak) -> bool {
     if changed {
         let now = b.is_healthy();
         tracing::warn!(upstream = %u.name(), backend = %b.address, healthy = now, was, "health changed");
+        let to = if now { "up" } else { "down" };
+        crate::metrics::metrics().health_transitions.with_label_values(&[u.name(), b.address.as_str(), to]).inc();
     }
     changed
 }

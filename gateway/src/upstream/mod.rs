@@ -5,7 +5,7 @@ mod health;
 mod stats;
 
 pub use health::HealthChecker;
-pub use stats::{BackendStats, LiveStat};
+pub use stats::{now_ns, BackendStats, LiveStat};
 
 use crate::config::{HealthSection, UpstreamSpec};
 use crate::seams::{LbError, LbPolicy, RequestView};
@@ -36,7 +36,7 @@ pub struct Upstream {
     /// Bumped whenever membership, weight or health changes; policies that
     /// cache the backend set (Wasm instances) refresh when it moves.
     version: AtomicU64,
-    lb: Box<dyn LbPolicy>,
+    lb: Arc<dyn LbPolicy>,
     pub health: HealthSection,
     pub retries: usize,
     pub connect_timeout_ms: u64,
@@ -44,7 +44,7 @@ pub struct Upstream {
 
 impl Upstream {
     /// Build from its validated spec and chosen policy.
-    pub fn new(spec: &UpstreamSpec, lb: Box<dyn LbPolicy>) -> Self {
+    pub fn new(spec: &UpstreamSpec, lb: Arc<dyn LbPolicy>) -> Self {
         let backends = spec
             .backends
             .iter()
@@ -111,6 +111,7 @@ impl Upstream {
         let b = &self.backends[i];
         if b.stats.observe(latency, failed, &self.health) {
             tracing::warn!(upstream = %self.name, backend = %b.address, "ejected after {} failures in a row", self.health.max_failures);
+            crate::metrics::metrics().health_transitions.with_label_values(&[self.name.as_str(), b.address.as_str(), "down"]).inc();
             self.bump_version();
         }
     }
@@ -138,7 +139,7 @@ mod tests {
             retries: 2,
             connect_timeout_ms: 100,
         };
-        Upstream::new(&spec, Box::new(MockLb(parking_lot::Mutex::new(VecDeque::from(answers)))))
+        Upstream::new(&spec, Arc::new(MockLb(parking_lot::Mutex::new(VecDeque::from(answers)))))
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use crate::config::HealthSection;
 use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Time constant of the latency and error averages.
@@ -28,10 +29,24 @@ struct Window {
     ejected_until: Option<Instant>,
 }
 
-/// Shared, lock-light stats of one backend.
+/// Nanoseconds since the first call: a cheap monotonic clock for stats.
+pub fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    // +1 so that 0 can mean "never".
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// Shared, lock-light stats of one backend. Writers (one per response)
+/// take the window lock; readers (one per Wasm decision, per backend) only
+/// load the published atomics.
 #[derive(Debug)]
 pub struct BackendStats {
     active: AtomicU32,
+    published_ewma_us: AtomicU32,
+    /// Error rate in parts per million at the time of `published_at`.
+    published_error_ppm: AtomicU32,
+    /// `now_ns()` of the last sample; 0 = never measured.
+    published_at: AtomicU64,
     consecutive_failures: AtomicU32,
     active_up: AtomicBool,
     healthy: AtomicBool,
@@ -42,6 +57,9 @@ impl Default for BackendStats {
     fn default() -> Self {
         Self {
             active: AtomicU32::new(0),
+            published_ewma_us: AtomicU32::new(0),
+            published_error_ppm: AtomicU32::new(0),
+            published_at: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             active_up: AtomicBool::new(true),
             healthy: AtomicBool::new(true),
@@ -53,6 +71,11 @@ impl Default for BackendStats {
 impl BackendStats {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Failures in a row since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
     }
 
     pub fn active(&self) -> u32 {
@@ -70,14 +93,29 @@ impl BackendStats {
 
     /// The per-call view, with averages decayed to now.
     pub fn live(&self) -> LiveStat {
-        let w = self.window.lock();
-        let age = w.last.map(|t| t.elapsed());
-        let decay = age.map_or(0.0, |a| (-a.as_secs_f64() / TAU.as_secs_f64()).exp());
+        self.live_at(now_ns())
+    }
+
+    /// As [`Self::live`], at `now` (from [`now_ns`]), without locking.
+    pub fn live_at(&self, now: u64) -> LiveStat {
+        let at = self.published_at.load(Ordering::Acquire);
+        let active = self.active();
+        if at == 0 {
+            return LiveStat { active, ewma_us: 0, age_ms: u32::MAX, error_permille: 0 };
+        }
+        let age_ns = now.saturating_sub(at);
+        let ppm = self.published_error_ppm.load(Ordering::Relaxed);
+        let error_permille = if ppm == 0 {
+            0
+        } else {
+            let decay = (-(age_ns as f64) / TAU.as_nanos() as f64).exp();
+            (f64::from(ppm) * decay / 1000.0).round() as u32
+        };
         LiveStat {
-            active: self.active(),
-            ewma_us: w.ewma_us.round() as u32,
-            age_ms: age.map_or(u32::MAX, |a| a.as_millis().min(u128::from(u32::MAX - 1)) as u32),
-            error_permille: (w.error_rate * decay * 1000.0).round() as u32,
+            active,
+            ewma_us: self.published_ewma_us.load(Ordering::Relaxed),
+            age_ms: (age_ns / 1_000_000).min(u64::from(u32::MAX - 1)) as u32,
+            error_permille,
         }
     }
 
@@ -92,6 +130,9 @@ impl BackendStats {
         w.ewma_us = if sample > w.ewma_us || w.last.is_none() { sample } else { w.ewma_us * decay + sample * (1.0 - decay) };
         w.error_rate = w.error_rate * decay * (1.0 - ERROR_ALPHA) + if failed { ERROR_ALPHA } else { 0.0 };
         w.last = Some(now);
+        self.published_ewma_us.store(w.ewma_us.round().min(f64::from(u32::MAX)) as u32, Ordering::Relaxed);
+        self.published_error_ppm.store((w.error_rate * 1e6).round() as u32, Ordering::Relaxed);
+        self.published_at.store(now_ns(), Ordering::Release);
         if !failed {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             return false;

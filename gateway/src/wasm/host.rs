@@ -26,13 +26,31 @@ pub struct PluginShared {
     pub name: String,
     counters: Mutex<HashMap<String, i64>>,
     kv: Mutex<HashMap<String, Vec<u8>>>,
-    /// Plugin-defined metrics, by name (exported in `/metrics`).
-    pub metrics: Mutex<HashMap<String, f64>>,
+    /// Names of plugin-defined metrics, bounded by `MAX_PLUGIN_METRICS`.
+    metric_names: Mutex<std::collections::HashSet<String>>,
 }
 
 impl PluginShared {
     pub fn new(name: &str) -> Self {
-        Self { name: name.to_string(), counters: Mutex::default(), kv: Mutex::default(), metrics: Mutex::default() }
+        Self { name: name.to_string(), counters: Mutex::default(), kv: Mutex::default(), metric_names: Mutex::default() }
+    }
+
+    /// May this plugin define (or update) metric `name`?
+    fn metric_allowed(&self, name: &str) -> bool {
+        let mut names = self.metric_names.lock();
+        if names.contains(name) {
+            return true;
+        }
+        let ok = names.len() < crate::metrics::MAX_PLUGIN_METRICS
+            && !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if ok {
+            names.insert(name.to_string());
+        } else {
+            tracing::warn!(plugin = %self.name, metric = name, "plugin metric refused: name must be [A-Za-z0-9_]{{1,64}}, at most {} per plugin", crate::metrics::MAX_PLUGIN_METRICS);
+        }
+        ok
     }
 }
 
@@ -116,10 +134,14 @@ impl log::Host for HostState {
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) {
-        *self.shared.metrics.lock().entry(name).or_default() += delta as f64;
+        if self.shared.metric_allowed(&name) {
+            crate::metrics::metrics().plugin_counter.with_label_values(&[self.shared.name.as_str(), name.as_str()]).inc_by(delta as f64);
+        }
     }
     fn gauge_set(&mut self, name: String, value: f64) {
-        self.shared.metrics.lock().insert(name, value);
+        if self.shared.metric_allowed(&name) {
+            crate::metrics::metrics().plugin_gauge.with_label_values(&[self.shared.name.as_str(), name.as_str()]).set(value);
+        }
     }
 }
 

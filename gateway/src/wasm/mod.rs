@@ -3,11 +3,17 @@
 
 mod engine;
 mod host;
+mod inspect;
 mod lb;
+mod registry;
+mod watch;
 
-pub use engine::{Engine, LoadedPlugin};
+pub use engine::{Engine, LoadedPlugin, World};
 pub use host::{HostState, PluginShared};
+pub use inspect::report as inspect;
 pub use lb::WasmLb;
+pub use registry::{sha256_hex, PluginSlot, Plugins, Version};
+pub use watch::PluginWatcher;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -25,4 +31,5 @@ mod bindings {
 
 /// Generated types the rest of the host uses, and nothing else.
 pub(crate) use bindings::exports::switchyard::policy::lb as lb_exports;
+pub(crate) use bindings::exports::switchyard::policy::lb_state as lb_state_exports;
 pub(crate) use bindings::switchyard::policy::{clock, log, metrics, shared, types};

@@ -23,6 +23,16 @@ impl LoadBalancer for RoundRobin {
     fn select(&mut self, _req: &Request, backends: &[Backend], _live: &[LiveStat]) -> Option<usize> {
         self.pick(backends)
     }
+
+    // A hot swap continues the rotation instead of restarting it.
+    fn snapshot(&self) -> Vec<u8> {
+        switchyard_sdk::state::save(&self.next)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), String> {
+        self.next = switchyard_sdk::state::load(state)?;
+        Ok(())
+    }
 }
 
 impl RoundRobin {
@@ -52,6 +62,17 @@ mod tests {
     #[test]
     fn cycles_through_healthy_backends_only() {
         assert_eq!(cycle(&set(&[true, false, true, true]), 6), vec![0, 2, 3, 0, 2, 3]);
+    }
+
+    #[test]
+    fn state_survives_a_swap() {
+        let backends = set(&[true, true, true]);
+        let mut old = RoundRobin { next: 0 };
+        old.pick(&backends);
+        let mut new = RoundRobin { next: 0 };
+        new.restore(&old.snapshot()).unwrap();
+        assert_eq!(new.pick(&backends), Some(1));
+        assert!(new.restore(&[]).is_err());
     }
 
     #[test]

@@ -1,0 +1,174 @@
+//! The admin API on its own listener: plugins, hot swap, rollback,
+//! upstreams, Prometheus metrics and liveness. Bearer token on everything
+//! but `GET /healthz`.
+
+mod client;
+mod views;
+
+pub use client::push;
+
+use crate::config::AdminSpec;
+use crate::metrics::metrics;
+use crate::upstream::Upstream;
+use crate::wasm::Plugins;
+use async_trait::async_trait;
+use http::{Method, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use std::sync::Arc;
+
+/// The admin API service.
+pub struct AdminApi {
+    pub spec: AdminSpec,
+    pub plugins: Arc<Plugins>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+/// An admin answer before it becomes an HTTP response.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, value: serde_json::Value) -> Self {
+        let mut body = serde_json::to_vec_pretty(&value).expect("a JSON value serializes");
+        body.push(b'\n');
+        Self { status, content_type: "application/json", body }
+    }
+
+    fn error(status: StatusCode, message: impl std::fmt::Display) -> Self {
+        Self::json(status, serde_json::json!({ "error": message.to_string() }))
+    }
+
+    fn text(status: StatusCode, content_type: &'static str, body: String) -> Self {
+        Self { status, content_type, body: body.into_bytes() }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let reply = self.handle(session).await;
+        if reply.status.is_client_error() {
+            // The body may be unread: do not reuse the connection.
+            session.set_keepalive(None);
+        }
+        http::Response::builder()
+            .status(reply.status)
+            .header(http::header::CONTENT_TYPE, reply.content_type)
+            .header(http::header::CONTENT_LENGTH, reply.body.len())
+            .body(reply.body)
+            .expect("static response parts are valid")
+    }
+}
+
+impl AdminApi {
+    async fn handle(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if method == Method::GET && path == "/healthz" {
+            return Reply::text(StatusCode::OK, "text/plain", "ok\n".into());
+        }
+        if !self.authorized(session) {
+            return Reply::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer TOKEN)");
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["plugins"]) => Reply::json(StatusCode::OK, views::plugins(&self.plugins)),
+            (&Method::GET, ["upstreams"]) => Reply::json(StatusCode::OK, views::upstreams(&self.upstreams)),
+            (&Method::GET, ["metrics"]) => {
+                views::refresh_backend_gauges(&self.upstreams);
+                Reply::text(StatusCode::OK, "text/plain; version=0.0.4", metrics().render())
+            }
+            (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
+            (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"]) => {
+                Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
+            }
+            _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
+        }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let given = session.get_header(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        given.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), self.spec.token.as_bytes()))
+    }
+
+    async fn put_plugin(&self, session: &mut ServerSession, name: &str) -> Reply {
+        let Some(slot) = self.plugins.get(name) else {
+            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        };
+        let bytes = match read_body(session, self.spec.max_body).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        match slot.swap(&bytes, "admin").await {
+            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    async fn rollback(&self, name: &str) -> Reply {
+        let Some(slot) = self.plugins.get(name) else {
+            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        };
+        if slot.previous().is_none() {
+            return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no previous version to roll back to"));
+        }
+        match slot.rollback().await {
+            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+}
+
+/// Read a request body of at most `limit` bytes; 413 past it, 400 if the
+/// client breaks off.
+async fn read_body(session: &mut ServerSession, limit: usize) -> Result<Vec<u8>, Reply> {
+    let too_big = || Reply::error(StatusCode::PAYLOAD_TOO_LARGE, format!("body over the {limit}-byte limit (admin.max_body_mb)"));
+    let declared = session.get_header(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_big());
+    }
+    if session.get_header(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue")) {
+        let _ = session.write_continue_response().await;
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_big());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(Reply::error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"))),
+        }
+    }
+}
+
+/// Compare secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A Pingora service running the admin API.
+pub fn service(api: AdminApi) -> impl pingora::services::ServiceWithDependents {
+    let listen = api.spec.listen.to_string();
+    let mut svc = pingora::services::listening::Service::new("admin".into(), pingora::apps::http_app::HttpServer::new_app(api));
+    svc.add_tcp(&listen);
+    svc
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison() {
+        assert!(super::constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!super::constant_time_eq(b"secret-token", b"secret-tokem"));
+        assert!(!super::constant_time_eq(b"secret", b"secret-token"));
+    }
+}

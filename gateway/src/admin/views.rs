@@ -1,0 +1,100 @@
+//! JSON views of plugins and upstreams for the admin API.
+
+use crate::metrics::metrics;
+use crate::upstream::Upstream;
+use crate::wasm::{Plugins, Version};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+const HOOKS: &[&str] = &["configure", "set-backends", "select", "snapshot", "restore"];
+
+fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One version, as `PUT` and rollback answer it.
+pub fn version(name: &str, v: &Version) -> Value {
+    json!({
+        "name": name,
+        "version": v.number,
+        "sha256": v.sha256,
+        "world": v.plugin.world.name(),
+        "source": v.source,
+        "loaded_at_ms": unix_ms(v.loaded_at),
+    })
+}
+
+/// `GET /plugins`.
+pub fn plugins(plugins: &Plugins) -> Value {
+    let m = metrics();
+    let list: Vec<Value> = plugins
+        .iter()
+        .map(|slot| {
+            let name = slot.spec.name.as_str();
+            let hooks: serde_json::Map<String, Value> = HOOKS
+                .iter()
+                .map(|&hook| {
+                    let labels = [name, hook];
+                    let calls = m.plugin_call_seconds.with_label_values(&labels).get_sample_count();
+                    let stats = json!({
+                        "calls": calls,
+                        "traps": m.plugin_traps.with_label_values(&labels).get(),
+                        "deadline_hits": m.plugin_deadline_hits.with_label_values(&labels).get(),
+                        "bad_returns": m.plugin_bad_returns.with_label_values(&labels).get(),
+                        "fallbacks": m.plugin_fallbacks.with_label_values(&labels).get(),
+                    });
+                    (hook.to_string(), stats)
+                })
+                .collect();
+            let mut v = version(name, &slot.current());
+            v["path"] = json!(slot.spec.path.display().to_string());
+            v["previous_version"] = json!(slot.previous().map(|p| p.number));
+            v["upstreams"] = json!(slot.user_names());
+            v["hooks"] = Value::Object(hooks);
+            v
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// `GET /upstreams`.
+pub fn upstreams(upstreams: &[Arc<Upstream>]) -> Value {
+    let list: Vec<Value> = upstreams
+        .iter()
+        .map(|u| {
+            let backends: Vec<Value> = u
+                .backends()
+                .iter()
+                .map(|b| {
+                    let live = b.stats.live();
+                    json!({
+                        "address": b.address,
+                        "weight": b.weight,
+                        "healthy": b.is_healthy(),
+                        "active": live.active,
+                        "ewma_us": live.ewma_us,
+                        "error_permille": live.error_permille,
+                        "failures_in_a_row": b.stats.consecutive_failures(),
+                    })
+                })
+                .collect();
+            json!({ "name": u.name(), "lb": u.policy_name(), "version": u.version(), "backends": backends })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// Copy per-backend live values into their gauges before a scrape.
+pub fn refresh_backend_gauges(upstreams: &[Arc<Upstream>]) {
+    let m = metrics();
+    for u in upstreams {
+        for b in u.backends() {
+            let labels = [u.name(), b.address.as_str()];
+            let live = b.stats.live();
+            m.backend_active.with_label_values(&labels).set(i64::from(live.active));
+            m.backend_ewma_seconds.with_label_values(&labels).set(f64::from(live.ewma_us) / 1e6);
+            m.backend_up.with_label_values(&labels).set(i64::from(b.is_healthy()));
+        }
+    }
+}

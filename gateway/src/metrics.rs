@@ -1,0 +1,142 @@
+//! Prometheus metrics: one registry for the process, rendered by `GET /metrics`.
+
+use prometheus::{
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+/// Most distinct plugin-defined metric names per plugin; more are refused
+/// so a plugin cannot blow up the scrape.
+pub const MAX_PLUGIN_METRICS: usize = 64;
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, upstream, backend and status.
+    pub requests: IntCounterVec,
+    /// End-to-end request latency by route and upstream.
+    pub request_seconds: HistogramVec,
+    /// Downstream requests in flight.
+    pub active_requests: IntGauge,
+    /// Requests in flight per backend (set at scrape time).
+    pub backend_active: IntGaugeVec,
+    /// Peak-EWMA latency per backend in seconds (set at scrape time).
+    pub backend_ewma_seconds: GaugeVec,
+    /// 1 while a backend is routable (set at scrape time).
+    pub backend_up: IntGaugeVec,
+    /// Health changes by upstream, backend and direction (`up` / `down`).
+    pub health_transitions: IntCounterVec,
+    /// Plugin call latency by plugin and hook.
+    pub plugin_call_seconds: HistogramVec,
+    /// Plugin traps (including memory-cap traps) by plugin and hook.
+    pub plugin_traps: IntCounterVec,
+    /// Plugin calls stopped by their epoch deadline.
+    pub plugin_deadline_hits: IntCounterVec,
+    /// Plugin answers the host could not use (e.g. an index out of range).
+    pub plugin_bad_returns: IntCounterVec,
+    /// Calls answered by the builtin because the plugin failed.
+    pub plugin_fallbacks: IntCounterVec,
+    /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
+    pub plugin_swaps: IntCounterVec,
+    /// Counters a plugin defines through the `metrics` import.
+    pub plugin_counter: CounterVec,
+    /// Gauges a plugin defines through the `metrics` import.
+    pub plugin_gauge: GaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(c.clone())).expect("unique metric name");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("static metric definition");
+    r.register(Box::new(h.clone())).expect("unique metric name");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    r.register(Box::new(g.clone())).expect("unique metric name");
+    g
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let hook = &["plugin", "hook"];
+        let active_requests = IntGauge::new("switchyard_active_requests", "Downstream requests in flight").expect("static");
+        r.register(Box::new(active_requests.clone())).expect("unique metric name");
+        Self {
+            requests: counter(&r, "switchyard_requests_total", "Requests by route, upstream, backend and status", &["route", "upstream", "backend", "status"]),
+            request_seconds: histogram(&r, "switchyard_request_duration_seconds", "Request latency", &["route", "upstream"], exponential_buckets(0.0005, 2.0, 16).expect("static")),
+            active_requests,
+            backend_active: int_gauge(&r, "switchyard_backend_active_requests", "Requests in flight per backend", &["upstream", "backend"]),
+            backend_ewma_seconds: gauge(&r, "switchyard_backend_ewma_seconds", "Peak-EWMA latency per backend", &["upstream", "backend"]),
+            backend_up: int_gauge(&r, "switchyard_backend_up", "1 while the backend is routable", &["upstream", "backend"]),
+            health_transitions: counter(&r, "switchyard_health_transitions_total", "Backend health changes", &["upstream", "backend", "to"]),
+            plugin_call_seconds: histogram(&r, "switchyard_plugin_call_duration_seconds", "Plugin call latency by hook", hook, exponential_buckets(0.000_001, 2.0, 20).expect("static")),
+            plugin_traps: counter(&r, "switchyard_plugin_traps_total", "Plugin traps by hook", hook),
+            plugin_deadline_hits: counter(&r, "switchyard_plugin_deadline_hits_total", "Plugin calls stopped by their deadline", hook),
+            plugin_bad_returns: counter(&r, "switchyard_plugin_bad_returns_total", "Plugin answers the host could not use", hook),
+            plugin_fallbacks: counter(&r, "switchyard_plugin_fallbacks_total", "Calls answered by the builtin after a plugin failure", hook),
+            plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
+            plugin_counter: {
+                let c = CounterVec::new(Opts::new("switchyard_plugin_counter", "Counters defined by plugins"), &["plugin", "name"]).expect("static");
+                r.register(Box::new(c.clone())).expect("unique metric name");
+                c
+            },
+            plugin_gauge: gauge(&r, "switchyard_plugin_gauge", "Gauges defined by plugins", &["plugin", "name"]),
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &M
+}
+
+/// Count a plugin fault under its metric.
+pub fn plugin_fault(plugin: &str, hook: &str, fault: crate::error::PluginFault) {
+    use crate::error::PluginFault::*;
+    let m = metrics();
+    let vec = match fault {
+        Trap | MemoryCap => &m.plugin_traps,
+        Deadline => &m.plugin_deadline_hits,
+        BadReturn => &m.plugin_bad_returns,
+        Load | Config => return,
+    };
+    vec.with_label_values(&[plugin, hook]).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_labelled_series() {
+        let m = metrics();
+        m.plugin_call_seconds.with_label_values(&["p", "select"]).observe(0.000_002);
+        plugin_fault("p", "select", crate::error::PluginFault::Trap);
+        let text = m.render();
+        assert!(text.contains("switchyard_plugin_call_duration_seconds_count{hook=\"select\",plugin=\"p\"} 1"), "{text}");
+        assert!(text.contains("switchyard_plugin_traps_total{hook=\"select\",plugin=\"p\"} 1"), "{text}");
+    }
+}

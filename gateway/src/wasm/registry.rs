@@ -1,0 +1,191 @@
+//! Loaded plugins by name, their versions, and hot swap with rollback.
+//!
+//! A swap runs the same checks whatever asked for it (admin `PUT`, the file
+//! watcher, SIGHUP, rollback): the bytes must be a component exporting the
+//! plugin's world; each upstream using the plugin instantiates it,
+//! configures it, restores the old version's state and makes one smoke
+//! call. Only when every upstream succeeded is the new version stored; a
+//! failure leaves the running version untouched.
+
+use super::engine::{Engine, LoadedPlugin};
+use super::host::PluginShared;
+use super::lb::WasmLb;
+use crate::config::PluginSpec;
+use crate::error::{Error, PluginFault};
+use crate::metrics::metrics;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One loaded version of a plugin.
+pub struct Version {
+    /// 1 for the version loaded at start, then one more per swap.
+    pub number: u64,
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    /// What installed it: `config`, `admin`, `file`, `sighup` or `rollback`.
+    pub source: &'static str,
+    pub plugin: Arc<LoadedPlugin>,
+}
+
+/// A named plugin: its current and previous version and its users.
+pub struct PluginSlot {
+    pub spec: PluginSpec,
+    engine: Engine,
+    /// Counters, kv and metric names: kept across versions.
+    shared: Arc<PluginShared>,
+    current: ArcSwap<Version>,
+    previous: Mutex<Option<Arc<Version>>>,
+    numbers: AtomicU64,
+    users: Mutex<Vec<(Arc<Upstream>, Arc<WasmLb>)>>,
+    /// One swap at a time per plugin.
+    swapping: tokio::sync::Mutex<()>,
+}
+
+/// The hex SHA-256 of a plugin's bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl PluginSlot {
+    /// Load version 1 from the spec's path.
+    pub fn load(engine: &Engine, spec: &PluginSpec) -> Result<Arc<Self>, Error> {
+        let bytes = std::fs::read(&spec.path)
+            .map_err(|e| Error::plugin(PluginFault::Load, &spec.name, format!("cannot read {}: {e}", spec.path.display())))?;
+        let shared = Arc::new(PluginShared::new(&spec.name));
+        let plugin = engine.load_bytes(spec, &bytes, shared.clone())?;
+        let version = Version { number: 1, sha256: sha256_hex(&bytes), loaded_at: SystemTime::now(), source: "config", plugin };
+        Ok(Arc::new(Self {
+            spec: spec.clone(),
+            engine: engine.clone(),
+            shared,
+            current: ArcSwap::from_pointee(version),
+            previous: Mutex::new(None),
+            numbers: AtomicU64::new(1),
+            users: Mutex::new(Vec::new()),
+            swapping: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The version serving now.
+    pub fn current(&self) -> Arc<Version> {
+        self.current.load_full()
+    }
+
+    /// The version a rollback would restore.
+    pub fn previous(&self) -> Option<Arc<Version>> {
+        self.previous.lock().clone()
+    }
+
+    /// Record that `upstream` balances with this plugin through `lb`.
+    pub fn add_user(&self, upstream: Arc<Upstream>, lb: Arc<WasmLb>) {
+        self.users.lock().push((upstream, lb));
+    }
+
+    /// Names of the upstreams using this plugin.
+    pub fn user_names(&self) -> Vec<String> {
+        self.users.lock().iter().map(|(u, _)| u.name().to_string()).collect()
+    }
+
+    /// Check, prove and install new bytes. `source` labels logs and metrics.
+    pub async fn swap(&self, bytes: &[u8], source: &'static str) -> Result<Arc<Version>, Error> {
+        let _one = self.swapping.lock().await;
+        let sha256 = sha256_hex(bytes);
+        let result = async {
+            let plugin = self.engine.load_bytes(&self.spec, bytes, self.shared.clone())?;
+            self.check_world(&plugin)?;
+            let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
+            let version = Version { number, sha256, loaded_at: SystemTime::now(), source, plugin };
+            self.install(Arc::new(version)).await
+        }
+        .await;
+        self.record(source, &result);
+        result
+    }
+
+    /// Go back to the previous version (the current one becomes previous).
+    pub async fn rollback(&self) -> Result<Arc<Version>, Error> {
+        let _one = self.swapping.lock().await;
+        let result = match self.previous() {
+            None => Err(Error::plugin(PluginFault::Load, &self.spec.name, "has no previous version to roll back to")),
+            Some(prev) => self.install(prev).await,
+        };
+        self.record("rollback", &result);
+        result
+    }
+
+    fn check_world(&self, plugin: &LoadedPlugin) -> Result<(), Error> {
+        let want = self.current().plugin.world;
+        if plugin.world.seam() != want.seam() {
+            return Err(Error::plugin(
+                PluginFault::Load,
+                &self.spec.name,
+                format!("exports the {} world, but this plugin is a {} plugin", plugin.world.name(), want.name()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prepare every user first; store only if all succeeded.
+    async fn install(&self, version: Arc<Version>) -> Result<Arc<Version>, Error> {
+        let users = self.users.lock().clone();
+        let mut prepared = Vec::with_capacity(users.len());
+        for (upstream, lb) in &users {
+            prepared.push(lb.prepare(version.plugin.clone(), upstream).await.map_err(|e| {
+                Error::plugin(e.fault.unwrap_or(PluginFault::Load), &self.spec.name, format!("on upstream {:?}: {}", upstream.name(), e.message))
+            })?);
+        }
+        if users.is_empty() {
+            // Nobody calls it yet: still prove it instantiates and configures.
+            WasmLb::new(version.plugin.clone()).await?;
+        }
+        for ((_, lb), next) in users.iter().zip(prepared) {
+            lb.commit(next);
+        }
+        let old = self.current.swap(version.clone());
+        *self.previous.lock() = Some(old);
+        Ok(version)
+    }
+
+    fn record(&self, source: &str, result: &Result<Arc<Version>, Error>) {
+        let outcome = if result.is_ok() { "ok" } else { "rejected" };
+        metrics().plugin_swaps.with_label_values(&[self.spec.name.as_str(), source, outcome]).inc();
+        match result {
+            Ok(v) => tracing::info!(plugin = %self.spec.name, source, version = v.number, sha256 = %v.sha256, "plugin swapped"),
+            Err(e) => tracing::warn!(plugin = %self.spec.name, source, "swap refused, old version kept: {e}"),
+        }
+    }
+}
+
+/// Every plugin of the running config, by name.
+#[derive(Default)]
+pub struct Plugins {
+    slots: BTreeMap<String, Arc<PluginSlot>>,
+}
+
+impl Plugins {
+    pub fn insert(&mut self, slot: Arc<PluginSlot>) {
+        self.slots.insert(slot.spec.name.clone(), slot);
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<PluginSlot>> {
+        self.slots.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
+        self.slots.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
