@@ -31,3 +31,13 @@ build_plugins() {
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir "$(plugin_target_dir)"
     export SWITCHYARD_PLUGIN_DIR="$(plugin_target_dir)/wasm32-wasip2/release"
 }
+
+# The round-robin policy in Python and JavaScript. Their tool chains
+# (componentize-py from PyPI, componentize-js from npm) are installed once
+# under ~/.cache/switchyard/tools. Needs build_plugins first.
+build_polyglot_plugins() {
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt python3-venv
+    command -v npm >/dev/null || need_apt nodejs npm
+    bash plugins/python/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
+    bash plugins/js/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
+}

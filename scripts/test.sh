@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt cmake
 need_wasm_target
 build_plugins
+build_polyglot_plugins
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --manifest-path plugins/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo build --workspace --bins

@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// Compiled versions kept per plugin for fast re-pushes.
+const COMPILED_CACHE: usize = 4;
+
 /// One loaded version of a plugin.
 pub struct Version {
     /// 1 for the version loaded at start, then one more per swap.
@@ -43,6 +46,9 @@ pub struct PluginSlot {
     previous: Mutex<Option<Arc<Version>>>,
     numbers: AtomicU64,
     users: Mutex<Vec<(Arc<Upstream>, Arc<WasmLb>)>>,
+    /// Recently compiled versions by sha256: pushing known bytes again
+    /// (a revert, an A/B flip) skips the compile.
+    compiled: Mutex<Vec<(String, Arc<LoadedPlugin>)>>,
     /// One swap at a time per plugin.
     swapping: tokio::sync::Mutex<()>,
 }
@@ -59,7 +65,9 @@ impl PluginSlot {
             .map_err(|e| Error::plugin(PluginFault::Load, &spec.name, format!("cannot read {}: {e}", spec.path.display())))?;
         let shared = Arc::new(PluginShared::new(&spec.name));
         let plugin = engine.load_bytes(spec, &bytes, shared.clone())?;
-        let version = Version { number: 1, sha256: sha256_hex(&bytes), loaded_at: SystemTime::now(), source: "config", plugin };
+        let sha256 = sha256_hex(&bytes);
+        let compiled = Mutex::new(vec![(sha256.clone(), plugin.clone())]);
+        let version = Version { number: 1, sha256, loaded_at: SystemTime::now(), source: "config", plugin };
         Ok(Arc::new(Self {
             spec: spec.clone(),
             engine: engine.clone(),
@@ -68,6 +76,7 @@ impl PluginSlot {
             previous: Mutex::new(None),
             numbers: AtomicU64::new(1),
             users: Mutex::new(Vec::new()),
+            compiled,
             swapping: tokio::sync::Mutex::new(()),
         }))
     }
@@ -97,7 +106,7 @@ impl PluginSlot {
         let _one = self.swapping.lock().await;
         let sha256 = sha256_hex(bytes);
         let result = async {
-            let plugin = self.engine.load_bytes(&self.spec, bytes, self.shared.clone())?;
+            let plugin = self.compile(bytes, &sha256).await?;
             self.check_world(&plugin)?;
             let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
             let version = Version { number, sha256, loaded_at: SystemTime::now(), source, plugin };
@@ -117,6 +126,24 @@ impl PluginSlot {
         };
         self.record("rollback", &result);
         result
+    }
+
+    /// The compiled plugin for these bytes: from the cache, or compiled on
+    /// a blocking thread so no proxy worker waits on Cranelift.
+    async fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Arc<LoadedPlugin>, Error> {
+        if let Some((_, p)) = self.compiled.lock().iter().find(|(s, _)| s == sha256) {
+            return Ok(p.clone());
+        }
+        let (engine, spec, shared, bytes) = (self.engine.clone(), self.spec.clone(), self.shared.clone(), bytes.to_vec());
+        let plugin = tokio::task::spawn_blocking(move || engine.load_bytes(&spec, &bytes, shared))
+            .await
+            .map_err(|e| Error::internal(format!("compile task: {e}")))??;
+        let mut cache = self.compiled.lock();
+        if cache.len() >= COMPILED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((sha256.to_string(), plugin.clone()));
+        Ok(plugin)
     }
 
     fn check_world(&self, plugin: &LoadedPlugin) -> Result<(), Error> {
