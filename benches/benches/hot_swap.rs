@@ -87,7 +87,7 @@ fn swap_run(gw: &Proc, admin: std::net::SocketAddr, versions: &[Vec<u8>; 2], col
             request(admin, "POST", "/plugins/lb/rollback", &[(k, &v)], &[])
         } else {
             cur = 1 - cur;
-            let bytes = if cold { fresh(&versions[cur], i + if cold { 1000 } else { 0 }) } else { versions[cur].clone() };
+            let bytes = if cold { fresh(&versions[cur], i) } else { versions[cur].clone() };
             request(admin, "PUT", "/plugins/lb", &[(k, &v)], &bytes)
         };
         assert_eq!(r.status, 200, "swap {i}: {r:?}");

@@ -83,16 +83,13 @@ fn bad_swaps_are_refused_and_the_old_plugin_keeps_serving() {
     let r = post(admin, "/plugins/lb/rollback");
     assert_eq!(r.status, 409, "nothing to roll back to yet: {r:?}");
     assert_eq!(admin_get(admin, "/nope").status, 404);
-    assert_eq!(request(admin, "DELETE", "/plugins/lb", &[bearer_ref()], &[]).status, 405);
+    let (k, v) = bearer();
+    assert_eq!(request(admin, "DELETE", "/plugins/lb", &[(k, &v)], &[]).status, 405);
 
     let plugins = json(&admin_get(admin, "/plugins"));
     assert_eq!(plugins[0]["version"], 1, "{plugins}");
     assert_eq!(plugins[0]["sha256"].as_str().unwrap().len(), 64, "{plugins}");
     assert!(plugins[0]["hooks"]["select"]["calls"].as_u64().unwrap() >= 24, "{plugins}");
-}
-
-fn bearer_ref() -> (&'static str, &'static str) {
-    ("Authorization", Box::leak(bearer().1.into_boxed_str()))
 }
 
 /// One admin operation of the swap run and what it should leave serving.
@@ -181,18 +178,24 @@ fn state_carries_across_a_swap() {
     assert_eq!(pos(&after), (pos(&before[1]) + 1) % 3, "rotation continues after the swap: {before:?} then {after}");
 }
 
-#[test]
-fn changed_file_is_reloaded() {
+/// Plugin `lb` loaded from a copy of pin-first in a temp dir, watched every
+/// `watch_ms`, over backends "first" and "last".
+fn plugin_file_setup(watch_ms: u64) -> (tempfile::TempDir, std::path::PathBuf, String, [Proc; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.wasm");
     std::fs::write(&path, read("pin_first")).unwrap();
-    let first = backend("first", &[]);
-    let last = backend("last", &[]);
+    let backends = [backend("first", &[]), backend("last", &[])];
     let cfg = format!(
-        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = 100\n{}",
+        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = {watch_ms}\n{}",
         path.to_string_lossy(),
-        upstream("web", Some("lb"), &[(&first, 1), (&last, 1)], "")
+        upstream("web", Some("lb"), &[(&backends[0], 1), (&backends[1], 1)], "")
     );
+    (dir, path, cfg, backends)
+}
+
+#[test]
+fn changed_file_is_reloaded() {
+    let (dir, path, cfg, _backends) = plugin_file_setup(100);
     let gw = gateway(&cfg);
     assert_eq!(get(gw.addr, "/", &[]).backend(), "first");
     // A broken file is refused; the running version stays.
@@ -207,16 +210,7 @@ fn changed_file_is_reloaded() {
 
 #[test]
 fn sighup_reloads_plugins() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lb.wasm");
-    std::fs::write(&path, read("pin_first")).unwrap();
-    let first = backend("first", &[]);
-    let last = backend("last", &[]);
-    let cfg = format!(
-        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = 0\n{}",
-        path.to_string_lossy(),
-        upstream("web", Some("lb"), &[(&first, 1), (&last, 1)], "")
-    );
+    let (_dir, path, cfg, _backends) = plugin_file_setup(0);
     let (gw, admin) = gateway_with_admin(&cfg, "");
     std::fs::write(&path, read("pin_last")).unwrap();
     std::thread::sleep(Duration::from_millis(300));
