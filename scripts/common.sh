@@ -29,6 +29,8 @@ plugin_target_dir() {
 build_plugins() {
     # --target: plugins/.cargo/config.toml is only read when cargo runs inside plugins/.
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir "$(plugin_target_dir)"
+    # The SQL routers are their own workspace (the SDK's `sql` feature).
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/sql/Cargo.toml --target-dir "$(plugin_target_dir)"
     export SWITCHYARD_PLUGIN_DIR="$(plugin_target_dir)/wasm32-wasip2/release"
 }
 
@@ -40,4 +42,11 @@ build_polyglot_plugins() {
     command -v npm >/dev/null || need_apt nodejs npm
     bash plugins/python/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
     bash plugins/js/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
+}
+
+# MariaDB server and CLI for the SQL tests (the harness starts its own
+# instances on spare ports; the machine's own server is not touched).
+need_mariadb() {
+    [ -x /usr/sbin/mariadbd ] && [ -x /usr/bin/mariadb-install-db ] && command -v mariadb >/dev/null && return 0
+    need_apt mariadb-server mariadb-client
 }

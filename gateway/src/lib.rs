@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod seams;
 pub mod server;
+pub mod sql;
 pub mod upstream;
 pub mod wasm;

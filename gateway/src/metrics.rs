@@ -43,6 +43,22 @@ pub struct Metrics {
     pub plugin_counter: CounterVec,
     /// Gauges a plugin defines through the `metrics` import.
     pub plugin_gauge: GaugeVec,
+    /// SQL statements by destination (`primary`, `replica-N`, `rejected`, `error`) and class.
+    pub sql_statements: IntCounterVec,
+    /// Read-your-writes decisions: `covered`, `waited`, `fallback`, `pinned`.
+    pub sql_causal: IntCounterVec,
+    /// Replication lag per replica in seconds; -1 when not replicating.
+    pub sql_replica_lag: GaugeVec,
+    /// 1 while a SQL backend is routable.
+    pub sql_backend_up: IntGaugeVec,
+    /// Idle pooled connections per backend.
+    pub sql_pool_idle: GaugeVec,
+    /// Backend connections held by client sessions.
+    pub sql_pool_in_use: IntGaugeVec,
+    /// New backend logins.
+    pub sql_backend_connects: IntCounterVec,
+    /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `closed_mid_command`).
+    pub sql_clients: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -95,6 +111,14 @@ impl Metrics {
                 c
             },
             plugin_gauge: gauge(&r, "switchyard_plugin_gauge", "Gauges defined by plugins", &["plugin", "name"]),
+            sql_statements: counter(&r, "switchyard_sql_statements_total", "SQL statements by destination and class", &["destination", "class"]),
+            sql_causal: counter(&r, "switchyard_sql_causal_total", "Read-your-writes decisions for reads after a write", &["result"]),
+            sql_replica_lag: gauge(&r, "switchyard_sql_replica_lag_seconds", "Replication lag per replica (-1: not replicating)", &["replica"]),
+            sql_backend_up: int_gauge(&r, "switchyard_sql_backend_up", "1 while the SQL backend is routable", &["backend"]),
+            sql_pool_idle: gauge(&r, "switchyard_sql_pool_idle_connections", "Idle pooled backend connections", &["backend"]),
+            sql_pool_in_use: int_gauge(&r, "switchyard_sql_pool_in_use_connections", "Backend connections held by client sessions", &["backend"]),
+            sql_backend_connects: counter(&r, "switchyard_sql_backend_connects_total", "New backend logins", &["backend"]),
+            sql_clients: counter(&r, "switchyard_sql_clients_total", "SQL client connections by outcome", &["outcome"]),
             registry: r,
         }
     }

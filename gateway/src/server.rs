@@ -7,7 +7,9 @@ use crate::error::Error;
 use crate::proxy::{Gateway, Router};
 use crate::seams::{LbPolicy, RoundRobin};
 use crate::upstream::{HealthChecker, Upstream};
-use crate::wasm::{Engine, PluginSlot, PluginWatcher, Plugins, WasmLb};
+use crate::seams::{ClassicSplit, SqlRouter};
+use crate::sql::{SqlHealth, SqlProxy};
+use crate::wasm::{Engine, PluginSlot, PluginWatcher, Plugins, WasmLb, WasmSqlRouter};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 pub struct Built {
     pub upstreams: Vec<Arc<Upstream>>,
     pub plugins: Arc<Plugins>,
+    pub sql: Option<Arc<SqlProxy>>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
@@ -54,11 +57,55 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         }
         upstreams.push(upstream);
     }
+    let sql = cfg.sql.as_ref().and_then(|spec| match rt.block_on(build_sql(spec, &plugins)) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    });
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins) })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql })
     } else {
         Err(errors)
     }
+}
+
+/// The SQL listener's shared state: its router plugin (or the builtin
+/// split) and one replica lb policy per replica set.
+async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<Arc<SqlProxy>, Error> {
+    let slot = |name: &String| plugins.get(name).cloned().ok_or_else(|| Error::internal(format!("plugin {name:?} failed to load")));
+    let router: Arc<dyn SqlRouter> = match &spec.router {
+        None => Arc::new(ClassicSplit),
+        Some(name) => {
+            let slot = slot(name)?;
+            let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await?);
+            slot.add_sql_user(r.clone());
+            r
+        }
+    };
+    let mut lbs: Vec<Arc<dyn LbPolicy>> = Vec::new();
+    let sets = 1 + spec.replicas.iter().filter_map(|r| r.group.as_ref()).collect::<std::collections::BTreeSet<_>>().len();
+    let mut wasm_lbs = Vec::new();
+    for _ in 0..sets {
+        match &spec.replica_lb {
+            None => lbs.push(Arc::new(RoundRobin::default())),
+            Some(name) => {
+                let lb = Arc::new(WasmLb::new(slot(name)?.current().plugin.clone()).await?);
+                wasm_lbs.push(lb.clone());
+                lbs.push(lb);
+            }
+        }
+    }
+    let mut it = lbs.into_iter();
+    let proxy = Arc::new(SqlProxy::new(spec, router, || it.next().expect("one policy per replica set")));
+    if let Some(name) = &spec.replica_lb {
+        let slot = slot(name)?;
+        for (set, lb) in proxy.replica_sets().zip(wasm_lbs) {
+            slot.add_user(set.upstream.clone(), lb);
+        }
+    }
+    Ok(proxy)
 }
 
 /// A ready-to-run Pingora server.
@@ -82,6 +129,10 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         "plugin watcher",
         PluginWatcher { plugins: built.plugins.clone() },
     ));
+    if let Some(sql) = &built.sql {
+        server.add_service(crate::sql::service(sql.clone()));
+        server.add_service(pingora::services::background::background_service("sql health", SqlHealth(sql.clone())));
+    }
     if let Some(spec) = &cfg.admin {
         let api = crate::admin::AdminApi { spec: spec.clone(), plugins: built.plugins.clone(), upstreams: built.upstreams.clone() };
         server.add_service(crate::admin::service(api));

@@ -3,7 +3,7 @@
 //! Instance globals are per instance (the gateway runs a pool of instances),
 //! so state that must be shared across the gateway goes through [`shared`].
 
-use crate::bindings::lb::switchyard::policy as wit;
+use crate::bindings::host::switchyard::policy as wit;
 
 /// Log a message into the gateway's log, tagged with the plugin name.
 pub fn log_info(message: &str) {

@@ -28,8 +28,11 @@
 
 pub mod config;
 pub mod host;
+#[cfg(feature = "lb")]
 pub mod lb;
 pub mod rand;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod state;
 
 pub use config::Config;
@@ -37,9 +40,22 @@ pub use config::Config;
 /// Generated bindings. Plugin code should not need them; they are public so
 /// the export macros can reach them.
 #[doc(hidden)]
+///
+/// A component exports exactly one world, so each seam's bindings sit
+/// behind a cargo feature (`lb`, the default, or `sql`): a crate that bound
+/// both worlds would have to export both.
 pub mod bindings {
+    /// The host imports every seam shares.
+    pub mod host {
+        wit_bindgen::generate!({
+            world: "imports",
+            path: "../wit",
+        });
+    }
+
     /// Bindings of the `lb-policy-stateful` world (`lb` plus `lb-state`;
     /// a policy without state answers an empty snapshot).
+    #[cfg(feature = "lb")]
     pub mod lb {
         wit_bindgen::generate!({
             world: "lb-policy-stateful",
@@ -47,6 +63,31 @@ pub mod bindings {
             pub_export_macro: true,
             export_macro_name: "__export_lb_policy",
             default_bindings_module: "switchyard_sdk::bindings::lb",
+            with: {
+                "switchyard:policy/log@0.1.0": crate::bindings::host::switchyard::policy::log,
+                "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
+                "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
+                "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+            },
+        });
+    }
+
+    /// Bindings of the `sql-router-policy` world.
+    #[cfg(feature = "sql")]
+    pub mod sql {
+        wit_bindgen::generate!({
+            world: "sql-router-policy",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_sql_router",
+            default_bindings_module: "switchyard_sdk::bindings::sql",
+            additional_derives: [PartialEq],
+            with: {
+                "switchyard:policy/log@0.1.0": crate::bindings::host::switchyard::policy::log,
+                "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
+                "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
+                "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+            },
         });
     }
 }

@@ -41,7 +41,10 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: a debug gateway compiles every plugin before it listens,
+    // and the Python and JS components take long when tests run in
+    // parallel on 2 cores. This bounds a hang; it is not a timing check.
+    let deadline = Instant::now() + Duration::from_secs(STARTUP_SECS);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
             return;
@@ -51,8 +54,11 @@ fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on {addr} within 30 s");
+    panic!("{what} did not listen on {addr} within {STARTUP_SECS} s:\n{}", std::fs::read_to_string(log).unwrap_or_default());
 }
+
+/// Longest wait for a started process to listen.
+const STARTUP_SECS: u64 = 180;
 
 /// A process killed on drop.
 pub struct Proc {
@@ -92,7 +98,7 @@ fn spawn(args: &[&str], addr: SocketAddr, what: &str, dir: tempfile::TempDir) ->
     let out = std::fs::File::create(&log).unwrap();
     let mut child = Command::new(switchyard_bin())
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", std::env::var("SWITCHYARD_TEST_LOG").unwrap_or("info".into()))
         .stdout(Stdio::from(out.try_clone().unwrap()))
         .stderr(Stdio::from(out))
         .spawn()
@@ -353,3 +359,5 @@ pub fn bearer() -> (&'static str, String) {
 
 /// `[server]` for a test gateway.
 pub const SERVER: &str = "[server]\nlisten = \"{listen}\"\nthreads = 2\n";
+
+pub mod mariadb;

@@ -129,7 +129,9 @@ fn fifty_swaps_under_load_fail_no_request() {
         };
         assert_eq!(r.status, 200, "swap {i}: {r:?}");
         swaps.push(Swap { started, done: Instant::now(), serves: bytes[cur].1 });
-        std::thread::sleep(Duration::from_millis(40));
+        // Long enough for requests to start and end between two swaps even
+        // when a debug build on 2 busy cores answers in tens of ms.
+        std::thread::sleep(Duration::from_millis(100));
     }
     let (samples, errors) = load.finish();
     assert!(errors.is_empty(), "{} failed requests, first: {:?}", errors.len(), errors.first());
@@ -156,7 +158,7 @@ fn fifty_swaps_under_load_fail_no_request() {
             checked += 1;
         }
     }
-    assert!(checked > 500, "too few requests landed between swaps to judge ({checked})");
+    assert!(checked > 200, "too few requests landed between swaps to judge ({checked})");
 }
 
 #[test]

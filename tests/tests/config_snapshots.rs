@@ -57,3 +57,13 @@ fn wrong_type() {
 fn bad_on_error() {
     snapshot("bad-on-error");
 }
+
+#[test]
+fn sql_section_errors_all_reported() {
+    snapshot("sql-errors");
+}
+
+#[test]
+fn sql_bad_causal_mode() {
+    snapshot("sql-bad-causal");
+}

@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub routes: Vec<RouteSection>,
     #[serde(default)]
     pub demo: Option<DemoSection>,
+    #[serde(default)]
+    pub sql: Option<SqlSection>,
 }
 
 /// `[server]`
@@ -220,4 +222,94 @@ pub struct DemoSection {
 pub struct DemoBackendSection {
     pub listen: Spanned<String>,
     pub name: String,
+}
+
+/// How reads after a client's write are kept causal.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CausalMode {
+    /// Wait on the replica for the write's GTID (`MASTER_GTID_WAIT`), then
+    /// fall back to the primary after `causal_timeout_ms`.
+    #[default]
+    Gtid,
+    /// Send the client's reads to the primary for `pin_window_ms` after a write.
+    Pin,
+    /// No read-your-writes guarantee.
+    Off,
+}
+
+/// `[sql]`: the MySQL-protocol listener and its read/write split.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlSection {
+    /// Default `127.0.0.1:6033`.
+    pub listen: Option<Spanned<String>>,
+    /// A `[plugins.NAME]` exporting `sql-router`; absent = builtin rw split.
+    pub router: Option<Spanned<String>>,
+    /// A `[plugins.NAME]` exporting `lb` that picks among replicas;
+    /// absent = builtin round robin.
+    pub replica_lb: Option<Spanned<String>>,
+    /// The primary, `host:port`.
+    pub primary: Spanned<String>,
+    #[serde(default)]
+    pub replicas: Vec<SqlReplicaSection>,
+    /// Client logins; the gateway logs in to the backends as the same user.
+    pub users: Spanned<Vec<SqlUserSection>>,
+    /// Login for replication-status polls (needs `REPLICATION CLIENT`).
+    pub monitor: SqlUserSection,
+    #[serde(default)]
+    pub causal: CausalMode,
+    #[serde(default = "default_causal_timeout_ms")]
+    pub causal_timeout_ms: Spanned<u64>,
+    #[serde(default = "default_pin_window_ms")]
+    pub pin_window_ms: Spanned<u64>,
+    /// Replicas further behind than this (`Seconds_Behind_Master`) are skipped.
+    #[serde(default = "default_max_lag_s")]
+    pub max_lag_s: Spanned<u64>,
+    #[serde(default = "default_health_interval_ms")]
+    pub health_interval_ms: Spanned<u64>,
+    #[serde(default = "default_sql_connect_timeout_ms")]
+    pub connect_timeout_ms: Spanned<u64>,
+    /// Idle authenticated connections kept per backend and user.
+    #[serde(default = "default_pool_idle")]
+    pub pool_idle: Spanned<usize>,
+}
+
+fn default_causal_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 200)
+}
+fn default_pin_window_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+fn default_max_lag_s() -> Spanned<u64> {
+    Spanned::new(0..0, 10)
+}
+fn default_health_interval_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 500)
+}
+fn default_sql_connect_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+fn default_pool_idle() -> Spanned<usize> {
+    Spanned::new(0..0, 32)
+}
+
+/// `[[sql.replicas]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlReplicaSection {
+    pub address: Spanned<String>,
+    #[serde(default = "one")]
+    pub weight: Spanned<u32>,
+    /// Named group a router can send statements to (`group(name)`).
+    pub group: Option<Spanned<String>>,
+}
+
+/// A MySQL login: `password` or `password_env`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlUserSection {
+    pub name: Spanned<String>,
+    pub password: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
 }

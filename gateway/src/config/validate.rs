@@ -18,6 +18,48 @@ pub struct ValidConfig {
     pub routes: Vec<RouteSpec>,
     pub demo: Vec<(SocketAddr, String)>,
     pub admin: Option<AdminSpec>,
+    pub sql: Option<SqlSpec>,
+}
+
+/// The SQL listener, when `[sql]` is present.
+#[derive(Clone)]
+pub struct SqlSpec {
+    pub listen: SocketAddr,
+    pub router: Option<String>,
+    pub replica_lb: Option<String>,
+    pub primary: SocketAddr,
+    pub replicas: Vec<SqlReplicaSpec>,
+    /// User name -> password.
+    pub users: BTreeMap<String, String>,
+    pub monitor: (String, String),
+    pub causal: CausalMode,
+    pub causal_timeout_ms: u64,
+    pub pin_window_ms: u64,
+    pub max_lag_s: u64,
+    pub health_interval_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub pool_idle: usize,
+}
+
+impl std::fmt::Debug for SqlSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlSpec")
+            .field("listen", &self.listen)
+            .field("router", &self.router)
+            .field("primary", &self.primary)
+            .field("replicas", &self.replicas)
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("causal", &self.causal)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One replica of `[sql]`.
+#[derive(Debug, Clone)]
+pub struct SqlReplicaSpec {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub group: Option<String>,
 }
 
 /// The admin API, when `[admin]` is present.
@@ -103,6 +145,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
+    let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
     let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
         d.backends
             .iter()
@@ -123,6 +166,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         routes,
         demo,
         admin,
+        sql,
     })
 }
 
@@ -162,6 +206,103 @@ fn check_admin(c: &mut Checker, a: &AdminSection) -> Option<AdminSpec> {
         c.err("admin.max_body_mb", &a.max_body_mb, "must be 1..=1024");
     }
     Some(AdminSpec { listen: listen?, token: token?, max_body: (mb as usize) << 20 })
+}
+
+/// A secret given inline or through an environment variable.
+fn secret(c: &mut Checker, key: &str, inline: &Option<Spanned<String>>, env: &Option<Spanned<String>>, at: &Spanned<String>) -> Option<String> {
+    match (inline, env) {
+        (Some(v), None) => Some(v.get_ref().clone()),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                c.err(format!("{key}_env"), var, format!("environment variable {} is not set", var.get_ref()));
+                None
+            }
+        },
+        (Some(v), Some(_)) => {
+            c.err(key, v, "set password or password_env, not both");
+            None
+        }
+        (None, None) => {
+            c.err(key, at, format!("login {:?} needs a password: set password or password_env", at.get_ref()));
+            None
+        }
+    }
+}
+
+fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginSpec>) -> Option<SqlSpec> {
+    let listen = match &s.listen {
+        Some(l) => c.addr("sql.listen".into(), l),
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 6033))),
+    };
+    let primary = c.addr("sql.primary".into(), &s.primary);
+    for (key, name) in [("sql.router", &s.router), ("sql.replica_lb", &s.replica_lb)] {
+        if let Some(n) = name {
+            if !plugins.contains_key(n.get_ref()) {
+                c.err(key, n, format!("no [plugins.{}] is defined", n.get_ref()));
+            }
+        }
+    }
+    let mut replicas = Vec::new();
+    for (i, r) in s.replicas.iter().enumerate() {
+        let addr = c.addr(format!("sql.replicas[{i}].address"), &r.address);
+        if *r.weight.get_ref() == 0 || *r.weight.get_ref() > 10_000 {
+            c.err(format!("sql.replicas[{i}].weight"), &r.weight, "must be 1..=10000");
+        }
+        if let Some(g) = &r.group {
+            if g.get_ref().is_empty() {
+                c.err(format!("sql.replicas[{i}].group"), g, "must not be empty");
+            }
+        }
+        if addr.is_some() && addr == primary {
+            c.err(format!("sql.replicas[{i}].address"), &r.address, "is the primary's address");
+        }
+        replicas.extend(addr.map(|addr| SqlReplicaSpec { addr, weight: *r.weight.get_ref(), group: r.group.as_ref().map(|g| g.get_ref().clone()) }));
+    }
+    if s.users.get_ref().is_empty() {
+        c.err("sql.users", &s.users, "needs at least one user");
+    }
+    let mut users = BTreeMap::new();
+    for (i, u) in s.users.get_ref().iter().enumerate() {
+        let key = format!("sql.users[{i}].password");
+        if let Some(p) = secret(c, &key, &u.password, &u.password_env, &u.name) {
+            if users.insert(u.name.get_ref().clone(), p).is_some() {
+                c.err(format!("sql.users[{i}].name"), &u.name, format!("duplicate user {:?}", u.name.get_ref()));
+            }
+        }
+    }
+    let m = &s.monitor;
+    let monitor = secret(c, "sql.monitor.password", &m.password, &m.password_env, &m.name).map(|p| (m.name.get_ref().clone(), p));
+    for (key, v, lo, hi) in [
+        ("sql.causal_timeout_ms", &s.causal_timeout_ms, 1, 60_000),
+        ("sql.pin_window_ms", &s.pin_window_ms, 1, 3_600_000),
+        ("sql.max_lag_s", &s.max_lag_s, 0, 86_400),
+        ("sql.health_interval_ms", &s.health_interval_ms, 10, 60_000),
+        ("sql.connect_timeout_ms", &s.connect_timeout_ms, 1, 60_000),
+    ] {
+        if !(lo..=hi).contains(v.get_ref()) {
+            c.err(key, v, format!("must be {lo}..={hi}"));
+        }
+    }
+    if *s.pool_idle.get_ref() > 10_000 {
+        c.err("sql.pool_idle", &s.pool_idle, "must be 0..=10000");
+    }
+    Some(SqlSpec {
+        listen: listen?,
+        router: s.router.as_ref().map(|r| r.get_ref().clone()),
+        replica_lb: s.replica_lb.as_ref().map(|r| r.get_ref().clone()),
+        primary: primary?,
+        replicas,
+        users,
+        monitor: monitor?,
+        causal: s.causal,
+        causal_timeout_ms: *s.causal_timeout_ms.get_ref(),
+        pin_window_ms: *s.pin_window_ms.get_ref(),
+        max_lag_s: *s.max_lag_s.get_ref(),
+        health_interval_ms: *s.health_interval_ms.get_ref(),
+        connect_timeout_ms: *s.connect_timeout_ms.get_ref(),
+        pool_idle: *s.pool_idle.get_ref(),
+    })
 }
 
 fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &Path) -> BTreeMap<String, PluginSpec> {

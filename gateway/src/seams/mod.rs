@@ -1,7 +1,10 @@
-//! One trait per seam; each has a native builtin, a Wasm adapter and a mock.
+//! One trait per seam; each has a native builtin and a Wasm adapter, and a
+//! mock where unit tests need one.
 
 pub mod lb;
 pub mod request;
+pub mod sql;
 
 pub use lb::{LbError, LbPolicy, RoundRobin};
 pub use request::RequestView;
+pub use sql::{ClassicSplit, ConnInfo, Route, SqlRouter, Statement, StatementClass};

@@ -91,6 +91,7 @@ pub struct LoadedPlugin {
 
 const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
 const LB_STATE_EXPORT: &str = "switchyard:policy/lb-state@0.1.0";
+const SQL_EXPORT: &str = "switchyard:policy/sql-router@0.1.0";
 
 /// The Switchyard worlds a plugin can export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +100,8 @@ pub enum World {
     Lb,
     /// `lb-policy-stateful`: exports `lb` and `lb-state`.
     LbStateful,
+    /// `sql-router-policy`: exports `sql-router`.
+    SqlRouter,
 }
 
 impl World {
@@ -106,7 +109,10 @@ impl World {
         match super::lb_exports::GuestIndices::new(pre) {
             Ok(_) if super::lb_state_exports::GuestIndices::new(pre).is_ok() => Ok(Self::LbStateful),
             Ok(_) => Ok(Self::Lb),
-            Err(e) => Err(format!("does not export the lb-policy world (switchyard:policy/lb@0.1.0): {e:#}")),
+            Err(_) if super::sql_exports::GuestIndices::new(pre).is_ok() => Ok(Self::SqlRouter),
+            Err(e) => Err(format!(
+                "exports no Switchyard world: neither the lb-policy world (switchyard:policy/lb@0.1.0) nor the sql-router-policy world (switchyard:policy/sql-router@0.1.0): {e:#}"
+            )),
         }
     }
 
@@ -118,6 +124,7 @@ impl World {
         match (has(LB_EXPORT), has(LB_STATE_EXPORT)) {
             (true, true) => vec![Self::LbStateful.name(), Self::Lb.name()],
             (true, false) => vec![Self::Lb.name()],
+            _ if has(SQL_EXPORT) => vec![Self::SqlRouter.name()],
             _ => Vec::new(),
         }
     }
@@ -127,6 +134,7 @@ impl World {
         match self {
             Self::Lb => "lb-policy",
             Self::LbStateful => "lb-policy-stateful",
+            Self::SqlRouter => "sql-router-policy",
         }
     }
 
@@ -134,6 +142,7 @@ impl World {
     pub fn seam(self) -> &'static str {
         match self {
             Self::Lb | Self::LbStateful => "lb",
+            Self::SqlRouter => "sql",
         }
     }
 }

@@ -6,6 +6,7 @@ mod host;
 mod inspect;
 mod lb;
 mod registry;
+mod sql;
 mod watch;
 
 pub use engine::{Engine, LoadedPlugin, World};
@@ -13,6 +14,7 @@ pub use host::{HostState, PluginShared};
 pub use inspect::report as inspect;
 pub use lb::WasmLb;
 pub use registry::{sha256_hex, PluginSlot, Plugins, Version};
+pub use sql::WasmSqlRouter;
 pub use watch::PluginWatcher;
 
 mod bindings {
@@ -32,4 +34,5 @@ mod bindings {
 /// Generated types the rest of the host uses, and nothing else.
 pub(crate) use bindings::exports::switchyard::policy::lb as lb_exports;
 pub(crate) use bindings::exports::switchyard::policy::lb_state as lb_state_exports;
+pub(crate) use bindings::exports::switchyard::policy::sql_router as sql_exports;
 pub(crate) use bindings::switchyard::policy::{clock, log, metrics, shared, types};

@@ -10,6 +10,7 @@
 use super::engine::{Engine, LoadedPlugin};
 use super::host::PluginShared;
 use super::lb::WasmLb;
+use super::sql::WasmSqlRouter;
 use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
@@ -46,6 +47,8 @@ pub struct PluginSlot {
     previous: Mutex<Option<Arc<Version>>>,
     numbers: AtomicU64,
     users: Mutex<Vec<(Arc<Upstream>, Arc<WasmLb>)>>,
+    /// SQL routers running this plugin.
+    sql_users: Mutex<Vec<Arc<WasmSqlRouter>>>,
     /// Recently compiled versions by sha256: pushing known bytes again
     /// (a revert, an A/B flip) skips the compile.
     compiled: Mutex<Vec<(String, Arc<LoadedPlugin>)>>,
@@ -76,6 +79,7 @@ impl PluginSlot {
             previous: Mutex::new(None),
             numbers: AtomicU64::new(1),
             users: Mutex::new(Vec::new()),
+            sql_users: Mutex::new(Vec::new()),
             compiled,
             swapping: tokio::sync::Mutex::new(()),
         }))
@@ -96,9 +100,16 @@ impl PluginSlot {
         self.users.lock().push((upstream, lb));
     }
 
-    /// Names of the upstreams using this plugin.
+    /// Record that the SQL listener routes with this plugin.
+    pub fn add_sql_user(&self, router: Arc<WasmSqlRouter>) {
+        self.sql_users.lock().push(router);
+    }
+
+    /// Names of the upstreams (and the SQL listener) using this plugin.
     pub fn user_names(&self) -> Vec<String> {
-        self.users.lock().iter().map(|(u, _)| u.name().to_string()).collect()
+        let mut names: Vec<String> = self.users.lock().iter().map(|(u, _)| u.name().to_string()).collect();
+        names.extend(self.sql_users.lock().iter().map(|_| "sql".to_string()));
+        names
     }
 
     /// Check, prove and install new bytes. `source` labels logs and metrics.
@@ -167,12 +178,23 @@ impl PluginSlot {
                 Error::plugin(e.fault.unwrap_or(PluginFault::Load), &self.spec.name, format!("on upstream {:?}: {}", upstream.name(), e.message))
             })?);
         }
-        if users.is_empty() {
+        let routers = self.sql_users.lock().clone();
+        let mut next_routers = Vec::with_capacity(routers.len());
+        for r in &routers {
+            next_routers.push(r.prepare(version.plugin.clone()).await?);
+        }
+        if users.is_empty() && routers.is_empty() {
             // Nobody calls it yet: still prove it instantiates and configures.
-            WasmLb::new(version.plugin.clone()).await?;
+            match version.plugin.world.seam() {
+                "sql" => drop(WasmSqlRouter::new(version.plugin.clone()).await?),
+                _ => drop(WasmLb::new(version.plugin.clone()).await?),
+            }
         }
         for ((_, lb), next) in users.iter().zip(prepared) {
             lb.commit(next);
+        }
+        for (r, next) in routers.iter().zip(next_routers) {
+            r.commit(next);
         }
         let old = self.current.swap(version.clone());
         *self.previous.lock() = Some(old);

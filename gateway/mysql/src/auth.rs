@@ -1,0 +1,304 @@
+//! Logins: the gateway's handshake with clients (`mysql_native_password`
+//! and the `caching_sha2_password` fast path) and its own login to backends.
+
+use crate::wire::{ok_payload, parse_err, PacketIo, MAX_COMMAND};
+use crate::SqlError;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use std::collections::BTreeMap;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Capabilities the gateway offers clients. No TLS, compression or
+/// LOAD DATA LOCAL: packets pass through unchanged, so the client's
+/// choices must be ones every backend connection can share.
+pub const GATEWAY_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
+    CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+        | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
+        | CapabilityFlags::CLIENT_LONG_FLAG.bits()
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits()
+        | CapabilityFlags::CLIENT_ODBC.bits()
+        | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
+        | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
+        | CapabilityFlags::CLIENT_INTERACTIVE.bits()
+        | CapabilityFlags::CLIENT_TRANSACTIONS.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits()
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS.bits()
+        | CapabilityFlags::CLIENT_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits()
+        | CapabilityFlags::CLIENT_SESSION_TRACK.bits()
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF.bits(),
+);
+
+/// Capabilities that matter only during login; the rest of
+/// `GATEWAY_CAPS` changes what travels on the wire afterwards, and backend
+/// connections are pooled by it.
+const LOGIN_ONLY_CAPS: u32 = CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
+    | CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits()
+    | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+    | CapabilityFlags::CLIENT_CONNECT_ATTRS.bits()
+    | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits();
+
+const WIRE_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(GATEWAY_CAPS.bits() & !LOGIN_ONLY_CAPS);
+
+/// utf8mb4_general_ci.
+const DEFAULT_COLLATION: u8 = 45;
+
+const NATIVE: &[u8] = b"mysql_native_password";
+
+/// A client that logged in.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+    /// The client's capabilities, limited to the gateway's wire set.
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    pub schema: Option<String>,
+}
+
+/// The parts of a HandshakeResponse41 the gateway uses.
+#[derive(Debug)]
+pub struct ClientHello {
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    pub user: String,
+    pub scramble: Vec<u8>,
+    pub schema: Option<String>,
+    pub plugin: Option<Vec<u8>>,
+}
+
+/// Parse a client's handshake response; a clear reason when it is not one.
+pub fn parse_handshake_response(p: &[u8]) -> Result<ClientHello, String> {
+    if p.len() < 32 {
+        return Err(format!("handshake response of {} bytes is too short (TLS is not offered)", p.len()));
+    }
+    let caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes([p[0], p[1], p[2], p[3]]));
+    if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        return Err("the client does not speak protocol 4.1".into());
+    }
+    if caps.contains(CapabilityFlags::CLIENT_SSL) {
+        return Err("the client asked for TLS, which the gateway does not offer".into());
+    }
+    let r: HandshakeResponse<'_> = ParseBuf(p).parse(()).map_err(|e| format!("malformed handshake response: {e}"))?;
+    Ok(ClientHello {
+        caps: r.capabilities(),
+        collation: r.collation(),
+        user: String::from_utf8_lossy(r.user()).into_owned(),
+        scramble: r.scramble_buf().to_vec(),
+        schema: r.db_name().map(|d| String::from_utf8_lossy(d).into_owned()).filter(|d| !d.is_empty()),
+        plugin: r.auth_plugin().map(|p| p.as_bytes().to_vec()),
+    })
+}
+
+/// 20 bytes of nonce without NUL (clients read it as a C string).
+fn nonce() -> [u8; 20] {
+    let mut n = [0u8; 20];
+    if getrandom::fill(&mut n).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        n.iter_mut().enumerate().for_each(|(i, b)| *b = (t >> (i % 16 * 8)) as u8);
+    }
+    n.map(|b| (b % 94) + 33)
+}
+
+fn eq_ct(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn denied(user: &str, sent: bool) -> SqlError {
+    SqlError::new(1045, "28000", format!("Access denied for user '{user}' (using password: {})", if sent { "YES" } else { "NO" }))
+}
+
+/// Run the server side of the handshake. On failure the client has been
+/// sent an ERR packet naming the problem.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut PacketIo<S>,
+    users: &BTreeMap<String, String>,
+    version: &str,
+    conn_id: u32,
+) -> Result<Login, SqlError> {
+    let n = nonce();
+    let greeting = HandshakePacket::new(
+        10,
+        version.as_bytes(),
+        conn_id,
+        n[..8].try_into().expect("8 bytes"),
+        // Part 2 of the scramble goes out NUL-terminated (13 bytes).
+        Some([&n[8..], &[0]].concat()),
+        GATEWAY_CAPS,
+        DEFAULT_COLLATION,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(NATIVE),
+    );
+    let mut buf = Vec::new();
+    greeting.serialize(&mut buf);
+    io.send(0, &buf).await.map_err(SqlError::io)?;
+    let (seq, payload) = io.read_packet(MAX_COMMAND).await.map_err(SqlError::io)?;
+    let hello = match parse_handshake_response(&payload) {
+        Ok(h) => h,
+        Err(msg) => return Err(reply_err(io, seq + 1, SqlError::new(1043, "08S01", format!("Bad handshake: {msg}"))).await),
+    };
+    let Some(password) = users.get(&hello.user) else {
+        return Err(reply_err(io, seq + 1, denied(&hello.user, !hello.scramble.is_empty())).await);
+    };
+    let mut seq = seq.wrapping_add(1);
+    let ok = match hello.plugin.as_deref() {
+        Some(b"caching_sha2_password") => {
+            let want = scramble_sha256(&n, password.as_bytes()).map(|s| s.to_vec()).unwrap_or_default();
+            let ok = eq_ct(&want, &hello.scramble);
+            if ok {
+                // fast_auth_success, then the OK below.
+                seq = io.send(seq, &[0x01, 0x03]).await.map_err(SqlError::io)?;
+            }
+            ok
+        }
+        None | Some(b"mysql_native_password") => check_native(&n, password, &hello.scramble),
+        Some(_) => {
+            let switch = AuthSwitchRequest::new(NATIVE, [&n[..], &[0]].concat());
+            let mut buf = Vec::new();
+            switch.serialize(&mut buf);
+            io.send(seq, &buf).await.map_err(SqlError::io)?;
+            let (s, answer) = io.read_packet(1024).await.map_err(SqlError::io)?;
+            seq = s.wrapping_add(1);
+            check_native(&n, password, &answer)
+        }
+    };
+    if !ok {
+        return Err(reply_err(io, seq, denied(&hello.user, !hello.scramble.is_empty())).await);
+    }
+    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)).await.map_err(SqlError::io)?;
+    Ok(Login {
+        user: hello.user,
+        password: password.clone(),
+        caps: hello.caps & GATEWAY_CAPS,
+        collation: hello.collation,
+        schema: hello.schema,
+    })
+}
+
+fn check_native(nonce: &[u8], password: &str, scramble: &[u8]) -> bool {
+    match scramble_native(nonce, password.as_bytes()) {
+        Some(want) => eq_ct(&want, scramble),
+        None => scramble.is_empty(),
+    }
+}
+
+async fn reply_err<S: AsyncRead + AsyncWrite + Unpin>(io: &mut PacketIo<S>, seq: u8, e: SqlError) -> SqlError {
+    let _ = io.send(seq, &e.payload()).await;
+    e
+}
+
+/// Log in to a backend as `user` with the client's wire capabilities and
+/// collation. Returns the capabilities in effect.
+pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut PacketIo<S>,
+    user: &str,
+    password: &str,
+    caps: CapabilityFlags,
+    collation: u8,
+) -> Result<(CapabilityFlags, String), SqlError> {
+    let (_, payload) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;
+    if payload.first() == Some(&0xFF) {
+        let (code, msg) = parse_err(&payload);
+        return Err(SqlError::new(code, "HY000", msg));
+    }
+    let hs: HandshakePacket<'_> =
+        ParseBuf(&payload).parse(()).map_err(|e| SqlError::new(2027, "HY000", format!("malformed greeting from backend: {e}")))?;
+    let version = hs.server_version_str().into_owned();
+    let caps = (caps & WIRE_CAPS & hs.capabilities())
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_LONG_PASSWORD;
+    let nonce = hs.nonce();
+    let scramble = scramble_native(&nonce, password.as_bytes()).map(|s| s.to_vec());
+    let resp = HandshakeResponse::new(
+        scramble,
+        hs.server_version_parsed().unwrap_or((5, 5, 5)),
+        Some(user.as_bytes()),
+        None::<&[u8]>,
+        Some(AuthPlugin::MysqlNativePassword),
+        caps,
+        None,
+        MAX_COMMAND as u32,
+    );
+    let mut buf = Vec::new();
+    resp.serialize(&mut buf);
+    buf[8] = collation;
+    io.send(1, &buf).await.map_err(SqlError::io)?;
+    let mut answers = 0;
+    loop {
+        let (seq, reply) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;
+        answers += 1;
+        match reply.first() {
+            Some(0x00) => return Ok((caps, version)),
+            Some(0xFF) => {
+                let (code, msg) = parse_err(&reply);
+                return Err(SqlError::new(code, "28000", format!("backend refused the login of '{user}': {msg}")));
+            }
+            Some(0xFE) if answers == 1 => {
+                let switch: AuthSwitchRequest<'_> =
+                    ParseBuf(&reply).parse(()).map_err(|e| SqlError::new(2027, "HY000", format!("malformed auth switch from backend: {e}")))?;
+                if switch.auth_plugin().as_bytes() != NATIVE {
+                    return Err(SqlError::new(
+                        1251,
+                        "08004",
+                        format!("backend asks for auth plugin {:?}; create '{user}' with mysql_native_password", String::from_utf8_lossy(switch.auth_plugin().as_bytes())),
+                    ));
+                }
+                let s = scramble_native(switch.plugin_data(), password.as_bytes()).map(|s| s.to_vec()).unwrap_or_default();
+                io.send(seq.wrapping_add(1), &s).await.map_err(SqlError::io)?;
+            }
+            Some(0x01) if reply.get(1) == Some(&0x03) => {}
+            _ => return Err(SqlError::new(2027, "HY000", "unexpected answer from the backend during login".into())),
+        }
+        if answers > 3 {
+            return Err(SqlError::new(2027, "HY000", "backend login did not finish".into()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_has_no_nul() {
+        assert!(nonce().iter().all(|&b| b > 32 && b < 128));
+    }
+
+    #[test]
+    fn handshake_response_round_trips() {
+        let resp = HandshakeResponse::new(
+            Some(vec![1u8; 20]),
+            (10, 11, 0),
+            Some(&b"app"[..]),
+            Some(&b"shop"[..]),
+            Some(AuthPlugin::MysqlNativePassword),
+            GATEWAY_CAPS,
+            None,
+            1 << 24,
+        );
+        let mut buf = Vec::new();
+        resp.serialize(&mut buf);
+        let h = parse_handshake_response(&buf).unwrap();
+        assert_eq!(h.user, "app");
+        assert_eq!(h.schema.as_deref(), Some("shop"));
+        assert_eq!(h.scramble, vec![1u8; 20]);
+        assert!(parse_handshake_response(&buf[..20]).unwrap_err().contains("too short"));
+    }
+
+    #[test]
+    fn native_check() {
+        let n = nonce();
+        let s = scramble_native(&n, b"secret").unwrap();
+        assert!(check_native(&n, "secret", &s));
+        assert!(!check_native(&n, "other", &s));
+        assert!(check_native(&n, "", &[]));
+    }
+}

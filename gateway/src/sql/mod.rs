@@ -1,0 +1,119 @@
+//! The MySQL-protocol listener: read/write split with a Wasm router.
+//!
+//! Clients log in to the gateway; each statement is classified
+//! (`classify`), routed by the `SqlRouter` seam, then held to the host's
+//! guarantees (`session`) and forwarded frame by frame to a pooled,
+//! authenticated backend connection (`backend`). `health` polls
+//! replication status and GTID positions.
+
+pub mod backend;
+mod health;
+mod session;
+
+pub use switchyard_mysql::{auth, classify, wire, SqlError};
+
+pub use health::SqlHealth;
+
+use crate::config::{SqlSpec, UpstreamSpec, HealthSection, CheckKind};
+use crate::seams::{LbPolicy, SqlRouter};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use backend::Node;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Index of the primary in `SqlProxy::nodes`.
+pub const PRIMARY: usize = 0;
+
+/// Replicas an lb policy chooses among: an upstream whose backend `i` is
+/// node `nodes[i]`.
+pub struct ReplicaSet {
+    pub upstream: Arc<Upstream>,
+    pub nodes: Vec<usize>,
+}
+
+/// Everything a client session shares.
+pub struct SqlProxy {
+    pub spec: SqlSpec,
+    /// The primary first, then the replicas in config order.
+    pub nodes: Vec<Arc<Node>>,
+    /// Every replica.
+    pub replicas: ReplicaSet,
+    /// Replicas by `group`.
+    pub groups: BTreeMap<String, ReplicaSet>,
+    pub router: Arc<dyn SqlRouter>,
+    conn_ids: AtomicU32,
+    /// Server version announced to clients: the primary's once seen.
+    pub version: ArcSwap<String>,
+}
+
+impl SqlProxy {
+    /// Build from the spec, the router and a factory of replica lb policies
+    /// (one per replica set).
+    pub fn new(spec: &SqlSpec, router: Arc<dyn SqlRouter>, mut lb: impl FnMut() -> Arc<dyn LbPolicy>) -> Self {
+        let timeout = Duration::from_millis(spec.connect_timeout_ms);
+        let mut nodes = vec![Arc::new(Node::new(spec.primary, "primary".into(), spec.pool_idle, timeout))];
+        nodes.extend(spec.replicas.iter().enumerate().map(|(i, r)| Arc::new(Node::new(r.addr, format!("replica-{i}"), spec.pool_idle, timeout))));
+        let mut set = |name: String, members: Vec<usize>| {
+            let uspec = UpstreamSpec {
+                name,
+                backends: members.iter().map(|&n| (spec.replicas[n - 1].addr, spec.replicas[n - 1].weight)).collect(),
+                lb: spec.replica_lb.clone(),
+                health: HealthSection { check: CheckKind::None, ..HealthSection::default() },
+                retries: 0,
+                connect_timeout_ms: spec.connect_timeout_ms,
+            };
+            ReplicaSet { upstream: Arc::new(Upstream::new(&uspec, lb())), nodes: members }
+        };
+        let replicas = set("sql:replicas".into(), (1..=spec.replicas.len()).collect());
+        let mut names: Vec<&String> = spec.replicas.iter().filter_map(|r| r.group.as_ref()).collect();
+        names.sort();
+        names.dedup();
+        let groups = names
+            .into_iter()
+            .map(|g| {
+                let members = (1..=spec.replicas.len()).filter(|&n| spec.replicas[n - 1].group.as_ref() == Some(g)).collect();
+                (g.clone(), set(format!("sql:group:{g}"), members))
+            })
+            .collect();
+        Self {
+            spec: spec.clone(),
+            nodes,
+            replicas,
+            groups,
+            router,
+            conn_ids: AtomicU32::new(1),
+            version: ArcSwap::from_pointee("5.5.5-10.11.0-MariaDB-switchyard".into()),
+        }
+    }
+
+    /// Every replica set (all, then each group), for health updates.
+    pub fn replica_sets(&self) -> impl Iterator<Item = &ReplicaSet> {
+        std::iter::once(&self.replicas).chain(self.groups.values())
+    }
+
+    fn next_conn_id(&self) -> u32 {
+        self.conn_ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The Pingora app serving one client connection per call.
+pub struct SqlApp(pub Arc<SqlProxy>);
+
+#[async_trait::async_trait]
+impl pingora::apps::ServerApp for SqlApp {
+    async fn process_new(self: &Arc<Self>, stream: pingora::protocols::Stream, _shutdown: &pingora::server::ShutdownWatch) -> Option<pingora::protocols::Stream> {
+        session::serve(self.0.clone(), stream).await;
+        None
+    }
+}
+
+/// The listening service for `[sql]`.
+pub fn service(proxy: Arc<SqlProxy>) -> impl pingora::services::ServiceWithDependents {
+    let listen = proxy.spec.listen.to_string();
+    let mut svc = pingora::services::listening::Service::new("sql".into(), SqlApp(proxy));
+    svc.add_tcp(&listen);
+    svc
+}
