@@ -61,6 +61,16 @@ fn primary_killed_writes_fail_fast_reads_continue_then_it_rejoins() {
         assert!(!server_ids(&mut fresh, 2).await.contains(&1));
         let m = gw.metric("switchyard_sql_backend_up", &[("backend", "primary")]);
         assert_eq!(m, 0.0, "{}", gw.metrics());
+        // Once the polls see both replicas' IO threads reconnecting (lag
+        // unknown), they still serve reads: nothing can be missing.
+        eventually_async("the polls see the replicas reconnecting", || async {
+            ["replica-0", "replica-1"].iter().all(|r| gw.metric("switchyard_sql_replica_lag_seconds", &[("replica", r)]) == -1.0)
+        })
+        .await;
+        for r in ["replica-0", "replica-1"] {
+            assert_eq!(gw.metric("switchyard_sql_backend_up", &[("backend", r)]), 1.0, "{}", gw.metrics());
+        }
+        assert_eq!(server_ids(&mut fresh, 6).await, BTreeSet::from([2, 3]));
 
         cluster.primary.start();
         // Until the health poll sees the primary back, logins may fail
@@ -68,6 +78,12 @@ fn primary_killed_writes_fail_fast_reads_continue_then_it_rejoins() {
         eventually_async("writes work again", || async {
             let Ok(mut c) = bounded("a login", Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap())).await else { return false };
             bounded("a write", c.query_drop("INSERT INTO items (v) VALUES (4)")).await.is_ok()
+        })
+        .await;
+        // The replicas reconnect and take reads again.
+        eventually_async("both replicas serve reads again", || async {
+            let Ok(mut c) = bounded("a login", Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap())).await else { return false };
+            server_ids(&mut c, 6).await == BTreeSet::from([2, 3])
         })
         .await;
     });

@@ -104,6 +104,9 @@ pub struct Node {
     /// `primary` or `replica-N`, for metrics and errors.
     pub role: String,
     pub up: AtomicBool,
+    /// A replica whose only fault is an IO thread reconnecting to the
+    /// primary: up exactly while the primary is down.
+    pub waiting: AtomicBool,
     /// Replication lag in seconds; -1 when not replicating or unknown.
     pub lag_s: AtomicI64,
     /// Applied GTID sequence per replication domain.
@@ -141,6 +144,7 @@ impl Node {
             addr,
             role,
             up: AtomicBool::new(true),
+            waiting: AtomicBool::new(false),
             lag_s: AtomicI64::new(-1),
             gtid: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use mysql_common::constants::CapabilityFlags;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,9 @@ impl BackgroundService for SqlHealth {
 #[derive(Debug, PartialEq)]
 enum Verdict {
     Up { lag_s: i64 },
+    /// A replica applying everything it received, only waiting to
+    /// reconnect to the primary: it serves reads while the primary is down.
+    Waiting,
     /// Why, and the lag when it is known (a replica past `max_lag_s`).
     Down(String, Option<i64>),
 }
@@ -78,17 +82,17 @@ async fn poll(proxy: &SqlProxy, node: &Node, i: usize, key: &PoolKey, password: 
     if let Some(pos) = status.get("Gtid_Slave_Pos") {
         pos.split(',').filter_map(Gtid::parse).for_each(|g| node.note_applied(g));
     }
-    Ok(replica_verdict(&status, proxy.spec.max_lag_s, proxy.nodes[PRIMARY].is_up()))
+    Ok(replica_verdict(&status, proxy.spec.max_lag_s))
 }
 
-fn replica_verdict(status: &super::backend::Rows, max_lag_s: u64, primary_up: bool) -> Verdict {
+fn replica_verdict(status: &super::backend::Rows, max_lag_s: u64) -> Verdict {
     if status.rows.is_empty() {
         return Verdict::Down("not a replica (SHOW SLAVE STATUS is empty)".into(), None);
     }
     let io = status.get("Slave_IO_Running").unwrap_or("No");
     let sql = status.get("Slave_SQL_Running").unwrap_or("No");
-    if sql == "Yes" && io == "Connecting" && !primary_up {
-        return Verdict::Up { lag_s: 0 };
+    if sql == "Yes" && io == "Connecting" {
+        return Verdict::Waiting;
     }
     if io != "Yes" || sql != "Yes" {
         return Verdict::Down(format!("not replicating (IO thread: {io}, SQL thread: {sql})"), None);
@@ -102,26 +106,37 @@ fn replica_verdict(status: &super::backend::Rows, max_lag_s: u64, primary_up: bo
 
 fn apply(proxy: &SqlProxy, i: usize, verdict: Verdict) {
     let node = &proxy.nodes[i];
-    let m = metrics();
     let (up, lag) = match &verdict {
         Verdict::Up { lag_s } => (true, *lag_s),
+        Verdict::Waiting => (!proxy.nodes[PRIMARY].is_up(), -1),
         Verdict::Down(_, lag) => (false, lag.unwrap_or(-1)),
     };
-    node.lag_s.store(lag, std::sync::atomic::Ordering::Relaxed);
+    node.waiting.store(verdict == Verdict::Waiting, Ordering::Release);
+    node.lag_s.store(lag, Ordering::Relaxed);
     if i != PRIMARY {
-        m.sql_replica_lag.with_label_values(&[node.role.as_str()]).set(lag as f64);
+        metrics().sql_replica_lag.with_label_values(&[node.role.as_str()]).set(lag as f64);
     }
     if node.set_up(up) {
         match &verdict {
             Verdict::Up { .. } => tracing::info!(backend = %node.role, addr = %node.addr, "SQL backend is up"),
+            Verdict::Waiting if up => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL replica serves reads while the primary is down"),
+            Verdict::Waiting => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL backend is down: not replicating (IO thread: Connecting)"),
             Verdict::Down(why, _) => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL backend is down: {why}"),
         }
     }
     sync_replica_sets(proxy);
 }
 
-/// Mirror node health into the replica sets the lb policies see.
+/// Mirror node health into the replica sets the lb policies see. Replicas
+/// waiting on the primary follow it at once: in while it is down, out when
+/// it is back (until they reconnect and report their lag).
 pub(super) fn sync_replica_sets(proxy: &SqlProxy) {
+    let primary_up = proxy.nodes[PRIMARY].is_up();
+    for node in proxy.nodes.iter().skip(1).filter(|n| n.waiting.load(Ordering::Acquire)) {
+        if node.set_up(!primary_up) {
+            tracing::warn!(backend = %node.role, primary_up, "SQL replica waiting on the primary: serves reads only while the primary is down");
+        }
+    }
     for set in proxy.replica_sets() {
         let mut changed = false;
         for (b, &n) in set.upstream.backends().iter().zip(&set.nodes) {
@@ -147,18 +162,12 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(replica_verdict(&status("Yes", "Yes", Some("0")), 5, true), Verdict::Up { lag_s: 0 });
-        assert!(matches!(replica_verdict(&status("Yes", "No", None), 5, true), Verdict::Down(m, None) if m.contains("SQL thread: No")));
-        assert!(matches!(replica_verdict(&status("Yes", "Yes", Some("9")), 5, true), Verdict::Down(m, Some(9)) if m.contains("lagging 9 s")));
-        assert!(matches!(replica_verdict(&Rows::default(), 5, true), Verdict::Down(m, None) if m.contains("not a replica")));
-    }
-
-    #[test]
-    fn a_replica_waiting_for_a_dead_primary_keeps_serving() {
-        let waiting = status("Connecting", "Yes", None);
-        assert_eq!(replica_verdict(&waiting, 5, false), Verdict::Up { lag_s: 0 });
-        assert!(matches!(replica_verdict(&waiting, 5, true), Verdict::Down(m, None) if m.contains("IO thread: Connecting")));
-        assert!(matches!(replica_verdict(&status("No", "Yes", None), 5, false), Verdict::Down(..)));
-        assert!(matches!(replica_verdict(&status("Connecting", "No", None), 5, false), Verdict::Down(..)));
+        assert_eq!(replica_verdict(&status("Yes", "Yes", Some("0")), 5), Verdict::Up { lag_s: 0 });
+        assert!(matches!(replica_verdict(&status("Yes", "No", None), 5), Verdict::Down(m, None) if m.contains("SQL thread: No")));
+        assert!(matches!(replica_verdict(&status("Yes", "Yes", Some("9")), 5), Verdict::Down(m, Some(9)) if m.contains("lagging 9 s")));
+        assert!(matches!(replica_verdict(&Rows::default(), 5), Verdict::Down(m, None) if m.contains("not a replica")));
+        assert_eq!(replica_verdict(&status("Connecting", "Yes", None), 5), Verdict::Waiting);
+        assert!(matches!(replica_verdict(&status("No", "Yes", None), 5), Verdict::Down(..)));
+        assert!(matches!(replica_verdict(&status("Connecting", "No", None), 5), Verdict::Down(..)));
     }
 }
