@@ -252,8 +252,8 @@ pub struct SqlGateway {
 
 impl SqlGateway {
     /// `router`: a plugin file stem (`rw_split`, `primary_only`) or None for
-    /// the builtin split; `extra` goes into `[sql]`; `plugins` are more
-    /// `[plugins.*]` tables.
+    /// the builtin split; `extra` goes into `[sql]` (polls run every 100 ms
+    /// unless it sets `health_interval_ms`).
     pub fn start(cluster: &Cluster, router: Option<&str>, extra: &str) -> Self {
         let sql: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut config = String::from("[server]\nlisten = \"{listen}\"\n\n");
@@ -261,9 +261,10 @@ impl SqlGateway {
             config += &format!("[plugins.router]\npath = {:?}\nwatch_ms = 0\n\n", plugin(r));
         }
         config += &format!(
-            "[sql]\nlisten = \"{sql}\"\nprimary = \"{}\"\nreplicas = [{}]\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\nmonitor = {{ name = \"monitor\", password = \"{MONITOR_PASSWORD}\" }}\nhealth_interval_ms = 100\n{}{extra}\n",
+            "[sql]\nlisten = \"{sql}\"\nprimary = \"{}\"\nreplicas = [{}]\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\nmonitor = {{ name = \"monitor\", password = \"{MONITOR_PASSWORD}\" }}\n{}{}{extra}\n",
             cluster.primary.addr(),
             cluster.replicas.iter().map(|r| format!("{{ address = \"{}\" }}", r.addr())).collect::<Vec<_>>().join(", "),
+            if extra.contains("health_interval_ms") { "" } else { "health_interval_ms = 100\n" },
             if router.is_some() { "router = \"router\"\n" } else { "" },
         );
         let (proc, admin) = gateway_with_admin(&config, "");

@@ -17,6 +17,12 @@ async fn connect(gw: &SqlGateway) -> Conn {
     Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap()).await.unwrap()
 }
 
+/// A login that may be refused (while the gateway still sees the primary
+/// down), but must not hang.
+async fn try_connect(gw: &SqlGateway) -> Option<Conn> {
+    bounded("a login", Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap())).await.ok()
+}
+
 /// Every statement must answer within this (no hang).
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), f).await.unwrap_or_else(|_| panic!("{what} hung"))
@@ -46,6 +52,9 @@ fn primary_killed_writes_fail_fast_reads_continue_then_it_rejoins() {
     run(async {
         let mut c = connect(&gw).await;
         c.query_drop("INSERT INTO items (v) VALUES (1)").await.unwrap();
+        // Replicated before the crash: otherwise this client's causal reads
+        // rightly fail ("read-your-writes: … and the primary is down").
+        cluster.wait_replicated();
         cluster.primary.kill();
         // The held primary connection breaks: a clear error, at once.
         let started = Instant::now();
@@ -76,13 +85,13 @@ fn primary_killed_writes_fail_fast_reads_continue_then_it_rejoins() {
         // Until the health poll sees the primary back, logins may fail
         // with the "primary is down" error; that is a retry, not a hang.
         eventually_async("writes work again", || async {
-            let Ok(mut c) = bounded("a login", Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap())).await else { return false };
+            let Some(mut c) = try_connect(&gw).await else { return false };
             bounded("a write", c.query_drop("INSERT INTO items (v) VALUES (4)")).await.is_ok()
         })
         .await;
         // The replicas reconnect and take reads again.
         eventually_async("both replicas serve reads again", || async {
-            let Ok(mut c) = bounded("a login", Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap())).await else { return false };
+            let Some(mut c) = try_connect(&gw).await else { return false };
             server_ids(&mut c, 6).await == BTreeSet::from([2, 3])
         })
         .await;
@@ -117,6 +126,49 @@ fn replica_killed_reads_move_to_the_other_then_it_rejoins() {
             server_ids(&mut c, 6).await == BTreeSet::from([2, 3])
         })
         .await;
+    });
+}
+
+#[test]
+fn a_read_that_picks_a_replica_dead_since_the_last_poll_is_rerouted() {
+    let mut cluster = Cluster::start(2);
+    // Polls too rare to notice the kill: the session finds out itself.
+    let gw = SqlGateway::start(&cluster, Some("rw_split"), "health_interval_ms = 60000\n");
+    cluster.replicas[0].kill();
+    run(async {
+        // Nothing was sent to the dead replica, so no read fails: each one
+        // that picks it is routed again, and it is marked down.
+        let mut c = connect(&gw).await;
+        assert_eq!(server_ids(&mut c, 6).await, BTreeSet::from([3]));
+        assert_eq!(gw.metric("switchyard_sql_backend_up", &[("backend", "replica-0")]), 0.0);
+        let mut other = connect(&gw).await;
+        assert_eq!(server_ids(&mut other, 4).await, BTreeSet::from([3]));
+        c.query_drop("INSERT INTO items (v) VALUES (7)").await.unwrap();
+    });
+}
+
+#[test]
+fn a_write_the_replicas_never_applied_is_not_read_stale_after_the_primary_dies() {
+    let mut cluster = Cluster::start(2);
+    // Both replicas receive events but hold them 60 s before applying.
+    for r in &cluster.replicas {
+        r.sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 60; START SLAVE;");
+    }
+    let gw = SqlGateway::start(&cluster, Some("rw_split"), "max_lag_s = 120\ncausal_timeout_ms = 300\n");
+    run(async {
+        let mut writer = connect(&gw).await;
+        writer.query_drop("INSERT INTO items (v) VALUES (99)").await.unwrap();
+        let id = writer.last_insert_id().unwrap();
+        cluster.primary.kill();
+        // The writer's read cannot be causal anywhere: a clear error, not
+        // the replicas' stale answer.
+        let read = format!("SELECT COUNT(*) FROM items WHERE id = {id}");
+        let err = bounded("a causal read", writer.query_first::<i64, _>(&read)).await.expect_err("a stale read");
+        assert!(err.to_string().contains("read-your-writes") && err.to_string().contains("primary is down"), "{err}");
+        // Another client, with no write of its own, reads from the replicas.
+        let mut reader = connect(&gw).await;
+        assert_eq!(server_ids(&mut reader, 4).await, BTreeSet::from([2, 3]));
+        assert_eq!(bounded("a read", reader.query_first::<i64, _>(&read)).await.unwrap(), Some(0));
     });
 }
 

@@ -238,8 +238,29 @@ impl Session {
         if !self.proxy.nodes[node].is_up() && self.conns[node].is_none() {
             return Err(self.down_error(node));
         }
-        metrics().sql_statements.with_label_values(&[self.proxy.nodes[node].role.as_str(), c.class.as_str()]).inc();
         Ok(node)
+    }
+
+    /// Route, then connect: a replica that refuses a new connection (down
+    /// since its last poll) is marked down and the statement routed again.
+    /// Nothing was sent to it, so this is safe; the primary's refusal is final.
+    async fn place(&mut self, text: &str, c: Classified, prepare: bool) -> Result<usize, SqlError> {
+        let mut tries = self.proxy.nodes.len();
+        loop {
+            let node = self.route(text, c, prepare).await?;
+            let fresh = self.conns[node].is_none();
+            match self.conn(node).await {
+                Ok(_) => {
+                    metrics().sql_statements.with_label_values(&[self.proxy.nodes[node].role.as_str(), c.class.as_str()]).inc();
+                    return Ok(node);
+                }
+                Err(e) if e.code == 2003 && fresh && node != PRIMARY && tries > 1 => {
+                    tracing::debug!("re-routing a read: {e}");
+                    tries -= 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The host's guarantees, whatever the router said.
@@ -537,7 +558,7 @@ impl Session {
     async fn query(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
         let c = classify(&text);
-        let node = self.route(&text, c, false).await?;
+        let node = self.place(&text, c, false).await?;
         let (end, _) = self.forward(node, payload, Expect::Result, None).await?;
         self.after(node, end, c, payload).await;
         Ok(())
@@ -555,7 +576,7 @@ impl Session {
     async fn prepare(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
         let c = classify(&text);
-        let node = self.route(&text, c, true).await?;
+        let node = self.place(&text, c, true).await?;
         let id = self.next_stmt;
         let (end, prepared) = self.forward(node, payload, Expect::Prepare, Some(id)).await?;
         if let (End::Ok(_), Some((backend_id, _, params))) = (end, prepared) {
@@ -595,7 +616,7 @@ impl Session {
             return Err(malformed("COM_STMT_EXECUTE is too short"));
         }
         let (sql, c) = (ps.sql.clone(), ps.class);
-        let node = self.route(&sql, c, false).await?;
+        let node = self.place(&sql, c, false).await?;
         let (backend_id, types_sent) = self.ensure_prepared(id, node).await?;
         let ps = self.stmts.get_mut(&id).expect("checked above");
         let mut pkt = payload.to_vec();
