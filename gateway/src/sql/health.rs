@@ -106,23 +106,21 @@ fn replica_verdict(status: &super::backend::Rows, max_lag_s: u64) -> Verdict {
 
 fn apply(proxy: &SqlProxy, i: usize, verdict: Verdict) {
     let node = &proxy.nodes[i];
-    let (up, lag) = match &verdict {
-        Verdict::Up { lag_s } => (true, *lag_s),
-        Verdict::Waiting => (!proxy.nodes[PRIMARY].is_up(), -1),
-        Verdict::Down(_, lag) => (false, lag.unwrap_or(-1)),
+    let lag = match &verdict {
+        Verdict::Up { lag_s } => *lag_s,
+        Verdict::Waiting => -1,
+        Verdict::Down(_, lag) => lag.unwrap_or(-1),
     };
-    node.waiting.store(verdict == Verdict::Waiting, Ordering::Release);
     node.lag_s.store(lag, Ordering::Relaxed);
     if i != PRIMARY {
         metrics().sql_replica_lag.with_label_values(&[node.role.as_str()]).set(lag as f64);
     }
-    if node.set_up(up) {
-        match &verdict {
-            Verdict::Up { .. } => tracing::info!(backend = %node.role, addr = %node.addr, "SQL backend is up"),
-            Verdict::Waiting if up => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL replica serves reads while the primary is down"),
-            Verdict::Waiting => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL backend is down: not replicating (IO thread: Connecting)"),
-            Verdict::Down(why, _) => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL backend is down: {why}"),
-        }
+    // A waiting replica's up/down follows the primary: `sync_replica_sets` sets it.
+    node.waiting.store(verdict == Verdict::Waiting, Ordering::Release);
+    match &verdict {
+        Verdict::Up { .. } if node.set_up(true) => tracing::info!(backend = %node.role, addr = %node.addr, "SQL backend is up"),
+        Verdict::Down(why, _) if node.set_up(false) => tracing::warn!(backend = %node.role, addr = %node.addr, "SQL backend is down: {why}"),
+        _ => {}
     }
     sync_replica_sets(proxy);
 }
