@@ -37,6 +37,8 @@ pub struct Metrics {
     pub plugin_bad_returns: IntCounterVec,
     /// Calls answered by the builtin because the plugin failed.
     pub plugin_fallbacks: IntCounterVec,
+    /// Plugin calls that ran long enough to finish on the plugin pool.
+    pub plugin_offloads: IntCounterVec,
     /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
     pub plugin_swaps: IntCounterVec,
     /// Counters a plugin defines through the `metrics` import.
@@ -47,6 +49,8 @@ pub struct Metrics {
     pub sql_statements: IntCounterVec,
     /// Read-your-writes decisions: `covered`, `waited`, `fallback`, `pinned`.
     pub sql_causal: IntCounterVec,
+    /// Statements refused because they may write and were bound for a replica.
+    pub sql_replica_refusals: IntCounterVec,
     /// Replication lag per replica in seconds; -1 when not replicating.
     pub sql_replica_lag: GaugeVec,
     /// 1 while a SQL backend is routable.
@@ -104,6 +108,7 @@ impl Metrics {
             plugin_deadline_hits: counter(&r, "switchyard_plugin_deadline_hits_total", "Plugin calls stopped by their deadline", hook),
             plugin_bad_returns: counter(&r, "switchyard_plugin_bad_returns_total", "Plugin answers the host could not use", hook),
             plugin_fallbacks: counter(&r, "switchyard_plugin_fallbacks_total", "Calls answered by the builtin after a plugin failure", hook),
+            plugin_offloads: counter(&r, "switchyard_plugin_offloaded_calls_total", "Plugin calls that ran long and finished on the plugin pool", &["plugin"]),
             plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
             plugin_counter: {
                 let c = CounterVec::new(Opts::new("switchyard_plugin_counter", "Counters defined by plugins"), &["plugin", "name"]).expect("static");
@@ -113,6 +118,7 @@ impl Metrics {
             plugin_gauge: gauge(&r, "switchyard_plugin_gauge", "Gauges defined by plugins", &["plugin", "name"]),
             sql_statements: counter(&r, "switchyard_sql_statements_total", "SQL statements by destination and class", &["destination", "class"]),
             sql_causal: counter(&r, "switchyard_sql_causal_total", "Read-your-writes decisions for reads after a write", &["result"]),
+            sql_replica_refusals: counter(&r, "switchyard_sql_replica_refusals_total", "Statements that may write, refused on their way to a replica", &["replica", "class"]),
             sql_replica_lag: gauge(&r, "switchyard_sql_replica_lag_seconds", "Replication lag per replica (-1: not replicating)", &["replica"]),
             sql_backend_up: int_gauge(&r, "switchyard_sql_backend_up", "1 while the SQL backend is routable", &["backend"]),
             sql_pool_idle: gauge(&r, "switchyard_sql_pool_idle_connections", "Idle pooled backend connections", &["backend"]),

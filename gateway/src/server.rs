@@ -24,7 +24,7 @@ pub struct Built {
 /// Load every plugin and build every upstream. Returns every error found,
 /// so `switchyard check` can report them all.
 pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
-    let engine = Engine::new().map_err(|e| vec![e])?;
+    let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let mut plugins = Plugins::default();
     for spec in cfg.plugins.values() {

@@ -1,7 +1,7 @@
 //! Statement classification: sqlparser's MySQL dialect first, a keyword
 //! scan when it cannot parse, and textual features the host acts on.
 
-use crate::StatementClass;
+use crate::{lexical, StatementClass};
 use sqlparser::ast::{SetExpr, Statement as Ast};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -20,27 +20,150 @@ pub struct Classified {
     pub pins: bool,
     /// Touches named locks (`RELEASE_LOCK`, `IS_USED_LOCK`, ...): primary.
     pub named_lock: bool,
+    /// May run on a replica: a plain read that calls only side-effect-free
+    /// builtins and assigns nothing, or a session change that is replayed
+    /// on every backend. The session refuses to send anything else there.
+    pub replica_ok: bool,
+    /// Reads or writes a user variable (`@x`).
+    pub user_var: bool,
+    /// May set user variables where it runs, without being replayed
+    /// (`SELECT @x := ...`, `INTO @x`, `CALL`, a stored function).
+    pub sets_vars: bool,
+}
+
+impl Classified {
+    /// A session-state command the host issues itself (COM_INIT_DB,
+    /// COM_SET_OPTION): replayed on every backend.
+    pub fn session_command() -> Self {
+        Self {
+            class: StatementClass::SessionState,
+            multi: false,
+            follows_previous: false,
+            pins: false,
+            named_lock: false,
+            replica_ok: true,
+            user_var: false,
+            sets_vars: false,
+        }
+    }
 }
 
 /// Classify one COM_QUERY or COM_STMT_PREPARE text.
 pub fn classify(sql: &str) -> Classified {
+    classify_with(sql, &[])
+}
+
+/// Classify with `pure`: stored functions the operator declared free of
+/// side effects (lower case, `name` or `schema.name`), which reads may
+/// call on a replica.
+pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
     let lower = sql.to_ascii_lowercase();
-    let (class, multi) = match Parser::parse_sql(&MySqlDialect {}, sql) {
-        Ok(stmts) if !stmts.is_empty() => {
-            let class = stmts.iter().map(|s| class_of(s, &lower)).reduce(merge).unwrap_or(StatementClass::Other);
-            (class, stmts.len() > 1)
+    let lex = lexical::scan(sql, pure);
+    let (class, multi) = match set_form(&lower) {
+        // `SET STATEMENT v=x FOR inner` is the inner statement, never replayed.
+        SetForm::Statement(at) => {
+            let inner = classify_with(&sql[at..], pure);
+            let class = if inner.class == StatementClass::SessionState { StatementClass::Other } else { inner.class };
+            (class, inner.multi)
         }
-        _ => (fallback_class(&lower), looks_multi(sql)),
+        // Global and account changes run once, on the primary.
+        SetForm::Global => (StatementClass::Write, looks_multi(sql)),
+        SetForm::Session if lex.calls_routine => (StatementClass::Write, looks_multi(sql)),
+        _ => parsed_class(sql, &lower),
     };
     let has = |needle: &str| lower.contains(needle);
     let named_lock = has("get_lock(") || has("release_lock(") || has("release_all_locks(") || has("is_used_lock(") || has("is_free_lock(");
+    let pins = has("get_lock(") || (has("create") && has("temporary") && has("table"));
+    let replica_ok = !multi
+        && !pins
+        && !named_lock
+        && !lex.calls_routine
+        && !lex.assigns
+        && matches!(class, StatementClass::Read | StatementClass::SessionState);
+    let call = first_keyword(&lower) == "call";
     Classified {
         class,
         multi,
         follows_previous: has("last_insert_id(") || has("found_rows(") || has("row_count("),
-        pins: has("get_lock(") || (has("create") && has("temporary") && has("table")),
+        pins,
         named_lock,
+        replica_ok,
+        user_var: lex.user_var,
+        sets_vars: !replica_ok && (lex.user_var || lex.assigns || lex.calls_routine || call),
     }
+}
+
+fn parsed_class(sql: &str, lower: &str) -> (StatementClass, bool) {
+    match Parser::parse_sql(&MySqlDialect {}, sql) {
+        Ok(stmts) if !stmts.is_empty() => {
+            let class = stmts.iter().map(|s| class_of(s, lower)).reduce(merge).unwrap_or(StatementClass::Other);
+            (class, stmts.len() > 1)
+        }
+        _ => (fallback_class(lower), looks_multi(sql)),
+    }
+}
+
+/// The forms of `SET` the host treats differently.
+#[derive(Debug, PartialEq, Eq)]
+enum SetForm {
+    NotSet,
+    /// A session change: run once, replayed on every backend.
+    Session,
+    /// `SET GLOBAL`, `SET @@global.x`, `SET PASSWORD`, `SET DEFAULT ROLE`.
+    Global,
+    /// `SET STATEMENT ... FOR`: the inner statement starts at this offset.
+    Statement(usize),
+}
+
+fn set_form(lower: &str) -> SetForm {
+    let first = first_keyword(lower);
+    if first != "set" {
+        return SetForm::NotSet;
+    }
+    let after = first.as_ptr() as usize - lower.as_ptr() as usize + first.len();
+    let second = first_keyword(&lower[after..]);
+    match second {
+        "statement" => match top_level_word(lower, after, "for") {
+            Some(at) => SetForm::Statement(at + 3),
+            None => SetForm::Global,
+        },
+        "global" | "persist" | "persist_only" | "password" | "default" => SetForm::Global,
+        _ if lower.contains("@@global.") || lower.contains("@@persist") => SetForm::Global,
+        _ => SetForm::Session,
+    }
+}
+
+/// The offset of `word` as a whole word outside quotes and parentheses.
+fn top_level_word(lower: &str, from: usize, word: &str) -> Option<usize> {
+    let b = lower.as_bytes();
+    let (mut i, mut depth, mut quote) = (from, 0usize, None::<u8>);
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == b'\\' && q != b'`' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                _ if depth == 0 && lower[i..].starts_with(word) => {
+                    let before = i.checked_sub(1).map_or(true, |p| !is_word_byte(b[p]));
+                    let after = b.get(i + word.len()).is_none_or(|&n| !is_word_byte(n));
+                    if before && after {
+                        return Some(i);
+                    }
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    None
+}
+
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'@'
 }
 
 /// Several statements together: the most demanding class wins.
@@ -246,6 +369,83 @@ mod tests {
         assert!(classify("SELECT 1; SELECT 2").multi);
         assert!(!classify("SELECT ';'").multi);
         assert!(!classify("SELECT 1;").multi);
+    }
+
+    #[test]
+    fn only_plain_reads_and_session_settings_may_leave_the_primary() {
+        let replica_ok = |s: &str| classify(s).replica_ok;
+        for ok in [
+            "SELECT * FROM t WHERE id = 1",
+            "SELECT COUNT(*), CONCAT(a, 'x') FROM t",
+            "SHOW TABLES",
+            "SET NAMES utf8mb4",
+            "SET @x = 5",
+            "SET SESSION sql_mode = ''",
+            "USE test",
+            "SELECT @x",
+        ] {
+            assert!(replica_ok(ok), "{ok}");
+        }
+        for write in [
+            "SET STATEMENT max_statement_time=10 FOR INSERT INTO t VALUES (1)",
+            "SET STATEMENT max_statement_time=10 FOR ALTER TABLE t ADD c INT",
+            "set statement sql_mode='' for create index i on t (a)",
+            "SET GLOBAL autocommit = 0",
+            "SET @@global.autocommit = 0",
+            "SET PASSWORD = PASSWORD('x')",
+            "SET DEFAULT ROLE r FOR u",
+            "SET @x = my_counter()",
+            "INSERT INTO t SELECT ROW_COUNT()",
+            "SELECT f_with_side_effect(1)",
+            "SELECT db.f(1) FROM t",
+            "SELECT NEXTVAL(s1)",
+            "SELECT @x := a FROM t",
+            "SELECT a INTO @x FROM t",
+            "SELECT a FROM t INTO OUTFILE '/tmp/x'",
+            "CALL p()",
+            "CALL p",
+            "DO f(1)",
+            "LOAD DATA INFILE 'x' INTO TABLE t",
+            "SELECT 1; INSERT INTO t VALUES (1)",
+            "SELECT 1 FROM t FOR UPDATE",
+            "HANDLER t OPEN",
+            "EXECUTE s",
+            "/*!40101 INSERT INTO t VALUES (1) */",
+            "SELECT /*! f(1) */ 1",
+        ] {
+            assert!(!replica_ok(write), "{write}");
+        }
+    }
+
+    #[test]
+    fn set_statement_is_its_inner_statement() {
+        let c = classify("SET STATEMENT max_statement_time=10 FOR SELECT * FROM t");
+        assert_eq!(c.class, Read);
+        assert!(c.replica_ok);
+        assert_eq!(classify("SET STATEMENT a='for' FOR DELETE FROM t").class, Write);
+        assert_eq!(classify("SET GLOBAL x = 1").class, Write);
+        assert_eq!(classify("SET @x = 1").class, SessionState);
+    }
+
+    #[test]
+    fn writes_that_follow_the_previous_statement_are_still_writes() {
+        let c = classify("INSERT INTO t SELECT ROW_COUNT()");
+        assert!(c.follows_previous && !c.replica_ok && c.class == Write);
+    }
+
+    #[test]
+    fn what_may_set_user_variables() {
+        assert!(classify("SELECT @x := 1").sets_vars);
+        assert!(classify("CALL p()").sets_vars);
+        assert!(classify("SELECT 1 INTO @x").sets_vars);
+        assert!(!classify("SET @x = 1").sets_vars, "SET is replayed on every backend");
+        assert!(!classify("SELECT @x").sets_vars);
+    }
+
+    #[test]
+    fn declared_pure_functions_may_run_on_replicas() {
+        assert!(!classify("SELECT price(1)").replica_ok);
+        assert!(classify_with("SELECT price(1)", &["price".into()]).replica_ok);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod classify;
+pub mod lexical;
 pub mod wire;
 
 /// The host's classification of one statement (see `sql::classify`).

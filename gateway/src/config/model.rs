@@ -30,6 +30,8 @@ pub struct RawConfig {
 pub struct ServerSection {
     pub listen: Spanned<String>,
     pub threads: usize,
+    /// Threads where plugin calls that run long finish (default: `threads`).
+    pub plugin_threads: Option<usize>,
     /// Header carrying the request id; kept if the client sent a valid one.
     pub request_id_header: String,
 }
@@ -39,6 +41,7 @@ impl Default for ServerSection {
         Self {
             listen: Spanned::new(0..0, "127.0.0.1:8080".into()),
             threads: 2,
+            plugin_threads: None,
             request_id_header: "x-request-id".into(),
         }
     }
@@ -273,6 +276,11 @@ pub struct SqlSection {
     /// Idle authenticated connections kept per backend and user.
     #[serde(default = "default_pool_idle")]
     pub pool_idle: Spanned<usize>,
+    /// Stored functions without side effects (`name` or `schema.name`):
+    /// reads that call them may run on replicas. Every other non-builtin
+    /// function sends its statement to the primary.
+    #[serde(default = "no_functions")]
+    pub pure_functions: Spanned<Vec<String>>,
 }
 
 fn default_causal_timeout_ms() -> Spanned<u64> {
@@ -289,6 +297,9 @@ fn default_health_interval_ms() -> Spanned<u64> {
 }
 fn default_sql_connect_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 1000)
+}
+fn no_functions() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
 }
 fn default_pool_idle() -> Spanned<usize> {
     Spanned::new(0..0, 32)

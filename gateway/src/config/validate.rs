@@ -12,6 +12,7 @@ use toml::Spanned;
 pub struct ValidConfig {
     pub listen: SocketAddr,
     pub threads: usize,
+    pub plugin_threads: usize,
     pub request_id_header: String,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub upstreams: Vec<UpstreamSpec>,
@@ -39,6 +40,9 @@ pub struct SqlSpec {
     pub health_interval_ms: u64,
     pub connect_timeout_ms: u64,
     pub pool_idle: usize,
+    /// Stored functions declared free of side effects (lower case): reads
+    /// that call them may run on replicas.
+    pub pure_functions: Vec<String>,
 }
 
 impl std::fmt::Debug for SqlSpec {
@@ -141,6 +145,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.threads == 0 || raw.server.threads > 256 {
         c.errors.push(ConfigError { path: "server.threads".into(), line: None, message: "must be 1..=256".into() });
     }
+    if raw.server.plugin_threads.is_some_and(|n| n == 0 || n > 256) {
+        c.errors.push(ConfigError { path: "server.plugin_threads".into(), line: None, message: "must be 1..=256".into() });
+    }
     let plugins = check_plugins(&mut c, &raw.plugins, base);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let routes = check_routes(&mut c, &raw.routes, &upstreams);
@@ -160,6 +167,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     Ok(ValidConfig {
         listen: listen.expect("checked"),
         threads: raw.server.threads,
+        plugin_threads: raw.server.plugin_threads.unwrap_or(raw.server.threads),
         request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
         plugins,
         upstreams,
@@ -284,6 +292,12 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
             c.err(key, v, format!("must be {lo}..={hi}"));
         }
     }
+    for f in s.pure_functions.get_ref() {
+        let ok = !f.is_empty() && f.split('.').count() <= 2 && f.split('.').all(|p| !p.is_empty() && p.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '$'));
+        if !ok {
+            c.err("sql.pure_functions", &s.pure_functions, format!("{f:?} is not a function name (`name` or `schema.name`)"));
+        }
+    }
     if *s.pool_idle.get_ref() > 10_000 {
         c.err("sql.pool_idle", &s.pool_idle, "must be 0..=10000");
     }
@@ -302,6 +316,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         health_interval_ms: *s.health_interval_ms.get_ref(),
         connect_timeout_ms: *s.connect_timeout_ms.get_ref(),
         pool_idle: *s.pool_idle.get_ref(),
+        pure_functions: s.pure_functions.get_ref().iter().map(|f| f.to_ascii_lowercase()).collect(),
     })
 }
 

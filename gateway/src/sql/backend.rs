@@ -132,6 +132,14 @@ impl Gtid {
     }
 }
 
+impl Gtid {
+    /// From a row of three numeric columns (domain, server, sequence).
+    pub fn from_parts(row: &[Option<String>]) -> Option<Self> {
+        let num = |i: usize| row.get(i)?.as_deref()?.trim().parse::<u64>().ok();
+        Some(Self { domain: u32::try_from(num(0)?).ok()?, server: u32::try_from(num(1)?).ok()?, seq: num(2)? })
+    }
+}
+
 impl std::fmt::Display for Gtid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}-{}", self.domain, self.server, self.seq)

@@ -4,7 +4,7 @@
 
 use super::auth::{self, Login};
 use super::backend::{BackendConn, Gtid, PoolKey};
-use super::classify::{classify, Classified};
+use super::classify::{classify_with, Classified};
 use super::health::sync_replica_sets;
 use super::wire::{ok_payload, End, Expect, PacketIo, Scanner, MAX_COMMAND};
 use super::{SqlError, SqlProxy, PRIMARY};
@@ -31,6 +31,12 @@ const COM_STMT_RESET: u8 = 0x1A;
 const COM_SET_OPTION: u8 = 0x1B;
 const COM_STMT_FETCH: u8 = 0x1C;
 const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// The client's last GTID as three numbers: numeric columns are not
+/// converted to the client's `character_set_results` (utf16, filename...).
+const LAST_GTID_SQL: &str = "SELECT IF(@@last_gtid = '', NULL, CAST(SUBSTRING_INDEX(@@last_gtid, '-', 1) AS UNSIGNED)), \
+     IF(@@last_gtid = '', NULL, CAST(SUBSTRING_INDEX(SUBSTRING_INDEX(@@last_gtid, '-', 2), '-', -1) AS UNSIGNED)), \
+     IF(@@last_gtid = '', NULL, CAST(SUBSTRING_INDEX(@@last_gtid, '-', -1) AS UNSIGNED))";
 
 /// Serve one client connection until it quits or fails.
 pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
@@ -83,6 +89,9 @@ struct Prepared {
     /// not seen them.
     types: Option<Vec<u8>>,
     last_node: Option<usize>,
+    /// Long data was sent since the last execute: the execute must run
+    /// where that data is (a backend in `on`).
+    long_data: bool,
 }
 
 struct Session {
@@ -105,6 +114,9 @@ struct Session {
     /// A write ran whose GTID is not known yet.
     gtid_pending: bool,
     last_gtid: Option<Gtid>,
+    /// A statement that may set user variables ran on the primary without
+    /// being replayed: reads that use user variables follow it there.
+    vars_on_primary: bool,
     stmts: HashMap<u32, Prepared>,
     next_stmt: u32,
 }
@@ -141,6 +153,7 @@ impl Session {
             last_write: None,
             gtid_pending: false,
             last_gtid: None,
+            vars_on_primary: false,
             stmts: HashMap::new(),
             next_stmt: 1,
         }
@@ -248,6 +261,7 @@ impl Session {
         let mut tries = self.proxy.nodes.len();
         loop {
             let node = self.route(text, c, prepare).await?;
+            self.guard(node, c)?;
             let fresh = self.conns[node].is_none();
             match self.conn(node).await {
                 Ok(_) => {
@@ -263,12 +277,14 @@ impl Session {
         }
     }
 
-    /// The host's guarantees, whatever the router said.
+    /// The host's guarantees, whatever the router said. Only statements
+    /// the classifier marks `replica_ok` may leave the primary; following
+    /// the previous statement never overrides that.
     fn forced(&self, c: Classified) -> Option<usize> {
         if let Some(n) = self.txn {
             return Some(n);
         }
-        if c.multi || c.pins || c.named_lock || self.pinned || !self.autocommit {
+        if !c.replica_ok || self.pinned || !self.autocommit || (c.user_var && self.vars_on_primary) {
             return Some(PRIMARY);
         }
         if c.follows_previous {
@@ -290,6 +306,22 @@ impl Session {
             .or_else(|| nodes[PRIMARY].is_up().then_some(PRIMARY))
             .or_else(|| (1..nodes.len()).find(|&n| nodes[n].is_up()))
             .unwrap_or(PRIMARY)
+    }
+
+    /// The last line of defence: nothing but reads and replayed session
+    /// settings is ever sent to a replica, whatever routed it there.
+    fn guard(&self, node: usize, c: Classified) -> Result<(), SqlError> {
+        if node == PRIMARY || c.replica_ok {
+            return Ok(());
+        }
+        let role = &self.proxy.nodes[node].role;
+        metrics().sql_replica_refusals.with_label_values(&[role.as_str(), c.class.as_str()]).inc();
+        tracing::error!(backend = %role, class = c.class.as_str(), "refused to send a statement that may write to a replica");
+        Err(SqlError::new(
+            1105,
+            "HY000",
+            format!("refused: this {} statement may write, and it was about to run on {role}; the gateway sends only reads and session settings to replicas", c.class.as_str()),
+        ))
     }
 
     fn down_error(&self, node: usize) -> SqlError {
@@ -316,9 +348,9 @@ impl Session {
             // No healthy replica: the primary serves reads.
             Err(_) => return Ok(PRIMARY),
         };
-        if prepare {
-            return Ok(node);
-        }
+        // A prepare is held to read-your-writes too: it must see the
+        // tables the client's last DDL created.
+        let _ = prepare;
         self.causal(node).await
     }
 
@@ -507,9 +539,13 @@ impl Session {
         if c.class == StatementClass::SessionState {
             self.log_session(node, payload);
         }
-        if node == PRIMARY && !matches!(c.class, StatementClass::Read | StatementClass::SessionState) {
+        // A read that calls a stored function may have written too.
+        if node == PRIMARY && !c.replica_ok {
             self.last_write = Some(Instant::now());
             self.gtid_pending = self.proxy.spec.causal == CausalMode::Gtid;
+        }
+        if c.sets_vars {
+            self.vars_on_primary = true;
         }
         if self.gtid_pending && self.txn.is_none() {
             self.fetch_gtid().await;
@@ -539,9 +575,9 @@ impl Session {
     /// The GTID of this client's last write, for causal reads.
     async fn fetch_gtid(&mut self) {
         let Some(conn) = self.conns[PRIMARY].as_mut() else { return };
-        match conn.query("SELECT @@last_gtid").await {
+        match conn.query(LAST_GTID_SQL).await {
             Ok(rows) => {
-                if let Some(g) = rows.rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref()).and_then(Gtid::parse) {
+                if let Some(g) = rows.rows.first().and_then(|r| Gtid::from_parts(r)) {
                     self.last_gtid = Some(g);
                 }
                 self.gtid_pending = false;
@@ -555,9 +591,13 @@ impl Session {
 
     // ---- commands ---------------------------------------------------------
 
+    fn classify(&self, text: &str) -> Classified {
+        classify_with(text, &self.proxy.spec.pure_functions)
+    }
+
     async fn query(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
-        let c = classify(&text);
+        let c = self.classify(&text);
         let node = self.place(&text, c, false).await?;
         let (end, _) = self.forward(node, payload, Expect::Result, None).await?;
         self.after(node, end, c, payload).await;
@@ -566,7 +606,7 @@ impl Session {
 
     /// COM_INIT_DB and COM_SET_OPTION: run once, replay everywhere.
     async fn session_command(&mut self, payload: &[u8]) -> Res {
-        let c = Classified { class: StatementClass::SessionState, multi: false, follows_previous: false, pins: false, named_lock: false };
+        let c = Classified::session_command();
         let node = self.forced(c).unwrap_or(PRIMARY);
         let (end, _) = self.forward(node, payload, Expect::Simple, None).await?;
         self.after(node, end, c, payload).await;
@@ -575,13 +615,13 @@ impl Session {
 
     async fn prepare(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
-        let c = classify(&text);
+        let c = self.classify(&text);
         let node = self.place(&text, c, true).await?;
         let id = self.next_stmt;
         let (end, prepared) = self.forward(node, payload, Expect::Prepare, Some(id)).await?;
         if let (End::Ok(_), Some((backend_id, _, params))) = (end, prepared) {
             self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-            self.stmts.insert(id, Prepared { sql: text, class: c, params, on: vec![(node, backend_id, false)], types: None, last_node: Some(node) });
+            self.stmts.insert(id, Prepared { sql: text, class: c, params, on: vec![(node, backend_id, false)], types: None, last_node: Some(node), long_data: false });
             if let Some(conn) = self.conns[node].as_mut() {
                 conn.dirty = true;
             }
@@ -616,7 +656,11 @@ impl Session {
             return Err(malformed("COM_STMT_EXECUTE is too short"));
         }
         let (sql, c) = (ps.sql.clone(), ps.class);
-        let node = self.place(&sql, c, false).await?;
+        let node = match Self::long_data_node(ps) {
+            Some(n) => n,
+            None => self.place(&sql, c, false).await?,
+        };
+        self.guard(node, c)?;
         let (backend_id, types_sent) = self.ensure_prepared(id, node).await?;
         let ps = self.stmts.get_mut(&id).expect("checked above");
         let mut pkt = payload.to_vec();
@@ -633,9 +677,20 @@ impl Session {
             }
         }
         ps.last_node = Some(node);
+        ps.long_data = false;
         let (end, _) = self.forward(node, &pkt, Expect::Result, None).await?;
         self.after(node, end, c, payload).await;
         Ok(())
+    }
+
+    /// Where long data sent for `ps` waits: the primary if it holds the
+    /// statement, else the backend that last ran it.
+    fn long_data_node(ps: &Prepared) -> Option<usize> {
+        if !ps.long_data || ps.on.is_empty() {
+            return None;
+        }
+        let held = |n: usize| ps.on.iter().any(|e| e.0 == n);
+        Some(if held(PRIMARY) { PRIMARY } else { ps.last_node.filter(|&n| held(n)).unwrap_or(ps.on[0].0) })
     }
 
     /// The statement's id on `node`, preparing it there first if needed;
@@ -678,7 +733,9 @@ impl Session {
 
     async fn long_data(&mut self, payload: &[u8]) -> Res {
         let id = Self::stmt_id(payload, "COM_STMT_SEND_LONG_DATA")?;
-        if let Some(on) = self.stmts.get(&id).map(|p| p.on.clone()) {
+        if let Some(ps) = self.stmts.get_mut(&id) {
+            ps.long_data = true;
+            let on = ps.on.clone();
             self.to_each_backend(payload, &on).await;
         }
         Ok(())
@@ -722,6 +779,7 @@ impl Session {
         // The server keeps the current schema across a reset; so does the log.
         self.log = self.schema.iter().map(|db| [&[COM_INIT_DB][..], db.as_bytes()].concat()).collect();
         self.stmts.clear();
+        self.vars_on_primary = false;
         self.pinned = false;
         self.txn = None;
         self.autocommit = true;

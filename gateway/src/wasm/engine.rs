@@ -1,12 +1,18 @@
 //! One wasmtime engine with an epoch ticker; plugins compile once at load.
+//! A call that runs long yields at each tick and finishes on the plugin
+//! pool, so a looping plugin never holds a proxy worker.
 
 use super::host::{HostState, PluginShared};
 use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
-use std::sync::Arc;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::UpdateDeadline;
 
 /// Epoch tick: the granularity of call deadlines.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -14,15 +20,78 @@ pub const TICK: Duration = Duration::from_millis(1);
 /// Least deadline of setup calls (see `LoadedPlugin::arm_setup`).
 pub const SETUP_DEADLINE_MS: u64 = 1000;
 
+/// A call that has run this long yields to its executor at the next tick.
+/// Measured calls take 1-4 us, so only a runaway plugin gets here.
+pub const YIELD_AFTER: Duration = Duration::from_micros(500);
+
+/// After one of its calls had to move to the plugin pool, a plugin's calls
+/// go straight there for this long, so a looping plugin costs the proxy
+/// workers one slice a second, not one per request.
+const SLOW_FOR: Duration = Duration::from_secs(1);
+
 /// The shared wasmtime engine.
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    pool: Arc<PluginPool>,
+}
+
+/// Low-priority threads where slow plugin calls finish, time-sliced at
+/// every epoch tick; started on first use.
+struct PluginPool {
+    threads: usize,
+    rt: OnceLock<Option<PoolRuntime>>,
+}
+
+/// Shut down without blocking: the engine may drop inside a runtime.
+struct PoolRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for PoolRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PluginPool {
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        let rt = self.rt.get_or_init(|| {
+            let built = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(self.threads)
+                .thread_name("switchyard-plugin")
+                .on_thread_start(lower_priority)
+                .enable_all()
+                .build();
+            match built {
+                Ok(rt) => Some(PoolRuntime(Some(rt))),
+                Err(e) => {
+                    tracing::error!("cannot start the plugin pool, slow plugin calls stay on the proxy workers: {e}");
+                    None
+                }
+            }
+        });
+        rt.as_ref().and_then(|r| r.0.as_ref()).map(|r| r.handle().clone())
+    }
+}
+
+/// Pool threads run at nice 10: a spinning plugin yields the CPU to the
+/// proxy workers whenever they have work (Linux applies it per thread).
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        tracing::debug!("plugin pool thread keeps its priority: {e}");
+    }
 }
 
 impl Engine {
-    /// Build the engine and start the thread that advances its epoch.
+    /// Build the engine and start the thread that advances its epoch; slow
+    /// calls finish on a pool of 2 threads.
     pub fn new() -> Result<Self, Error> {
+        Self::with_pool_threads(2)
+    }
+
+    /// As [`Engine::new`], with `threads` in the plugin pool.
+    pub fn with_pool_threads(threads: usize) -> Result<Self, Error> {
         let mut cfg = wasmtime::Config::new();
         cfg.epoch_interruption(true);
         cfg.wasm_component_model(true);
@@ -41,7 +110,7 @@ impl Engine {
                 }
             })
             .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
-        Ok(Self { inner })
+        Ok(Self { inner, pool: Arc::new(PluginPool { threads: threads.max(1), rt: OnceLock::new() }) })
     }
 
     pub(crate) fn raw(&self) -> &wasmtime::Engine {
@@ -62,7 +131,7 @@ impl Engine {
         let linker = self.linker().map_err(|e| fail(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| fail(format!("unsatisfied import: {e:#}")))?;
         let world = World::of(&pre).map_err(fail)?;
-        Ok(Arc::new(LoadedPlugin { spec: spec.clone(), engine: self.clone(), pre, shared, world }))
+        Ok(Arc::new(LoadedPlugin { spec: spec.clone(), engine: self.clone(), pre, shared, world, slow_until_ns: AtomicU64::new(0) }))
     }
 
     fn linker(&self) -> wasmtime::Result<Linker<HostState>> {
@@ -87,6 +156,8 @@ pub struct LoadedPlugin {
     pub shared: Arc<PluginShared>,
     /// The Switchyard world the component exports.
     pub world: World,
+    /// Until when (`upstream::now_ns`) calls start on the plugin pool.
+    slow_until_ns: AtomicU64,
 }
 
 const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
@@ -152,8 +223,34 @@ impl LoadedPlugin {
     pub(crate) fn new_store(&self) -> wasmtime::Store<HostState> {
         let mut store = wasmtime::Store::new(self.engine.raw(), HostState::new(&self.spec, self.shared.clone()));
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // Checked at every tick: past the deadline the call traps; past
+        // YIELD_AFTER it yields, so it never holds its thread for long.
+        store.epoch_deadline_callback(|ctx| {
+            let ran = ctx.data().call_started.elapsed();
+            if ran >= ctx.data().call_budget {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            Ok(if ran >= YIELD_AFTER { UpdateDeadline::Yield(1) } else { UpdateDeadline::Continue(1) })
+        });
         store
+    }
+
+    /// Run a guest call so that its CPU costs only the requests that use
+    /// this plugin. It starts inline (no hand-off for the usual few-us
+    /// call); if it yields, it finishes on the plugin pool. `None` if the
+    /// pool lost the call (it panicked).
+    pub(crate) async fn isolated<T: Send + 'static>(&self, call: impl Future<Output = T> + Send + 'static) -> Option<T> {
+        let mut call = Box::pin(call);
+        let now = crate::upstream::now_ns();
+        if self.slow_until_ns.load(Ordering::Relaxed) <= now {
+            match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+                Poll::Ready(out) => return Some(out),
+                Poll::Pending => self.slow_until_ns.store(now + SLOW_FOR.as_nanos() as u64, Ordering::Relaxed),
+            }
+        }
+        let Some(pool) = self.engine.pool.handle() else { return Some(call.await) };
+        metrics().plugin_offloads.with_label_values(&[self.spec.name.as_str()]).inc();
+        pool.spawn(call).await.ok()
     }
 
     /// Arm the deadline for instantiation, `configure`, `restore` and swap
@@ -161,14 +258,19 @@ impl LoadedPlugin {
     /// the call for a few ms does not fail a load; a loop still ends.
     pub(crate) fn arm_setup(&self, store: &mut wasmtime::Store<HostState>) {
         let ms = self.spec.limits.deadline_ms.max(SETUP_DEADLINE_MS);
-        store.set_epoch_deadline(ms.div_ceil(TICK.as_millis() as u64) + 1);
+        Self::arm_for(store, Duration::from_millis(ms));
     }
 
     /// Arm the deadline for the next call.
     pub(crate) fn arm(&self, store: &mut wasmtime::Store<HostState>) {
-        let ticks = self.spec.limits.deadline_ms.div_ceil(TICK.as_millis() as u64).max(1);
-        // +1: the current tick may be about to end.
-        store.set_epoch_deadline(ticks + 1);
+        Self::arm_for(store, Duration::from_millis(self.spec.limits.deadline_ms));
+    }
+
+    fn arm_for(store: &mut wasmtime::Store<HostState>, budget: Duration) {
+        let data = store.data_mut();
+        data.call_started = Instant::now();
+        data.call_budget = budget;
+        store.set_epoch_deadline(1);
     }
 
     /// Await one guest call: time it under `hook` and turn a failure into

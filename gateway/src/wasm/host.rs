@@ -60,6 +60,9 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     wasi: WasiCtx,
     shared: Arc<PluginShared>,
+    /// When the current call was armed, and how long it may run.
+    pub(crate) call_started: std::time::Instant,
+    pub(crate) call_budget: std::time::Duration,
 }
 
 impl HostState {
@@ -73,7 +76,14 @@ impl HostState {
             .build();
         // No preopened directories, no sockets, no env, no args.
         let wasi = WasiCtx::builder().build();
-        Self { table: ResourceTable::new(), limits, wasi, shared }
+        Self {
+            table: ResourceTable::new(),
+            limits,
+            wasi,
+            shared,
+            call_started: std::time::Instant::now(),
+            call_budget: std::time::Duration::from_millis(spec.limits.deadline_ms),
+        }
     }
 
     /// Put a request in the table for the duration of one call.

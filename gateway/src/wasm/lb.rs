@@ -66,7 +66,8 @@ impl WasmLb {
         let (mut smoke, needs) = Generation::instantiate(&plugin, None).await?;
         let needs_live = needs.contains(lb_exports::Needs::LIVE_STATS);
         let req = Arc::new(RequestView::default());
-        let answer = select_on(LoadedPlugin::arm_setup, &plugin, needs_live, &mut smoke, &req, upstream).await.map_err(|e| plugin.fault(&e, "select"))?;
+        let set = smoke.pending_set(upstream, needs_live);
+        let answer = select_on(LoadedPlugin::arm_setup, &plugin, &mut smoke, set, &req).await.map_err(|e| plugin.fault(&e, "select"))?;
         if let Ok(i) = answer {
             check_index(&plugin, i, upstream)?;
         }
@@ -157,12 +158,24 @@ impl Generation {
         }
     }
 
-    /// One decision in Wasm. A failed instance is dropped, never reused.
+    /// One decision in Wasm, isolated (see `LoadedPlugin::isolated`). A
+    /// failed instance is dropped, never reused.
     async fn call(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<Result<usize, String>, Error> {
         let mut inst = self.checkout().await?;
         let started = Instant::now();
-        let out = select_on(LoadedPlugin::arm, &self.plugin, self.needs_live, &mut inst, req, upstream).await;
+        let set = inst.pending_set(upstream, self.needs_live);
+        let (plugin, req) = (self.plugin.clone(), req.clone());
+        let out = self
+            .plugin
+            .isolated(async move {
+                let out = select_on(LoadedPlugin::arm, &plugin, &mut inst, set, &req).await;
+                (inst, out)
+            })
+            .await;
         self.select_seconds.observe(started.elapsed().as_secs_f64());
+        let Some((inst, out)) = out else {
+            return Err(Error::plugin(PluginFault::Trap, &self.plugin.spec.name, "select: the plugin pool lost the call"));
+        };
         match out {
             Ok(r) => {
                 self.checkin(inst);
@@ -179,30 +192,36 @@ impl Generation {
 /// How a call's deadline is armed: per request, or the setup deadline.
 type Arm = fn(&LoadedPlugin, &mut Store<HostState>);
 
+/// A backend set to push before the call, with its version.
+type PendingSet = Option<(Vec<types::Backend>, u64)>;
+
+impl Instance {
+    /// Read what the call needs from the upstream: the backend set if it
+    /// moved since this instance saw it, and the live stats.
+    fn pending_set(&mut self, upstream: &Upstream, needs_live: bool) -> PendingSet {
+        self.live.clear();
+        if needs_live {
+            let now = crate::upstream::now_ns();
+            self.live.extend(upstream.backends().iter().map(|b| to_wit(b.stats.live_at(now))));
+        }
+        let version = upstream.version();
+        (self.seen_version != version).then(|| {
+            let set = upstream
+                .backends()
+                .iter()
+                .map(|b| types::Backend { address: b.address.clone(), weight: b.weight, healthy: b.is_healthy() })
+                .collect();
+            (set, version)
+        })
+    }
+}
+
 /// Push the backend set if it moved, then ask for one decision.
-async fn select_on(
-    arm: Arm,
-    plugin: &LoadedPlugin,
-    needs_live: bool,
-    inst: &mut Instance,
-    req: &RequestRef,
-    upstream: &Upstream,
-) -> wasmtime::Result<Result<u32, String>> {
-    let version = upstream.version();
-    if inst.seen_version != version {
-        let set: Vec<types::Backend> = upstream
-            .backends()
-            .iter()
-            .map(|b| types::Backend { address: b.address.clone(), weight: b.weight, healthy: b.is_healthy() })
-            .collect();
+async fn select_on(arm: Arm, plugin: &LoadedPlugin, inst: &mut Instance, set: PendingSet, req: &RequestRef) -> wasmtime::Result<Result<u32, String>> {
+    if let Some((set, version)) = set {
         arm(plugin, &mut inst.store);
         inst.guest.call_set_backends(&mut inst.store, &set).await?;
         inst.seen_version = version;
-    }
-    inst.live.clear();
-    if needs_live {
-        let now = crate::upstream::now_ns();
-        inst.live.extend(upstream.backends().iter().map(|b| to_wit(b.stats.live_at(now))));
     }
     let handle = inst.store.data_mut().lend(req)?;
     let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());

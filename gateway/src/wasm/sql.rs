@@ -92,8 +92,17 @@ impl RouterGen {
             pinned: conn.pinned,
             ms_since_last_write: conn.ms_since_last_write,
         };
-        arm(&self.plugin, &mut inst.store);
-        let out = self.plugin.timed("route", inst.guest.call_route(&mut inst.store, &s, &c)).await?;
+        let plugin = self.plugin.clone();
+        let isolated = self
+            .plugin
+            .isolated(async move {
+                arm(&plugin, &mut inst.store);
+                let out = plugin.timed("route", inst.guest.call_route(&mut inst.store, &s, &c)).await;
+                (inst, out)
+            })
+            .await;
+        let (inst, out) = isolated.ok_or_else(|| Error::plugin(PluginFault::Trap, &self.plugin.spec.name, "route: the plugin pool lost the call"))?;
+        let out = out?;
         let mut idle = self.idle.lock();
         if idle.len() < self.plugin.spec.limits.instances {
             idle.push(inst);
