@@ -44,9 +44,11 @@ build_polyglot_plugins() {
     bash plugins/js/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
 }
 
-# MariaDB server and CLI for the SQL tests (the harness starts its own
-# instances on spare ports; the machine's own server is not touched).
+# MariaDB server, CLI and MariaDB's own client test suite for the SQL tests
+# (the harness starts its own instances on spare ports; the machine's own
+# server is not touched).
 need_mariadb() {
-    [ -x /usr/sbin/mariadbd ] && [ -x /usr/bin/mariadb-install-db ] && command -v mariadb >/dev/null && return 0
-    need_apt mariadb-server mariadb-client
+    [ -x /usr/sbin/mariadbd ] && [ -x /usr/bin/mariadb-install-db ] && command -v mariadb >/dev/null \
+        && command -v mariadb-client-test >/dev/null && return 0
+    need_apt mariadb-server mariadb-client mariadb-test
 }

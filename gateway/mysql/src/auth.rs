@@ -49,6 +49,25 @@ const WIRE_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(GATEWAY_C
 /// utf8mb4_general_ci.
 const DEFAULT_COLLATION: u8 = 45;
 
+/// MariaDB's extended capabilities the gateway offers (bits 32..63, sent
+/// in the greeting's reserved bytes when `CLIENT_MYSQL`, bit 0, is clear):
+/// progress reports (1), bulk execute (4) and extended metadata (8). Not
+/// metadata caching: it changes execute responses the scanner follows.
+pub const GATEWAY_EXT_CAPS: u32 = 1 | 4 | 8;
+
+/// Where the extended capabilities sit in a greeting: after version, id,
+/// scramble part 1, filler, caps, collation, status, caps, scramble length
+/// and 6 reserved bytes. `None` if the greeting is too short.
+fn greeting_ext_at(g: &[u8]) -> Option<usize> {
+    let vlen = g.get(1..)?.iter().position(|&b| b == 0)?;
+    let at = 1 + vlen + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 6;
+    (g.len() >= at + 4).then_some(at)
+}
+
+/// The caps in a handshake response start at 0; the extended ones fill
+/// the last 4 of the 23 reserved bytes (4 caps + 4 max packet + 1 collation).
+const RESPONSE_EXT_AT: usize = 28;
+
 const NATIVE: &[u8] = b"mysql_native_password";
 
 /// A client that logged in.
@@ -60,6 +79,12 @@ pub struct Login {
     pub caps: CapabilityFlags,
     pub collation: u8,
     pub schema: Option<String>,
+    /// MariaDB extended capabilities both sides have.
+    pub ext_caps: u32,
+    /// The greeting's scramble: COM_CHANGE_USER is signed with it.
+    pub nonce: [u8; 20],
+    /// The connection id the client was given.
+    pub conn_id: u32,
 }
 
 /// The parts of a HandshakeResponse41 the gateway uses.
@@ -71,6 +96,8 @@ pub struct ClientHello {
     pub scramble: Vec<u8>,
     pub schema: Option<String>,
     pub plugin: Option<Vec<u8>>,
+    /// MariaDB extended capabilities (0 from a MySQL client).
+    pub ext_caps: u32,
 }
 
 /// Parse a client's handshake response; a clear reason when it is not one.
@@ -93,6 +120,11 @@ pub fn parse_handshake_response(p: &[u8]) -> Result<ClientHello, String> {
         scramble: r.scramble_buf().to_vec(),
         schema: r.db_name().map(|d| String::from_utf8_lossy(d).into_owned()).filter(|d| !d.is_empty()),
         plugin: r.auth_plugin().map(|p| p.as_bytes().to_vec()),
+        ext_caps: if caps.contains(CapabilityFlags::CLIENT_LONG_PASSWORD) {
+            0
+        } else {
+            u32::from_le_bytes([p[RESPONSE_EXT_AT], p[RESPONSE_EXT_AT + 1], p[RESPONSE_EXT_AT + 2], p[RESPONSE_EXT_AT + 3]])
+        },
     })
 }
 
@@ -121,7 +153,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     users: &BTreeMap<String, String>,
     version: &str,
     conn_id: u32,
+    autocommit: bool,
 ) -> Result<Login, SqlError> {
+    let status = if autocommit { StatusFlags::SERVER_STATUS_AUTOCOMMIT } else { StatusFlags::empty() };
     let n = nonce();
     let greeting = HandshakePacket::new(
         10,
@@ -132,17 +166,28 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         Some([&n[8..], &[0]].concat()),
         GATEWAY_CAPS,
         DEFAULT_COLLATION,
-        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        status,
         Some(NATIVE),
     );
     let mut buf = Vec::new();
     greeting.serialize(&mut buf);
+    // Say "MariaDB" (CLIENT_MYSQL clear) and offer the extended capabilities.
+    if let Some(at) = greeting_ext_at(&buf) {
+        let caps_at = at - 6 - 1 - 2 - 2 - 1 - 2;
+        buf[caps_at] &= !1;
+        buf[at..at + 4].copy_from_slice(&GATEWAY_EXT_CAPS.to_le_bytes());
+    }
     io.send(0, &buf).await.map_err(SqlError::io)?;
     let (seq, payload) = io.read_packet(MAX_COMMAND).await.map_err(SqlError::io)?;
     let hello = match parse_handshake_response(&payload) {
         Ok(h) => h,
         Err(msg) => return Err(reply_err(io, seq + 1, SqlError::new(1043, "08S01", format!("Bad handshake: {msg}"))).await),
     };
+    if let Some(cs) = wide_charset(hello.collation) {
+        // The server refuses these too: SQL text cannot be parsed in them.
+        let e = SqlError::new(1231, "42000", format!("Variable 'character_set_client' can't be set to the value of '{cs}'"));
+        return Err(reply_err(io, seq + 1, e).await);
+    }
     let Some(password) = users.get(&hello.user) else {
         return Err(reply_err(io, seq + 1, denied(&hello.user, !hello.scramble.is_empty())).await);
     };
@@ -171,14 +216,86 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     if !ok {
         return Err(reply_err(io, seq, denied(&hello.user, !hello.scramble.is_empty())).await);
     }
-    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)).await.map_err(SqlError::io)?;
+    io.send(seq, &ok_payload(status)).await.map_err(SqlError::io)?;
     Ok(Login {
         user: hello.user,
         password: password.clone(),
         caps: hello.caps & GATEWAY_CAPS,
         collation: hello.collation,
         schema: hello.schema,
+        ext_caps: hello.ext_caps & GATEWAY_EXT_CAPS,
+        nonce: n,
+        conn_id,
     })
+}
+
+/// COM_CHANGE_USER: authenticate the new user (signed with the
+/// connection's greeting scramble, or after an auth switch) and answer OK
+/// or ERR. On `Err` the ERR was sent; the server closes such a
+/// connection, and so does the gateway.
+pub async fn change_user<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut PacketIo<S>,
+    payload: &[u8],
+    users: &BTreeMap<String, String>,
+    current: &Login,
+) -> Result<Login, SqlError> {
+    let bad = |what: &str| SqlError::new(1835, "08S01", format!("malformed COM_CHANGE_USER: {what}"));
+    let p = &payload[1..];
+    let cstr = |from: usize| -> Option<(&[u8], usize)> {
+        let rest = p.get(from..)?;
+        let end = rest.iter().position(|&b| b == 0)?;
+        Some((&rest[..end], from + end + 1))
+    };
+    let Some((user, at)) = cstr(0) else { return Err(reply_err(io, 1, bad("no user name")).await) };
+    let (scramble, at) = match p.get(at) {
+        Some(&len) if current.caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) => match p.get(at + 1..at + 1 + usize::from(len)) {
+            Some(s) => (s.to_vec(), at + 1 + usize::from(len)),
+            None => return Err(reply_err(io, 1, bad("auth data cut off")).await),
+        },
+        _ => match cstr(at) {
+            Some((s, next)) => (s.to_vec(), next),
+            None => (Vec::new(), p.len()),
+        },
+    };
+    let (schema, at) = cstr(at).map_or((None, p.len()), |(d, next)| ((!d.is_empty()).then(|| String::from_utf8_lossy(d).into_owned()), next));
+    let collation = p.get(at..at + 2).map_or(current.collation, |c| u8::try_from(u16::from_le_bytes([c[0], c[1]])).unwrap_or(DEFAULT_COLLATION));
+    let plugin = cstr(at + 2).map(|(pl, _)| pl.to_vec());
+    if let Some(cs) = wide_charset(collation) {
+        return Err(reply_err(io, 1, SqlError::new(1231, "42000", format!("Variable 'character_set_client' can't be set to the value of '{cs}'"))).await);
+    }
+    let user = String::from_utf8_lossy(user).into_owned();
+    let Some(password) = users.get(&user) else {
+        return Err(reply_err(io, 1, denied(&user, !scramble.is_empty())).await);
+    };
+    let mut seq = 1u8;
+    let native = matches!(plugin.as_deref(), None | Some(b"mysql_native_password"));
+    let mut ok = native && check_native(&current.nonce, password, &scramble);
+    if !ok && current.caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+        let n = nonce();
+        let switch = AuthSwitchRequest::new(NATIVE, [&n[..], &[0]].concat());
+        let mut buf = Vec::new();
+        switch.serialize(&mut buf);
+        io.send(seq, &buf).await.map_err(SqlError::io)?;
+        let (s, answer) = io.read_packet(1024).await.map_err(SqlError::io)?;
+        seq = s.wrapping_add(1);
+        ok = check_native(&n, password, &answer);
+    }
+    if !ok {
+        return Err(reply_err(io, seq, denied(&user, !scramble.is_empty())).await);
+    }
+    io.send(seq, &ok_payload(StatusFlags::SERVER_STATUS_AUTOCOMMIT)).await.map_err(SqlError::io)?;
+    Ok(Login { user, password: password.clone(), collation, schema, ..current.clone() })
+}
+
+/// Character sets a client cannot use for SQL text, by collation id.
+fn wide_charset(collation: u8) -> Option<&'static str> {
+    match collation {
+        35 | 90 | 128..=151 | 159 => Some("ucs2"),
+        54 | 55 | 101..=124 => Some("utf16"),
+        56 | 62 => Some("utf16le"),
+        60 | 61 | 160..=183 => Some("utf32"),
+        _ => None,
+    }
 }
 
 fn check_native(nonce: &[u8], password: &str, scramble: &[u8]) -> bool {
@@ -200,8 +317,9 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     user: &str,
     password: &str,
     caps: CapabilityFlags,
+    ext_caps: u32,
     collation: u8,
-) -> Result<(CapabilityFlags, String), SqlError> {
+) -> Result<(CapabilityFlags, String, u32, u32), SqlError> {
     let (_, payload) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;
     if payload.first() == Some(&0xFF) {
         let (code, msg) = parse_err(&payload);
@@ -210,11 +328,20 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let hs: HandshakePacket<'_> =
         ParseBuf(&payload).parse(()).map_err(|e| SqlError::new(2027, "HY000", format!("malformed greeting from backend: {e}")))?;
     let version = hs.server_version_str().into_owned();
-    let caps = (caps & WIRE_CAPS & hs.capabilities())
+    let backend_ext = match greeting_ext_at(&payload) {
+        Some(at) if !hs.capabilities().contains(CapabilityFlags::CLIENT_LONG_PASSWORD) => {
+            u32::from_le_bytes([payload[at], payload[at + 1], payload[at + 2], payload[at + 3]])
+        }
+        _ => 0,
+    };
+    let ext = ext_caps & backend_ext;
+    let mut caps = (caps & WIRE_CAPS & hs.capabilities())
         | CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_LONG_PASSWORD;
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+    if ext == 0 {
+        caps |= CapabilityFlags::CLIENT_LONG_PASSWORD;
+    }
     let nonce = hs.nonce();
     let scramble = scramble_native(&nonce, password.as_bytes()).map(|s| s.to_vec());
     let resp = HandshakeResponse::new(
@@ -230,13 +357,16 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::new();
     resp.serialize(&mut buf);
     buf[8] = collation;
+    if ext != 0 && buf.len() >= RESPONSE_EXT_AT + 4 {
+        buf[RESPONSE_EXT_AT..RESPONSE_EXT_AT + 4].copy_from_slice(&ext.to_le_bytes());
+    }
     io.send(1, &buf).await.map_err(SqlError::io)?;
     let mut answers = 0;
     loop {
         let (seq, reply) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;
         answers += 1;
         match reply.first() {
-            Some(0x00) => return Ok((caps, version)),
+            Some(0x00) => return Ok((caps, version, ext, hs.connection_id())),
             Some(0xFF) => {
                 let (code, msg) = parse_err(&reply);
                 return Err(SqlError::new(code, "28000", format!("backend refused the login of '{user}': {msg}")));

@@ -15,6 +15,12 @@ pub struct Classified {
     /// Reads `LAST_INSERT_ID()`, `FOUND_ROWS()` or `ROW_COUNT()`: runs where
     /// the previous statement ran.
     pub follows_previous: bool,
+    /// Reads the diagnostics (warnings, errors) of an earlier statement:
+    /// runs where the last statement that set them ran.
+    pub diagnostics: bool,
+    /// May reset the diagnostics where it runs: uses a table or is not a
+    /// plain read (a `SELECT` of constants or variables leaves them).
+    pub resets_diagnostics: bool,
     /// Creates a temporary table or takes a named lock: pins the session to
     /// the primary.
     pub pins: bool,
@@ -29,6 +35,8 @@ pub struct Classified {
     /// May set user variables where it runs, without being replayed
     /// (`SELECT @x := ...`, `INTO @x`, `CALL`, a stored function).
     pub sets_vars: bool,
+    /// `SET GLOBAL` (or `@@global.x =`): changes what new sessions start with.
+    pub sets_global: bool,
 }
 
 impl Classified {
@@ -39,11 +47,14 @@ impl Classified {
             class: StatementClass::SessionState,
             multi: false,
             follows_previous: false,
+            diagnostics: false,
+            resets_diagnostics: false,
             pins: false,
             named_lock: false,
             replica_ok: true,
             user_var: false,
             sets_vars: false,
+            sets_global: false,
         }
     }
 }
@@ -59,7 +70,9 @@ pub fn classify(sql: &str) -> Classified {
 pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
     let lower = sql.to_ascii_lowercase();
     let lex = lexical::scan(sql, pure);
-    let (class, multi) = match set_form(&lower) {
+    let form = set_form(&lower);
+    let sets_global = form == SetForm::Global;
+    let (class, multi) = match form {
         // `SET STATEMENT v=x FOR inner` is the inner statement, never replayed.
         SetForm::Statement(at) => {
             let inner = classify_with(&sql[at..], pure);
@@ -74,7 +87,11 @@ pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
     let has = |needle: &str| lower.contains(needle);
     let named_lock = has("get_lock(") || has("release_lock(") || has("release_all_locks(") || has("is_used_lock(") || has("is_free_lock(");
     let pins = has("get_lock(") || (has("create") && has("temporary") && has("table"));
+    // Where the server keeps its files and how it is reached: the primary's
+    // answer, since a client acts on it (opens a file, connects).
+    let identity = IDENTITY_VARS.iter().any(|v| lower.contains(v)) || describes_server(&lower);
     let replica_ok = !multi
+        && !identity
         && !pins
         && !named_lock
         && !lex.calls_routine
@@ -84,12 +101,16 @@ pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
     Classified {
         class,
         multi,
-        follows_previous: has("last_insert_id(") || has("found_rows(") || has("row_count("),
+        // Session functions are answered where the previous statement ran.
+        follows_previous: has("last_insert_id(") || has("found_rows(") || has("row_count(") || has("show profile"),
+        diagnostics: DIAGNOSTICS.iter().any(|d| lower.contains(d)),
+        resets_diagnostics: class != StatementClass::Read || has(" from ") || has("\nfrom ") || has("\tfrom "),
         pins,
         named_lock,
         replica_ok,
         user_var: lex.user_var,
         sets_vars: !replica_ok && (lex.user_var || lex.assigns || lex.calls_routine || call),
+        sets_global,
     }
 }
 
@@ -128,9 +149,43 @@ fn set_form(lower: &str) -> SetForm {
             None => SetForm::Global,
         },
         "global" | "persist" | "persist_only" | "password" | "default" => SetForm::Global,
-        _ if lower.contains("@@global.") || lower.contains("@@persist") => SetForm::Global,
+        _ if top_level_parts(&lower[after..]).iter().any(|p| {
+            let target = p.trim_start();
+            target.starts_with("@@global.") || target.starts_with("@@persist") || target.starts_with("global ")
+        }) =>
+        {
+            SetForm::Global
+        }
         _ => SetForm::Session,
     }
+}
+
+/// `s` split at commas outside quotes and parentheses.
+fn top_level_parts(s: &str) -> Vec<&str> {
+    let b = s.as_bytes();
+    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0usize, None::<u8>);
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            Some(q) if c == b'\\' && q != b'`' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                b'\'' | b'"' | b'`' => quote = Some(c),
+                b'(' => depth += 1,
+                b')' => depth = depth.saturating_sub(1),
+                b',' if depth == 0 => {
+                    parts.push(&s[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            },
+        }
+        i += 1;
+    }
+    parts.push(&s[start.min(s.len())..]);
+    parts
 }
 
 /// The offset of `word` as a whole word outside quotes and parentheses.
@@ -165,6 +220,29 @@ fn top_level_word(lower: &str, from: usize, word: &str) -> Option<usize> {
 fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'@'
 }
+
+const DIAGNOSTICS: &[&str] = &["show warnings", "show errors", "show count(", "@@warning_count", "@@error_count"];
+
+/// `SHOW` statements about one server's state rather than the data
+/// (variables, status, processes, table status, engines, replication):
+/// the primary answers, as the server the client believes it talks to.
+fn describes_server(lower: &str) -> bool {
+    if first_keyword(lower) != "show" {
+        return false;
+    }
+    let mut words = lower.split_whitespace().skip(1).skip_while(|w| matches!(*w, "global" | "session" | "local" | "full"));
+    match words.next().unwrap_or("") {
+        "variables" | "status" | "processlist" | "engine" | "engines" | "master" | "slave" | "replica" | "binary" | "binlog" | "open" => true,
+        "table" => words.next().is_some_and(|w| w.starts_with("status")),
+        _ => false,
+    }
+}
+
+const IDENTITY_VARS: &[&str] = &[
+    "@@datadir", "@@basedir", "@@tmpdir", "@@hostname", "@@socket", "@@port", "@@pid_file", "@@secure_file_priv",
+    "@@plugin_dir", "@@log_error", "@@general_log_file", "@@slow_query_log_file", "@@character_sets_dir",
+    "@@lc_messages_dir", "@@global.datadir", "@@global.tmpdir",
+];
 
 /// Several statements together: the most demanding class wins.
 fn merge(a: StatementClass, b: StatementClass) -> StatementClass {
@@ -425,6 +503,15 @@ mod tests {
         assert_eq!(classify("SET STATEMENT a='for' FOR DELETE FROM t").class, Write);
         assert_eq!(classify("SET GLOBAL x = 1").class, Write);
         assert_eq!(classify("SET @x = 1").class, SessionState);
+        assert!(!classify("SHOW TABLE STATUS LIKE 't'").replica_ok, "server-local state comes from the primary");
+        assert!(!classify("show global variables like 'datadir'").replica_ok);
+        assert!(classify("SHOW TABLES").replica_ok);
+        assert!(classify("SHOW WARNINGS").diagnostics);
+        assert!(!classify("SELECT 1").resets_diagnostics && classify("SELECT a FROM t").resets_diagnostics);
+        assert_eq!(classify("SET @save = @@global.autocommit").class, SessionState, "reads a global, sets a user variable");
+        assert_eq!(classify("SET @a = 1, @@global.max_connections = 10").class, Write);
+        assert!(classify("SET GLOBAL x = 1").sets_global);
+        assert!(!classify("SET SESSION x = 1").sets_global);
     }
 
     #[test]

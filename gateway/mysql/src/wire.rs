@@ -131,8 +131,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
 /// What kind of response a command produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// COM_QUERY, COM_STMT_EXECUTE: OK, ERR, or result sets.
+    /// COM_QUERY: OK, ERR, or result sets.
     Result,
+    /// COM_STMT_EXECUTE: as `Result`, but a result whose column EOF says
+    /// `SERVER_STATUS_CURSOR_EXISTS` ends there (rows come by COM_STMT_FETCH).
+    Execute,
+    /// COM_FIELD_LIST: column definitions, then a terminator (or ERR).
+    FieldList,
     /// COM_STMT_PREPARE: ERR, or prepare-OK with parameter and column definitions.
     Prepare,
     /// COM_STMT_FETCH: rows, then a terminator.
@@ -182,12 +187,14 @@ pub struct Scanner {
     continuing: bool,
     /// From a prepare-OK: (statement id, columns, params).
     pub prepared: Option<(u32, u16, u16)>,
+    /// Warnings the final OK or EOF reported.
+    pub warnings: u16,
 }
 
 impl Scanner {
     pub fn new(caps: CapabilityFlags, expect: Expect) -> Self {
-        let state = if expect == Expect::Rows { State::Rows } else { State::First };
-        Self { caps, state, continuing: false, prepared: None }
+        let state = if matches!(expect, Expect::Rows | Expect::FieldList) { State::Rows } else { State::First };
+        Self { caps, state, continuing: false, prepared: None, warnings: 0 }
     }
 
     fn deprecate_eof(&self) -> bool {
@@ -205,6 +212,10 @@ impl Scanner {
             return Ok(None);
         }
         let head = *payload.first().ok_or_else(|| ProtocolError("empty packet in a response".into()))?;
+        // A MariaDB progress report (ERR with code 0xFFFF): more follows.
+        if head == 0xFF && payload.get(1..3) == Some(&[0xFF, 0xFF][..]) {
+            return Ok(None);
+        }
         if head == 0xFF && !matches!(self.state, State::Columns(_) | State::Params { .. } | State::PrepareCols(_)) {
             return Ok(Some(End::Err));
         }
@@ -234,7 +245,9 @@ impl Scanner {
             }
             State::ColumnsEof => {
                 let status = self.eof_status(payload)?;
-                if status.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS) {
+                // Only an execute opens a cursor; a text result can carry
+                // the flag (a FOR loop in a stored program) and rows follow.
+                if expect == Expect::Execute && status.contains(StatusFlags::SERVER_STATUS_CURSOR_EXISTS) {
                     return Ok(Some(End::Ok(status)));
                 }
                 self.state = State::Rows;
@@ -297,21 +310,22 @@ impl Scanner {
 
     /// An OK (or, in rows, EOF/OK-as-EOF): done unless more results follow.
     fn terminator(&mut self, p: &[u8], in_rows: bool) -> Result<Option<End>, ProtocolError> {
-        let status = if in_rows && !self.deprecate_eof() {
-            self.eof_status(p)?
+        let (status, warnings) = if in_rows && !self.deprecate_eof() {
+            (self.eof_status(p)?, p.get(1..3).map_or(0, |w| u16::from_le_bytes([w[0], w[1]])))
         } else if in_rows {
-            ParseBuf(p)
+            let ok = ParseBuf(p)
                 .parse::<OkPacketDeserializer<ResultSetTerminator>>(self.caps)
                 .map_err(|e| ProtocolError(format!("bad result terminator: {e}")))?
-                .into_inner()
-                .status_flags()
+                .into_inner();
+            (ok.status_flags(), ok.warnings())
         } else {
-            ParseBuf(p)
+            let ok = ParseBuf(p)
                 .parse::<OkPacketDeserializer<CommonOkPacket>>(self.caps)
                 .map_err(|e| ProtocolError(format!("bad OK packet: {e}")))?
-                .into_inner()
-                .status_flags()
+                .into_inner();
+            (ok.status_flags(), ok.warnings())
         };
+        self.warnings = warnings;
         if status.contains(StatusFlags::SERVER_MORE_RESULTS_EXISTS) {
             self.state = State::First;
             return Ok(None);
@@ -392,7 +406,7 @@ pub fn decode_untrusted(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     let caps = CapabilityFlags::from_bits_truncate(u32::from(data.first().copied().unwrap_or(0)) << 24) | crate::auth::GATEWAY_CAPS;
     let mut scanners: Vec<_> =
-        [Expect::Result, Expect::Prepare, Expect::Rows, Expect::Simple].into_iter().map(|e| (e, Scanner::new(caps, e), false)).collect();
+        [Expect::Result, Expect::Execute, Expect::FieldList, Expect::Prepare, Expect::Rows, Expect::Simple].into_iter().map(|e| (e, Scanner::new(caps, e), false)).collect();
     while buf.len() >= 4 {
         let len = frame_len(&buf[..3]);
         if buf.len() < 4 + len {

@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 pub struct PoolKey {
     pub user: String,
     pub caps: u32,
+    /// MariaDB extended capabilities.
+    pub ext: u32,
     pub collation: u8,
 }
 
@@ -34,6 +36,8 @@ pub struct BackendConn {
     pub status: StatusFlags,
     /// The server version from the backend's greeting.
     pub server_version: String,
+    /// The backend's id for this connection (what `KILL` takes there).
+    pub thread_id: u32,
 }
 
 /// A text result: column names and rows.
@@ -211,10 +215,10 @@ impl Node {
         let _ = stream.set_nodelay(true);
         let mut io = PacketIo::new(stream);
         let caps = CapabilityFlags::from_bits_truncate(key.caps);
-        let (caps, server_version) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.collation))
+        let (caps, server_version, _, thread_id) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.ext, key.collation))
             .await
             .map_err(|_| fail("login timed out".into()))??;
-        Ok(BackendConn { io, caps, key: key.clone(), applied: 0, dirty: false, status: StatusFlags::SERVER_STATUS_AUTOCOMMIT, server_version })
+        Ok(BackendConn { io, caps, key: key.clone(), applied: 0, dirty: false, status: StatusFlags::SERVER_STATUS_AUTOCOMMIT, server_version, thread_id })
     }
 
     /// Return a connection after a client session: reset if its session

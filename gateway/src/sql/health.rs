@@ -42,7 +42,7 @@ enum Verdict {
 async fn poll_loop(proxy: Arc<SqlProxy>, i: usize) {
     let node = proxy.nodes[i].clone();
     let (user, password) = proxy.spec.monitor.clone();
-    let key = PoolKey { user, caps: (CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_TRANSACTIONS).bits(), collation: 45 };
+    let key = PoolKey { user, caps: (CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_TRANSACTIONS).bits(), ext: 0, collation: 45 };
     let mut conn: Option<BackendConn> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(proxy.spec.health_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -47,6 +47,22 @@ pub struct SqlProxy {
     conn_ids: AtomicU32,
     /// Server version announced to clients: the primary's once seen.
     pub version: ArcSwap<String>,
+    /// Live client sessions by the connection id they were given, so a
+    /// `KILL` can reach the backend connections a session holds.
+    pub sessions: parking_lot::Mutex<std::collections::HashMap<u32, Arc<SessionHandle>>>,
+    /// The primary's `@@global.autocommit`, announced to new clients;
+    /// re-read after every `SET GLOBAL` that passes through.
+    pub global_autocommit: std::sync::atomic::AtomicBool,
+}
+
+/// What another session's `KILL` needs of a session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub user: String,
+    /// (node, backend thread id) of every backend connection it holds.
+    pub backends: parking_lot::Mutex<Vec<(usize, u32)>>,
+    pub killed: std::sync::atomic::AtomicBool,
+    pub wake: tokio::sync::Notify,
 }
 
 impl SqlProxy {
@@ -86,6 +102,8 @@ impl SqlProxy {
             router,
             conn_ids: AtomicU32::new(1),
             version: ArcSwap::from_pointee("5.5.5-10.11.0-MariaDB-switchyard".into()),
+            sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            global_autocommit: true.into(),
         }
     }
 

@@ -7,7 +7,7 @@ use super::backend::{BackendConn, Gtid, PoolKey};
 use super::classify::{classify_with, Classified};
 use super::health::sync_replica_sets;
 use super::wire::{ok_payload, End, Expect, PacketIo, Scanner, MAX_COMMAND};
-use super::{SqlError, SqlProxy, PRIMARY};
+use super::{SessionHandle, SqlError, SqlProxy, PRIMARY};
 use crate::config::CausalMode;
 use crate::metrics::metrics;
 use crate::seams::{ConnInfo, RequestView, Route, Statement, StatementClass};
@@ -20,6 +20,12 @@ use std::time::Instant;
 const COM_QUIT: u8 = 0x01;
 const COM_INIT_DB: u8 = 0x02;
 const COM_QUERY: u8 = 0x03;
+const COM_FIELD_LIST: u8 = 0x04;
+const COM_REFRESH: u8 = 0x07;
+const COM_SHUTDOWN: u8 = 0x08;
+const COM_PROCESS_INFO: u8 = 0x0A;
+const COM_PROCESS_KILL: u8 = 0x0C;
+const COM_DEBUG: u8 = 0x0D;
 const COM_STATISTICS: u8 = 0x09;
 const COM_PING: u8 = 0x0E;
 const COM_CHANGE_USER: u8 = 0x11;
@@ -31,6 +37,7 @@ const COM_STMT_RESET: u8 = 0x1A;
 const COM_SET_OPTION: u8 = 0x1B;
 const COM_STMT_FETCH: u8 = 0x1C;
 const COM_RESET_CONNECTION: u8 = 0x1F;
+const COM_STMT_BULK_EXECUTE: u8 = 0xFA;
 
 /// The client's last GTID as three numbers: numeric columns are not
 /// converted to the client's `character_set_results` (utf16, filename...).
@@ -42,7 +49,8 @@ const LAST_GTID_SQL: &str = "SELECT IF(@@last_gtid = '', NULL, CAST(SUBSTRING_IN
 pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
     let mut client = PacketIo::new(stream);
     let version = proxy.version.load_full();
-    let login = match auth::accept(&mut client, &proxy.spec.users, &version, proxy.next_conn_id()).await {
+    let autocommit = proxy.global_autocommit.load(std::sync::atomic::Ordering::Relaxed);
+    let login = match auth::accept(&mut client, &proxy.spec.users, &version, proxy.next_conn_id(), autocommit).await {
         Ok(l) => l,
         // A peer that hangs up before logging in (a port probe) is not news.
         Err(e) if e.code == 2013 => {
@@ -60,6 +68,7 @@ pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
     let mut session = Session::new(proxy, client, login);
     session.run().await;
     session.close().await;
+    session.proxy.sessions.lock().remove(&session.login.conn_id);
 }
 
 /// Why a command failed.
@@ -96,6 +105,7 @@ struct Prepared {
 
 struct Session {
     proxy: Arc<SqlProxy>,
+    handle: Arc<SessionHandle>,
     client: PacketIo<Stream>,
     login: Login,
     key: PoolKey,
@@ -117,6 +127,12 @@ struct Session {
     /// A statement that may set user variables ran on the primary without
     /// being replayed: reads that use user variables follow it there.
     vars_on_primary: bool,
+    /// Warnings the last response reported.
+    warnings: u16,
+    /// Where the statement that last set the diagnostics ran.
+    diag_node: Option<usize>,
+    /// The client's id of the statement prepared last.
+    last_prepared: Option<u32>,
     stmts: HashMap<u32, Prepared>,
     next_stmt: u32,
 }
@@ -131,37 +147,66 @@ fn malformed(what: &str) -> Fail {
 
 impl Session {
     fn new(proxy: Arc<SqlProxy>, client: PacketIo<Stream>, login: Login) -> Self {
-        let key = PoolKey { user: login.user.clone(), caps: login.caps.bits(), collation: login.collation };
-        let mut req = RequestView { method: "SQL".into(), path: format!("/{}", login.schema.as_deref().unwrap_or("")), ..Default::default() };
-        if let Ok(v) = http::HeaderValue::from_str(&login.user) {
-            req.headers.insert("x-sql-user", v);
-        }
-        let log = login.schema.iter().map(|db| [&[COM_INIT_DB][..], db.as_bytes()].concat()).collect();
+        let handle = Arc::new(SessionHandle {
+            user: login.user.clone(),
+            backends: parking_lot::Mutex::new(Vec::new()),
+            killed: false.into(),
+            wake: tokio::sync::Notify::new(),
+        });
+        proxy.sessions.lock().insert(login.conn_id, handle.clone());
+        let autocommit = proxy.global_autocommit.load(std::sync::atomic::Ordering::Relaxed);
         Self {
+            handle,
             conns: (0..proxy.nodes.len()).map(|_| None).collect(),
             proxy,
             client,
             schema: login.schema.clone(),
+            key: Self::pool_key(&login),
+            req: Self::request_view(&login),
+            log: Self::initial_log(&login),
             login,
-            key,
-            req: Arc::new(req),
-            log,
             txn: None,
-            autocommit: true,
+            autocommit,
             pinned: false,
             last_node: None,
             last_write: None,
             gtid_pending: false,
             last_gtid: None,
             vars_on_primary: false,
+            warnings: 0,
+            diag_node: None,
+            last_prepared: None,
             stmts: HashMap::new(),
             next_stmt: 1,
         }
     }
 
+    fn pool_key(login: &Login) -> PoolKey {
+        PoolKey { user: login.user.clone(), caps: login.caps.bits(), ext: login.ext_caps, collation: login.collation }
+    }
+
+    fn request_view(login: &Login) -> Arc<RequestView> {
+        let mut req = RequestView { method: "SQL".into(), path: format!("/{}", login.schema.as_deref().unwrap_or("")), ..Default::default() };
+        if let Ok(v) = http::HeaderValue::from_str(&login.user) {
+            req.headers.insert("x-sql-user", v);
+        }
+        Arc::new(req)
+    }
+
+    fn initial_log(login: &Login) -> Vec<Vec<u8>> {
+        login.schema.iter().map(|db| [&[COM_INIT_DB][..], db.as_bytes()].concat()).collect()
+    }
+
     async fn run(&mut self) {
         loop {
-            let payload = match self.client.read_packet(MAX_COMMAND).await {
+            let read = tokio::select! {
+                r = self.client.read_packet(MAX_COMMAND) => r,
+                () = self.handle.wake.notified() => return,
+            };
+            if self.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let payload = match read {
                 Ok((_, p)) => p,
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                     let err = SqlError::new(1153, "08S01", format!("Got a packet bigger than 'max_allowed_packet' bytes ({MAX_COMMAND})"));
@@ -209,7 +254,18 @@ impl Session {
             COM_STMT_FETCH => self.fetch(payload).await,
             COM_RESET_CONNECTION => self.reset_connection().await,
             COM_STATISTICS => self.statistics(payload).await,
-            COM_CHANGE_USER => Err(Fail::Client(SqlError::new(1047, "08S01", "COM_CHANGE_USER is not supported by the gateway: open a new connection as the other user".into()))),
+            // Metadata and server-wide commands run on the primary: it has
+            // every table, and a refresh or debug dump is about the server.
+            COM_FIELD_LIST => self.on_primary(payload, Expect::FieldList).await,
+            COM_REFRESH | COM_DEBUG => self.on_primary(payload, Expect::Simple).await,
+            COM_PROCESS_INFO => self.on_primary(payload, Expect::Result).await,
+            COM_PROCESS_KILL => {
+                let id = Self::u32_at(payload, 1).ok_or_else(|| malformed("COM_PROCESS_KILL without an id"))?;
+                self.kill(id, false).await
+            }
+            COM_SHUTDOWN => Err(Fail::Client(SqlError::new(1227, "42000", "COM_SHUTDOWN is refused by the gateway: stop the server on its host".into()))),
+            COM_CHANGE_USER => self.change_user(payload).await,
+            COM_STMT_BULK_EXECUTE => self.bulk_execute(payload).await,
             other => Err(Fail::Client(SqlError::new(1047, "08S01", format!("Unknown command 0x{other:02x}")))),
         }
     }
@@ -287,6 +343,9 @@ impl Session {
         if !c.replica_ok || self.pinned || !self.autocommit || (c.user_var && self.vars_on_primary) {
             return Some(PRIMARY);
         }
+        if c.diagnostics {
+            return Some(self.diag_node.or(self.last_node).unwrap_or(PRIMARY));
+        }
         if c.follows_previous {
             return Some(self.last_node.unwrap_or(PRIMARY));
         }
@@ -349,13 +408,22 @@ impl Session {
             Err(_) => return Ok(PRIMARY),
         };
         // A prepare is held to read-your-writes too: it must see the
-        // tables the client's last DDL created.
-        let _ = prepare;
+        // tables the client's last DDL created. While the last write's
+        // GTID is still unasked (it had warnings), a prepare goes to the
+        // primary: asking now would clear those warnings, and a prepare
+        // must not (the client may read them after it).
+        if prepare && self.gtid_pending {
+            return self.fallback_primary("the GTID of your last write is not known yet");
+        }
         self.causal(node).await
     }
 
     /// Read-your-writes for a read about to run on replica `node`.
     async fn causal(&mut self, node: usize) -> Result<usize, SqlError> {
+        if self.gtid_pending && self.txn.is_none() && self.proxy.spec.causal == CausalMode::Gtid {
+            // Deferred after a write with warnings (see `after`).
+            self.fetch_gtid().await;
+        }
         let m = metrics();
         let spec = &self.proxy.spec;
         match spec.causal {
@@ -434,6 +502,7 @@ impl Session {
             };
             metrics().sql_pool_in_use.with_label_values(&[n.role.as_str()]).inc();
             self.conns[node] = Some(c);
+            self.publish();
         }
         loop {
             let conn = self.conns[node].as_mut().expect("set above");
@@ -469,6 +538,7 @@ impl Session {
         for ps in self.stmts.values_mut() {
             ps.on.retain(|e| e.0 != node);
         }
+        self.publish();
     }
 
     /// Send `payload` to `node` and stream the response to the client.
@@ -512,6 +582,7 @@ impl Session {
             if let Some(end) = end {
                 // Flushed by `run` after `after`: a write is acknowledged
                 // only once its GTID is known.
+                self.warnings = scanner.warnings;
                 return Ok((end, scanner.prepared));
             }
             self.client.flush_if_full().await.map_err(|e| Fail::Close(format!("client gone mid-result: {e}")))?;
@@ -521,6 +592,9 @@ impl Session {
     /// Track transaction, pin, session log and write state after a response.
     async fn after(&mut self, node: usize, end: End, c: Classified, payload: &[u8]) {
         self.last_node = Some(node);
+        if c.resets_diagnostics || self.warnings > 0 || end == End::Err {
+            self.diag_node = Some(node);
+        }
         tracing::trace!(node, ?end, class = c.class.as_str(), "statement done");
         let End::Ok(status) = end else { return };
         if status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
@@ -537,7 +611,16 @@ impl Session {
             self.pinned = true;
         }
         if c.class == StatementClass::SessionState {
-            self.log_session(node, payload);
+            if matches!(payload[0], COM_QUERY | COM_INIT_DB | COM_SET_OPTION) {
+                self.log_session(node, payload);
+            } else {
+                // A prepared SET ran on the primary and cannot be replayed
+                // elsewhere (its statement id is per backend): stay there.
+                self.pinned = true;
+            }
+        }
+        if c.sets_global && node == PRIMARY {
+            self.learn_global_autocommit().await;
         }
         // A read that calls a stored function may have written too.
         if node == PRIMARY && !c.replica_ok {
@@ -547,8 +630,21 @@ impl Session {
         if c.sets_vars {
             self.vars_on_primary = true;
         }
-        if self.gtid_pending && self.txn.is_none() {
+        // Asking for the GTID now would clear the write's warnings before
+        // the client reads them (SHOW WARNINGS); then it waits until a read
+        // needs it.
+        if self.gtid_pending && self.txn.is_none() && self.warnings == 0 {
             self.fetch_gtid().await;
+        }
+    }
+
+    /// New clients are told the primary's global autocommit.
+    async fn learn_global_autocommit(&mut self) {
+        let Some(conn) = self.conns[PRIMARY].as_mut() else { return };
+        if let Ok(rows) = conn.query("SELECT @@global.autocommit").await {
+            if let Some(v) = rows.rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref()) {
+                self.proxy.global_autocommit.store(v.trim() == "1", std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 
@@ -597,6 +693,9 @@ impl Session {
 
     async fn query(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
+        if let Some((id, query_only)) = parse_kill(&text) {
+            return self.kill(id, query_only).await;
+        }
         let c = self.classify(&text);
         let node = self.place(&text, c, false).await?;
         let (end, _) = self.forward(node, payload, Expect::Result, None).await?;
@@ -619,7 +718,12 @@ impl Session {
         let node = self.place(&text, c, true).await?;
         let id = self.next_stmt;
         let (end, prepared) = self.forward(node, payload, Expect::Prepare, Some(id)).await?;
+        if c.resets_diagnostics || end == End::Err {
+            self.diag_node = Some(node);
+        }
+        self.last_prepared = None;
         if let (End::Ok(_), Some((backend_id, _, params))) = (end, prepared) {
+            self.last_prepared = Some(id);
             self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
             self.stmts.insert(id, Prepared { sql: text, class: c, params, on: vec![(node, backend_id, false)], types: None, last_node: Some(node), long_data: false });
             if let Some(conn) = self.conns[node].as_mut() {
@@ -629,8 +733,12 @@ impl Session {
         Ok(())
     }
 
-    fn stmt_id(payload: &[u8], what: &str) -> Result<u32, Fail> {
-        payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(|| malformed(&format!("{what} without a statement id")))
+    /// The statement id a command names; `0xFFFFFFFF` is the statement
+    /// prepared last (MariaDB's direct execution sends the prepare and the
+    /// execute together).
+    fn stmt_id(&self, payload: &[u8], what: &str) -> Result<u32, Fail> {
+        let id = payload.get(1..5).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(|| malformed(&format!("{what} without a statement id")))?;
+        Ok(if id == u32::MAX { self.last_prepared.unwrap_or(id) } else { id })
     }
 
     fn unknown_stmt(id: u32, what: &str) -> Fail {
@@ -638,7 +746,7 @@ impl Session {
     }
 
     async fn execute(&mut self, payload: &[u8]) -> Res {
-        let id = Self::stmt_id(payload, "COM_STMT_EXECUTE")?;
+        let id = self.stmt_id(payload, "COM_STMT_EXECUTE")?;
         let ps = self.stmts.get_mut(&id).ok_or_else(|| Self::unknown_stmt(id, "mysqld_stmt_execute"))?;
         // Layout: cmd, id(4), flags, iterations(4), null bitmap, new-params-bound, types.
         let n = usize::from(ps.params);
@@ -658,6 +766,8 @@ impl Session {
         let (sql, c) = (ps.sql.clone(), ps.class);
         let node = match Self::long_data_node(ps) {
             Some(n) => n,
+            // A prepared SET is not replayable: it runs on the primary.
+            None if c.class == StatementClass::SessionState => PRIMARY,
             None => self.place(&sql, c, false).await?,
         };
         self.guard(node, c)?;
@@ -678,7 +788,7 @@ impl Session {
         }
         ps.last_node = Some(node);
         ps.long_data = false;
-        let (end, _) = self.forward(node, &pkt, Expect::Result, None).await?;
+        let (end, _) = self.forward(node, &pkt, Expect::Execute, None).await?;
         self.after(node, end, c, payload).await;
         Ok(())
     }
@@ -723,7 +833,7 @@ impl Session {
     }
 
     async fn close_stmt(&mut self, payload: &[u8]) -> Res {
-        let id = Self::stmt_id(payload, "COM_STMT_CLOSE")?;
+        let id = self.stmt_id(payload, "COM_STMT_CLOSE")?;
         // No reply, even for an unknown id (as the server does).
         if let Some(ps) = self.stmts.remove(&id) {
             self.to_each_backend(payload, &ps.on).await;
@@ -732,7 +842,7 @@ impl Session {
     }
 
     async fn long_data(&mut self, payload: &[u8]) -> Res {
-        let id = Self::stmt_id(payload, "COM_STMT_SEND_LONG_DATA")?;
+        let id = self.stmt_id(payload, "COM_STMT_SEND_LONG_DATA")?;
         if let Some(ps) = self.stmts.get_mut(&id) {
             ps.long_data = true;
             let on = ps.on.clone();
@@ -742,7 +852,7 @@ impl Session {
     }
 
     async fn reset_stmt(&mut self, payload: &[u8]) -> Res {
-        let id = Self::stmt_id(payload, "COM_STMT_RESET")?;
+        let id = self.stmt_id(payload, "COM_STMT_RESET")?;
         let on = self.stmts.get(&id).map(|p| p.on.clone()).ok_or_else(|| Self::unknown_stmt(id, "mysqld_stmt_reset"))?;
         for (node, bid, _) in on {
             if let Some(conn) = self.conns[node].as_mut() {
@@ -755,7 +865,7 @@ impl Session {
     }
 
     async fn fetch(&mut self, payload: &[u8]) -> Res {
-        let id = Self::stmt_id(payload, "COM_STMT_FETCH")?;
+        let id = self.stmt_id(payload, "COM_STMT_FETCH")?;
         let ps = self.stmts.get(&id).ok_or_else(|| Self::unknown_stmt(id, "mysqld_stmt_fetch"))?;
         let node = ps.last_node.unwrap_or(PRIMARY);
         let bid = ps.on.iter().find(|e| e.0 == node).map(|e| e.1).ok_or_else(|| Self::unknown_stmt(id, "mysqld_stmt_fetch"))?;
@@ -786,6 +896,91 @@ impl Session {
         self.reply_ok().await
     }
 
+    /// COM_CHANGE_USER: the gateway authenticates the new user, then the
+    /// session starts over as it: backend connections go back to their
+    /// pools (reset), and new ones log in as the new user.
+    async fn change_user(&mut self, payload: &[u8]) -> Res {
+        let login = match auth::change_user(&mut self.client, payload, &self.proxy.spec.users, &self.login).await {
+            Ok(l) => l,
+            Err(e) => return Err(Fail::Close(format!("COM_CHANGE_USER refused: {e}"))),
+        };
+        self.close().await;
+        self.key = Self::pool_key(&login);
+        self.req = Self::request_view(&login);
+        self.log = Self::initial_log(&login);
+        self.schema = login.schema.clone();
+        self.login = login;
+        self.stmts.clear();
+        (self.txn, self.autocommit, self.pinned, self.vars_on_primary) = (None, true, false, false);
+        (self.last_node, self.last_write, self.gtid_pending, self.last_gtid) = (None, None, false, None);
+        Ok(())
+    }
+
+    /// COM_STMT_BULK_EXECUTE (MariaDB): like an execute, many rows at once.
+    async fn bulk_execute(&mut self, payload: &[u8]) -> Res {
+        let id = self.stmt_id(payload, "COM_STMT_BULK_EXECUTE")?;
+        let ps = self.stmts.get(&id).ok_or_else(|| Self::unknown_stmt(id, "mysqld_stmt_bulk_execute"))?;
+        let (sql, c) = (ps.sql.clone(), ps.class);
+        let node = self.place(&sql, c, false).await?;
+        let (backend_id, _) = self.ensure_prepared(id, node).await?;
+        let mut pkt = payload.to_vec();
+        pkt[1..5].copy_from_slice(&backend_id.to_le_bytes());
+        if let Some(ps) = self.stmts.get_mut(&id) {
+            ps.last_node = Some(node);
+        }
+        let (end, _) = self.forward(node, &pkt, Expect::Result, None).await?;
+        self.after(node, end, c, payload).await;
+        Ok(())
+    }
+
+    fn u32_at(p: &[u8], at: usize) -> Option<u32> {
+        p.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// `KILL [QUERY] id` with the id a client sees: the gateway's. It
+    /// kills what that session runs on every backend, and for a
+    /// connection kill also closes that client connection.
+    async fn kill(&mut self, id: u32, query_only: bool) -> Res {
+        let target = self.proxy.sessions.lock().get(&id).cloned();
+        let Some(target) = target else {
+            return Err(Fail::Client(SqlError::new(1094, "HY000", format!("Unknown thread id: {id}"))));
+        };
+        if target.user != self.login.user {
+            return Err(Fail::Client(SqlError::new(1095, "HY000", format!("You are not owner of thread {id}"))));
+        }
+        if id == self.login.conn_id {
+            if query_only {
+                return self.reply_ok().await;
+            }
+            return Err(Fail::Close("the client killed its own connection".into()));
+        }
+        let backends = target.backends.lock().clone();
+        for (node, tid) in backends {
+            let sql = if query_only { format!("KILL QUERY {tid}") } else { format!("KILL {tid}") };
+            if let Err(e) = self.conn(node).await?.query(&sql).await {
+                // Gone already: what the client asked for is done.
+                tracing::debug!("{sql} on {}: {e}", self.proxy.nodes[node].role);
+            }
+        }
+        if !query_only {
+            target.killed.store(true, std::sync::atomic::Ordering::Relaxed);
+            target.wake.notify_one();
+        }
+        self.reply_ok().await
+    }
+
+    /// Tell `KILL` which backend connections this session holds.
+    fn publish(&self) {
+        *self.handle.backends.lock() = self.conns.iter().enumerate().filter_map(|(n, c)| Some((n, c.as_ref()?.thread_id))).collect();
+    }
+
+    /// A command answered by the primary alone.
+    async fn on_primary(&mut self, payload: &[u8], expect: Expect) -> Res {
+        let node = self.txn.unwrap_or(PRIMARY);
+        self.forward(node, payload, expect, None).await?;
+        Ok(())
+    }
+
     /// COM_STATISTICS answers with one plain text packet.
     async fn statistics(&mut self, payload: &[u8]) -> Res {
         let node = self.session_target();
@@ -805,5 +1000,50 @@ impl Session {
                 n.release(conn).await;
             }
         }
+    }
+}
+
+/// `KILL [HARD|SOFT] [CONNECTION|QUERY] [ID] n`: (n, query only). Other
+/// forms (`KILL USER`, `KILL QUERY ID` of a query id) are not ids the
+/// gateway handed out; they go to the primary as they are.
+fn parse_kill(sql: &str) -> Option<(u32, bool)> {
+    let lower = sql.trim().trim_end_matches(';').to_ascii_lowercase();
+    let mut words = lower.split_whitespace().peekable();
+    if words.next()? != "kill" {
+        return None;
+    }
+    if matches!(words.peek(), Some(&"hard" | &"soft")) {
+        words.next();
+    }
+    let query = match words.peek() {
+        Some(&"query") => {
+            words.next();
+            if words.peek() == Some(&"id") {
+                return None;
+            }
+            true
+        }
+        Some(&"connection") => {
+            words.next();
+            false
+        }
+        _ => false,
+    };
+    let id = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((id, query))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_kill;
+
+    #[test]
+    fn kill_forms() {
+        assert_eq!(parse_kill("KILL 12"), Some((12, false)));
+        assert_eq!(parse_kill("kill connection 7;"), Some((7, false)));
+        assert_eq!(parse_kill("KILL HARD QUERY 9"), Some((9, true)));
+        assert_eq!(parse_kill("KILL QUERY ID 9"), None);
+        assert_eq!(parse_kill("KILL USER app"), None);
+        assert_eq!(parse_kill("SELECT 1"), None);
     }
 }
