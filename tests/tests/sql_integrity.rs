@@ -144,3 +144,44 @@ fn read_your_writes_holds_in_any_result_charset() {
         }
     });
 }
+
+/// The previous statement's diagnostics are read where it ran, and a text
+/// result flagged `SERVER_STATUS_CURSOR_EXISTS` (a FOR loop in a compound
+/// statement) is read to its end instead of hanging the client.
+#[test]
+fn diagnostics_follow_their_statement_and_for_loops_finish() {
+    let (_cluster, gw) = start("");
+    run(async {
+        let mut c = connect(&gw).await;
+        c.query_drop("INSERT INTO items (id, v, note) VALUES (424242, 1, 'dup')").await.unwrap();
+        for round in 0..6 {
+            // Spread earlier reads over the replicas first.
+            let _: Option<u32> = c.query_first("SELECT @@server_id").await.unwrap();
+            c.query_drop("INSERT IGNORE INTO items (id, v, note) VALUES (424242, 2, 'dup')").await.unwrap();
+            let warnings: Vec<(String, u32, String)> = c.query("SHOW WARNINGS").await.unwrap();
+            assert_eq!(warnings.len(), 1, "round {round}: SHOW WARNINGS after INSERT IGNORE of a duplicate: {warnings:?}");
+            assert_eq!(warnings[0].1, 1062, "round {round}: {warnings:?}");
+            let count: Option<u32> = c.query_first("SELECT @@warning_count").await.unwrap();
+            assert_eq!(count, Some(1), "round {round}: @@warning_count");
+        }
+    });
+    // The mariadb CLI (a C client) reads every result of the loop, then
+    // the next statement's; a gateway that stopped at the flag would hang
+    // it (bounded here by `timeout`) or answer out of step.
+    let sql = "BEGIN NOT ATOMIC FOR rec IN (SELECT 1 AS v UNION SELECT 2 UNION SELECT 3) DO SELECT rec.v; END FOR; END// SELECT 'after'//";
+    let run_cli = std::process::Command::new("timeout")
+        .args(["20", "mariadb", "--no-defaults", "--protocol=TCP", "-N", "-B", "--delimiter=//"])
+        .args(["-h", &gw.sql.ip().to_string(), "-P", &gw.sql.port().to_string(), "-u", APP_USER])
+        .arg(format!("-p{APP_PASSWORD}"))
+        .args(["-e", sql])
+        .output()
+        .expect("run the mariadb CLI");
+    let out = String::from_utf8_lossy(&run_cli.stdout).into_owned() + &String::from_utf8_lossy(&run_cli.stderr);
+    assert!(run_cli.status.success(), "the CLI failed or hung (exit {:?}): {out}", run_cli.status.code());
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1", "2", "3", "after"], "every loop row, then the next statement");
+    run(async {
+        let mut c = connect(&gw).await;
+        let one: Option<u32> = c.query_first("SELECT 1").await.unwrap();
+        assert_eq!(one, Some(1), "the connection works after the loop");
+    });
+}
