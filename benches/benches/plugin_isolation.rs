@@ -12,10 +12,12 @@ use switchyard_tests::*;
 const PLAIN_CONNS: usize = 4;
 const LOOP_CONNS: usize = 16;
 
+/// The p-th percentile latency; an empty run (every request stalled)
+/// counts as the longest wait a request can have, the 10 s read timeout.
 fn pct(samples: &[Sample], p: usize) -> Duration {
     let mut l: Vec<Duration> = samples.iter().map(|s| s.end - s.start).collect();
     l.sort();
-    l[(l.len() * p / 100).min(l.len() - 1)]
+    l.get((l.len() * p / 100).min(l.len().saturating_sub(1))).copied().unwrap_or(Duration::from_secs(10))
 }
 
 /// utime + stime of a process, in seconds.
@@ -27,8 +29,10 @@ fn cpu_secs(pid: u32) -> f64 {
 }
 
 /// Load the plain route for `secs`, optionally with looping traffic on
-/// `loop_path`; (plain samples, looping requests finished, gateway CPU s).
-fn measure(gw: &Proc, secs: u64, loop_path: Option<&str>) -> (Vec<Sample>, usize, f64) {
+/// `loop_path`; (plain samples, plain failures, looping requests finished,
+/// gateway CPU s). A failure is a plain request that got no answer within
+/// the load's 10 s read timeout.
+fn measure(gw: &Proc, secs: u64, loop_path: Option<&str>) -> (Vec<Sample>, usize, usize, f64) {
     let spin = loop_path.map(|p| Load::start(gw.addr, p, LOOP_CONNS, 100_000, Duration::from_secs(secs + 10)));
     if spin.is_some() {
         std::thread::sleep(Duration::from_millis(500));
@@ -38,9 +42,8 @@ fn measure(gw: &Proc, secs: u64, loop_path: Option<&str>) -> (Vec<Sample>, usize
     std::thread::sleep(Duration::from_secs(secs));
     let (samples, errors) = plain.finish();
     let cpu = cpu_secs(gw.pid()) - cpu0;
-    assert!(errors.is_empty(), "plain route failed requests: {:?}", errors.first());
     let looped = spin.map_or(0, |s| s.finish().0.len());
-    (samples, looped, cpu)
+    (samples, errors.len(), looped, cpu)
 }
 
 fn main() {
@@ -63,24 +66,25 @@ fn main() {
     let gw = gateway(&cfg);
     measure(&gw, 2, None);
     let secs = 8;
-    let (quiet, _, quiet_cpu) = measure(&gw, secs, None);
-    let (long, long_n, long_cpu) = measure(&gw, secs, Some("/loop3s"));
-    let (short, short_n, short_cpu) = measure(&gw, secs, Some("/loop5ms"));
+    let (quiet, quiet_err, _, quiet_cpu) = measure(&gw, secs, None);
+    let (long, long_err, long_n, long_cpu) = measure(&gw, secs, Some("/loop3s"));
+    let (short, short_err, short_n, short_cpu) = measure(&gw, secs, Some("/loop5ms"));
     println!("plugin isolation: threads = 2, plain route {PLAIN_CONNS} keep-alive connections, looping route {LOOP_CONNS}, {secs} s each");
     println!(
-        "{:<36} {:>8} {:>10} {:>10} {:>9} {:>9} {:>14}",
-        "scenario", "plain req", "p50", "p99", "p99/quiet", "looped", "gw CPU s"
+        "{:<36} {:>8} {:>7} {:>10} {:>10} {:>9} {:>9} {:>9}",
+        "scenario", "plain req", "failed", "p50", "p99", "p99/quiet", "looped", "gw CPU s"
     );
     let q99 = pct(&quiet, 99);
-    for (label, s, n, cpu) in [
-        ("quiet", &quiet, 0, quiet_cpu),
-        ("spinning to a 3 s deadline", &long, long_n, long_cpu),
-        ("spinning to the 5 ms default", &short, short_n, short_cpu),
+    for (label, s, failed, n, cpu) in [
+        ("quiet", &quiet, quiet_err, 0, quiet_cpu),
+        ("spinning to a 3 s deadline", &long, long_err, long_n, long_cpu),
+        ("spinning to the 5 ms default", &short, short_err, short_n, short_cpu),
     ] {
         println!(
-            "{:<36} {:>8} {:>10.2?} {:>10.2?} {:>9.2} {:>9} {:>14.2}",
+            "{:<36} {:>8} {:>7} {:>10.2?} {:>10.2?} {:>9.2} {:>9} {:>9.2}",
             label,
             s.len(),
+            failed,
             pct(s, 50),
             pct(s, 99),
             pct(s, 99).as_secs_f64() / q99.as_secs_f64(),

@@ -30,7 +30,7 @@ pub struct RawConfig {
 pub struct ServerSection {
     pub listen: Spanned<String>,
     pub threads: usize,
-    /// Threads where plugin calls that run long finish (default: `threads`).
+    /// Threads where plugin calls that run long finish (default: half of `threads`, at least 1).
     pub plugin_threads: Option<usize>,
     /// Header carrying the request id; kept if the client sent a valid one.
     pub request_id_header: String,

@@ -167,7 +167,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     Ok(ValidConfig {
         listen: listen.expect("checked"),
         threads: raw.server.threads,
-        plugin_threads: raw.server.plugin_threads.unwrap_or(raw.server.threads),
+        plugin_threads: raw.server.plugin_threads.unwrap_or((raw.server.threads / 2).max(1)),
         request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
         plugins,
         upstreams,

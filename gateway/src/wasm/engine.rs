@@ -75,10 +75,10 @@ impl PluginPool {
     }
 }
 
-/// Pool threads run at nice 10: a spinning plugin yields the CPU to the
+/// Pool threads run at nice 19: a spinning plugin yields the CPU to the
 /// proxy workers whenever they have work (Linux applies it per thread).
 fn lower_priority() {
-    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
         tracing::debug!("plugin pool thread keeps its priority: {e}");
     }
 }
