@@ -402,9 +402,12 @@ pub fn column_name(p: &[u8]) -> Option<String> {
 /// the response scanner under each expectation, the handshake response
 /// parser, ERR and row parsing, and the statement classifier. The fuzz target and property tests call
 /// this; it must never panic.
+/// The first byte selects capability bits 24..31 (bit 24: no
+/// `CLIENT_DEPRECATE_EOF` when clear), the rest is frames.
 pub fn decode_untrusted(data: &[u8]) {
-    let mut buf = BytesMut::from(data);
-    let caps = CapabilityFlags::from_bits_truncate(u32::from(data.first().copied().unwrap_or(0)) << 24) | crate::auth::GATEWAY_CAPS;
+    let mut buf = BytesMut::from(data.get(1..).unwrap_or_default());
+    let mut caps = CapabilityFlags::from_bits_truncate(u32::from(data.first().copied().unwrap_or(0)) << 24) | crate::auth::GATEWAY_CAPS;
+    caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, data.first().is_some_and(|b| b & 1 == 1));
     let mut scanners: Vec<_> =
         [Expect::Result, Expect::Execute, Expect::FieldList, Expect::Prepare, Expect::Rows, Expect::Simple].into_iter().map(|e| (e, Scanner::new(caps, e), false)).collect();
     while buf.len() >= 4 {
@@ -430,6 +433,42 @@ pub fn decode_untrusted(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Real MariaDB responses recorded by `tests/tests/sql_recorded_responses.rs`
+    /// (also the fuzzer's seeds): the scanner ends at their last frame.
+    #[test]
+    fn recorded_real_responses_end_exactly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/mysql_packets");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fuzz corpus") {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.starts_with("recorded-") {
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            let expect = match name.as_str() {
+                n if n.contains("field-list") => Expect::FieldList,
+                n if n.contains("prepare") => Expect::Prepare,
+                n if n.contains("ping") || n.contains("init-db") || n.contains("set-option") => Expect::Simple,
+                _ => Expect::Result,
+            };
+            let mut caps = crate::auth::GATEWAY_CAPS;
+            caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, data[0] & 1 == 1);
+            let mut scanner = Scanner::new(caps, expect);
+            let mut rest = &data[1..];
+            let mut ended = false;
+            while !rest.is_empty() {
+                let len = 4 + frame_len(rest);
+                assert!(!ended, "{name}: the scanner ended before the last frame");
+                ended = scanner.feed(&rest[..len], expect).unwrap_or_else(|e| panic!("{name}: {e}")).is_some();
+                rest = &rest[len..];
+            }
+            assert!(ended, "{name}: the scanner did not see the end");
+            seen += 1;
+        }
+        assert!(seen >= 30, "expected the recorded responses in {}, found {seen}", dir.display());
+    }
 
     fn frame(seq: u8, payload: &[u8]) -> Vec<u8> {
         let mut v = vec![payload.len() as u8, (payload.len() >> 8) as u8, (payload.len() >> 16) as u8, seq];
