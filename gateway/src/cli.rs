@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `plugin inspect|push`, `demo-backend`.
+//! The command line: `run`, `check`, `plugin inspect|list|push|rollback|history`,
+//! `upstreams`, `demo-backend`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,9 +25,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Inspect a plugin component or push one to a running gateway.
+    /// Inspect a plugin component, or list, push, roll back plugins on a running gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Show a running gateway's upstreams: health, weights, active requests, latency, errors.
+    Upstreams {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Run one demo HTTP backend (for tests, benches and demos).
     DemoBackend {
         #[arg(long)]
@@ -42,20 +48,68 @@ enum Command {
     },
 }
 
+/// Where the admin API is: `--admin` and `--token`, or the `[admin]`
+/// section of the gateway's config file (`--config`).
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The gateway's config file: the admin address and token come from its `[admin]`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Admin API base URL, e.g. http://127.0.0.1:9901 (overrides --config).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Admin bearer token (overrides --config).
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn target(self) -> Result<crate::admin::AdminTarget, String> {
+        let from_config = match &self.config {
+            Some(path) => {
+                let cfg = crate::config::load(path).map_err(|e| e.to_string().trim_end().to_string())?;
+                let admin = cfg.admin.ok_or_else(|| format!("{}: has no [admin] section", path.display()))?;
+                Some((format!("http://{}", admin.listen), admin.token))
+            }
+            None => None,
+        };
+        let base = self.admin.or_else(|| from_config.as_ref().map(|c| c.0.clone()));
+        let token = self.token.or_else(|| from_config.map(|c| c.1));
+        match (base, token) {
+            (Some(base), Some(token)) => Ok(crate::admin::AdminTarget { base, token }),
+            (None, _) => Err("where is the admin API? give --config FILE or --admin URL".into()),
+            (_, None) => Err("no admin token: give --config FILE, --token or SWITCHYARD_ADMIN_TOKEN".into()),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum PluginCommand {
     /// Show the Switchyard worlds a component exports, and its imports.
     Inspect { file: PathBuf },
+    /// List a running gateway's plugins: version, origin, history, per-hook calls and faults.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Hot-swap plugin NAME on a running gateway with FILE (admin `PUT /plugins/NAME`).
     Push {
-        /// Admin API base URL, e.g. http://127.0.0.1:9901
-        #[arg(long)]
-        admin: String,
-        /// Admin bearer token.
-        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
-        token: String,
+        #[command(flatten)]
+        admin: AdminArgs,
         name: String,
         file: PathBuf,
+    },
+    /// Step plugin NAME back to the version before the running one.
+    Rollback {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
+    },
+    /// The running version of plugin NAME and the versions a rollback reaches.
+    History {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
     },
 }
 
@@ -71,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Plugin(cmd) => plugin(cmd),
+        Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
         Command::DemoBackend { listen, name, delay_ms, status, threads } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
@@ -128,15 +183,22 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn plugin(cmd: PluginCommand) -> ExitCode {
-    let result = match cmd {
+    report(match cmd {
         PluginCommand::Inspect { file } => std::fs::read(&file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))
             .and_then(|bytes| {
                 let engine = crate::wasm::Engine::new().map_err(|e| e.to_string())?;
                 crate::wasm::inspect(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))
             }),
-        PluginCommand::Push { admin, token, name, file } => crate::admin::push(&admin, &token, &name, &file),
-    };
+        PluginCommand::List { admin } => admin.target().and_then(|t| t.plugins()),
+        PluginCommand::Push { admin, name, file } => admin.target().and_then(|t| t.push(&name, &file)),
+        PluginCommand::Rollback { admin, name } => admin.target().and_then(|t| t.rollback(&name)),
+        PluginCommand::History { admin, name } => admin.target().and_then(|t| t.history(&name)),
+    })
+}
+
+/// Print a command's answer, or its error, and exit accordingly.
+fn report(result: Result<String, String>) -> ExitCode {
     match result {
         Ok(text) => {
             print!("{text}");

@@ -311,4 +311,55 @@ fn plugin_cli_inspects_and_pushes() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"version\": 2"), "{out:?}");
     assert_eq!(get(gw.addr, "/", &[]).backend(), "last");
+
+    // Every admin action, with the address and token read from a config.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:1\"\n[admin]\nlisten = \"{admin}\"\ntoken = \"{ADMIN_TOKEN}\"\n")).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(switchyard_bin()).args(args).arg("--config").arg(&cfg).env_remove("SWITCHYARD_ADMIN_TOKEN").output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(cli(&["plugin", "list"]).contains("\"origin\": \"admin upload\""));
+    let history = cli(&["plugin", "history", "lb"]);
+    assert!(history.find("\"version\": 2").unwrap() < history.find("\"version\": 1").unwrap(), "{history}");
+    assert!(cli(&["plugin", "rollback", "lb"]).contains("\"version\": 1"));
+    assert_eq!(get(gw.addr, "/", &[]).backend(), "first");
+    assert!(cli(&["upstreams"]).contains("\"name\": \"web\""));
+    let out = std::process::Command::new(switchyard_bin()).args(["plugin", "list"]).env_remove("SWITCHYARD_ADMIN_TOKEN").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config FILE or --admin URL"), "{out:?}");
+}
+
+/// Rollback steps back through the version history (it does not toggle
+/// between the last two), `GET /plugins` says where the running bytes came
+/// from, and `GET /plugins/NAME/history` lists what a rollback reaches.
+#[test]
+fn rollback_steps_back_through_the_history() {
+    let (gw, admin, _a, _b) = setup("pin_first", "", "");
+    let serves = |gw: &Proc| get(gw.addr, "/", &[]).backend().to_string();
+    for (file, want) in [("pin_last", "last"), ("pin_first", "first"), ("pin_last", "last")] {
+        assert_eq!(put(admin, "lb", &read(file)).status, 200);
+        assert_eq!(serves(&gw), want);
+    }
+    let plugins = json(&admin_get(admin, "/plugins"));
+    assert_eq!(plugins[0]["version"], 4, "{plugins}");
+    assert_eq!(plugins[0]["origin"], "admin upload", "the running bytes came from a PUT: {plugins}");
+    assert_eq!(plugins[0]["history"].as_array().unwrap().len(), 3, "{plugins}");
+    let history = json(&admin_get(admin, "/plugins/lb/history"));
+    let numbers: Vec<u64> = history.as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [4, 3, 2, 1], "running first, then what rollbacks reach: {history}");
+    assert!(history[3]["origin"].as_str().unwrap().ends_with("pin_first.wasm"), "{history}");
+
+    for (version, want) in [(3, "first"), (2, "last"), (1, "first")] {
+        let r = post(admin, "/plugins/lb/rollback");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(json(&r)["version"], version, "{r:?}");
+        assert_eq!(serves(&gw), want, "after rolling back to version {version}");
+    }
+    let r = post(admin, "/plugins/lb/rollback");
+    assert_eq!(r.status, 409, "the history is used up: {r:?}");
+    assert_eq!(serves(&gw), "first");
+    assert_eq!(admin_get(admin, "/plugins/ghost/history").status, 404);
 }

@@ -1,24 +1,59 @@
-//! `switchyard plugin push`: drive the admin API from the command line.
+//! The admin API's client side, for the `switchyard plugin` and
+//! `switchyard upstreams` commands.
 
 use std::path::Path;
 
-/// `PUT /plugins/{name}` with the file's bytes; the admin's JSON answer on
-/// success, or an error naming the status and reason.
-pub fn push(admin: &str, token: &str, name: &str, file: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let url = format!("{}/plugins/{name}", admin.trim_end_matches('/'));
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let mut resp = agent
-        .put(&url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .header("Content-Type", "application/wasm")
-        .send(&bytes[..])
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = resp.body_mut().read_to_string().map_err(|e| format!("{url}: reading the answer: {e}"))?;
-    if status.is_success() {
-        Ok(body)
-    } else {
-        Err(format!("{url}: {status}: {}", body.trim()))
+/// Where the admin API is and the token it takes.
+pub struct AdminTarget {
+    pub base: String,
+    pub token: String,
+}
+
+impl AdminTarget {
+    /// One request; the admin's answer on success, or an error naming the
+    /// URL, the status and the admin's reason.
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<String, String> {
+        let url = format!("{}{path}", self.base.trim_end_matches('/'));
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let auth = format!("Bearer {}", self.token);
+        let sent = match (method, body) {
+            ("PUT", Some(bytes)) => agent.put(&url).header("Authorization", &auth).header("Content-Type", "application/wasm").send(bytes),
+            ("POST", _) => agent.post(&url).header("Authorization", &auth).send_empty(),
+            _ => agent.get(&url).header("Authorization", &auth).call(),
+        };
+        let mut resp = sent.map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let text = resp.body_mut().read_to_string().map_err(|e| format!("{url}: reading the answer: {e}"))?;
+        if status.is_success() {
+            Ok(if text.ends_with('\n') { text } else { text + "\n" })
+        } else {
+            Err(format!("{url}: {status}: {}", text.trim()))
+        }
+    }
+
+    /// `PUT /plugins/{name}` with the file's bytes.
+    pub fn push(&self, name: &str, file: &Path) -> Result<String, String> {
+        let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        self.call("PUT", &format!("/plugins/{name}"), Some(&bytes))
+    }
+
+    /// `GET /plugins`.
+    pub fn plugins(&self) -> Result<String, String> {
+        self.call("GET", "/plugins", None)
+    }
+
+    /// `POST /plugins/{name}/rollback`.
+    pub fn rollback(&self, name: &str) -> Result<String, String> {
+        self.call("POST", &format!("/plugins/{name}/rollback"), None)
+    }
+
+    /// `GET /plugins/{name}/history`.
+    pub fn history(&self, name: &str) -> Result<String, String> {
+        self.call("GET", &format!("/plugins/{name}/history"), None)
+    }
+
+    /// `GET /upstreams`.
+    pub fn upstreams(&self) -> Result<String, String> {
+        self.call("GET", "/upstreams", None)
     }
 }

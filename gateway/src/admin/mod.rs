@@ -5,7 +5,7 @@
 mod client;
 mod views;
 
-pub use client::push;
+pub use client::AdminTarget;
 
 use crate::config::AdminSpec;
 use crate::metrics::metrics;
@@ -84,7 +84,11 @@ impl AdminApi {
             }
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"]) => {
+            (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
+                Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
+                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+            },
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),

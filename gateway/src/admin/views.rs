@@ -21,8 +21,17 @@ pub fn version(name: &str, v: &Version) -> Value {
         "sha256": v.sha256,
         "world": v.plugin.world.name(),
         "source": v.source,
+        "origin": v.origin,
         "loaded_at_ms": unix_ms(v.loaded_at),
     })
+}
+
+/// `GET /plugins/NAME/history`: the running version first, then the ones
+/// a rollback steps back to, latest first.
+pub fn history(name: &str, current: &Version, older: &[Arc<Version>]) -> Value {
+    let mut list = vec![version(name, current)];
+    list.extend(older.iter().rev().map(|v| version(name, v)));
+    Value::Array(list)
 }
 
 /// `GET /plugins`.
@@ -48,8 +57,9 @@ pub fn plugins(plugins: &Plugins) -> Value {
                 })
                 .collect();
             let mut v = version(name, &slot.current());
-            v["path"] = json!(slot.spec.path.display().to_string());
+            v["config_path"] = json!(slot.spec.path.display().to_string());
             v["previous_version"] = json!(slot.previous().map(|p| p.number));
+            v["history"] = json!(slot.history().iter().rev().map(|h| version(name, h)).collect::<Vec<_>>());
             v["upstreams"] = json!(slot.user_names());
             v["hooks"] = Value::Object(hooks);
             v

@@ -26,25 +26,32 @@ use std::time::SystemTime;
 /// Compiled versions kept per plugin for fast re-pushes.
 const COMPILED_CACHE: usize = 4;
 
+/// Versions kept for rollback per plugin (older ones are forgotten).
+pub const HISTORY: usize = 8;
+
 /// One loaded version of a plugin.
 pub struct Version {
     /// 1 for the version loaded at start, then one more per swap.
     pub number: u64,
     pub sha256: String,
     pub loaded_at: SystemTime,
-    /// What installed it: `config`, `admin`, `file`, `sighup` or `rollback`.
+    /// What installed it: `config`, `admin`, `file` or `sighup`.
     pub source: &'static str,
+    /// Where its bytes came from: a file path, or an admin upload.
+    pub origin: String,
     pub plugin: Arc<LoadedPlugin>,
 }
 
-/// A named plugin: its current and previous version and its users.
+/// A named plugin: its current version, the versions before it, and its users.
 pub struct PluginSlot {
     pub spec: PluginSpec,
     engine: Engine,
     /// Counters, kv and metric names: kept across versions.
     shared: Arc<PluginShared>,
     current: ArcSwap<Version>,
-    previous: Mutex<Option<Arc<Version>>>,
+    /// Versions that served before the current one, the latest last;
+    /// rollback steps back through them.
+    history: Mutex<Vec<Arc<Version>>>,
     numbers: AtomicU64,
     users: Mutex<Vec<(Arc<Upstream>, Arc<WasmLb>)>>,
     /// SQL routers running this plugin.
@@ -70,13 +77,14 @@ impl PluginSlot {
         let plugin = engine.load_bytes(spec, &bytes, shared.clone())?;
         let sha256 = sha256_hex(&bytes);
         let compiled = Mutex::new(vec![(sha256.clone(), plugin.clone())]);
-        let version = Version { number: 1, sha256, loaded_at: SystemTime::now(), source: "config", plugin };
+        let origin = spec.path.display().to_string();
+        let version = Version { number: 1, sha256, loaded_at: SystemTime::now(), source: "config", origin, plugin };
         Ok(Arc::new(Self {
             spec: spec.clone(),
             engine: engine.clone(),
             shared,
             current: ArcSwap::from_pointee(version),
-            previous: Mutex::new(None),
+            history: Mutex::new(Vec::new()),
             numbers: AtomicU64::new(1),
             users: Mutex::new(Vec::new()),
             sql_users: Mutex::new(Vec::new()),
@@ -92,7 +100,12 @@ impl PluginSlot {
 
     /// The version a rollback would restore.
     pub fn previous(&self) -> Option<Arc<Version>> {
-        self.previous.lock().clone()
+        self.history.lock().last().cloned()
+    }
+
+    /// The versions a rollback can step back to, the latest last.
+    pub fn history(&self) -> Vec<Arc<Version>> {
+        self.history.lock().clone()
     }
 
     /// Record that `upstream` balances with this plugin through `lb`.
@@ -120,20 +133,22 @@ impl PluginSlot {
             let plugin = self.compile(bytes, &sha256).await?;
             self.check_world(&plugin)?;
             let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
-            let version = Version { number, sha256, loaded_at: SystemTime::now(), source, plugin };
-            self.install(Arc::new(version)).await
+            let origin = if source == "admin" { "admin upload".to_string() } else { self.spec.path.display().to_string() };
+            let version = Version { number, sha256, loaded_at: SystemTime::now(), source, origin, plugin };
+            self.install(Arc::new(version), false).await
         }
         .await;
         self.record(source, &result);
         result
     }
 
-    /// Go back to the previous version (the current one becomes previous).
+    /// Step back to the version before the current one; the current one
+    /// is dropped from the history, so a second rollback goes further back.
     pub async fn rollback(&self) -> Result<Arc<Version>, Error> {
         let _one = self.swapping.lock().await;
         let result = match self.previous() {
             None => Err(Error::plugin(PluginFault::Load, &self.spec.name, "has no previous version to roll back to")),
-            Some(prev) => self.install(prev).await,
+            Some(prev) => self.install(prev, true).await,
         };
         self.record("rollback", &result);
         result
@@ -170,7 +185,7 @@ impl PluginSlot {
     }
 
     /// Prepare every user first; store only if all succeeded.
-    async fn install(&self, version: Arc<Version>) -> Result<Arc<Version>, Error> {
+    async fn install(&self, version: Arc<Version>, rollback: bool) -> Result<Arc<Version>, Error> {
         let users = self.users.lock().clone();
         let mut prepared = Vec::with_capacity(users.len());
         for (upstream, lb) in &users {
@@ -197,7 +212,15 @@ impl PluginSlot {
             r.commit(next);
         }
         let old = self.current.swap(version.clone());
-        *self.previous.lock() = Some(old);
+        let mut history = self.history.lock();
+        if rollback {
+            history.pop();
+        } else {
+            history.push(old);
+            if history.len() > HISTORY {
+                history.remove(0);
+            }
+        }
         Ok(version)
     }
 
