@@ -53,8 +53,16 @@ fn out_of_range_index_is_a_bad_return() {
 fn fail_closed_answers_503() {
     let (gw, _b1, _b2) = with_mode("trap", "fail-closed");
     for _ in 0..5 {
-        assert_eq!(get(gw.addr, "/", &[]).status, 503);
+        let r = get(gw.addr, "/", &[]);
+        assert_eq!(r.status, 503);
+        // The answer names the cause and the request id; no Pingora banner.
+        let id = r.header("x-request-id").expect("request id header").to_string();
+        assert!(r.body.contains("plugin \"bad\"") && r.body.contains("trap"), "{r:?}");
+        assert!(r.body.contains(&id), "{r:?}");
+        assert!(r.header("server").is_none(), "{r:?}");
     }
+    let r = get(gw.addr, "/", &[("x-request-id", "client-chosen-1")]);
+    assert!(r.body.contains("request id: client-chosen-1"), "{r:?}");
     assert!(gw.log_text().contains("fail-closed"), "{}", gw.log_text());
 }
 
@@ -84,4 +92,16 @@ fn not_wasm_fails_the_load() {
     let (ok, out) = check(&cfg);
     assert!(!ok);
     assert!(out.contains("plugin \"junk\": load: not a WebAssembly file"), "{out}");
+}
+
+/// A plugin that fails every request logs one line per second with a
+/// count, not one per request.
+#[test]
+fn repeated_faults_are_rate_limited_in_the_log() {
+    let (gw, _b1, _b2) = with_mode("trap", "fallback");
+    let t = tally(gw.addr, "/", 200, &[]);
+    assert_eq!(t.values().sum::<usize>(), 200, "{t:?}");
+    let log = gw.log_text();
+    let lines = log.lines().filter(|l| l.contains("fault=\"trap\"") || l.contains("fault=trap")).count();
+    assert!((1..=50).contains(&lines), "{lines} fault lines for 200 faults:\n{log}");
 }

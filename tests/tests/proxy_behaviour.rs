@@ -89,5 +89,31 @@ fn unknown_route_is_404() {
     let gw = gateway(&cfg);
     assert_eq!(get(gw.addr, "/portal/x", &[]).status, 200);
     assert_eq!(get(gw.addr, "/portals", &[]).status, 404);
-    assert_eq!(get(gw.addr, "/other", &[]).status, 404);
+    let r = get(gw.addr, "/other", &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("no route") && r.body.contains("\"/other\""), "{r:?}");
+    assert!(r.header("x-request-id").is_some_and(|id| r.body.contains(id)), "{r:?}");
+    assert!(r.header("server").is_none(), "{r:?}");
+}
+
+/// Clients that go away (mid-response, or closing keep-alive connections)
+/// are routine: logged at debug, never as ERROR.
+#[test]
+fn client_hang_ups_are_not_errors() {
+    use std::io::Write;
+    let b = backend("b", &["--delay-ms", "300"]);
+    let gw = gateway(&format!("{SERVER}{}", upstream("web", None, &[(&b, 1)], "")));
+    for _ in 0..3 {
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", gw.addr).as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(s);
+    }
+    let load = Load::start(gw.addr, "/", 4, 3, std::time::Duration::from_secs(30));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (samples, errors) = load.finish();
+    assert!(errors.is_empty() && !samples.is_empty(), "{errors:?}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = gw.log_text();
+    assert!(!log.lines().any(|l| l.contains("ERROR")), "a client going away was logged as an error:\n{log}");
 }

@@ -68,16 +68,21 @@ impl Ctx {
         }
     }
 
-    /// Fill in the route's upstream, the request view and the request id.
-    pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session, id_header: &http::HeaderName) {
-        self.route = Some(route);
-        let h = session.req_header();
-        self.request_id = h
+    /// The request id: the client's if valid, else a new one.
+    pub fn identify(&mut self, session: &Session, id_header: &http::HeaderName) {
+        self.request_id = session
+            .req_header()
             .headers
             .get(id_header)
             .and_then(|v| v.to_str().ok())
             .filter(|v| valid_request_id(v))
             .map_or_else(new_request_id, str::to_string);
+    }
+
+    /// Fill in the route's upstream and the request view.
+    pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session) {
+        self.route = Some(route);
+        let h = session.req_header();
         self.req = Some(Arc::new(RequestView {
             method: h.method.as_str().to_string(),
             path: h.uri.path().to_string(),

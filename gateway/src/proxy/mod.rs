@@ -3,12 +3,13 @@
 //!
 //! | phase                    | seam / work                                   |
 //! |--------------------------|-----------------------------------------------|
-//! | `request_filter`         | route match, request id, `RequestView`        |
+//! | `request_filter`         | request id, route match, `RequestView`        |
 //! | `upstream_peer`          | lb: `Upstream::pick` -> `LbPolicy::select`    |
 //! | `fail_to_connect`        | passive stats, retry on another backend       |
 //! | `upstream_request_filter`| X-Forwarded-For, request id, strip internals  |
 //! | `response_filter`        | strip internal headers, echo request id       |
 //! | `logging`                | stats fed back to lb, request metrics         |
+//! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
 
 mod ctx;
 mod routes;
@@ -18,7 +19,9 @@ pub use routes::Router;
 
 use crate::seams::LbError;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::FailToProxy;
 use pingora::prelude::*;
 use std::time::Duration;
 
@@ -41,11 +44,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.identify(session, &self.request_id_header);
         let Some((upstream, route)) = self.router.route(session.req_header()) else {
-            session.respond_error(404).await?;
+            let h = session.req_header();
+            let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
+            self.answer(session, ctx, 404, &why).await?;
             return Ok(true);
         };
-        ctx.start(upstream, route, session, &self.request_id_header);
+        ctx.start(upstream, route, session);
         Ok(false)
     }
 
@@ -95,11 +101,54 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (HTTPStatus(code), _) => *code,
+            (_, pingora::ErrorSource::Upstream) => 502,
+            (ConnectionClosed | ReadError | WriteError, pingora::ErrorSource::Downstream) => 0,
+            (_, pingora::ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 {
+            let why = e.context.as_ref().map_or_else(|| e.etype().as_str().to_string(), |c| c.as_str().to_string());
+            if let Err(err) = self.answer(session, ctx, code, &why).await {
+                tracing::debug!("could not send the {code} answer: {err}");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// A client that hangs up is routine: logged at debug, not as an error.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        let hang_up = matches!(e.esource(), pingora::ErrorSource::Downstream) && matches!(e.etype(), ConnectionClosed | ReadError | WriteError);
+        if hang_up {
+            tracing::debug!("client went away: {e}");
+        }
+        hang_up
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // A client that hangs up is not the backend's failure.
         let upstream_failed = e.is_some_and(|e| matches!(e.esource, pingora::ErrorSource::Upstream));
         ctx.finish(status, upstream_failed);
+    }
+}
+
+impl Gateway {
+    /// An error the gateway answers itself: a short text body naming the
+    /// cause and the request id, the id header, and no `Server` header.
+    async fn answer(&self, session: &mut Session, ctx: &Ctx, code: u16, why: &str) -> Result<()> {
+        let reason = http::StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("Error");
+        let body = Bytes::from(format!("{code} {reason}: {why}\nrequest id: {}\n", ctx.request_id));
+        let mut resp = ResponseHeader::build(code, Some(4))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
+        resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
     }
 }
 

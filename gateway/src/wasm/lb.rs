@@ -258,7 +258,7 @@ impl LbPolicy for WasmLb {
             Ok(Err(msg)) => Err(LbError::NoBackend(format!("plugin {:?}: {msg}", self.name))),
             Err(e) => {
                 let fallback = self.on_error == OnError::Fallback;
-                tracing::error!(plugin = %self.name, fault = e.fault.map_or("", |f| f.as_str()), on_error = if fallback { "fallback" } else { "fail-closed" }, "{e}");
+                super::faults::log_fault(&self.name, "select", &e, fallback);
                 if fallback {
                     metrics().plugin_fallbacks.with_label_values(&[self.name.as_str(), "select"]).inc();
                     self.fallback.select(req, upstream).await

@@ -2,6 +2,7 @@
 //! per-call limits and the host imports.
 
 mod engine;
+mod faults;
 mod host;
 mod inspect;
 mod lb;

@@ -139,7 +139,7 @@ impl SqlRouter for WasmSqlRouter {
             Ok(r) => Ok(r),
             Err(e) => {
                 let fallback = self.on_error == OnError::Fallback;
-                tracing::error!(plugin = %self.name, fault = e.fault.map_or("", |f| f.as_str()), on_error = if fallback { "fallback" } else { "fail-closed" }, "{e}");
+                super::faults::log_fault(&self.name, "route", &e, fallback);
                 if fallback {
                     metrics().plugin_fallbacks.with_label_values(&[self.name.as_str(), "route"]).inc();
                     Ok(ClassicSplit::decide(stmt))
