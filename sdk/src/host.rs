@@ -15,6 +15,26 @@ pub fn log_warn(message: &str) {
     wit::log::log(wit::log::Level::Warn, message);
 }
 
+/// Log an error.
+pub fn log_error(message: &str) {
+    wit::log::log(wit::log::Level::Error, message);
+}
+
+/// Hand a panic's message to the gateway before the instance traps, so
+/// the fault it logs says what went wrong (the trap alone does not). The
+/// export macros install it on `configure`.
+#[doc(hidden)]
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| wit::log::log(wit::log::Level::Error, &format!("{PANIC_PREFIX}{info}"))));
+    });
+}
+
+/// How the gateway recognises a panic report among log lines.
+#[doc(hidden)]
+pub const PANIC_PREFIX: &str = "panic: ";
+
 /// Add to a plugin counter; it shows in `/metrics` with the plugin's name.
 pub fn counter_add(name: &str, delta: u64) {
     wit::metrics::counter_add(name, delta);

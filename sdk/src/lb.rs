@@ -62,6 +62,7 @@ impl<T: LoadBalancer> Runner<T> {
     }
 
     pub fn configure(&mut self, config: String) -> Result<wit_lb::Needs, String> {
+        crate::host::install_panic_hook();
         let config = Config::from_json(&config)?;
         self.policy = Some(T::configure(&config)?);
         Ok(if T::NEEDS_LIVE_STATS { wit_lb::Needs::LIVE_STATS } else { wit_lb::Needs::empty() })

@@ -39,6 +39,7 @@ impl<T: SqlRouter> Runner<T> {
     }
 
     pub fn configure(&mut self, config: String) -> Result<(), String> {
+        crate::host::install_panic_hook();
         let config = Config::from_json(&config)?;
         self.router = Some(T::configure(&config)?);
         Ok(())

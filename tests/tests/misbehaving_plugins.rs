@@ -34,6 +34,20 @@ fn trap_falls_back() {
     falls_back("trap", "trap");
 }
 
+/// A Rust plugin's panic reaches the log with its message and where in
+/// the plugin it trapped, not as a bare "error while executing".
+#[test]
+fn a_panic_is_logged_with_its_message_and_backtrace() {
+    let (gw, _b1, _b2) = with_mode("trap", "fallback");
+    assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    let log = gw.log_text();
+    let line = log.lines().find(|l| l.contains("fault=\"trap\"") || l.contains("fault=trap")).unwrap_or_else(|| panic!("no fault line:\n{log}"));
+    assert!(line.contains("misbehave: trapping on purpose"), "the panic message: {line}");
+    assert!(line.contains("src/lib.rs"), "where it panicked: {line}");
+    let frames = line.split("wasm backtrace:").nth(1).unwrap_or_else(|| panic!("no wasm frames: {line}"));
+    assert!(frames.contains("misbehave"), "frames are named after the plugin's functions: {line}");
+}
+
 #[test]
 fn infinite_loop_hits_the_deadline() {
     falls_back("spin", "deadline");

@@ -294,8 +294,32 @@ impl LoadedPlugin {
         let detail = match fault {
             PluginFault::Deadline => format!("{hook} ran past its {} ms deadline", self.spec.limits.deadline_ms),
             PluginFault::MemoryCap => format!("{hook}: memory would exceed the {} MiB cap", self.spec.limits.memory_mb),
-            _ => format!("{hook}: {}", format!("{err:#}").lines().next().unwrap_or("trap")),
+            _ => format!("{hook}: {}", trap_text(err)),
         };
         Error::plugin(fault, &self.spec.name, detail)
+    }
+
+    /// Put the panic message the plugin reported during the call (if any)
+    /// in front of a fault's message, and forget it.
+    pub(crate) fn with_panic(e: Error, store: &mut wasmtime::Store<HostState>) -> Error {
+        match store.data_mut().last_panic.take() {
+            Some(panic) if e.fault == Some(PluginFault::Trap) => Error { message: format!("{}; the plugin {panic}", e.message), ..e },
+            _ => e,
+        }
+    }
+}
+
+/// What trapped and where: the trap kind (or the error's first line) and
+/// the innermost wasm frames.
+fn trap_text(err: &wasmtime::Error) -> String {
+    let what = err.downcast_ref::<wasmtime::Trap>().map_or_else(|| format!("{err:#}").lines().next().unwrap_or("trap").to_string(), ToString::to_string);
+    let frames: Vec<String> = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.frames().iter().take(6).map(|f| f.func_name().map_or_else(|| format!("func[{}]", f.func_index()), str::to_string)).collect())
+        .unwrap_or_default();
+    if frames.is_empty() {
+        what
+    } else {
+        format!("{what}; wasm backtrace: {}", frames.join(" <- "))
     }
 }

@@ -63,6 +63,9 @@ pub struct HostState {
     /// When the current call was armed, and how long it may run.
     pub(crate) call_started: std::time::Instant,
     pub(crate) call_budget: std::time::Duration,
+    /// The message of a panic the plugin reported (SDK panic hook) during
+    /// the current call; shown with the trap that follows.
+    pub(crate) last_panic: Option<String>,
 }
 
 impl HostState {
@@ -83,6 +86,7 @@ impl HostState {
             shared,
             call_started: std::time::Instant::now(),
             call_budget: std::time::Duration::from_millis(spec.limits.deadline_ms),
+            last_panic: None,
         }
     }
 
@@ -129,8 +133,16 @@ impl types::HostRequest for HostState {
     }
 }
 
+/// The prefix the SDK's panic hook puts before a panic message.
+const PANIC_PREFIX: &str = "panic: ";
+
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
+        // A panic is reported with the fault it causes (rate-limited there).
+        if let (log::Level::Error, Some(panic)) = (level, message.strip_prefix(PANIC_PREFIX)) {
+            self.last_panic = Some(panic.replace('\n', " ").chars().take(1000).collect());
+            return;
+        }
         let plugin = &self.shared.name;
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),

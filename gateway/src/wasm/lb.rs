@@ -184,7 +184,10 @@ impl Generation {
                     Err(msg) => Ok(Err(msg)),
                 }
             }
-            Err(e) => Err(self.plugin.fault(&e, "select")),
+            Err(e) => {
+                let mut inst = inst;
+                Err(LoadedPlugin::with_panic(self.plugin.fault(&e, "select"), &mut inst.store))
+            }
         }
     }
 }

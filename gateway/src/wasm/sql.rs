@@ -101,8 +101,8 @@ impl RouterGen {
                 (inst, out)
             })
             .await;
-        let (inst, out) = isolated.ok_or_else(|| Error::plugin(PluginFault::Trap, &self.plugin.spec.name, "route: the plugin pool lost the call"))?;
-        let out = out?;
+        let (mut inst, out) = isolated.ok_or_else(|| Error::plugin(PluginFault::Trap, &self.plugin.spec.name, "route: the plugin pool lost the call"))?;
+        let out = out.map_err(|e| LoadedPlugin::with_panic(e, &mut inst.store))?;
         let mut idle = self.idle.lock();
         if idle.len() < self.plugin.spec.limits.instances {
             idle.push(inst);
