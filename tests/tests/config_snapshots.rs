@@ -67,3 +67,9 @@ fn sql_section_errors_all_reported() {
 fn sql_bad_causal_mode() {
     snapshot("sql-bad-causal");
 }
+
+/// Unknown keys, bad values and semantic mistakes, all in one run.
+#[test]
+fn seven_mistakes_in_one_run() {
+    snapshot("seven-mistakes");
+}

@@ -1,6 +1,7 @@
 //! Config file -> validated model. Parse errors and semantic errors both name
 //! the key path and the line, and every error is reported, not just the first.
 
+mod collect;
 mod model;
 mod validate;
 
@@ -62,19 +63,18 @@ pub fn load(file: &Path) -> Result<ValidConfig, ConfigErrors> {
 
 /// Parse and validate config text; relative plugin paths resolve against `base`.
 pub fn parse(text: &str, base: &Path) -> Result<ValidConfig, Vec<ConfigError>> {
-    let raw = parse_raw(text)?;
-    validate::validate(raw, text, base)
-}
-
-fn parse_raw(text: &str) -> Result<RawConfig, Vec<ConfigError>> {
-    let de = toml::Deserializer::new(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        // Spanned<T> adds a private segment to the path; users never wrote it.
-        let path = e.path().to_string().replace(".$__serde_spanned_private_value", "");
-        let inner = e.into_inner();
-        let line = inner.span().map(|s| line_of(text, s.start));
-        vec![ConfigError { path: if path == "." { "(top)".into() } else { path }, line, message: inner.message().to_string() }]
-    })
+    let (raw, mut errors, cleaned) = collect::parse_all(text);
+    let Some(raw) = raw else { return Err(errors) };
+    match validate::validate(raw, &cleaned, base) {
+        Ok(valid) if errors.is_empty() => Ok(valid),
+        Ok(_) => Err(errors),
+        Err(semantic) => {
+            // Also report what the remaining config gets wrong.
+            errors.extend(if cleaned == text { semantic } else { collect::relocate(text, semantic) });
+            errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            Err(errors)
+        }
+    }
 }
 
 /// 1-based line number of a byte offset.
