@@ -9,7 +9,7 @@ fn spreads_evenly(file: &str) {
     // Interpreters need more than the 32 MiB default.
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("rr", file, "limits = { memory_mb = 256, instances = 2 }"),
+        plugin_table("rr", file, "limits = { instances = 2 }"),
         upstream("web", Some("rr"), &[(&b[0], 1), (&b[1], 1), (&b[2], 1)], "")
     );
     let gw = gateway(&cfg);
@@ -24,7 +24,7 @@ fn rejects_unknown_settings(file: &str) {
     let path = dir.path().join("switchyard.toml");
     let cfg = format!(
         "[server]\nlisten = \"127.0.0.1:1\"\n{}[[upstreams]]\nname = \"web\"\nlb = \"rr\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[routes]]\nupstream = \"web\"\n",
-        plugin_table("rr", file, "limits = { memory_mb = 256 }\nconfig = { sticky = true }")
+        plugin_table("rr", file, "config = { sticky = true }")
     );
     std::fs::write(&path, cfg).unwrap();
     let (ok, out) = check(&path);
