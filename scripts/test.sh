@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake
+need_apt cmake chromium
 need_mariadb
 need_wasm_target
 build_plugins

@@ -134,7 +134,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         server.add_service(pingora::services::background::background_service("sql health", SqlHealth(sql.clone())));
     }
     if let Some(spec) = &cfg.admin {
-        let api = crate::admin::AdminApi { spec: spec.clone(), plugins: built.plugins.clone(), upstreams: built.upstreams.clone() };
+        let api = crate::admin::AdminApi { spec: spec.clone(), plugins: built.plugins.clone(), upstreams: built.upstreams.clone(), sql: built.sql.clone() };
         server.add_service(crate::admin::service(api));
     }
     for (addr, name) in &cfg.demo {

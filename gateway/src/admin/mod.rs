@@ -1,6 +1,7 @@
 //! The admin API on its own listener: plugins, hot swap, rollback,
-//! upstreams, Prometheus metrics and liveness. Bearer token on everything
-//! but `GET /healthz`.
+//! upstreams, SQL backends, Prometheus metrics, liveness and a live
+//! dashboard. Bearer token on everything but `GET /healthz` and the
+//! dashboard page itself (static; its data calls carry the token).
 
 mod client;
 mod views;
@@ -22,7 +23,13 @@ pub struct AdminApi {
     pub spec: AdminSpec,
     pub plugins: Arc<Plugins>,
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The SQL listener, when `[sql]` is on.
+    pub sql: Option<Arc<crate::sql::SqlProxy>>,
 }
+
+/// The dashboard: one static page; it asks for the token (login form or
+/// `#token=` in the URL fragment, never the query string) and polls the API.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// An admin answer before it becomes an HTTP response.
 struct Reply {
@@ -71,6 +78,9 @@ impl AdminApi {
         if method == Method::GET && path == "/healthz" {
             return Reply::text(StatusCode::OK, "text/plain", "ok\n".into());
         }
+        if method == Method::GET && (path == "/" || path == "/dashboard") {
+            return Reply::text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into());
+        }
         if !self.authorized(session) {
             return Reply::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer TOKEN)");
         }
@@ -78,6 +88,10 @@ impl AdminApi {
         match (&method, segments.as_slice()) {
             (&Method::GET, ["plugins"]) => Reply::json(StatusCode::OK, views::plugins(&self.plugins)),
             (&Method::GET, ["upstreams"]) => Reply::json(StatusCode::OK, views::upstreams(&self.upstreams)),
+            (&Method::GET, ["sql"]) => match &self.sql {
+                Some(sql) => Reply::json(StatusCode::OK, views::sql(sql)),
+                None => Reply::error(StatusCode::NOT_FOUND, "no [sql] listener is configured"),
+            },
             (&Method::GET, ["metrics"]) => {
                 views::refresh_backend_gauges(&self.upstreams);
                 Reply::text(StatusCode::OK, "text/plain; version=0.0.4", metrics().render())
@@ -88,7 +102,7 @@ impl AdminApi {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-const HOOKS: &[&str] = &["configure", "set-backends", "select", "snapshot", "restore"];
+const HOOKS: &[&str] = &["configure", "set-backends", "select", "route", "snapshot", "restore"];
 
 fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -45,9 +45,12 @@ pub fn plugins(plugins: &Plugins) -> Value {
                 .iter()
                 .map(|&hook| {
                     let labels = [name, hook];
-                    let calls = m.plugin_call_seconds.with_label_values(&labels).get_sample_count();
+                    let timing = m.plugin_call_seconds.with_label_values(&labels);
+                    let calls = timing.get_sample_count();
+                    let mean_us = if calls == 0 { 0.0 } else { timing.get_sample_sum() * 1e6 / calls as f64 };
                     let stats = json!({
                         "calls": calls,
+                        "mean_us": (mean_us * 10.0).round() / 10.0,
                         "traps": m.plugin_traps.with_label_values(&labels).get(),
                         "deadline_hits": m.plugin_deadline_hits.with_label_values(&labels).get(),
                         "bad_returns": m.plugin_bad_returns.with_label_values(&labels).get(),
@@ -93,6 +96,27 @@ pub fn upstreams(upstreams: &[Arc<Upstream>]) -> Value {
         })
         .collect();
     Value::Array(list)
+}
+
+/// `GET /sql`: each SQL backend's role, address, health, lag and pool use.
+pub fn sql(proxy: &crate::sql::SqlProxy) -> Value {
+    let m = metrics();
+    let nodes: Vec<Value> = proxy
+        .nodes
+        .iter()
+        .map(|n| {
+            let role = [n.role.as_str()];
+            json!({
+                "role": n.role,
+                "address": n.addr.to_string(),
+                "up": n.is_up(),
+                "lag_s": n.lag_s.load(std::sync::atomic::Ordering::Relaxed),
+                "pool_idle": m.sql_pool_idle.with_label_values(&role).get(),
+                "pool_in_use": m.sql_pool_in_use.with_label_values(&role).get(),
+            })
+        })
+        .collect();
+    json!({ "listen": proxy.spec.listen.to_string(), "backends": nodes })
 }
 
 /// Copy per-backend live values into their gauges before a scrape.

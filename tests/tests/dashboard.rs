@@ -1,0 +1,139 @@
+//! The admin dashboard in a real browser (headless Chromium, driven over
+//! the DevTools protocol): it signs in with a token from the URL fragment,
+//! shows a backend go down and come back, and rolls a plugin back.
+
+use serde_json::{json, Value};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use switchyard_tests::*;
+use tungstenite::{Message, WebSocket};
+
+struct Browser {
+    child: Child,
+    ws: WebSocket<TcpStream>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Browser {
+    fn start() -> Self {
+        let bin = ["chromium", "chromium-browser", "google-chrome"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()))
+            .unwrap_or_else(|| panic!("no Chromium found: install it with `apt-get install -y chromium` (scripts/test.sh does it)"));
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(bin)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--remote-debugging-port=0"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start Chromium");
+        let port = wait_for_port(profile.path());
+        let pages: Value = serde_json::from_str(&get(format!("127.0.0.1:{port}").parse().unwrap(), "/json/list", &[]).body).expect("DevTools target list");
+        let url = pages.as_array().unwrap().iter().find(|p| p["type"] == "page").and_then(|p| p["webSocketDebuggerUrl"].as_str()).expect("a page target").to_string();
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let (ws, _) = tungstenite::client(url.as_str(), stream).expect("DevTools websocket");
+        Self { child, ws, next_id: 1, _profile: profile }
+    }
+
+    /// Send one DevTools command and wait for its answer.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.ws.send(Message::text(json!({ "id": id, "method": method, "params": params }).to_string())).unwrap();
+        loop {
+            let Message::Text(text) = self.ws.read().expect("DevTools answer") else { continue };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == id {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluate JavaScript in the page; its value as a string.
+    fn eval(&mut self, js: &str) -> String {
+        let r = self.call("Runtime.evaluate", json!({ "expression": js, "returnByValue": true }));
+        match &r["result"]["value"] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            v => v.to_string(),
+        }
+    }
+
+    fn wait_for(&mut self, what: &str, js: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            last = self.eval(js);
+            if last == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("the dashboard never showed {what}: `{js}` is {last:?}, wanted {want:?}");
+    }
+}
+
+/// Chromium writes the port it chose to DevToolsActivePort.
+fn wait_for_port(profile: &Path) -> u16 {
+    let file = profile.join("DevToolsActivePort");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(port) = std::fs::read_to_string(&file).ok().and_then(|t| t.lines().next()?.trim().parse().ok()) {
+            return port;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("Chromium did not open its DevTools port");
+}
+
+#[test]
+fn the_dashboard_shows_health_live_and_rolls_back() {
+    let port = free_port();
+    let mut b1 = backend_on(port, "b1", &[]);
+    let b2 = backend("b2", &[]);
+    let cfg = format!(
+        "{SERVER}{}{}",
+        plugin_table("lb", "pin_first", "watch_ms = 0"),
+        upstream("web", Some("lb"), &[(&b1, 1), (&b2, 1)], "health = { check = \"tcp\", interval_ms = 200, timeout_ms = 200, rise = 1, fall = 1 }")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let (k, v) = bearer();
+    for file in ["pin_last", "pin_first"] {
+        let r = request(admin, "PUT", "/plugins/lb", &[(k, &v)], &std::fs::read(plugin(file)).unwrap());
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(get(gw.addr, "/", &[]).backend(), "b1");
+
+    let mut browser = Browser::start();
+    browser.call("Page.navigate", json!({ "url": format!("http://{admin}/dashboard#token={ADMIN_TOKEN}") }));
+    let b1_health = format!("document.querySelector('[data-backend=\"{}\"]')?.dataset.health ?? ''", b1.addr);
+    browser.wait_for("b1 up", &b1_health, "up");
+    assert!(!browser.eval("location.href").contains(ADMIN_TOKEN), "the token left the address bar");
+
+    b1.kill();
+    browser.wait_for("b1 down", &b1_health, "down");
+    let _b1_again = backend_on(port, "b1", &[]);
+    browser.wait_for("b1 back up", &b1_health, "up");
+
+    browser.wait_for("version 3", "document.querySelector('[data-plugin=\"lb\"]')?.dataset.version ?? ''", "3");
+    browser.eval("document.querySelector('button[data-rollback=\"lb\"]').click(); 'clicked'");
+    browser.wait_for("version 2 after the rollback", "document.querySelector('[data-plugin=\"lb\"]')?.dataset.version ?? ''", "2");
+    let plugins: Value = serde_json::from_str(&get(admin, "/plugins", &[(k, &v)]).body).unwrap();
+    assert_eq!(plugins[0]["version"], 2, "the API agrees: {plugins}");
+    assert_eq!(get(gw.addr, "/", &[]).backend(), "b2", "version 2 (pin-last) serves");
+    assert!(browser.eval("document.getElementById('status').textContent").contains("rolled back to version 2"));
+}
