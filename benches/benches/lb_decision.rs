@@ -79,6 +79,7 @@ fn main() {
             on_error: OnError::FailClosed,
             limits: if interpreted { PluginLimits { memory_mb: 256, deadline_ms: 50, ..Default::default() } } else { PluginLimits::default() },
             config_json: if config.is_empty() { "{}".into() } else { config.into() },
+            config_line: None,
             watch_ms: 0,
         };
         let slot = PluginSlot::load(&engine, &pspec).expect("load");

@@ -46,7 +46,7 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
                     (lb.clone() as Arc<dyn LbPolicy>, Some((slot.clone(), lb)))
                 }
                 Err(e) => {
-                    errors.push(e);
+                    errors.push(locate(e, &slot.spec));
                     continue;
                 }
             },
@@ -71,6 +71,14 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
     }
 }
 
+/// A plugin's rejection of its config names the line of that config.
+fn locate(e: Error, spec: &crate::config::PluginSpec) -> Error {
+    match (e.fault, spec.config_line) {
+        (Some(crate::error::PluginFault::Config), Some(line)) => Error { message: format!("line {line}: plugins.{}.config: {}", spec.name, e.message), ..e },
+        _ => e,
+    }
+}
+
 /// The SQL listener's shared state: its router plugin (or the builtin
 /// split) and one replica lb policy per replica set.
 async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<Arc<SqlProxy>, Error> {
@@ -79,7 +87,7 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<A
         None => Arc::new(ClassicSplit),
         Some(name) => {
             let slot = slot(name)?;
-            let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await?);
+            let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await.map_err(|e| locate(e, &slot.spec))?);
             slot.add_sql_user(r.clone());
             r
         }

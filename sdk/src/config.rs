@@ -19,14 +19,77 @@ impl Config {
     }
 
     /// Deserialize the whole table into `T`. Use `#[serde(deny_unknown_fields)]`
-    /// on `T` so a misspelt key is reported instead of ignored.
+    /// on `T` so a misspelt key is reported instead of ignored. Every
+    /// unknown key and bad value is reported at once, each with its path
+    /// (`rules[0].statement: ...`), joined by `; `.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(self.value.clone()).map_err(|e| format!("invalid plugin config: {e}"))
+        let mut value = self.value.clone();
+        let mut problems: Vec<String> = Vec::new();
+        while problems.len() < 32 {
+            let err = match serde_path_to_error::deserialize::<_, T>(&value) {
+                Ok(t) if problems.is_empty() => return Ok(t),
+                Ok(_) => break,
+                Err(e) => e,
+            };
+            let path = err.path().to_string();
+            let message = err.inner().to_string();
+            let missing = message.starts_with("missing field");
+            // A key set aside below is not also reported as missing.
+            if !(missing && problems.iter().any(|p| p.starts_with(&format!("{path}.")) || path == ".")) || problems.is_empty() {
+                problems.push(if path == "." { message.clone() } else { format!("{path}: {message}") });
+            }
+            if missing || !remove(&mut value, &path) {
+                break;
+            }
+        }
+        Err(format!("invalid plugin config: {}", problems.join("; ")))
     }
 
     /// The raw JSON value.
     pub fn raw(&self) -> &serde_json::Value {
         &self.value
+    }
+}
+
+/// Remove the value at a `serde_path_to_error` path (`a.b[2].c`).
+fn remove(value: &mut serde_json::Value, path: &str) -> bool {
+    let mut segs: Vec<&str> = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        while let Some(open) = rest.find('[') {
+            if open > 0 {
+                segs.push(&rest[..open]);
+            }
+            let close = rest[open..].find(']').map_or(rest.len(), |c| open + c);
+            segs.push(&rest[open..(close + 1).min(rest.len())]);
+            rest = &rest[(close + 1).min(rest.len())..];
+        }
+        if !rest.is_empty() {
+            segs.push(rest);
+        }
+    }
+    let Some((last, parents)) = segs.split_last() else { return false };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg.strip_prefix('[').and_then(|s| s.strip_suffix(']')).and_then(|i| i.parse::<usize>().ok()), node) {
+            (Some(i), serde_json::Value::Array(a)) => match a.get_mut(i) {
+                Some(n) => n,
+                None => return false,
+            },
+            (None, serde_json::Value::Object(o)) => match o.get_mut(*seg) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last.strip_prefix('[').and_then(|s| s.strip_suffix(']')).and_then(|i| i.parse::<usize>().ok()), node) {
+        (Some(i), serde_json::Value::Array(a)) if i < a.len() => {
+            a.remove(i);
+            true
+        }
+        (None, serde_json::Value::Object(o)) => o.remove(*last).is_some(),
+        _ => false,
     }
 }
 
@@ -46,6 +109,33 @@ mod tests {
         let c = Config::from_json(r#"{"vnode": 3}"#).unwrap();
         let err = c.parse::<Conf>().unwrap_err();
         assert!(err.contains("vnode"), "{err}");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rules {
+        rules: Vec<Rule>,
+        #[serde(default)]
+        mode: Option<u32>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Rule {
+        statement: String,
+        #[serde(default)]
+        weight: u32,
+    }
+
+    #[test]
+    fn every_problem_at_once_with_its_path() {
+        let c = Config::from_json(r#"{"rules": [{"statement": "x", "wieght": 2}, {"statement": 5}], "mode": "fast", "extra": 1}"#).unwrap();
+        let err = c.parse::<Rules>().unwrap_err();
+        for part in ["rules[0].wieght: unknown field", "rules[1].statement: invalid type", "mode: invalid type", "extra: unknown field"] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
     }
 
     #[test]

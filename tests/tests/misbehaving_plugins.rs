@@ -89,12 +89,18 @@ fn wrong_world_and_rejected_config_fail_the_load() {
          [[upstreams]]\nname = \"b\"\nlb = \"picky\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n",
         plugin_table("wrong", "wrong_world", ""),
         plugin_table("picky", "misbehave", "config = { mode = \"reject-config\" }"),
+    ) + &format!(
+        "{}[[upstreams]]\nname = \"c\"\nlb = \"typos\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n",
+        plugin_table("typos", "weighted_round_robin", "config = { stiky = true, bogus = 2 }")
     );
     std::fs::write(&cfg, text).unwrap();
     let (ok, out) = check(&cfg);
     assert!(!ok, "{out}");
     assert!(out.contains("plugin \"wrong\"") && out.contains("lb-policy world"), "{out}");
     assert!(out.contains("plugin \"picky\": config: misbehave: this config is rejected on purpose"), "{out}");
+    assert!(out.contains("plugins.picky.config: "), "the plugin's config is located: {out}");
+    let typos = out.lines().find(|l| l.contains("plugins.typos.config")).unwrap_or_else(|| panic!("{out}"));
+    assert!(typos.contains("stiky") && typos.contains("bogus"), "every problem of a plugin's config in one run: {typos}");
 }
 
 #[test]

@@ -105,11 +105,15 @@ pub struct PluginSection {
     pub on_error: OnError,
     #[serde(default)]
     pub limits: PluginLimits,
-    #[serde(default)]
-    pub config: toml::Table,
+    #[serde(default = "empty_table")]
+    pub config: Spanned<toml::Table>,
     /// Poll the file every `watch_ms` and hot-swap it when it changes; 0 = off.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+}
+
+fn empty_table() -> Spanned<toml::Table> {
+    Spanned::new(0..0, toml::Table::new())
 }
 
 fn default_watch_ms() -> u64 {

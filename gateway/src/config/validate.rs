@@ -93,6 +93,8 @@ pub struct PluginSpec {
     pub limits: PluginLimits,
     /// The `config` table as JSON text, as `configure` receives it.
     pub config_json: String,
+    /// The line of the plugin's `config` in the file, for its errors.
+    pub config_line: Option<usize>,
     /// File poll interval for hot reload; 0 = off.
     pub watch_ms: u64,
 }
@@ -338,10 +340,11 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &
         if l.instances == 0 || l.instances > 1024 {
             c.err(format!("{key}.limits.instances"), &p.path, "must be 1..=1024");
         }
-        let config_json = serde_json::to_string(&p.config).expect("a TOML table is valid JSON");
+        let config_json = serde_json::to_string(p.config.get_ref()).expect("a TOML table is valid JSON");
+        let config_line = (p.config.span() != (0..0)).then(|| super::line_of(c.text, p.config.span().start));
         out.insert(
             name.clone(),
-            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json, watch_ms: p.watch_ms },
+            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json, config_line, watch_ms: p.watch_ms },
         );
     }
     out
