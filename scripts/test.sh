@@ -17,3 +17,9 @@ cargo build --workspace --bins
 cargo test --workspace
 # The MySQL packet decoders under libFuzzer, for a bounded time.
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+# The tests must not change tracked files or leave new ones behind.
+if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$(git status --porcelain)" ]; then
+    echo "the test run left the work tree dirty:" >&2
+    git status --short >&2
+    exit 1
+fi
