@@ -118,7 +118,14 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<A
 
 /// A ready-to-run Pingora server.
 pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
-    let conf = ServerConf { threads: cfg.threads, ..ServerConf::default() };
+    // SIGTERM: stop accepting, give in-flight requests the grace, then stop
+    // the runtimes within 2 s more (Pingora would wait 300 s).
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(cfg.shutdown_grace_s),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let gateway = Gateway {
