@@ -122,7 +122,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
     // the runtimes within 2 s more (Pingora would wait 300 s).
     let conf = ServerConf {
         threads: cfg.threads,
-        grace_period_seconds: Some(cfg.shutdown_grace_s),
+        grace_period_seconds: Some(cfg.grace_ms.div_ceil(1000)),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
     };

@@ -124,7 +124,7 @@ fn client_hang_ups_are_not_errors() {
 #[test]
 fn sigterm_drains_then_exits() {
     let b = backend("b", &["--delay-ms", "800"]);
-    let server = SERVER.replace("threads = 2\n", "threads = 2\nshutdown_grace_s = 2\n");
+    let server = SERVER.replace("threads = 2\n", "threads = 2\ngrace_ms = 2000\n");
     let gw = gateway(&format!("{server}{}", upstream("web", None, &[(&b, 1)], "")));
     let addr = gw.addr;
     let in_flight = std::thread::spawn(move || get(addr, "/", &[]));

@@ -93,13 +93,18 @@ fn locking_reads_go_to_the_primary() {
 }
 
 #[test]
-fn last_insert_id_and_found_rows_follow_the_previous_statement() {
+fn last_insert_id_follows_the_write_and_found_rows_the_previous_statement() {
     run(async {
         let mut c = connect(Some(DB)).await;
         c.query_drop("INSERT INTO items (v) VALUES (11)").await.unwrap();
         let want = c.last_insert_id().unwrap();
         let (got, sid): (u64, u32) = c.query_first("SELECT LAST_INSERT_ID(), @@server_id").await.unwrap().unwrap();
         assert_eq!((got, sid), (want, PRIMARY));
+        // A read on a replica in between does not move LAST_INSERT_ID():
+        // the id belongs to the connection that ran the INSERT.
+        assert!(REPLICAS.contains(&server_id(&mut c).await));
+        let (got, sid): (u64, u32) = c.query_first("SELECT LAST_INSERT_ID(), @@server_id").await.unwrap().unwrap();
+        assert_eq!((got, sid), (want, PRIMARY), "LAST_INSERT_ID() after an INSERT and a replica read");
         for _ in 0..4 {
             let first = server_id(&mut c).await;
             let (_, sid): (u64, u32) = c.query_first("SELECT FOUND_ROWS(), @@server_id").await.unwrap().unwrap();

@@ -15,6 +15,8 @@ pub struct Classified {
     /// Reads `LAST_INSERT_ID()`, `FOUND_ROWS()` or `ROW_COUNT()`: runs where
     /// the previous statement ran.
     pub follows_previous: bool,
+    /// Calls `LAST_INSERT_ID()`: runs where the client's last write ran.
+    pub last_insert_id: bool,
     /// Reads the diagnostics (warnings, errors) of an earlier statement:
     /// runs where the last statement that set them ran.
     pub diagnostics: bool,
@@ -47,6 +49,7 @@ impl Classified {
             class: StatementClass::SessionState,
             multi: false,
             follows_previous: false,
+            last_insert_id: false,
             diagnostics: false,
             resets_diagnostics: false,
             pins: false,
@@ -102,7 +105,8 @@ pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
         class,
         multi,
         // Session functions are answered where the previous statement ran.
-        follows_previous: has("last_insert_id(") || has("found_rows(") || has("row_count(") || has("show profile"),
+        follows_previous: has("found_rows(") || has("row_count(") || has("show profile"),
+        last_insert_id: has("last_insert_id("),
         diagnostics: DIAGNOSTICS.iter().any(|d| lower.contains(d)),
         resets_diagnostics: class != StatementClass::Read || has(" from ") || has("\nfrom ") || has("\tfrom "),
         pins,
@@ -439,7 +443,7 @@ mod tests {
 
     #[test]
     fn features() {
-        assert!(classify("SELECT LAST_INSERT_ID()").follows_previous);
+        assert!(classify("SELECT LAST_INSERT_ID()").last_insert_id);
         assert!(classify("select found_rows()").follows_previous);
         assert!(classify("SELECT GET_LOCK('a', 1)").pins);
         assert!(classify("CREATE TEMPORARY TABLE tmp (a int)").pins);

@@ -34,10 +34,10 @@ pub struct ServerSection {
     pub plugin_threads: Option<usize>,
     /// Header carrying the request id; kept if the client sent a valid one.
     pub request_id_header: String,
-    /// On SIGTERM: seconds in-flight requests get to finish before the
-    /// runtimes stop (Pingora's default is 300, longer than any service
-    /// manager waits).
-    pub shutdown_grace_s: u64,
+    /// On SIGTERM: how long in-flight requests get to finish before the
+    /// runtimes stop (Pingora's default is 300 s, longer than any service
+    /// manager waits). Whole seconds: Pingora's granularity.
+    pub grace_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -47,7 +47,7 @@ impl Default for ServerSection {
             threads: 2,
             plugin_threads: None,
             request_id_header: "x-request-id".into(),
-            shutdown_grace_s: 5,
+            grace_ms: 5000,
         }
     }
 }

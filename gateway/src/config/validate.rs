@@ -14,7 +14,7 @@ pub struct ValidConfig {
     pub threads: usize,
     pub plugin_threads: usize,
     pub request_id_header: String,
-    pub shutdown_grace_s: u64,
+    pub grace_ms: u64,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -148,8 +148,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.threads == 0 || raw.server.threads > 256 {
         c.errors.push(ConfigError { path: "server.threads".into(), line: None, message: "must be 1..=256".into() });
     }
-    if raw.server.shutdown_grace_s > 3600 {
-        c.errors.push(ConfigError { path: "server.shutdown_grace_s".into(), line: None, message: "must be 0..=3600".into() });
+    if raw.server.grace_ms > 3_600_000 {
+        c.errors.push(ConfigError { path: "server.grace_ms".into(), line: None, message: "must be 0..=3600000".into() });
     }
     if raw.server.plugin_threads.is_some_and(|n| n == 0 || n > 256) {
         c.errors.push(ConfigError { path: "server.plugin_threads".into(), line: None, message: "must be 1..=256".into() });
@@ -175,7 +175,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         threads: raw.server.threads,
         plugin_threads: raw.server.plugin_threads.unwrap_or((raw.server.threads / 2).max(1)),
         request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
-        shutdown_grace_s: raw.server.shutdown_grace_s,
+        grace_ms: raw.server.grace_ms,
         plugins,
         upstreams,
         routes,

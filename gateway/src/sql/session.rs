@@ -131,6 +131,8 @@ struct Session {
     warnings: u16,
     /// Where the statement that last set the diagnostics ran.
     diag_node: Option<usize>,
+    /// Where the client's last statement that may write ran.
+    write_node: Option<usize>,
     /// The client's id of the statement prepared last.
     last_prepared: Option<u32>,
     stmts: HashMap<u32, Prepared>,
@@ -175,6 +177,7 @@ impl Session {
             vars_on_primary: false,
             warnings: 0,
             diag_node: None,
+            write_node: None,
             last_prepared: None,
             stmts: HashMap::new(),
             next_stmt: 1,
@@ -345,6 +348,10 @@ impl Session {
         }
         if c.diagnostics {
             return Some(self.diag_node.or(self.last_node).unwrap_or(PRIMARY));
+        }
+        if c.last_insert_id {
+            // The id belongs to the connection that ran the write.
+            return Some(self.write_node.or(self.last_node).unwrap_or(PRIMARY));
         }
         if c.follows_previous {
             return Some(self.last_node.unwrap_or(PRIMARY));
@@ -594,6 +601,9 @@ impl Session {
         self.last_node = Some(node);
         if c.resets_diagnostics || self.warnings > 0 || end == End::Err {
             self.diag_node = Some(node);
+        }
+        if !c.replica_ok {
+            self.write_node = Some(node);
         }
         tracing::trace!(node, ?end, class = c.class.as_str(), "statement done");
         let End::Ok(status) = end else { return };

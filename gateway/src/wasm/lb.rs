@@ -178,11 +178,15 @@ impl Generation {
         };
         match out {
             Ok(r) => {
-                self.checkin(inst);
-                match r {
+                // An out-of-range answer is a failure too: that instance is dropped.
+                let checked = match r {
                     Ok(i) => check_index(&self.plugin, i, upstream).map(Ok),
                     Err(msg) => Ok(Err(msg)),
+                };
+                if checked.is_ok() {
+                    self.checkin(inst);
                 }
+                checked
             }
             Err(e) => {
                 let mut inst = inst;
