@@ -204,13 +204,9 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         }
         None | Some(b"mysql_native_password") => check_native(&n, password, &hello.scramble),
         Some(_) => {
-            let switch = AuthSwitchRequest::new(NATIVE, [&n[..], &[0]].concat());
-            let mut buf = Vec::new();
-            switch.serialize(&mut buf);
-            io.send(seq, &buf).await.map_err(SqlError::io)?;
-            let (s, answer) = io.read_packet(1024).await.map_err(SqlError::io)?;
-            seq = s.wrapping_add(1);
-            check_native(&n, password, &answer)
+            let ok;
+            (ok, seq) = switch_to_native(io, seq, &n, password).await?;
+            ok
         }
     };
     if !ok {
@@ -271,14 +267,7 @@ pub async fn change_user<S: AsyncRead + AsyncWrite + Unpin>(
     let native = matches!(plugin.as_deref(), None | Some(b"mysql_native_password"));
     let mut ok = native && check_native(&current.nonce, password, &scramble);
     if !ok && current.caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
-        let n = nonce();
-        let switch = AuthSwitchRequest::new(NATIVE, [&n[..], &[0]].concat());
-        let mut buf = Vec::new();
-        switch.serialize(&mut buf);
-        io.send(seq, &buf).await.map_err(SqlError::io)?;
-        let (s, answer) = io.read_packet(1024).await.map_err(SqlError::io)?;
-        seq = s.wrapping_add(1);
-        ok = check_native(&n, password, &answer);
+        (ok, seq) = switch_to_native(io, seq, &nonce(), password).await?;
     }
     if !ok {
         return Err(reply_err(io, seq, denied(&user, !scramble.is_empty())).await);
@@ -296,6 +285,17 @@ fn wide_charset(collation: u8) -> Option<&'static str> {
         60 | 61 | 160..=183 => Some("utf32"),
         _ => None,
     }
+}
+
+/// Ask the client to sign `nonce` with `mysql_native_password` (an auth
+/// switch) and check its answer; (accepted, next sequence number).
+async fn switch_to_native<S: AsyncRead + AsyncWrite + Unpin>(io: &mut PacketIo<S>, seq: u8, nonce: &[u8; 20], password: &str) -> Result<(bool, u8), SqlError> {
+    let switch = AuthSwitchRequest::new(NATIVE, [&nonce[..], &[0]].concat());
+    let mut buf = Vec::new();
+    switch.serialize(&mut buf);
+    io.send(seq, &buf).await.map_err(SqlError::io)?;
+    let (s, answer) = io.read_packet(1024).await.map_err(SqlError::io)?;
+    Ok((check_native(nonce, password, &answer), s.wrapping_add(1)))
 }
 
 fn check_native(nonce: &[u8], password: &str, scramble: &[u8]) -> bool {

@@ -164,29 +164,39 @@ fn set_form(lower: &str) -> SetForm {
     }
 }
 
+/// Byte offsets of `s` from `from` on that are outside quotes and
+/// parentheses.
+fn top_level(s: &str, from: usize) -> impl Iterator<Item = usize> + '_ {
+    let b = s.as_bytes();
+    let (mut i, mut depth, mut quote) = (from, 0usize, None::<u8>);
+    std::iter::from_fn(move || {
+        while i < b.len() {
+            let (at, c) = (i, b[i]);
+            i += 1;
+            match quote {
+                Some(q) if c == b'\\' && q != b'`' => i += 1,
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None => match c {
+                    b'\'' | b'"' | b'`' => quote = Some(c),
+                    b'(' => depth += 1,
+                    b')' => depth = depth.saturating_sub(1),
+                    _ if depth == 0 => return Some(at),
+                    _ => {}
+                },
+            }
+        }
+        None
+    })
+}
+
 /// `s` split at commas outside quotes and parentheses.
 fn top_level_parts(s: &str) -> Vec<&str> {
-    let b = s.as_bytes();
-    let (mut parts, mut start, mut depth, mut quote) = (Vec::new(), 0, 0usize, None::<u8>);
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match quote {
-            Some(q) if c == b'\\' && q != b'`' => i += 1,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' | b'`' => quote = Some(c),
-                b'(' => depth += 1,
-                b')' => depth = depth.saturating_sub(1),
-                b',' if depth == 0 => {
-                    parts.push(&s[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            },
-        }
-        i += 1;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for at in top_level(s, 0).filter(|&at| s.as_bytes()[at] == b',') {
+        parts.push(&s[start..at]);
+        start = at + 1;
     }
     parts.push(&s[start.min(s.len())..]);
     parts
@@ -195,30 +205,11 @@ fn top_level_parts(s: &str) -> Vec<&str> {
 /// The offset of `word` as a whole word outside quotes and parentheses.
 fn top_level_word(lower: &str, from: usize, word: &str) -> Option<usize> {
     let b = lower.as_bytes();
-    let (mut i, mut depth, mut quote) = (from, 0usize, None::<u8>);
-    while i < b.len() {
-        let c = b[i];
-        match quote {
-            Some(q) if c == b'\\' && q != b'`' => i += 1,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None => match c {
-                b'\'' | b'"' | b'`' => quote = Some(c),
-                b'(' => depth += 1,
-                b')' => depth = depth.saturating_sub(1),
-                _ if depth == 0 && lower[i..].starts_with(word) => {
-                    let before = i.checked_sub(1).map_or(true, |p| !is_word_byte(b[p]));
-                    let after = b.get(i + word.len()).is_none_or(|&n| !is_word_byte(n));
-                    if before && after {
-                        return Some(i);
-                    }
-                }
-                _ => {}
-            },
-        }
-        i += 1;
-    }
-    None
+    top_level(lower, from).find(|&i| {
+        lower[i..].starts_with(word)
+            && i.checked_sub(1).is_none_or(|p| !is_word_byte(b[p]))
+            && b.get(i + word.len()).is_none_or(|&n| !is_word_byte(n))
+    })
 }
 
 fn is_word_byte(c: u8) -> bool {
