@@ -456,6 +456,12 @@ mod tests {
             "SET SESSION sql_mode = ''",
             "USE test",
             "SELECT @x",
+            // sysbench oltp_read_only's statements: read scaling depends on them.
+            "SELECT c FROM sbtest1 WHERE id=?",
+            "SELECT c FROM sbtest1 WHERE id BETWEEN ? AND ?",
+            "SELECT SUM(k) FROM sbtest1 WHERE id BETWEEN ? AND ?",
+            "SELECT c FROM sbtest1 WHERE id BETWEEN ? AND ? ORDER BY c",
+            "SELECT DISTINCT c FROM sbtest1 WHERE id BETWEEN ? AND ? ORDER BY c",
         ] {
             assert!(replica_ok(ok), "{ok}");
         }
