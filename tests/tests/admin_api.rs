@@ -230,7 +230,9 @@ fn metrics_show_hooks_traps_fallbacks_and_plugin_counters() {
     let b = backend("b", &[]);
     let cfg = format!(
         "{SERVER}{}{}{}[[upstreams]]\nname = \"pinned\"\nlb = \"pin\"\nbackends = [{{ address = \"{}\" }}]\n[[routes]]\npath_prefix = \"/pinned\"\nupstream = \"pinned\"\n",
-        plugin_table("bad", "misbehave", "config = { mode = \"trap\" }"),
+        // Wall-time deadline: a debug build on 2 busy cores can be preempted
+        // past the 5 ms default, and a deadline hit is not the trap counted here.
+        plugin_table("bad", "misbehave", "config = { mode = \"trap\" }\nlimits = { deadline_ms = 500 }"),
         plugin_table("pin", "pin_first", ""),
         upstream("web", Some("bad"), &[(&a, 1), (&b, 1)], ""),
         a.addr
