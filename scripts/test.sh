@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake chromium
+need_apt cmake chromium memcached
 need_mariadb
 need_wasm_target
 build_plugins
@@ -13,6 +13,7 @@ build_polyglot_plugins
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --manifest-path plugins/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo test --manifest-path plugins/sql/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
+cargo test --manifest-path plugins/session/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo build --workspace --bins
 cargo test --workspace
 # The MySQL packet decoders under libFuzzer, for a bounded time.

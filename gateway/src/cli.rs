@@ -45,6 +45,10 @@ enum Command {
         status: u16,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Where the cart app (`/cart`, `/exam`) keeps sessions: in the
+        /// gateway's session headers, or in this process's memory.
+        #[arg(long, value_enum, default_value = "header")]
+        sessions: crate::demo::cart::Sessions,
     },
 }
 
@@ -126,11 +130,12 @@ pub fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Plugin(cmd) => plugin(cmd),
         Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
-        Command::DemoBackend { listen, name, delay_ms, status, threads } => {
+        Command::DemoBackend { listen, name, delay_ms, status, threads, sessions } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
             server.bootstrap();
-            let backend = crate::demo::DemoBackend { name, delay: std::time::Duration::from_millis(delay_ms), status };
+            let mut backend = crate::demo::DemoBackend::new(&name, std::time::Duration::from_millis(delay_ms), status);
+            backend.cart = crate::demo::cart::Cart::new(sessions);
             server.add_service(crate::demo::service(&listen, backend));
             server.run_forever()
         }

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod seams;
 pub mod server;
+pub mod session;
 pub mod sql;
 pub mod upstream;
 pub mod wasm;

@@ -63,6 +63,21 @@ pub struct Metrics {
     pub sql_backend_connects: IntCounterVec,
     /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `closed_mid_command`).
     pub sql_clients: IntCounterVec,
+    /// Session store calls by tier, operation and result.
+    pub session_store_calls: IntCounterVec,
+    /// Session store call latency by tier and operation.
+    pub session_store_seconds: HistogramVec,
+    /// Values evicted from a tier past its memory cap.
+    pub session_evictions: IntCounterVec,
+    /// Bytes and values held by the local tier.
+    pub session_local_bytes: IntGauge,
+    pub session_local_entries: IntGauge,
+    /// Tokens (cookies, passports) refused by reason.
+    pub session_tokens_rejected: IntCounterVec,
+    /// Requests whose session pin could not be honoured, by route and reason.
+    pub session_pin_lost: IntCounterVec,
+    /// Requests a session plugin answered itself, by route and status.
+    pub session_replies: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -125,6 +140,22 @@ impl Metrics {
             sql_pool_in_use: int_gauge(&r, "switchyard_sql_pool_in_use_connections", "Backend connections held by client sessions", &["backend"]),
             sql_backend_connects: counter(&r, "switchyard_sql_backend_connects_total", "New backend logins", &["backend"]),
             sql_clients: counter(&r, "switchyard_sql_clients_total", "SQL client connections by outcome", &["outcome"]),
+            session_store_calls: counter(&r, "switchyard_session_store_calls_total", "Session store calls by tier, operation and result", &["tier", "op", "result"]),
+            session_store_seconds: histogram(&r, "switchyard_session_store_duration_seconds", "Session store call latency", &["tier", "op"], exponential_buckets(0.00005, 2.0, 16).expect("static")),
+            session_evictions: counter(&r, "switchyard_session_evictions_total", "Session values evicted past a tier's memory cap", &["tier"]),
+            session_local_bytes: {
+                let g = IntGauge::new("switchyard_session_local_bytes", "Bytes held by the local session tier").expect("static");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            session_local_entries: {
+                let g = IntGauge::new("switchyard_session_local_entries", "Values held by the local session tier").expect("static");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            session_tokens_rejected: counter(&r, "switchyard_session_tokens_rejected_total", "Signed tokens refused (forged, tampered, expired, malformed)", &["reason"]),
+            session_pin_lost: counter(&r, "switchyard_session_pin_lost_total", "Session pins the lb could not honour", &["route", "reason"]),
+            session_replies: counter(&r, "switchyard_session_replies_total", "Requests a session plugin answered itself", &["route", "status"]),
             registry: r,
         }
     }

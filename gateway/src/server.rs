@@ -9,7 +9,8 @@ use crate::seams::{LbPolicy, RoundRobin};
 use crate::upstream::{HealthChecker, Upstream};
 use crate::seams::{ClassicSplit, SqlRouter};
 use crate::sql::{SqlHealth, SqlProxy};
-use crate::wasm::{Engine, PluginSlot, PluginWatcher, Plugins, WasmLb, WasmSqlRouter};
+use crate::seams::SessionPolicy;
+use crate::wasm::{Engine, LbUser, PluginSlot, PluginWatcher, Plugins, WasmLb, WasmSession, WasmSqlRouter};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
@@ -19,12 +20,15 @@ pub struct Built {
     pub upstreams: Vec<Arc<Upstream>>,
     pub plugins: Arc<Plugins>,
     pub sql: Option<Arc<SqlProxy>>,
+    /// Each route's session strategy, parallel to the config's routes.
+    pub sessions: Vec<Option<Arc<dyn SessionPolicy>>>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
 /// so `switchyard check` can report them all.
 pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
-    let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?;
+    let stores = crate::session::Stores::new(&cfg.session).map_err(|e| vec![e])?;
+    let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?.with_stores(Arc::new(stores));
     let mut errors = Vec::new();
     let mut plugins = Plugins::default();
     for spec in cfg.plugins.values() {
@@ -53,7 +57,7 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         };
         let upstream = Arc::new(Upstream::new(u, lb));
         if let Some((slot, lb)) = slot {
-            slot.add_user(upstream.clone(), lb);
+            slot.add_user(Arc::new(LbUser { upstream: upstream.clone(), lb }));
         }
         upstreams.push(upstream);
     }
@@ -64,8 +68,25 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
             None
         }
     });
+    let mut sessions = Vec::new();
+    for r in &cfg.routes {
+        sessions.push(match r.session.as_ref().and_then(|name| plugins.get(name)) {
+            None => None,
+            Some(slot) => match rt.block_on(WasmSession::new(slot.current().plugin.clone(), &crate::proxy::route_label(r))) {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    slot.add_user(s.clone());
+                    Some(s as Arc<dyn SessionPolicy>)
+                }
+                Err(e) => {
+                    errors.push(locate(e, &slot.spec));
+                    None
+                }
+            },
+        });
+    }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions })
     } else {
         Err(errors)
     }
@@ -88,7 +109,7 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<A
         Some(name) => {
             let slot = slot(name)?;
             let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await.map_err(|e| locate(e, &slot.spec))?);
-            slot.add_sql_user(r.clone());
+            slot.add_user(r.clone());
             r
         }
     };
@@ -110,7 +131,7 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<A
     if let Some(name) = &spec.replica_lb {
         let slot = slot(name)?;
         for (set, lb) in proxy.replica_sets().zip(wasm_lbs) {
-            slot.add_user(set.upstream.clone(), lb);
+            slot.add_user(Arc::new(LbUser { upstream: set.upstream.clone(), lb }));
         }
     }
     Ok(proxy)
@@ -129,7 +150,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let gateway = Gateway {
-        router: Router::new(&cfg.routes, &built.upstreams),
+        router: Router::new(&cfg.routes, &built.upstreams, &built.sessions),
         request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
     };
@@ -153,7 +174,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         server.add_service(crate::admin::service(api));
     }
     for (addr, name) in &cfg.demo {
-        let backend = crate::demo::DemoBackend { name: name.clone(), delay: Default::default(), status: 200 };
+        let backend = crate::demo::DemoBackend::new(name, Default::default(), 200);
         server.add_service(crate::demo::service(&addr.to_string(), backend));
     }
     Ok(server)

@@ -45,6 +45,19 @@ impl Config {
         Err(format!("invalid plugin config: {}", problems.join("; ")))
     }
 
+    /// As [`Self::parse`], with the table's keys laid over `defaults` (an
+    /// object): a plugin states its defaults as data and the operator
+    /// overrides any of them.
+    pub fn parse_over<T: DeserializeOwned>(&self, defaults: serde_json::Value) -> Result<T, String> {
+        let mut merged = defaults;
+        if let (serde_json::Value::Object(base), serde_json::Value::Object(over)) = (&mut merged, &self.value) {
+            base.extend(over.clone());
+        } else {
+            return Err("invalid plugin config: expected a table".into());
+        }
+        Self { value: merged }.parse()
+    }
+
     /// The raw JSON value.
     pub fn raw(&self) -> &serde_json::Value {
         &self.value

@@ -31,9 +31,12 @@ pub mod host;
 #[cfg(feature = "lb")]
 pub mod lb;
 pub mod rand;
+#[cfg(feature = "session")]
+pub mod session;
 #[cfg(feature = "sql")]
 pub mod sql;
 pub mod state;
+pub mod store;
 
 pub use config::Config;
 
@@ -68,6 +71,26 @@ pub mod bindings {
                 "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
                 "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
                 "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+            },
+        });
+    }
+
+    /// Bindings of the `session-policy` world.
+    #[cfg(feature = "session")]
+    pub mod session {
+        wit_bindgen::generate!({
+            world: "session-policy",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_session",
+            default_bindings_module: "switchyard_sdk::bindings::session",
+            with: {
+                "switchyard:policy/log@0.1.0": crate::bindings::host::switchyard::policy::log,
+                "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
+                "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
+                "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+                "switchyard:policy/store@0.1.0": crate::bindings::host::switchyard::policy::store,
+                "switchyard:policy/tokens@0.1.0": crate::bindings::host::switchyard::policy::tokens,
             },
         });
     }

@@ -7,8 +7,6 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-const HOOKS: &[&str] = &["configure", "set-backends", "select", "route", "snapshot", "restore"];
-
 fn unix_ms(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -41,7 +39,11 @@ pub fn plugins(plugins: &Plugins) -> Value {
         .iter()
         .map(|slot| {
             let name = slot.spec.name.as_str();
-            let hooks: serde_json::Map<String, Value> = HOOKS
+            let hooks: serde_json::Map<String, Value> = slot
+                .current()
+                .plugin
+                .world
+                .hooks()
                 .iter()
                 .map(|&hook| {
                     let labels = [name, hook];

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub demo: Option<DemoSection>,
     #[serde(default)]
     pub sql: Option<SqlSection>,
+    #[serde(default)]
+    pub session: Option<SessionSection>,
 }
 
 /// `[server]`
@@ -214,6 +216,8 @@ pub struct RouteSection {
     #[serde(default = "slash")]
     pub path_prefix: Spanned<String>,
     pub upstream: Spanned<String>,
+    /// The session plugin for requests on this route.
+    pub session: Option<Spanned<String>>,
 }
 
 fn slash() -> Spanned<String> {
@@ -332,4 +336,97 @@ pub struct SqlUserSection {
     pub name: Spanned<String>,
     pub password: Option<Spanned<String>>,
     pub password_env: Option<Spanned<String>>,
+}
+
+/// `[session]`: the store tiers session plugins reach through the `store`
+/// import, and the keys of the `tokens` import.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSection {
+    /// HMAC-SHA256 keys, at least 32 bytes each: the first signs, every
+    /// one verifies (list the new key first during a rotation).
+    pub keys: Option<Spanned<Vec<String>>>,
+    /// Environment variable holding the keys, comma-separated.
+    pub keys_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub local: LocalTierSection,
+    pub central: Option<CentralTierSection>,
+    pub durable: Option<DurableTierSection>,
+}
+
+/// `[session.local]`: in this process.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalTierSection {
+    /// Memory cap of keys and values; the least recently used go first.
+    pub max_mb: u64,
+    /// Default TTL of a value.
+    pub ttl_s: u32,
+}
+
+impl Default for LocalTierSection {
+    fn default() -> Self {
+        Self { max_mb: 64, ttl_s: 1800 }
+    }
+}
+
+/// `[session.central]`: memcached.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct CentralTierSection {
+    /// `host:port` of each memcached server; keys are spread over them.
+    pub servers: Spanned<Vec<String>>,
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u32,
+    /// Budget of one store call.
+    #[serde(default = "default_central_timeout")]
+    pub timeout_ms: u64,
+    /// How long `lock` waits for a lock held by another request.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_ms: u64,
+    /// Expiry of a lock, so a crashed holder cannot keep it.
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl_s: u32,
+    /// Connections per server.
+    #[serde(default = "default_pool")]
+    pub pool: u32,
+}
+
+/// `[session.durable]`: a MariaDB/MySQL table.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DurableTierSection {
+    /// `mysql://user:password@host:port/database`.
+    pub url: Option<Spanned<String>>,
+    /// Environment variable holding the URL.
+    pub url_env: Option<Spanned<String>>,
+    /// Created if missing.
+    #[serde(default = "default_table")]
+    pub table: String,
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u32,
+    #[serde(default = "default_durable_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_ttl() -> u32 {
+    1800
+}
+fn default_central_timeout() -> u64 {
+    250
+}
+fn default_lock_timeout() -> u64 {
+    2000
+}
+fn default_lock_ttl() -> u32 {
+    10
+}
+fn default_pool() -> u32 {
+    8
+}
+fn default_table() -> String {
+    "switchyard_sessions".into()
+}
+fn default_durable_timeout() -> u64 {
+    1000
 }

@@ -21,6 +21,42 @@ pub struct ValidConfig {
     pub demo: Vec<(SocketAddr, String)>,
     pub admin: Option<AdminSpec>,
     pub sql: Option<SqlSpec>,
+    pub session: SessionSpec,
+}
+
+/// The session store tiers and token keys (`[session]`); all off when absent.
+#[derive(Clone, Default)]
+pub struct SessionSpec {
+    pub keys: Vec<Vec<u8>>,
+    pub local: LocalTierSection,
+    pub central: Option<CentralSpec>,
+    pub durable: Option<DurableSpec>,
+}
+
+/// memcached, validated.
+#[derive(Clone, Debug)]
+pub struct CentralSpec {
+    pub servers: Vec<SocketAddr>,
+    pub ttl_s: u32,
+    pub timeout_ms: u64,
+    pub lock_timeout_ms: u64,
+    pub lock_ttl_s: u32,
+    pub pool: u32,
+}
+
+/// MariaDB, validated.
+#[derive(Clone)]
+pub struct DurableSpec {
+    pub url: String,
+    pub table: String,
+    pub ttl_s: u32,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for SessionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSpec").field("keys", &self.keys.len()).field("central", &self.central).field("durable", &self.durable.is_some()).finish()
+    }
 }
 
 /// The SQL listener, when `[sql]` is present.
@@ -117,6 +153,8 @@ pub struct RouteSpec {
     pub host: Option<String>,
     pub path_prefix: String,
     pub upstream: usize,
+    /// The session plugin's name.
+    pub session: Option<String>,
 }
 
 struct Checker<'a> {
@@ -156,7 +194,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     }
     let plugins = check_plugins(&mut c, &raw.plugins, base);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
-    let routes = check_routes(&mut c, &raw.routes, &upstreams);
+    let session = check_session(&mut c, raw.session.as_ref());
+    let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session);
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
     let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
@@ -182,6 +221,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         demo,
         admin,
         sql,
+        session,
     })
 }
 
@@ -402,23 +442,113 @@ fn check_upstreams(
     out
 }
 
-fn check_routes(c: &mut Checker, raw: &[RouteSection], upstreams: &[UpstreamSpec]) -> Vec<RouteSpec> {
+fn check_routes(c: &mut Checker, raw: &[RouteSection], upstreams: &[UpstreamSpec], plugins: &BTreeMap<String, PluginSpec>, session: &SessionSpec) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
         if !r.path_prefix.get_ref().starts_with('/') {
             c.err(format!("{key}.path_prefix"), &r.path_prefix, "must start with '/'");
         }
+        if let Some(s) = &r.session {
+            if !plugins.contains_key(s.get_ref()) {
+                c.err(format!("{key}.session"), s, format!("no plugin named {:?} in [plugins]", s.get_ref()));
+            } else if session.keys.is_empty() {
+                c.err(format!("{key}.session"), s, "a session plugin signs its cookies and passports: set [session] keys (or keys_env)");
+            }
+        }
         match upstreams.iter().position(|u| &u.name == r.upstream.get_ref()) {
             Some(upstream) => out.push(RouteSpec {
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: r.path_prefix.get_ref().clone(),
                 upstream,
+                session: r.session.as_ref().map(|s| s.get_ref().clone()),
             }),
             None => c.err(format!("{key}.upstream"), &r.upstream, format!("no upstream named {:?}", r.upstream.get_ref())),
         }
     }
     out
+}
+
+/// Least length of a token key: HMAC-SHA256's block of entropy.
+const MIN_KEY_BYTES: usize = 32;
+
+fn check_session(c: &mut Checker, s: Option<&SessionSection>) -> SessionSpec {
+    let Some(s) = s else { return SessionSpec::default() };
+    let keys: Vec<String> = match (&s.keys, &s.keys_env) {
+        (Some(k), None) => k.get_ref().clone(),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) => v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect(),
+            Err(_) => {
+                c.err("session.keys_env", var, format!("environment variable {} is not set", var.get_ref()));
+                Vec::new()
+            }
+        },
+        (Some(k), Some(_)) => {
+            c.err("session.keys", k, "set keys or keys_env, not both");
+            Vec::new()
+        }
+        (None, None) => Vec::new(),
+    };
+    for (i, k) in keys.iter().enumerate() {
+        if k.len() < MIN_KEY_BYTES {
+            let at = s.keys.as_ref().map(|k| k.span()).or(s.keys_env.as_ref().map(|k| k.span())).unwrap_or(0..0);
+            c.err(format!("session.keys[{i}]"), &Spanned::new(at, ()), format!("is {} bytes; a signing key needs at least {MIN_KEY_BYTES}", k.len()));
+        }
+    }
+    if s.local.max_mb == 0 || s.local.max_mb > 65_536 {
+        c.errors.push(ConfigError { path: "session.local.max_mb".into(), line: None, message: "must be 1..=65536".into() });
+    }
+    let central = s.central.as_ref().and_then(|m| {
+        if m.servers.get_ref().is_empty() {
+            c.err("session.central.servers", &m.servers, "list at least one memcached host:port");
+        }
+        let servers: Vec<SocketAddr> = m
+            .servers
+            .get_ref()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| c.addr(format!("session.central.servers[{i}]"), &Spanned::new(m.servers.span(), a.clone())))
+            .collect();
+        for (key, v, max) in [("timeout_ms", m.timeout_ms, 60_000), ("lock_timeout_ms", m.lock_timeout_ms, 600_000)] {
+            if v == 0 || v > max {
+                c.errors.push(ConfigError { path: format!("session.central.{key}"), line: None, message: format!("must be 1..={max}") });
+            }
+        }
+        if m.pool == 0 || m.pool > 1024 {
+            c.errors.push(ConfigError { path: "session.central.pool".into(), line: None, message: "must be 1..=1024".into() });
+        }
+        (servers.len() == m.servers.get_ref().len() && !servers.is_empty()).then(|| CentralSpec {
+            servers,
+            ttl_s: m.ttl_s,
+            timeout_ms: m.timeout_ms,
+            lock_timeout_ms: m.lock_timeout_ms,
+            lock_ttl_s: m.lock_ttl_s.max(1),
+            pool: m.pool,
+        })
+    });
+    let durable = s.durable.as_ref().and_then(|d| {
+        let at = d.url.clone().or(d.url_env.clone()).unwrap_or_else(|| Spanned::new(0..0, String::new()));
+        let url = match (&d.url, &d.url_env) {
+            (Some(u), None) => Some(u.get_ref().clone()),
+            (None, Some(var)) => std::env::var(var.get_ref()).ok().or_else(|| {
+                c.err("session.durable.url_env", var, format!("environment variable {} is not set", var.get_ref()));
+                None
+            }),
+            _ => {
+                c.err("session.durable", &at, "set url or url_env (exactly one)");
+                None
+            }
+        }?;
+        if !url.starts_with("mysql://") {
+            c.err("session.durable.url", &at, "must be a mysql://user:password@host:port/database URL");
+            return None;
+        }
+        if d.table.is_empty() || d.table.len() > 64 || !d.table.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            c.errors.push(ConfigError { path: "session.durable.table".into(), line: None, message: "must be 1-64 characters of [A-Za-z0-9_]".into() });
+        }
+        Some(DurableSpec { url, table: d.table.clone(), ttl_s: d.ttl_s, timeout_ms: d.timeout_ms.max(1) })
+    });
+    SessionSpec { keys: keys.into_iter().map(String::into_bytes).collect(), local: s.local.clone(), central, durable }
 }
 
 #[cfg(test)]

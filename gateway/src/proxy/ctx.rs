@@ -2,7 +2,8 @@
 //! in use and the ones already tried.
 
 use crate::metrics::metrics;
-use crate::seams::RequestView;
+use crate::seams::session::Headers;
+use crate::seams::{Forward, Outcome, RequestView, SessionRun};
 use crate::upstream::Upstream;
 use pingora::proxy::Session;
 use std::sync::Arc;
@@ -50,6 +51,17 @@ pub struct Ctx {
     pub tried: Vec<usize>,
     current: Option<Inflight>,
     pub request_id: String,
+    /// The route's session, between its two hooks.
+    pub session: Option<SessionCtx>,
+}
+
+/// One request's session: what `before-request` asked for, and the run
+/// that stores the changes after the response.
+pub struct SessionCtx {
+    run: Box<dyn SessionRun>,
+    forward: Forward,
+    pin_lost: bool,
+    done: bool,
 }
 
 impl Ctx {
@@ -65,6 +77,7 @@ impl Ctx {
             tried: Vec::new(),
             current: None,
             request_id: String::new(),
+            session: None,
         }
     }
 
@@ -79,18 +92,67 @@ impl Ctx {
             .map_or_else(new_request_id, str::to_string);
     }
 
-    /// Fill in the route's upstream and the request view.
+    /// Fill in the route's upstream and the request view. Policies never
+    /// see the client's `x-switchyard-*` headers.
     pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session) {
         self.route = Some(route);
         let h = session.req_header();
+        let mut headers = h.headers.clone();
+        if headers.keys().any(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)) {
+            let internal: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)).cloned().collect();
+            internal.iter().for_each(|k| drop(headers.remove(k)));
+        }
         self.req = Some(Arc::new(RequestView {
             method: h.method.as_str().to_string(),
             path: h.uri.path().to_string(),
             host: super::routes::host_of(h).map(str::to_string),
-            headers: h.headers.clone(),
+            headers,
             client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         }));
         self.upstream = Some(upstream);
+    }
+
+    /// The route's session policy forwards this request.
+    pub fn with_session(&mut self, run: Box<dyn SessionRun>, forward: Forward) {
+        self.session = Some(SessionCtx { run, forward, pin_lost: false, done: false });
+    }
+
+    /// The backend the session pins, if it may be used now; a pin that
+    /// cannot be honoured is remembered for `after-response` and counted.
+    pub fn pinned(&mut self) -> Option<usize> {
+        let s = self.session.as_mut()?;
+        let pin = s.forward.pin.as_deref()?;
+        let upstream = self.upstream.as_ref()?;
+        let found = upstream.backends().iter().position(|b| b.address == pin);
+        let reason = match found {
+            Some(i) if upstream.backends()[i].is_healthy() && !self.tried.contains(&i) => return Some(i),
+            Some(i) if self.tried.contains(&i) => "failed",
+            Some(_) => "down",
+            None => "unknown",
+        };
+        if !s.pin_lost {
+            s.pin_lost = true;
+            metrics().session_pin_lost.with_label_values(&[self.route.as_deref().unwrap_or(""), reason]).inc();
+        }
+        None
+    }
+
+    /// Headers the session adds to the upstream request.
+    pub fn session_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        self.session.as_ref().map_or(&[], |s| &s.forward.headers)
+    }
+
+    /// Run the session's `after-response` once: with the backend's answer,
+    /// or (`headers` empty) with the gateway's error status.
+    pub async fn finish_session(&mut self, status: u16, headers: Vec<(String, String)>) -> Headers {
+        let backend = match (&self.upstream, self.backend) {
+            (Some(u), Some(i)) => Some(u.backends()[i].address.clone()),
+            _ => None,
+        };
+        let Some(s) = self.session.as_mut().filter(|s| !s.done) else { return Vec::new() };
+        s.done = true;
+        let outcome = Outcome { status, headers, backend, pin_lost: s.pin_lost };
+        s.run.after(std::mem::take(&mut s.forward.context), outcome).await
     }
 
     /// The upstream and request (set by `start`).

@@ -3,21 +3,25 @@
 //!
 //! | phase                    | seam / work                                   |
 //! |--------------------------|-----------------------------------------------|
-//! | `request_filter`         | request id, route match, `RequestView`        |
-//! | `upstream_peer`          | lb: `Upstream::pick` -> `LbPolicy::select`    |
+//! | `request_filter`         | request id, route match, `RequestView`,       |
+//! |                          | session: `before-request` (pin, headers, reply)|
+//! | `upstream_peer`          | session pin, else lb: `LbPolicy::select`      |
 //! | `fail_to_connect`        | passive stats, retry on another backend       |
-//! | `upstream_request_filter`| X-Forwarded-For, request id, strip internals  |
-//! | `response_filter`        | strip internal headers, echo request id       |
-//! | `logging`                | stats fed back to lb, request metrics         |
+//! | `upstream_request_filter`| X-Forwarded-For, request id, strip internals, |
+//! |                          | add the session's headers                     |
+//! | `response_filter`        | session: `after-response` (cookies); strip    |
+//! |                          | internal headers, echo request id             |
+//! | `logging`                | session `after-response` if the upstream      |
+//! |                          | failed; stats fed back to lb, metrics         |
 //! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
 
 mod ctx;
 mod routes;
 
 pub use ctx::Ctx;
-pub use routes::Router;
+pub use routes::{label as route_label, Router};
 
-use crate::seams::LbError;
+use crate::seams::{LbError, SessionAction};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -45,25 +49,31 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.identify(session, &self.request_id_header);
-        let Some((upstream, route)) = self.router.route(session.req_header()) else {
+        let Some(matched) = self.router.route(session.req_header()).cloned() else {
             let h = session.req_header();
             let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
             self.answer(session, ctx, 404, &why).await?;
             return Ok(true);
         };
-        ctx.start(upstream, route, session);
-        Ok(false)
+        ctx.start(matched.upstream, matched.label.clone(), session);
+        match &matched.session {
+            Some(policy) => self.session_before(session, ctx, policy.as_ref(), &matched.label).await,
+            None => Ok(false),
+        }
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (upstream, req) = ctx.target();
-        let i = upstream.pick(&req, &ctx.tried).await.map_err(|e| {
-            let msg = match e {
-                LbError::NoBackend(m) => m,
-                LbError::Plugin(e) => e.message,
-            };
-            Error::explain(HTTPStatus(503), msg)
-        })?;
+        let i = match ctx.pinned() {
+            Some(i) => i,
+            None => upstream.pick(&req, &ctx.tried).await.map_err(|e| {
+                let msg = match e {
+                    LbError::NoBackend(m) => m,
+                    LbError::Plugin(e) => e.message,
+                };
+                Error::explain(HTTPStatus(503), msg)
+            })?,
+        };
         let backend = &upstream.backends()[i];
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_millis(upstream.connect_timeout_ms));
@@ -90,13 +100,25 @@ impl ProxyHttp for Gateway {
             req.insert_header("x-forwarded-for", xff)?;
         }
         req.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        for (name, value) in ctx.session_headers() {
+            req.append_header(name.clone(), value.clone())?;
+        }
         Ok(())
     }
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let add = if ctx.session.is_some() {
+            let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+            ctx.finish_session(resp.status.as_u16(), seen).await
+        } else {
+            Vec::new()
+        };
         strip_internal(resp.headers.keys().cloned().collect(), |h| {
             resp.remove_header(&h);
         });
+        for (name, value) in add {
+            resp.append_header(name, value)?;
+        }
         resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
         Ok(())
     }
@@ -131,11 +153,42 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // A client that hangs up is not the backend's failure.
         let upstream_failed = e.is_some_and(|e| matches!(e.esource, pingora::ErrorSource::Upstream));
+        // No response reached `response_filter`: the session still learns
+        // the outcome (and frees its locks); its headers have nowhere to go.
+        ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new()).await;
         ctx.finish(status, upstream_failed);
     }
 }
 
 impl Gateway {
+    /// The route's session policy: forward (with its pin and headers) or
+    /// answer. A failed policy answers 503 unless it falls back.
+    async fn session_before(&self, session: &mut Session, ctx: &mut Ctx, policy: &dyn crate::seams::SessionPolicy, route: &str) -> Result<bool> {
+        let (_, req) = ctx.target();
+        match policy.before(&req).await {
+            Ok((SessionAction::Forward(f), run)) => {
+                ctx.with_session(run, f);
+                Ok(false)
+            }
+            Ok((SessionAction::Reply(r), _)) => {
+                crate::metrics::metrics().session_replies.with_label_values(&[route, &r.status.to_string()]).inc();
+                let mut resp = ResponseHeader::build(r.status, Some(r.headers.len() + 3))?;
+                for (name, value) in r.headers {
+                    resp.append_header(name, value)?;
+                }
+                resp.insert_header(http::header::CONTENT_LENGTH, r.body.len().to_string())?;
+                resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session.write_response_body(Some(Bytes::from(r.body)), true).await?;
+                Ok(true)
+            }
+            Err(e) => {
+                self.answer(session, ctx, 503, &format!("session plugin {:?} failed: {}", policy.name(), e.message)).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// An error the gateway answers itself: a short text body naming the
     /// cause and the request id, the id header, and no `Server` header.
     async fn answer(&self, session: &mut Session, ctx: &Ctx, code: u16, why: &str) -> Result<()> {

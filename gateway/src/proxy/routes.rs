@@ -1,38 +1,54 @@
 //! Route matching: host (exact, port ignored) and longest path prefix.
 
 use crate::config::RouteSpec;
+use crate::seams::SessionPolicy;
 use crate::upstream::Upstream;
 use pingora::http::RequestHeader;
 use std::sync::Arc;
 
-/// Routes, longest prefix first, each with its metrics label.
+/// What a request matched: the upstream, the metrics label, the session strategy.
+#[derive(Clone)]
+pub struct Matched {
+    pub upstream: Arc<Upstream>,
+    pub label: Arc<str>,
+    pub session: Option<Arc<dyn SessionPolicy>>,
+}
+
+/// Routes, longest prefix first.
 pub struct Router {
-    routes: Vec<(RouteSpec, Arc<Upstream>, Arc<str>)>,
+    routes: Vec<(RouteSpec, Matched)>,
 }
 
 impl Router {
-    pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>]) -> Self {
+    /// `sessions` is parallel to `specs`.
+    pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>], sessions: &[Option<Arc<dyn SessionPolicy>>]) -> Self {
         let mut routes: Vec<_> = specs
             .iter()
-            .map(|r| {
-                let label: Arc<str> = format!("{}{}", r.host.as_deref().unwrap_or("*"), r.path_prefix).into();
-                (r.clone(), upstreams[r.upstream].clone(), label)
+            .enumerate()
+            .map(|(i, r)| {
+                let m = Matched { upstream: upstreams[r.upstream].clone(), label: label(r).into(), session: sessions.get(i).cloned().flatten() };
+                (r.clone(), m)
             })
             .collect();
         // Host-specific routes before any-host ones, then longer prefixes first.
-        routes.sort_by_key(|(r, _, _)| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
+        routes.sort_by_key(|(r, _)| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
         Self { routes }
     }
 
-    /// The upstream and route label for a request, if any route matches.
-    pub fn route(&self, req: &RequestHeader) -> Option<(Arc<Upstream>, Arc<str>)> {
+    /// What a request matches, if any route does.
+    pub fn route(&self, req: &RequestHeader) -> Option<&Matched> {
         let host = host_of(req).map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
         let path = req.uri.path();
         self.routes
             .iter()
-            .find(|(r, _, _)| r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref()) && prefix_matches(&r.path_prefix, path))
-            .map(|(_, u, label)| (u.clone(), label.clone()))
+            .find(|(r, _)| r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref()) && prefix_matches(&r.path_prefix, path))
+            .map(|(_, m)| m)
     }
+}
+
+/// A route's name in metrics and logs: `host/prefix`, `*` for any host.
+pub fn label(r: &RouteSpec) -> String {
+    format!("{}{}", r.host.as_deref().unwrap_or("*"), r.path_prefix)
 }
 
 /// `/app` matches `/app`, `/app/x` but not `/apple`.

@@ -3,8 +3,10 @@
 
 pub mod lb;
 pub mod request;
+pub mod session;
 pub mod sql;
 
 pub use lb::{LbError, LbPolicy, RoundRobin};
 pub use request::RequestView;
+pub use session::{Forward, NoSession, Outcome, Reply, SessionAction, SessionPolicy, SessionRun};
 pub use sql::{ClassicSplit, ConnInfo, Route, SqlRouter, Statement, StatementClass};

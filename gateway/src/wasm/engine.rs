@@ -34,6 +34,8 @@ const SLOW_FOR: Duration = Duration::from_secs(1);
 pub struct Engine {
     inner: wasmtime::Engine,
     pool: Arc<PluginPool>,
+    /// The session store tiers every plugin's `store` import reaches.
+    stores: Arc<crate::session::Stores>,
 }
 
 /// Low-priority threads where slow plugin calls finish, time-sliced at
@@ -110,7 +112,22 @@ impl Engine {
                 }
             })
             .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
-        Ok(Self { inner, pool: Arc::new(PluginPool { threads: threads.max(1), rt: OnceLock::new() }) })
+        Ok(Self {
+            inner,
+            pool: Arc::new(PluginPool { threads: threads.max(1), rt: OnceLock::new() }),
+            stores: Arc::new(crate::session::Stores::none()),
+        })
+    }
+
+    /// Give plugins the `[session]` store tiers (before any plugin loads).
+    pub fn with_stores(mut self, stores: Arc<crate::session::Stores>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// The session store tiers.
+    pub fn stores(&self) -> &Arc<crate::session::Stores> {
+        &self.stores
     }
 
     pub(crate) fn raw(&self) -> &wasmtime::Engine {
@@ -144,6 +161,8 @@ impl Engine {
         super::metrics::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         super::clock::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         super::shared::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        super::store::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        super::tokens::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
         Ok(linker)
     }
 }
@@ -163,6 +182,7 @@ pub struct LoadedPlugin {
 const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
 const LB_STATE_EXPORT: &str = "switchyard:policy/lb-state@0.1.0";
 const SQL_EXPORT: &str = "switchyard:policy/sql-router@0.1.0";
+const SESSION_EXPORT: &str = "switchyard:policy/session@0.1.0";
 
 /// The Switchyard worlds a plugin can export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,16 +193,22 @@ pub enum World {
     LbStateful,
     /// `sql-router-policy`: exports `sql-router`.
     SqlRouter,
+    /// `session-policy`: exports `session`.
+    Session,
 }
 
 impl World {
     fn of(pre: &InstancePre<HostState>) -> Result<Self, String> {
-        match super::lb_exports::GuestIndices::new(pre) {
-            Ok(_) if super::lb_state_exports::GuestIndices::new(pre).is_ok() => Ok(Self::LbStateful),
-            Ok(_) => Ok(Self::Lb),
-            Err(_) if super::sql_exports::GuestIndices::new(pre).is_ok() => Ok(Self::SqlRouter),
+        if super::lb_exports::GuestIndices::new(pre).is_ok() {
+            return Ok(if super::lb_state_exports::GuestIndices::new(pre).is_ok() { Self::LbStateful } else { Self::Lb });
+        }
+        if super::sql_exports::GuestIndices::new(pre).is_ok() {
+            return Ok(Self::SqlRouter);
+        }
+        match super::session_exports::GuestIndices::new(pre) {
+            Ok(_) => Ok(Self::Session),
             Err(e) => Err(format!(
-                "exports no Switchyard world: neither the lb-policy world (switchyard:policy/lb@0.1.0) nor the sql-router-policy world (switchyard:policy/sql-router@0.1.0): {e:#}"
+                "exports no Switchyard world: not lb-policy ({LB_EXPORT}), sql-router-policy ({SQL_EXPORT}) nor session-policy ({SESSION_EXPORT}): {e:#}"
             )),
         }
     }
@@ -196,6 +222,7 @@ impl World {
             (true, true) => vec![Self::LbStateful.name(), Self::Lb.name()],
             (true, false) => vec![Self::Lb.name()],
             _ if has(SQL_EXPORT) => vec![Self::SqlRouter.name()],
+            _ if has(SESSION_EXPORT) => vec![Self::Session.name()],
             _ => Vec::new(),
         }
     }
@@ -206,14 +233,27 @@ impl World {
             Self::Lb => "lb-policy",
             Self::LbStateful => "lb-policy-stateful",
             Self::SqlRouter => "sql-router-policy",
+            Self::Session => "session-policy",
         }
     }
 
     /// The seam it plugs into; a swap must keep the seam.
     pub fn seam(self) -> &'static str {
+        use super::seam::Seam;
         match self {
-            Self::Lb | Self::LbStateful => "lb",
-            Self::SqlRouter => "sql",
+            Self::Lb | Self::LbStateful => super::lb::LbSeam::SEAM,
+            Self::SqlRouter => super::sql::SqlSeam::SEAM,
+            Self::Session => super::session::SessionSeam::SEAM,
+        }
+    }
+
+    /// Every hook of its seam, as `GET /plugins` times them.
+    pub fn hooks(self) -> &'static [&'static str] {
+        use super::seam::Seam;
+        match self {
+            Self::Lb | Self::LbStateful => super::lb::LbSeam::HOOKS,
+            Self::SqlRouter => super::sql::SqlSeam::HOOKS,
+            Self::Session => super::session::SessionSeam::HOOKS,
         }
     }
 }
@@ -221,7 +261,7 @@ impl World {
 impl LoadedPlugin {
     /// A fresh store with this plugin's limits.
     pub(crate) fn new_store(&self) -> wasmtime::Store<HostState> {
-        let mut store = wasmtime::Store::new(self.engine.raw(), HostState::new(&self.spec, self.shared.clone()));
+        let mut store = wasmtime::Store::new(self.engine.raw(), HostState::new(&self.spec, self.shared.clone(), self.engine.stores.clone()));
         store.limiter(|s| &mut s.limits);
         // Checked at every tick: past the deadline the call traps; past
         // YIELD_AFTER it yields, so it never holds its thread for long.

@@ -1,9 +1,10 @@
 //! Host imports (log, metrics, clock, shared state, the request resource)
 //! and the per-store state they run on.
 
-use super::{clock, log, metrics, shared, types};
+use super::{clock, log, metrics, shared, store, tokens, types};
 use crate::config::PluginSpec;
 use crate::seams::RequestView;
+use crate::session::{StoreError, Stores, Tier};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -66,10 +67,15 @@ pub struct HostState {
     /// The message of a panic the plugin reported (SDK panic hook) during
     /// the current call; shown with the trap that follows.
     pub(crate) last_panic: Option<String>,
+    /// The session store tiers and token keys.
+    stores: Arc<Stores>,
+    /// Locks the current request holds: (tier, key, owner token). The
+    /// session adapter moves them between the request and the instance.
+    pub(crate) locks: Vec<(Tier, String, String)>,
 }
 
 impl HostState {
-    pub fn new(spec: &PluginSpec, shared: Arc<PluginShared>) -> Self {
+    pub fn new(spec: &PluginSpec, shared: Arc<PluginShared>, stores: Arc<Stores>) -> Self {
         let limits = StoreLimitsBuilder::new()
             .memory_size((spec.limits.memory_mb as usize) << 20)
             .trap_on_grow_failure(true)
@@ -87,7 +93,15 @@ impl HostState {
             call_started: std::time::Instant::now(),
             call_budget: std::time::Duration::from_millis(spec.limits.deadline_ms),
             last_panic: None,
+            stores,
+            locks: Vec::new(),
         }
+    }
+
+    /// Time spent waiting on a store is not the plugin's: move the call's
+    /// start forward by it, so the deadline counts the plugin's own time.
+    fn waited(&mut self, since: Instant) {
+        self.call_started += since.elapsed();
     }
 
     /// Put a request in the table for the duration of one call.
@@ -211,5 +225,81 @@ impl shared::Host for HostState {
         } else {
             kv.insert(key, value);
         }
+    }
+}
+
+fn tier(t: store::Tier) -> Tier {
+    match t {
+        store::Tier::Local => Tier::Local,
+        store::Tier::Central => Tier::Central,
+        store::Tier::Durable => Tier::Durable,
+    }
+}
+
+fn to_wit(e: StoreError) -> store::StoreError {
+    match e {
+        StoreError::NotConfigured => store::StoreError::NotConfigured,
+        StoreError::Timeout => store::StoreError::Timeout,
+        StoreError::Unavailable(m) => store::StoreError::Unavailable(m),
+        StoreError::TooLarge => store::StoreError::TooLarge,
+    }
+}
+
+impl store::Host for HostState {
+    async fn get(&mut self, t: store::Tier, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        let (since, stores) = (Instant::now(), self.stores.clone());
+        let out = stores.get(tier(t), &key).await.map_err(to_wit);
+        self.waited(since);
+        out
+    }
+
+    async fn set(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<(), store::StoreError> {
+        let (since, stores) = (Instant::now(), self.stores.clone());
+        let out = stores.set(tier(t), &key, value, ttl_s).await.map_err(to_wit);
+        self.waited(since);
+        out
+    }
+
+    async fn delete(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
+        let (since, stores) = (Instant::now(), self.stores.clone());
+        let out = stores.delete(tier(t), &key).await.map_err(to_wit);
+        self.waited(since);
+        out
+    }
+
+    async fn lock(&mut self, t: store::Tier, key: String) -> Result<bool, store::StoreError> {
+        let t = tier(t);
+        if self.locks.iter().any(|(lt, k, _)| *lt == t && *k == key) {
+            return Ok(true); // this request holds it already
+        }
+        let (since, stores, owner) = (Instant::now(), self.stores.clone(), crate::session::new_id());
+        let out = stores.lock(t, &key, &owner).await.map_err(to_wit);
+        self.waited(since);
+        if matches!(out, Ok(true)) {
+            self.locks.push((t, key, owner));
+        }
+        out
+    }
+
+    async fn unlock(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
+        let t = tier(t);
+        let Some(i) = self.locks.iter().position(|(lt, k, _)| *lt == t && *k == key) else { return Ok(()) };
+        let (_, key, owner) = self.locks.swap_remove(i);
+        let (since, stores) = (Instant::now(), self.stores.clone());
+        let out = stores.unlock(t, &key, &owner).await.map_err(to_wit);
+        self.waited(since);
+        out
+    }
+}
+
+impl tokens::Host for HostState {
+    fn sign(&mut self, payload: Vec<u8>, ttl_s: u32) -> Result<String, String> {
+        self.stores.tokens.sign(&payload, ttl_s)
+    }
+    fn verify(&mut self, token: String) -> Option<Vec<u8>> {
+        self.stores.tokens.verify(&token)
+    }
+    fn new_id(&mut self) -> String {
+        crate::session::new_id()
     }
 }

@@ -9,12 +9,10 @@
 
 use super::engine::{Engine, LoadedPlugin};
 use super::host::PluginShared;
-use super::lb::WasmLb;
-use super::sql::WasmSqlRouter;
+use super::seam::SwapTarget;
 use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
-use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -53,9 +51,8 @@ pub struct PluginSlot {
     /// rollback steps back through them.
     history: Mutex<Vec<Arc<Version>>>,
     numbers: AtomicU64,
-    users: Mutex<Vec<(Arc<Upstream>, Arc<WasmLb>)>>,
-    /// SQL routers running this plugin.
-    sql_users: Mutex<Vec<Arc<WasmSqlRouter>>>,
+    /// What runs this plugin: upstreams, the SQL listener, routes.
+    users: Mutex<Vec<Arc<dyn SwapTarget>>>,
     /// Recently compiled versions by sha256: pushing known bytes again
     /// (a revert, an A/B flip) skips the compile.
     compiled: Mutex<Vec<(String, Arc<LoadedPlugin>)>>,
@@ -87,7 +84,6 @@ impl PluginSlot {
             history: Mutex::new(Vec::new()),
             numbers: AtomicU64::new(1),
             users: Mutex::new(Vec::new()),
-            sql_users: Mutex::new(Vec::new()),
             compiled,
             swapping: tokio::sync::Mutex::new(()),
         }))
@@ -108,21 +104,14 @@ impl PluginSlot {
         self.history.lock().clone()
     }
 
-    /// Record that `upstream` balances with this plugin through `lb`.
-    pub fn add_user(&self, upstream: Arc<Upstream>, lb: Arc<WasmLb>) {
-        self.users.lock().push((upstream, lb));
+    /// Record a user a swap must move to the new version.
+    pub fn add_user(&self, user: Arc<dyn SwapTarget>) {
+        self.users.lock().push(user);
     }
 
-    /// Record that the SQL listener routes with this plugin.
-    pub fn add_sql_user(&self, router: Arc<WasmSqlRouter>) {
-        self.sql_users.lock().push(router);
-    }
-
-    /// Names of the upstreams (and the SQL listener) using this plugin.
+    /// Who uses this plugin: upstream names, `sql`, `route /prefix`.
     pub fn user_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.users.lock().iter().map(|(u, _)| u.name().to_string()).collect();
-        names.extend(self.sql_users.lock().iter().map(|_| "sql".to_string()));
-        names
+        self.users.lock().iter().map(|u| u.user()).collect()
     }
 
     /// Check, prove and install new bytes. `source` labels logs and metrics.
@@ -188,28 +177,15 @@ impl PluginSlot {
     async fn install(&self, version: Arc<Version>, rollback: bool) -> Result<Arc<Version>, Error> {
         let users = self.users.lock().clone();
         let mut prepared = Vec::with_capacity(users.len());
-        for (upstream, lb) in &users {
-            prepared.push(lb.prepare(version.plugin.clone(), upstream).await.map_err(|e| {
-                Error::plugin(e.fault.unwrap_or(PluginFault::Load), &self.spec.name, format!("on upstream {:?}: {}", upstream.name(), e.message))
-            })?);
+        for user in &users {
+            prepared.push(user.prepare(version.plugin.clone()).await?);
         }
-        let routers = self.sql_users.lock().clone();
-        let mut next_routers = Vec::with_capacity(routers.len());
-        for r in &routers {
-            next_routers.push(r.prepare(version.plugin.clone()).await?);
-        }
-        if users.is_empty() && routers.is_empty() {
+        if users.is_empty() {
             // Nobody calls it yet: still prove it instantiates and configures.
-            match version.plugin.world.seam() {
-                "sql" => drop(WasmSqlRouter::new(version.plugin.clone()).await?),
-                _ => drop(WasmLb::new(version.plugin.clone()).await?),
-            }
+            super::prove(version.plugin.clone()).await?;
         }
-        for ((_, lb), next) in users.iter().zip(prepared) {
-            lb.commit(next);
-        }
-        for (r, next) in routers.iter().zip(next_routers) {
-            r.commit(next);
+        for (user, next) in users.iter().zip(prepared) {
+            user.commit(next);
         }
         let old = self.current.swap(version.clone());
         let mut history = self.history.lock();

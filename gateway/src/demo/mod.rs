@@ -1,5 +1,8 @@
 //! Demo HTTP backends: the quickstart runs them inside the gateway, tests
 //! and benches run them as separate processes (`switchyard demo-backend`).
+//! Under `/cart` and `/exam` they serve the session demo app (`cart.rs`).
+
+pub mod cart;
 
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
@@ -14,6 +17,8 @@ pub struct DemoBackend {
     pub delay: Duration,
     /// Status of non-health answers, to make a failing backend.
     pub status: u16,
+    /// The cart and exam app.
+    pub cart: cart::Cart,
 }
 
 #[async_trait]
@@ -22,6 +27,9 @@ impl ServeHttp for DemoBackend {
         let health = session.req_header().uri.path() == "/healthz";
         if !self.delay.is_zero() && !health {
             tokio::time::sleep(self.delay).await;
+        }
+        if let Some(resp) = self.cart(session).await {
+            return resp;
         }
         let status = if health { 200 } else { self.status };
         let req = session.req_header();
@@ -42,6 +50,43 @@ impl ServeHttp for DemoBackend {
             .header("x-switchyard-served-by", self.name.as_str())
             .body(body)
             .expect("static response parts are valid")
+    }
+}
+
+impl DemoBackend {
+    /// A plain backend (no cart sessions of its own).
+    pub fn new(name: &str, delay: Duration, status: u16) -> Self {
+        Self { name: name.to_string(), delay, status, cart: cart::Cart::new(cart::Sessions::Header) }
+    }
+
+    /// The cart app's answer, if the path is its.
+    async fn cart(&self, session: &mut ServerSession) -> Option<http::Response<Vec<u8>>> {
+        let path = session.req_header().uri.path().to_string();
+        if !(path.starts_with("/cart") || path.starts_with("/exam")) {
+            return None;
+        }
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            body.extend_from_slice(&chunk);
+            if body.len() > 1 << 20 {
+                break;
+            }
+        }
+        let req = session.req_header();
+        let query = req.uri.query().unwrap_or("");
+        let answer = self.cart.serve(req.method.as_str(), &path, query, &req.headers, &body)?;
+        let mut json = answer.body;
+        json["backend"] = serde_json::json!(self.name);
+        let body = json.to_string().into_bytes();
+        let mut resp = http::Response::builder()
+            .status(answer.status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_LENGTH, body.len())
+            .header("x-backend", self.name.as_str());
+        for (k, v) in answer.headers {
+            resp = resp.header(k, v);
+        }
+        Some(resp.body(body).expect("valid response parts"))
     }
 }
 

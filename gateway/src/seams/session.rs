@@ -1,0 +1,86 @@
+//! The session seam: `SessionPolicy` decides, before the upstream request,
+//! how a request's session travels (pin, headers, or a direct answer), and
+//! its [`SessionRun`] stores the changes after the response.
+
+use super::RequestView;
+use crate::error::Error;
+use http::{HeaderName, HeaderValue};
+use std::sync::Arc;
+
+/// Headers as the proxy applies them.
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// Send the request on.
+#[derive(Debug, Default, Clone)]
+pub struct Forward {
+    /// Backend address (`host:port`) to send it to while healthy.
+    pub pin: Option<String>,
+    /// Added to the upstream request (internal names only).
+    pub headers: Headers,
+    /// Handed to `after` of this request.
+    pub context: Vec<u8>,
+}
+
+/// Answer the client directly.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+}
+
+/// What a session policy wants done with a request.
+#[derive(Debug, Clone)]
+pub enum SessionAction {
+    Forward(Forward),
+    Reply(Reply),
+}
+
+/// What the upstream answered, for `after`.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The backend's status, or the gateway's error status.
+    pub status: u16,
+    /// The backend's response headers (empty when it failed).
+    pub headers: Vec<(String, String)>,
+    pub backend: Option<String>,
+    pub pin_lost: bool,
+}
+
+/// One request's session, from `before` to `after`: it runs on the policy
+/// version that started it, and releases what the request holds when done.
+#[async_trait::async_trait]
+pub trait SessionRun: Send + Sync {
+    /// Store the changes; answer headers for the client response.
+    async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers;
+}
+
+/// A route's session strategy.
+#[async_trait::async_trait]
+pub trait SessionPolicy: Send + Sync {
+    /// Name for logs and metrics.
+    fn name(&self) -> &str;
+    /// Decide how `req` and its session travel.
+    async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error>;
+}
+
+/// Nothing to store: what a failed policy falls back to.
+pub struct NoSession;
+
+#[async_trait::async_trait]
+impl SessionRun for NoSession {
+    async fn after(&mut self, _context: Vec<u8>, _outcome: Outcome) -> Headers {
+        Vec::new()
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionPolicy for NoSession {
+    fn name(&self) -> &str {
+        "builtin:none"
+    }
+
+    async fn before(&self, _req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
+        Ok((SessionAction::Forward(Forward::default()), Box::new(NoSession)))
+    }
+}

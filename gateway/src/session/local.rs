@@ -1,0 +1,180 @@
+//! The `local` tier: values in this process, with a TTL and a memory cap;
+//! past the cap the least recently used go first, and are counted.
+
+use super::StoreError;
+use crate::metrics::metrics;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+/// Bytes counted per entry beyond its key and value (map and order slots).
+const OVERHEAD: usize = 96;
+
+/// How often a waiting `lock` looks again.
+const LOCK_POLL: Duration = Duration::from_millis(2);
+
+/// How long a local lock waits for its holder.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Instant,
+    /// Position in the recency order.
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    map: HashMap<String, Entry>,
+    /// seq -> key, oldest first.
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    bytes: usize,
+}
+
+/// The in-process tier.
+pub struct Local {
+    inner: Mutex<Inner>,
+    locks: Mutex<HashMap<String, (String, Instant)>>,
+    max_bytes: usize,
+    ttl: Duration,
+}
+
+impl Local {
+    pub fn new(max_bytes: u64, ttl_s: u32) -> Self {
+        Self { inner: Mutex::default(), locks: Mutex::default(), max_bytes: max_bytes as usize, ttl: Duration::from_secs(u64::from(ttl_s.max(1))) }
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let mut g = self.inner.lock();
+        let now = Instant::now();
+        let inner = &mut *g;
+        let e = inner.map.get_mut(key)?;
+        if e.expires <= now {
+            let e = inner.map.remove(key).expect("present");
+            inner.order.remove(&e.seq);
+            inner.bytes -= size(key, &e.value);
+            return None;
+        }
+        // Read refreshes recency and the TTL, as the central tier does.
+        inner.order.remove(&e.seq);
+        inner.next_seq += 1;
+        e.seq = inner.next_seq;
+        e.expires = now + self.ttl;
+        inner.order.insert(e.seq, key.to_string());
+        Some(e.value.clone())
+    }
+
+    pub fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
+        let need = size(key, &value);
+        if need > self.max_bytes {
+            return Err(StoreError::TooLarge);
+        }
+        let ttl = if ttl_s == 0 { self.ttl } else { Duration::from_secs(u64::from(ttl_s)) };
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if let Some(old) = inner.map.remove(key) {
+            inner.order.remove(&old.seq);
+            inner.bytes -= size(key, &old.value);
+        }
+        let mut evicted = 0u64;
+        while inner.bytes + need > self.max_bytes {
+            let Some((_, victim)) = inner.order.pop_first() else { break };
+            if let Some(v) = inner.map.remove(&victim) {
+                inner.bytes -= size(&victim, &v.value);
+                evicted += 1;
+            }
+        }
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        inner.order.insert(seq, key.to_string());
+        inner.map.insert(key.to_string(), Entry { value, expires: Instant::now() + ttl, seq });
+        inner.bytes += need;
+        let m = metrics();
+        m.session_local_bytes.set(inner.bytes as i64);
+        m.session_local_entries.set(inner.map.len() as i64);
+        if evicted > 0 {
+            m.session_evictions.with_label_values(&["local"]).inc_by(evicted);
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, key: &str) {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        if let Some(old) = inner.map.remove(key) {
+            inner.order.remove(&old.seq);
+            inner.bytes -= size(key, &old.value);
+        }
+    }
+
+    /// Values held now (expired ones not yet dropped included).
+    pub fn len(&self) -> usize {
+        self.inner.lock().map.len()
+    }
+
+    pub async fn lock(&self, key: &str, token: &str) -> bool {
+        let until = Instant::now() + LOCK_WAIT;
+        loop {
+            {
+                let mut locks = self.locks.lock();
+                let now = Instant::now();
+                let free = locks.get(key).is_none_or(|(_, exp)| *exp <= now);
+                if free {
+                    locks.insert(key.to_string(), (token.to_string(), now + self.ttl.min(Duration::from_secs(30))));
+                    return true;
+                }
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(LOCK_POLL).await;
+        }
+    }
+
+    pub fn unlock(&self, key: &str, token: &str) {
+        let mut locks = self.locks.lock();
+        if locks.get(key).is_some_and(|(t, _)| t == token) {
+            locks.remove(key);
+        }
+    }
+}
+
+fn size(key: &str, value: &[u8]) -> usize {
+    key.len() + value.len() + OVERHEAD
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_past_the_cap() {
+        let l = Local::new(3 * (OVERHEAD as u64 + 2 + 10), 60);
+        for k in ["k1", "k2", "k3"] {
+            l.set(k, vec![0; 10], 0).unwrap();
+        }
+        assert!(l.get("k1").is_some(), "k1 is now the most recent");
+        l.set("k4", vec![0; 10], 0).unwrap();
+        assert!(l.get("k2").is_none(), "k2 was least recently used");
+        assert!(l.get("k1").is_some() && l.get("k3").is_some() && l.get("k4").is_some());
+    }
+
+    #[test]
+    fn expired_values_are_absent() {
+        let l = Local::new(1 << 20, 60);
+        l.set("a", b"x".to_vec(), 1).unwrap();
+        assert_eq!(l.get("a"), Some(b"x".to_vec()));
+        {
+            let mut g = l.inner.lock();
+            g.map.get_mut("a").unwrap().expires = Instant::now() - Duration::from_millis(1);
+        }
+        assert_eq!(l.get("a"), None);
+    }
+
+    #[test]
+    fn a_value_over_the_cap_is_refused() {
+        let l = Local::new(200, 60);
+        assert_eq!(l.set("a", vec![0; 500], 0), Err(StoreError::TooLarge));
+    }
+}

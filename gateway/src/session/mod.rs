@@ -1,0 +1,208 @@
+//! Session store tiers for the `store` and `tokens` imports: `local` (this
+//! process), `central` (memcached), `durable` (MariaDB), and HMAC-signed
+//! tokens. Plugins reach them through [`Stores`]; every call is bounded by
+//! its tier's timeout and answers a typed error.
+
+mod central;
+mod durable;
+mod local;
+mod tokens;
+
+pub use central::Central;
+pub use durable::Durable;
+pub use local::Local;
+pub use tokens::{new_id, Tokens};
+
+use crate::config::SessionSpec;
+use crate::metrics::metrics;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Longest key a tier accepts (memcached's limit).
+pub const MAX_KEY: usize = 250;
+
+/// Largest value a tier accepts (memcached's default item size).
+pub const MAX_VALUE: usize = 1024 * 1024;
+
+/// Which tier a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Local,
+    Central,
+    Durable,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Central => "central",
+            Tier::Durable => "durable",
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    NotConfigured,
+    Timeout,
+    Unavailable(String),
+    TooLarge,
+}
+
+impl StoreError {
+    fn label(&self) -> &'static str {
+        match self {
+            StoreError::NotConfigured => "not_configured",
+            StoreError::Timeout => "timeout",
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::TooLarge => "too_large",
+        }
+    }
+}
+
+/// Every configured tier and the token keys.
+pub struct Stores {
+    pub local: Local,
+    pub central: Option<Central>,
+    pub durable: Option<Durable>,
+    pub tokens: Tokens,
+}
+
+impl Stores {
+    /// Build the tiers; nothing connects yet (a store that is down at
+    /// start is reached once it is up, without a restart).
+    pub fn new(spec: &SessionSpec) -> Result<Self, crate::error::Error> {
+        Ok(Self {
+            local: Local::new(spec.local.max_mb << 20, spec.local.ttl_s),
+            central: spec.central.as_ref().map(Central::new).transpose()?,
+            durable: spec.durable.as_ref().map(Durable::new).transpose()?,
+            tokens: Tokens::new(spec.keys.clone()),
+        })
+    }
+
+    /// No tier and no key: what a config without `[session]` gets.
+    pub fn none() -> Self {
+        Self { local: Local::new(64 << 20, 1800), central: None, durable: None, tokens: Tokens::new(Vec::new()) }
+    }
+
+    pub async fn get(&self, tier: Tier, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        timed(tier, "get", async {
+            match tier {
+                Tier::Local => Ok(self.local.get(key)),
+                Tier::Central => self.central()?.get(key).await,
+                Tier::Durable => self.durable()?.get(key).await,
+            }
+        })
+        .await
+    }
+
+    pub async fn set(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
+        check_key(key)?;
+        if value.len() > MAX_VALUE {
+            return Err(count(tier, "set", StoreError::TooLarge));
+        }
+        timed(tier, "set", async {
+            match tier {
+                Tier::Local => self.local.set(key, value, ttl_s),
+                Tier::Central => self.central()?.set(key, value, ttl_s).await,
+                Tier::Durable => self.durable()?.set(key, value, ttl_s).await,
+            }
+        })
+        .await
+    }
+
+    pub async fn delete(&self, tier: Tier, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        timed(tier, "delete", async {
+            match tier {
+                Tier::Local => {
+                    self.local.delete(key);
+                    Ok(())
+                }
+                Tier::Central => self.central()?.delete(key).await,
+                Tier::Durable => self.durable()?.delete(key).await,
+            }
+        })
+        .await
+    }
+
+    /// Take `key`'s lock with `token` as its owner. Ok(false): another
+    /// owner held it for the whole lock timeout.
+    pub async fn lock(&self, tier: Tier, key: &str, token: &str) -> Result<bool, StoreError> {
+        check_key(key)?;
+        timed(tier, "lock", async {
+            match tier {
+                Tier::Local => Ok(self.local.lock(key, token).await),
+                Tier::Central => self.central()?.lock(key, token).await,
+                Tier::Durable => Err(StoreError::Unavailable("the durable tier has no locks: lock in the central or local tier".into())),
+            }
+        })
+        .await
+    }
+
+    /// Release `key`'s lock if `token` still owns it.
+    pub async fn unlock(&self, tier: Tier, key: &str, token: &str) -> Result<(), StoreError> {
+        timed(tier, "unlock", async {
+            match tier {
+                Tier::Local => {
+                    self.local.unlock(key, token);
+                    Ok(())
+                }
+                Tier::Central => self.central()?.unlock(key, token).await,
+                Tier::Durable => Ok(()),
+            }
+        })
+        .await
+    }
+
+    fn central(&self) -> Result<&Central, StoreError> {
+        self.central.as_ref().ok_or(StoreError::NotConfigured)
+    }
+
+    fn durable(&self) -> Result<&Durable, StoreError> {
+        self.durable.as_ref().ok_or(StoreError::NotConfigured)
+    }
+}
+
+/// memcached's key rule, applied to every tier so a plugin's keys work
+/// on all of them.
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_KEY {
+        return Err(StoreError::TooLarge);
+    }
+    if key.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(StoreError::Unavailable(format!("key {key:?}: keys may not contain spaces or control characters")));
+    }
+    Ok(())
+}
+
+async fn timed<T>(tier: Tier, op: &'static str, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let started = Instant::now();
+    let out = call.await;
+    let m = metrics();
+    m.session_store_seconds.with_label_values(&[tier.as_str(), op]).observe(started.elapsed().as_secs_f64());
+    match out {
+        Ok(v) => {
+            m.session_store_calls.with_label_values(&[tier.as_str(), op, "ok"]).inc();
+            Ok(v)
+        }
+        Err(e) => Err(count(tier, op, e)),
+    }
+}
+
+fn count(tier: Tier, op: &str, e: StoreError) -> StoreError {
+    metrics().session_store_calls.with_label_values(&[tier.as_str(), op, e.label()]).inc();
+    e
+}
+
+/// Run a blocking store client call on the blocking pool, bounded by `limit`.
+async fn blocking<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => Err(StoreError::Unavailable(format!("store call failed: {e}"))),
+        Err(_) => Err(StoreError::Timeout),
+    }
+}

@@ -1,0 +1,221 @@
+//! `SessionPolicy` backed by a Wasm component: the generic pool (`seam.rs`)
+//! plus what only this seam does: lend the request, carry the request's
+//! store locks between its two hooks, check the headers a plugin adds, and
+//! keep both hooks of a request on one plugin version.
+
+use super::engine::LoadedPlugin;
+use super::host::HostState;
+use super::seam::{self, CallFuture, Generation, Hosted, Seam, SwapTarget};
+use super::session_exports as wit;
+use crate::error::{Error, PluginFault};
+use crate::metrics::plugin_fault;
+use crate::proxy::INTERNAL_PREFIX;
+use crate::seams::session::Headers;
+use crate::seams::{Forward, NoSession, Outcome, Reply, RequestView, SessionAction, SessionPolicy, SessionRun};
+use crate::session::{Stores, Tier};
+use http::{HeaderName, HeaderValue};
+use std::sync::Arc;
+use wasmtime::component::{Instance as WasmInstance, InstancePre};
+use wasmtime::Store;
+
+/// The session seam's exports.
+pub struct SessionSeam;
+
+impl Seam for SessionSeam {
+    type Guest = wit::Guest;
+    type Setup = ();
+    type Local = ();
+    const SEAM: &'static str = "session";
+    const HOOKS: &'static [&'static str] = &["configure", "before-request", "after-response"];
+
+    fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String> {
+        let indices = wit::GuestIndices::new(pre)
+            .map_err(|e| format!("does not export the session-policy world (switchyard:policy/session@0.1.0): {e:#}"))?;
+        indices.load(store, instance).map_err(|e| format!("{e:#}"))
+    }
+
+    fn configure<'a>(guest: &'a Self::Guest, store: &'a mut Store<HostState>, config: &'a str) -> CallFuture<'a, Result<(), String>> {
+        Box::pin(guest.call_configure(store, config))
+    }
+}
+
+/// Locks a request holds: (tier, key, owner).
+type Locks = Vec<(Tier, String, String)>;
+
+/// A Wasm session plugin serving one route.
+pub struct WasmSession {
+    hosted: Hosted<SessionSeam>,
+    route: String,
+    stores: Arc<Stores>,
+}
+
+impl WasmSession {
+    pub async fn new(plugin: Arc<LoadedPlugin>, route: &str) -> Result<Self, Error> {
+        let stores = plugin.engine.stores().clone();
+        Ok(Self { hosted: Hosted::new(plugin).await?, route: route.to_string(), stores })
+    }
+}
+
+/// `before-request` on one generation.
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks), Error> {
+    let req = req.clone();
+    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks), _>(move |inst, ()| {
+        Box::pin(async move {
+            inst.store.data_mut().locks.clear();
+            let handle = inst.store.data_mut().lend(&req)?;
+            let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
+            let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
+            inst.store.data_mut().table.delete(handle)?;
+            let locks = std::mem::take(&mut inst.store.data_mut().locks);
+            Ok((out?, locks))
+        })
+    });
+    generation.call("before-request", arm, call, Ok).await
+}
+
+/// `after-response` on one generation, with the request's locks.
+async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks), Error> {
+    let resp = wit::Response {
+        status: outcome.status,
+        headers: outcome.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
+        backend: outcome.backend,
+        pin_lost: outcome.pin_lost,
+    };
+    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks), _>(move |inst, ()| {
+        Box::pin(async move {
+            inst.store.data_mut().locks = locks;
+            let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
+            let locks = std::mem::take(&mut inst.store.data_mut().locks);
+            Ok((out?, locks))
+        })
+    });
+    generation.call("after-response", LoadedPlugin::arm, call, Ok).await
+}
+
+/// Check a plugin's headers: valid names and values; `internal` says
+/// whether they must (upstream) or must not (client) be internal ones.
+fn headers(plugin: &str, hook: &str, list: Vec<wit::Header>, internal: bool) -> Result<Headers, Error> {
+    list.into_iter()
+        .map(|h| {
+            let bad = |why: String| {
+                plugin_fault(plugin, hook, PluginFault::BadReturn);
+                Error::plugin(PluginFault::BadReturn, plugin, format!("{hook} returned header {:?}: {why}", h.name))
+            };
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            if name.as_str().starts_with(INTERNAL_PREFIX) != internal {
+                let rule = if internal { format!("upstream headers must start with {INTERNAL_PREFIX}") } else { format!("client headers may not start with {INTERNAL_PREFIX}") };
+                return Err(bad(rule));
+            }
+            let value = HeaderValue::from_str(&h.value).map_err(|e| bad(format!("invalid value: {e}")))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+fn action(plugin: &str, a: wit::Action) -> Result<SessionAction, Error> {
+    Ok(match a {
+        wit::Action::Forward(f) => SessionAction::Forward(Forward { pin: f.pin, headers: headers(plugin, "before-request", f.headers, true)?, context: f.context }),
+        wit::Action::Reply(r) => {
+            if !(200..=599).contains(&r.status) {
+                plugin_fault(plugin, "before-request", PluginFault::BadReturn);
+                return Err(Error::plugin(PluginFault::BadReturn, plugin, format!("before-request replied with status {}", r.status)));
+            }
+            SessionAction::Reply(Reply { status: r.status, headers: headers(plugin, "before-request", r.headers, false)?, body: r.body })
+        }
+    })
+}
+
+/// One request on one generation; releases its locks when it ends.
+struct Run {
+    generation: Arc<Generation<SessionSeam>>,
+    locks: Locks,
+    stores: Arc<Stores>,
+    name: String,
+}
+
+#[async_trait::async_trait]
+impl SessionRun for Run {
+    async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers {
+        let locks = std::mem::take(&mut self.locks);
+        let out = after(&self.generation, context, outcome, locks).await;
+        let answer = out.and_then(|(list, locks)| {
+            self.locks = locks;
+            headers(&self.name, "after-response", list, false)
+        });
+        self.release().await;
+        answer.unwrap_or_else(|e| {
+            super::faults::log_fault(&self.name, "after-response", &e, false);
+            Vec::new()
+        })
+    }
+}
+
+impl Run {
+    async fn release(&mut self) {
+        for (tier, key, owner) in self.locks.drain(..) {
+            if let Err(e) = self.stores.unlock(tier, &key, &owner).await {
+                tracing::warn!(plugin = %self.name, key, "session lock not released (it expires by itself): {e:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Run {
+    /// A request that ended before `after` (client gone) frees its locks.
+    fn drop(&mut self) {
+        if self.locks.is_empty() {
+            return;
+        }
+        let (stores, locks) = (self.stores.clone(), std::mem::take(&mut self.locks));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for (tier, key, owner) in locks {
+                    let _ = stores.unlock(tier, &key, &owner).await;
+                }
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionPolicy for WasmSession {
+    fn name(&self) -> &str {
+        &self.hosted.name
+    }
+
+    async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
+        let generation = self.hosted.current();
+        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks)| Ok((action(&self.hosted.name, a)?, locks)));
+        match out {
+            Ok((action, locks)) => {
+                let run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone() };
+                Ok((action, Box::new(run)))
+            }
+            Err(e) if self.hosted.fell_back("before-request", &e) => NoSession.before(req).await,
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SwapTarget for WasmSession {
+    fn user(&self) -> String {
+        format!("route {}", self.route)
+    }
+
+    /// The next version, proven with one smoke `before-request` on an
+    /// empty request (no cookie: a new visitor).
+    async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
+        let next = self.hosted.next(plugin).await?;
+        let (a, locks) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
+        for (tier, key, owner) in locks {
+            let _ = self.stores.unlock(tier, &key, &owner).await;
+        }
+        action(&self.hosted.name, a)?;
+        Ok(Box::new(next))
+    }
+
+    fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
+        seam::commit_any(&self.hosted, prepared);
+    }
+}
