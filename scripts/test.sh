@@ -16,6 +16,8 @@ cargo test --manifest-path plugins/sql/Cargo.toml --target "$host" --target-dir 
 cargo test --manifest-path plugins/session/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo build --workspace --bins
 cargo test --workspace
+# The SDK's session helpers (behind its `session` feature).
+cargo test -p switchyard-sdk --features session
 # The MySQL packet decoders under libFuzzer, for a bounded time.
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 # The tests must not change tracked files or leave new ones behind.

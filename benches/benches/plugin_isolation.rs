@@ -7,6 +7,7 @@
 //! `cargo build --release -p switchyard && cargo bench -p switchyard-benches --bench plugin_isolation`
 
 use std::time::Duration;
+use switchyard_benches::cpu_secs;
 use switchyard_tests::*;
 
 const PLAIN_CONNS: usize = 4;
@@ -18,14 +19,6 @@ fn pct(samples: &[Sample], p: usize) -> Duration {
     let mut l: Vec<Duration> = samples.iter().map(|s| s.end - s.start).collect();
     l.sort();
     l.get((l.len() * p / 100).min(l.len().saturating_sub(1))).copied().unwrap_or(Duration::from_secs(10))
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<u64> = after.split_whitespace().skip(11).take(2).filter_map(|x| x.parse().ok()).collect();
-    f.iter().sum::<u64>() as f64 / 100.0
 }
 
 /// Load the plain route for `secs`, optionally with looping traffic on

@@ -361,3 +361,18 @@ pub fn bearer() -> (&'static str, String) {
 pub const SERVER: &str = "[server]\nlisten = \"{listen}\"\nthreads = 2\n";
 
 pub mod mariadb;
+pub mod memcached;
+pub mod browser;
+
+/// Sum of one metric's samples (from an admin `/metrics`) whose labels
+/// contain every `labels` pair.
+pub fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (k, v) = bearer();
+    get(admin, "/metrics", &[(k, v.as_str())])
+        .body
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

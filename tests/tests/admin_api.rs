@@ -167,7 +167,7 @@ fn state_carries_across_a_swap() {
     let backends: Vec<Proc> = (0..3).map(|i| backend(&format!("b{i}"), &[])).collect();
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lb", "round_robin", "limits = { instances = 1 }"),
+        plugin_table("lb", "round_robin", "limits = { instances = 1, deadline_ms = 200 }"),
         upstream("web", Some("lb"), &[(&backends[0], 1), (&backends[1], 1), (&backends[2], 1)], "")
     );
     let (gw, admin) = gateway_with_admin(&cfg, "");

@@ -2,6 +2,11 @@
 
 use switchyard_tests::*;
 
+/// A deadline a debug gateway on a loaded 2-core machine always meets:
+/// these tests check distributions, and a deadline hit would fall back to
+/// the builtin round robin and skew them.
+const LIMITS: &str = "limits = { deadline_ms = 200 }";
+
 fn three(extra: &[&str]) -> Vec<Proc> {
     (1..=3).map(|i| backend(&format!("b{i}"), extra)).collect()
 }
@@ -11,7 +16,7 @@ fn round_robin_spreads_evenly() {
     let b = three(&[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("rr", "round_robin", ""),
+        plugin_table("rr", "round_robin", LIMITS),
         upstream("web", Some("rr"), &[(&b[0], 1), (&b[1], 1), (&b[2], 1)], "")
     );
     let gw = gateway(&cfg);
@@ -26,7 +31,7 @@ fn weighted_round_robin_follows_weights() {
     let b = three(&[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("wrr", "weighted_round_robin", ""),
+        plugin_table("wrr", "weighted_round_robin", LIMITS),
         upstream("web", Some("wrr"), &[(&b[0], 3), (&b[1], 2), (&b[2], 1)], "")
     );
     let gw = gateway(&cfg);
@@ -44,7 +49,7 @@ fn least_connections_avoids_the_busy_backend() {
     let f2 = backend("fast2", &[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lc", "least_connections", ""),
+        plugin_table("lc", "least_connections", LIMITS),
         upstream("web", Some("lc"), &[(&slow, 1), (&f1, 1), (&f2, 1)], "")
     );
     let gw = gateway(&cfg);
@@ -74,7 +79,7 @@ fn fastest_response_prefers_the_fast_backends() {
     let f2 = backend("fast2", &[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("fr", "fastest_response", "config = { default_latency_us = 1000.0 }"),
+        plugin_table("fr", "fastest_response", &format!("{LIMITS}\nconfig = {{ default_latency_us = 1000.0 }}")),
         upstream("web", Some("fr"), &[(&slow, 1), (&f1, 1), (&f2, 1)], "")
     );
     let gw = gateway(&cfg);
@@ -93,7 +98,7 @@ fn fastest_response_does_not_reward_fast_errors() {
     let ok2 = backend("ok2", &["--delay-ms", "5"]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("fr", "fastest_response", ""),
+        plugin_table("fr", "fastest_response", LIMITS),
         upstream("web", Some("fr"), &[(&failing, 1), (&ok1, 1), (&ok2, 1)], "health = { check = \"none\", max_failures = 1000 }")
     );
     let gw = gateway(&cfg);
@@ -114,7 +119,7 @@ fn consistent_hash_keeps_a_key_on_one_backend() {
     let b = three(&[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("ch", "consistent_hash", "config = { key = \"header:x-user\" }"),
+        plugin_table("ch", "consistent_hash", &format!("{LIMITS}\nconfig = {{ key = \"header:x-user\" }}")),
         upstream("web", Some("ch"), &[(&b[0], 1), (&b[1], 1), (&b[2], 1)], "")
     );
     let gw = gateway(&cfg);

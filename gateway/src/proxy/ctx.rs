@@ -97,11 +97,7 @@ impl Ctx {
     pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session) {
         self.route = Some(route);
         let h = session.req_header();
-        let mut headers = h.headers.clone();
-        if headers.keys().any(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)) {
-            let internal: Vec<_> = headers.keys().filter(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)).cloned().collect();
-            internal.iter().for_each(|k| drop(headers.remove(k)));
-        }
+        let headers = without_internal(&h.headers);
         self.req = Some(Arc::new(RequestView {
             method: h.method.as_str().to_string(),
             path: h.uri.path().to_string(),
@@ -197,6 +193,17 @@ impl Ctx {
     }
 }
 
+/// The client's headers without any `x-switchyard-*` one: what every
+/// policy sees of the request.
+fn without_internal(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = headers.clone();
+    if out.keys().any(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)) {
+        let internal: Vec<_> = out.keys().filter(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)).cloned().collect();
+        internal.iter().for_each(|k| drop(out.remove(k)));
+    }
+    out
+}
+
 fn status_label(status: u16) -> &'static str {
     // Static labels for the common codes avoid an allocation per request.
     match status {
@@ -238,6 +245,17 @@ fn new_request_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn policies_never_see_internal_headers() {
+        let mut h = http::HeaderMap::new();
+        h.append("X-Switchyard-Session", "forged".parse().unwrap());
+        h.append("x-switchyard-session-id", "evil".parse().unwrap());
+        h.append("cookie", "sy_session=t".parse().unwrap());
+        let seen = super::without_internal(&h);
+        assert_eq!(seen.len(), 1);
+        assert!(seen.contains_key("cookie"));
+    }
+
     #[test]
     fn request_ids_are_validated() {
         assert!(super::valid_request_id("abc-123"));

@@ -31,7 +31,9 @@ impl Central {
             .with_connection_timeout(timeout);
         for s in &spec.servers {
             // `timeout` here is the socket read/write timeout of each connection.
-            let url = format!("memcache://{s}?timeout={}&tcp_nodelay=true&protocol=ascii", timeout.as_secs_f64());
+            // The binary protocol: its `add` reports an existing key as an error
+            // (the crate maps ASCII NOT_STORED to success), which locks rely on.
+            let url = format!("memcache://{s}?timeout={}&tcp_nodelay=true", timeout.as_secs_f64());
             b = b.add_server(url.as_str()).map_err(|e| Error::internal(format!("session.central.servers: {s}: {e}")))?;
         }
         let client = b.build().map_err(|e| Error::internal(format!("session.central: {e}")))?;

@@ -208,7 +208,7 @@ impl World {
         match super::session_exports::GuestIndices::new(pre) {
             Ok(_) => Ok(Self::Session),
             Err(e) => Err(format!(
-                "exports no Switchyard world: not lb-policy ({LB_EXPORT}), sql-router-policy ({SQL_EXPORT}) nor session-policy ({SESSION_EXPORT}): {e:#}"
+                "exports no Switchyard world: neither the lb-policy world ({LB_EXPORT}), the sql-router-policy world ({SQL_EXPORT}) nor the session-policy world ({SESSION_EXPORT}): {e:#}"
             )),
         }
     }

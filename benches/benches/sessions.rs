@@ -1,0 +1,238 @@
+//! Session strategies side by side (issue: session seam, part 1). Per
+//! strategy: one release gateway, three cart backends, real memcached, and
+//! 100 / 500 / 2,000 concurrent users running the cart scenario (log in,
+//! add 5 items, read the cart; again) closed-loop, each on its own
+//! keep-alive connection. Printed per run: throughput, p50 / p99, gateway
+//! CPU per request, gateway resident memory per 1,000 active sessions.
+//! Then paper 002's claim: O-Session's gateway memory per user against the
+//! same sessions kept in the gateway (`tier = "local"`).
+//! Baseline: the users talking to one backend directly (sessions in its
+//! memory), so a run shows which part of the cost is the gateway's.
+//!
+//! `cargo bench -p switchyard-benches --bench sessions` (about 3 minutes).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use switchyard_benches::{cpu_secs, rss_kib};
+use switchyard_tests::memcached::Memcached;
+use switchyard_tests::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const KEY: &str = "bench-session-signing-key-0123456789abcdef";
+const USERS: [usize; 3] = [100, 500, 2000];
+const RUN: Duration = Duration::from_secs(6);
+/// Sessions created for the memory-per-user comparison.
+const MEMORY_USERS: usize = 20_000;
+
+/// One keep-alive connection with a cookie jar.
+struct User {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    cookies: BTreeMap<String, String>,
+}
+
+impl User {
+    async fn send(&mut self, method: &str, path: &str) -> std::io::Result<u16> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr).await?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let c = self.conn.as_mut().expect("connected");
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{cookie}Content-Length: 0\r\n\r\n");
+        c.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        c.read_line(&mut line).await?;
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut len = 0usize;
+        let mut close = false;
+        loop {
+            line.clear();
+            c.read_line(&mut line).await?;
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if k.eq_ignore_ascii_case("set-cookie") {
+                if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
+                    self.cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        c.read_exact(&mut body).await?;
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+}
+
+/// The cart scenario, closed-loop until `until`; latencies in µs.
+async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, usize) {
+    let mut u = User { addr, conn: None, cookies: BTreeMap::new() };
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    let mut step = 0usize;
+    while Instant::now() < until {
+        let path = match step % 7 {
+            0 => format!("/cart/login?user=u{id}"),
+            6 => "/cart".to_string(),
+            n => format!("/cart/add?item=i{n}"),
+        };
+        let method = if step % 7 == 6 { "GET" } else { "POST" };
+        let t = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await {
+            Ok(Ok(200)) => lat.push(t.elapsed().as_micros() as u32),
+            _ => {
+                errors += 1;
+                u.conn = None;
+            }
+        }
+        step += 1;
+    }
+    (lat, errors)
+}
+
+struct Row {
+    label: String,
+    users: usize,
+    reqs: usize,
+    errors: usize,
+    secs: f64,
+    p50: u32,
+    p99: u32,
+    cpu_us: f64,
+    rss_per_1k_kib: f64,
+}
+
+fn run(rt: &tokio::runtime::Runtime, addr: SocketAddr, users: usize) -> (Vec<u32>, usize, f64) {
+    let start = Instant::now();
+    let until = start + RUN;
+    let (mut lat, errors) = rt.block_on(async {
+        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addr, i, until))).collect();
+        let (mut lat, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.expect("user task");
+            lat.extend(l);
+            errors += e;
+        }
+        (lat, errors)
+    });
+    lat.sort_unstable();
+    (lat, errors, start.elapsed().as_secs_f64())
+}
+
+fn measure(rt: &tokio::runtime::Runtime, label: &str, addr: SocketAddr, pid: Option<u32>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for users in USERS {
+        let (rss0, cpu0) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
+        let (lat, errors, secs) = run(rt, addr, users);
+        let (rss1, cpu1) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
+        let n = lat.len().max(1);
+        rows.push(Row {
+            label: label.to_string(),
+            users,
+            reqs: lat.len(),
+            errors,
+            secs,
+            p50: lat.get(n / 2).copied().unwrap_or(0),
+            p99: lat.get(n * 99 / 100).copied().unwrap_or(0),
+            cpu_us: (cpu1 - cpu0) * 1e6 / n as f64,
+            rss_per_1k_kib: rss1.saturating_sub(rss0) as f64 / (users as f64 / 1000.0),
+        });
+    }
+    rows
+}
+
+fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[&Proc]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
+    format!(
+        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 64 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
+        mc.addr,
+        plugin(file).to_string_lossy(),
+        list.join(", ")
+    )
+}
+
+/// Gateway RSS growth per session after `n` logins (each a new session).
+fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, n: usize) -> f64 {
+    let before = rss_kib(gw.pid());
+    let addr = gw.addr;
+    rt.block_on(async {
+        let per = n / 200;
+        let tasks: Vec<_> = (0..200)
+            .map(|t| {
+                tokio::spawn(async move {
+                    for i in 0..per {
+                        let mut u = User { addr, conn: None, cookies: BTreeMap::new() };
+                        let s = u.send("POST", &format!("/cart/login?user=m{t}-{i}")).await.unwrap_or(0);
+                        assert_eq!(s, 200, "login {t}-{i}");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("login task");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    (rss_kib(gw.pid()).saturating_sub(before) * 1024) as f64 / n as f64
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let mc = Memcached::start();
+    let header: Vec<Proc> = (0..3).map(|i| backend(&format!("h{i}"), &["--sessions", "header", "--threads", "1"])).collect();
+    let memory: Vec<Proc> = (0..3).map(|i| backend(&format!("m{i}"), &["--sessions", "memory", "--threads", "1"])).collect();
+    let hb: Vec<&Proc> = header.iter().collect();
+    let mb: Vec<&Proc> = memory.iter().collect();
+
+    let mut rows = measure(&rt, "direct (1 backend, memory sessions)", memory[0].addr, None);
+    for (label, file, cfg, backs) in [
+        ("sticky", "session_sticky", "", &mb),
+        ("centralized", "session_centralized", "", &hb),
+        ("o-session", "session_o_session", "", &hb),
+        ("local tier (in-gateway sessions)", "session_o_session", "tier = \"local\"", &hb),
+    ] {
+        let gw = gateway(&config(&mc, file, cfg, backs));
+        rows.extend(measure(&rt, label, gw.addr, Some(gw.pid())));
+    }
+
+    println!("cart scenario, closed loop, {} s per run, 3 backends, 1 gateway (2 threads), memcached", RUN.as_secs());
+    println!("{:<36} {:>6} {:>9} {:>7} {:>8} {:>8} {:>10} {:>14} {:>7}", "strategy", "users", "req/s", "errors", "p50 ms", "p99 ms", "CPU us/req", "RSS KiB/1k ses", "vs direct");
+    let direct: BTreeMap<usize, f64> = rows.iter().filter(|r| r.label.starts_with("direct")).map(|r| (r.users, r.reqs as f64 / r.secs)).collect();
+    for r in &rows {
+        let rps = r.reqs as f64 / r.secs;
+        println!(
+            "{:<36} {:>6} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>10.1} {:>14.0} {:>7.2}",
+            r.label,
+            r.users,
+            rps,
+            r.errors,
+            f64::from(r.p50) / 1000.0,
+            f64::from(r.p99) / 1000.0,
+            r.cpu_us,
+            r.rss_per_1k_kib,
+            rps / direct[&r.users]
+        );
+    }
+
+    // Paper 002: O-Session keeps nothing per user in the gateway.
+    let osession = gateway(&config(&mc, "session_o_session", "", &hb));
+    let local = gateway(&config(&mc, "session_o_session", "tier = \"local\"", &hb));
+    let per_o = memory_per_user(&rt, &osession, MEMORY_USERS);
+    let per_local = memory_per_user(&rt, &local, MEMORY_USERS);
+    println!("gateway memory per user after {MEMORY_USERS} new sessions: o-session (memcached) {per_o:.0} B, local tier {per_local:.0} B, ratio {:.3}", per_o / per_local.max(1.0));
+}

@@ -1,0 +1,448 @@
+//! Session strategies end to end: the real gateway with the sticky,
+//! centralized and o-session plugins, real memcached (and MariaDB for the
+//! durable tier), and demo backends running the cart and exam app.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use switchyard_tests::browser::Browser;
+use switchyard_tests::memcached::Memcached;
+use switchyard_tests::*;
+
+const KEY: &str = "test-session-signing-key-0123456789abcdef";
+const OTHER_KEY: &str = "another-gateways-signing-key-0123456789ab";
+
+/// A gateway config: one upstream over `backends`, a catch-all route
+/// whose session plugin is `file` with `plugin_config` (TOML lines).
+fn config(mc: Option<&Memcached>, key: &str, file: &str, plugin_config: &str, backends: &[SocketAddr], extra: &str) -> String {
+    let central = mc.map(|m| format!("[session.central]\nservers = [\"{}\"]\nlock_timeout_ms = 10000\n", m.addr)).unwrap_or_default();
+    let list: Vec<String> = backends.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+    format!(
+        "{SERVER}\n[session]\nkeys = [\"{key}\"]\n{central}\n{extra}\n[plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
+        plugin(file).to_string_lossy(),
+        list.join(", ")
+    )
+}
+
+fn backends(n: usize, mode: &str) -> Vec<Proc> {
+    (0..n).map(|i| backend(&format!("b{i}"), &["--sessions", mode])).collect()
+}
+
+fn addrs(b: &[Proc]) -> Vec<SocketAddr> {
+    b.iter().map(|p| p.addr).collect()
+}
+
+/// Log in and add 5 items; returns the backends that served the adds.
+fn fill_cart(b: &mut Browser, user: &str) -> Vec<String> {
+    let (s, v) = b.json("POST", &format!("/cart/login?user={user}"));
+    assert_eq!(s, 200, "{v}");
+    (0..5)
+        .map(|i| {
+            let (s, v) = b.json("POST", &format!("/cart/add?item={user}-{i}"));
+            assert_eq!(s, 200, "{v}");
+            v["backend"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn cart(b: &mut Browser) -> (u16, serde_json::Value) {
+    b.json("GET", "/cart")
+}
+
+fn items(user: &str, n: usize) -> serde_json::Value {
+    serde_json::json!((0..n).map(|i| format!("{user}-{i}")).collect::<Vec<_>>())
+}
+
+#[test]
+fn centralized_cart_spreads_over_backends_and_survives_a_backend_and_a_gateway_restart() {
+    let mc = Memcached::start();
+    let mut bs = backends(3, "header");
+    let cfg = config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), "");
+    let gw = gateway(&cfg);
+    let mut alice = Browser::new(gw.addr);
+    let served = fill_cart(&mut alice, "alice");
+    let distinct: std::collections::BTreeSet<_> = served.iter().collect();
+    assert_eq!(distinct.len(), 3, "the adds were spread over every backend: {served:?}");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"]), (200, &items("alice", 5)), "{v}");
+    // Kill the backend that served the last request: nothing is lost.
+    let last = v["backend"].as_str().unwrap().to_string();
+    let idx: usize = last[1..].parse().unwrap();
+    bs[idx].kill();
+    let (s, v) = b_add(&mut alice, "alice-5");
+    assert_eq!(s, 200, "{v}");
+    assert_ne!(v["backend"], serde_json::json!(last));
+    // Restart the gateway: the session lives in memcached.
+    drop(gw);
+    let gw = gateway(&cfg);
+    alice.addr = gw.addr;
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"]), (200, &items("alice", 6)), "{v}");
+}
+
+fn b_add(b: &mut Browser, item: &str) -> (u16, serde_json::Value) {
+    b.json("POST", &format!("/cart/add?item={item}"))
+}
+
+#[test]
+fn sticky_keeps_a_user_on_one_backend_and_reports_the_loss_when_it_dies() {
+    let mut bs = backends(3, "memory");
+    let (gw, admin) = gateway_with_admin(&config(None, KEY, "session_sticky", "", &addrs(&bs), ""), "");
+    let mut alice = Browser::new(gw.addr);
+    let served = fill_cart(&mut alice, "alice");
+    assert!(served.iter().all(|b| *b == served[0]), "every request stuck to one backend: {served:?}");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"], &v["backend"]), (200, &items("alice", 5), &serde_json::json!(served[0])), "{v}");
+    assert!(alice.cookies.contains_key("sy_backend") && alice.cookies.contains_key("demo_sid"));
+    // The pinned backend dies: the request moves, the in-memory cart is lost,
+    // the move is counted, and the cookie now names the new backend.
+    let idx: usize = served[0][1..].parse().unwrap();
+    bs[idx].kill();
+    let before = alice.cookies["sy_backend"].clone();
+    let (s, v) = cart(&mut alice);
+    assert_eq!(s, 401, "the backend's in-memory session is gone: {v}");
+    let moved_to = v["backend"].as_str().unwrap().to_string();
+    assert_ne!(moved_to, served[0]);
+    assert_ne!(alice.cookies["sy_backend"], before, "the cookie was rewritten");
+    assert!(metric(admin, "switchyard_session_pin_lost_total", &[]) >= 1.0);
+    assert!(metric(admin, "switchyard_plugin_counter", &[("name", "sessions_moved")]) >= 1.0);
+    // And it sticks to the new one.
+    fill_cart(&mut alice, "alice");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["backend"]), (200, &serde_json::json!(moved_to)), "{v}");
+}
+
+#[test]
+fn o_session_survives_a_restart_of_the_gateway_and_every_backend() {
+    let mc = Memcached::start();
+    let bs = backends(3, "header");
+    let cfg = config(Some(&mc), KEY, "session_o_session", "", &addrs(&bs), "");
+    let gw = gateway(&cfg);
+    let mut alice = Browser::new(gw.addr);
+    let served = fill_cart(&mut alice, "alice");
+    assert_eq!(served.iter().collect::<std::collections::BTreeSet<_>>().len(), 3, "{served:?}");
+    drop(gw);
+    drop(bs);
+    let bs = backends(3, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "", &addrs(&bs), ""));
+    alice.addr = gw.addr;
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"]), (200, &items("alice", 5)), "{v}");
+}
+
+#[test]
+fn memcached_down_answers_503_never_another_users_cart_and_recovers_without_a_restart() {
+    let mut mc = Memcached::start();
+    let bs = backends(3, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""));
+    let mut alice = Browser::new(gw.addr);
+    let mut bob = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    fill_cart(&mut bob, "bob");
+    mc.stop();
+    for b in [&mut alice, &mut bob] {
+        let r = b.send("GET", "/cart", &[], b"");
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.body.contains("session store"), "{}", r.body);
+        assert_eq!(r.header("retry-after"), Some("1"));
+    }
+    let r = Browser::new(gw.addr).send("POST", "/cart/login?user=carol", &[], b"");
+    assert!(r.status == 200 || r.status == 503, "{r:?}");
+    assert!(!r.body.contains("alice") && !r.body.contains("bob"), "{}", r.body);
+    // memcached is back (empty): no restart of the gateway is needed.
+    mc.restart();
+    eventually(30, "a login works again", || Browser::new(gw.addr).send("POST", "/cart/login?user=dave", &[], b"").status == 200);
+    let (s, v) = cart(&mut alice);
+    assert_eq!(s, 401, "alice's session was in the stopped memcached; she sees no one else's: {v}");
+    fill_cart(&mut alice, "alice");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"], &v["user"]), (200, &items("alice", 5), &serde_json::json!("alice")), "{v}");
+}
+
+#[test]
+fn two_hundred_parallel_increments_with_the_lock_lose_no_update() {
+    let mc = Memcached::start();
+    let bs = backends(3, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_centralized", "lock = true", &addrs(&bs), ""));
+    let mut alice = Browser::new(gw.addr);
+    assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let (mut b, statuses) = (alice.clone(), statuses.clone());
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let s = b.send("POST", "/cart/incr", &[], b"").status;
+                    statuses.lock().unwrap().push(s);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let statuses = statuses.lock().unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "every increment was served: {statuses:?}");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, v["count"].as_u64()), (200, Some(200)), "no lost update: {v}");
+}
+
+#[test]
+fn a_lock_held_past_the_lock_timeout_answers_503_with_retry_after() {
+    let mc = Memcached::start();
+    let slow = backend("slow", &["--sessions", "header", "--delay-ms", "1500"]);
+    let cfg = config(Some(&mc), KEY, "session_centralized", "lock = true", &[slow.addr], "")
+        .replace("lock_timeout_ms = 10000", "lock_timeout_ms = 200");
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let mut alice = Browser::new(gw.addr);
+    assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
+    let mut holder = alice.clone();
+    let first = std::thread::spawn(move || holder.send("POST", "/cart/incr", &[], b"").status);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let r = alice.send("POST", "/cart/incr", &[], b"");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("holds its lock"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(first.join().unwrap(), 200);
+    assert!(metric(admin, "switchyard_plugin_counter", &[("name", "lock_timeouts")]) >= 1.0);
+    // The lock was released when the first request ended.
+    let (s, v) = alice.json("POST", "/cart/incr");
+    assert_eq!((s, v["count"].as_u64()), (200, Some(2)), "{v}");
+}
+
+#[test]
+fn forged_expired_and_tampered_tokens_are_refused_and_counted() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "ttl_s = 2", &addrs(&bs), ""), "");
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    let good = alice.cookies["sy_session"].clone();
+    // Tampered: one character of the payload changed.
+    let mut t = good.clone().into_bytes();
+    let i = good.find('.').unwrap() + 14;
+    t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+    let mut mallory = Browser::new(gw.addr);
+    mallory.cookies.insert("sy_session".into(), String::from_utf8(t).unwrap());
+    assert_eq!(cart(&mut mallory).0, 401, "a tampered cookie is no session");
+    // Forged: signed by another gateway's key, for alice's very session id.
+    let other = gateway(&config(Some(&mc), OTHER_KEY, "session_centralized", "", &addrs(&bs), ""));
+    let mut eve = Browser::new(other.addr);
+    eve.json("POST", "/cart/login?user=eve");
+    eve.addr = gw.addr;
+    assert_eq!(cart(&mut eve).0, 401, "a cookie signed with another key is no session");
+    assert!(metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "bad_signature")]) >= 2.0);
+    // Garbage.
+    let mut junk = Browser::new(gw.addr);
+    junk.cookies.insert("sy_session".into(), "not-a-token".into());
+    assert_eq!(cart(&mut junk).0, 401);
+    assert!(metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "malformed")]) >= 1.0);
+    // Expired: the token lives 2 s.
+    assert_eq!(cart(&mut alice).0, 200);
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    assert_eq!(cart(&mut alice).0, 401, "an expired cookie is no session");
+    assert!(metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "expired")]) >= 1.0);
+}
+
+#[test]
+fn a_forged_passport_header_is_refused() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "", &addrs(&bs), ""));
+    let mut student = Browser::carrying(gw.addr, "switchyard-passport");
+    let (s, v) = student.json("GET", "/exam/paper?student=s1");
+    assert_eq!(s, 200, "{v}");
+    let passport = student.carry.clone().unwrap().1.expect("the passport came back in a header");
+    let forged = passport.replacen("v1.", "v1.9", 1);
+    let r = switchyard_tests::request(gw.addr, "POST", "/exam/submit", &[("switchyard-passport", &forged)], b"42");
+    assert_eq!(r.status, 409, "a tampered passport carries no paper: {r:?}");
+    let (s, v) = student.json("POST", "/exam/submit");
+    assert_eq!((s, &v["receipt"]["student"]), (200, &serde_json::json!("s1")), "{v}");
+}
+
+#[test]
+fn sticky_cookies_cannot_steer_a_client_to_a_backend() {
+    let bs = backends(3, "memory");
+    let cfg = config(None, KEY, "session_sticky", "", &addrs(&bs), "");
+    let gw = gateway(&cfg);
+    // A cookie naming b2 signed by another gateway's key, and one in clear text.
+    let other = gateway(&config(None, OTHER_KEY, "session_sticky", "", &addrs(&bs), ""));
+    let mut probe = Browser::new(other.addr);
+    let mut forged = None;
+    for _ in 0..6 {
+        probe.cookies.clear();
+        let (_, v) = probe.json("POST", "/cart/login?user=x");
+        if v["backend"] == "b2" {
+            forged = Some(probe.cookies["sy_backend"].clone());
+        }
+    }
+    let forged = forged.expect("round robin reached b2");
+    for cookie in [forged, bs[2].addr.to_string()] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            let r = switchyard_tests::request(gw.addr, "GET", "/", &[("Cookie", &format!("sy_backend={cookie}"))], b"");
+            seen.insert(r.backend().to_string());
+        }
+        assert!(seen.len() > 1, "a forged pin steers nothing: {seen:?}");
+    }
+}
+
+#[test]
+fn clients_can_neither_inject_nor_read_session_headers() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""));
+    // An injected session (user "mallory") does not reach the backend.
+    let fake = "eyJ1c2VyIjoibWFsbG9yeSIsImNhcnQiOlsieCJdfQ==";
+    let r = switchyard_tests::request(gw.addr, "GET", "/cart", &[("X-Switchyard-Session", fake), ("x-switchyard-session-id", "evil")], b"");
+    assert_eq!(r.status, 401, "{r:?}");
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    let r = alice.send("GET", "/echo", &[("X-Switchyard-Session", fake), ("x-switchyard-session-id", "evil")], b"");
+    assert!(!r.body.contains(fake) && !r.body.contains("evil"), "the backend saw only the gateway's session headers:\n{}", r.body);
+    assert!(r.body.contains("x-switchyard-session-id: "), "{}", r.body);
+    // The backend's session updates never reach the client.
+    let r = alice.send("POST", "/cart/add?item=z", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-switchyard-")), "{:?}", r.headers);
+}
+
+#[test]
+fn the_exam_loses_no_submission_across_gateway_and_backend_restarts() {
+    let mc = Memcached::start();
+    let bs = backends(3, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "", &addrs(&bs), ""));
+    // 200 students download their paper; each keeps only the passport.
+    let students: Vec<(String, Browser, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..10)
+            .map(|t| {
+                let addr = gw.addr;
+                s.spawn(move || {
+                    (0..20)
+                        .map(|i| {
+                            let id = format!("s{:03}", t * 20 + i);
+                            let mut b = Browser::carrying(addr, "switchyard-passport");
+                            let (st, v) = b.json("GET", &format!("/exam/paper?student={id}"));
+                            assert_eq!(st, 200, "{v}");
+                            let paper = v["paper"].as_str().unwrap().to_string();
+                            (id, b, paper)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(students.len(), 200);
+    // Mid-exam, the gateway and every backend restart.
+    drop(gw);
+    drop(bs);
+    let bs = backends(3, "header");
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "", &addrs(&bs), ""));
+    let receipts: Vec<(String, String, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = students
+            .chunks(20)
+            .map(|chunk| {
+                let addr = gw.addr;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(id, b, paper)| {
+                            let mut b = b.clone();
+                            b.addr = addr;
+                            let r = b.send("POST", "/exam/submit", &[], format!("answers of {id}").as_bytes());
+                            assert_eq!(r.status, 200, "{id}: {r:?}");
+                            (id.clone(), paper.clone(), serde_json::from_str(&r.body).unwrap())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let lost: Vec<_> = receipts.iter().filter(|(id, paper, v)| v["receipt"]["student"] != *id || v["receipt"]["paper"] != *paper).collect();
+    assert!(lost.is_empty(), "{} of 200 submissions lost: {:?}", lost.len(), &lost[..lost.len().min(3)]);
+    assert_eq!(receipts.len(), 200);
+}
+
+#[test]
+fn o_session_on_mariadb_survives_a_memcached_restart() {
+    let db = switchyard_tests::mariadb::Cluster::start(0);
+    let mut mc = Memcached::start();
+    let bs = backends(2, "header");
+    let url = format!("mysql://{}:{}@{}/{}", mariadb::APP_USER, mariadb::APP_PASSWORD, db.primary.addr(), mariadb::DB);
+    let durable = format!("[session.durable]\nurl = \"{url}\"\n");
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "tier = \"durable\"", &addrs(&bs), &durable));
+    let mut student = Browser::carrying(gw.addr, "switchyard-passport");
+    let (s, v) = student.json("GET", "/exam/paper?student=s42");
+    assert_eq!(s, 200, "{v}");
+    mc.restart();
+    drop(gw);
+    let gw = gateway(&config(Some(&mc), KEY, "session_o_session", "tier = \"durable\"", &addrs(&bs), &durable));
+    student.addr = gw.addr;
+    let (s, v) = student.json("POST", "/exam/submit");
+    assert_eq!((s, &v["receipt"]["student"]), (200, &serde_json::json!("s42")), "{v}");
+    assert_eq!(db.primary.sql(&format!("SELECT COUNT(*) FROM {}.switchyard_sessions WHERE k LIKE 'passport:%'", mariadb::DB)), "1");
+}
+
+#[test]
+fn a_hot_swap_between_centralized_and_o_session_under_load_loses_no_session() {
+    let mc = Memcached::start();
+    let bs = backends(3, "header");
+    // Both strategies read the same cookie and keys: a swap keeps sessions.
+    let shared = "cookie = \"sy_session\"\nprefix = \"session:\"\ntier = \"central\"\nttl_s = 1800";
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", shared, &addrs(&bs), ""), "");
+    let users: Vec<Browser> = (0..8)
+        .map(|u| {
+            let mut b = Browser::new(gw.addr);
+            assert_eq!(b.json("POST", &format!("/cart/login?user=u{u}")).0, 200);
+            b
+        })
+        .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = users
+        .into_iter()
+        .enumerate()
+        .map(|(u, mut b)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut added = Vec::new();
+                let mut failures = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && added.len() < 400 {
+                    let item = format!("u{u}-{}", added.len());
+                    let (s, v) = b.json("POST", &format!("/cart/add?item={item}"));
+                    if s == 200 {
+                        added.push(item);
+                    } else {
+                        failures.push(format!("{s} {v}"));
+                    }
+                }
+                (b, added, failures)
+            })
+        })
+        .collect();
+    let (k, v) = bearer();
+    for file in ["session_o_session", "session_centralized", "session_o_session"] {
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let bytes = std::fs::read(plugin(file)).unwrap();
+        let r = switchyard_tests::request(admin, "PUT", "/plugins/sess", &[(k, v.as_str())], &bytes);
+        assert_eq!(r.status, 200, "swap to {file}: {r:?}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in load {
+        let (mut b, added, failures) = t.join().unwrap();
+        assert!(failures.is_empty(), "requests failed across the swaps: {failures:?}");
+        assert!(added.len() > 3, "the load ran: {added:?}");
+        let (s, v) = cart(&mut b);
+        assert_eq!((s, &v["cart"]), (200, &serde_json::json!(added)), "every item added across the swaps is in the cart");
+    }
+    assert!(metric(admin, "switchyard_plugin_swaps_total", &[("plugin", "sess"), ("result", "ok")]) >= 3.0);
+    // `GET /plugins` times the session seam's own hooks.
+    let (k, v) = bearer();
+    let plugins: serde_json::Value = serde_json::from_str(&get(admin, "/plugins", &[(k, v.as_str())]).body).unwrap();
+    let hooks = &plugins[0]["hooks"];
+    for hook in ["before-request", "after-response"] {
+        assert!(hooks[hook]["calls"].as_u64().unwrap_or(0) > 0, "{hook} is timed: {plugins}");
+    }
+    assert_eq!(plugins[0]["world"], "session-policy");
+    assert_eq!(plugins[0]["upstreams"], serde_json::json!(["route */"]), "{plugins}");
+}
