@@ -12,96 +12,16 @@
 //! `cargo bench -p switchyard-benches --bench sessions` (about 3 minutes).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchyard_benches::{cpu_secs, rss_kib};
+use switchyard_benches::{cart_load, cpu_secs, rss_kib, CartUser};
 use switchyard_tests::memcached::Memcached;
 use switchyard_tests::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 const KEY: &str = "bench-session-signing-key-0123456789abcdef";
 const USERS: [usize; 3] = [100, 500, 2000];
 const RUN: Duration = Duration::from_secs(6);
 /// Sessions created for the memory-per-user comparison.
 const MEMORY_USERS: usize = 20_000;
-
-/// One keep-alive connection with a cookie jar.
-struct User {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-    cookies: BTreeMap<String, String>,
-}
-
-impl User {
-    async fn send(&mut self, method: &str, path: &str) -> std::io::Result<u16> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect(self.addr).await?;
-            s.set_nodelay(true)?;
-            self.conn = Some(BufReader::new(s));
-        }
-        let c = self.conn.as_mut().expect("connected");
-        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{cookie}Content-Length: 0\r\n\r\n");
-        c.get_mut().write_all(req.as_bytes()).await?;
-        let mut line = String::new();
-        c.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let mut len = 0usize;
-        let mut close = false;
-        loop {
-            line.clear();
-            c.read_line(&mut line).await?;
-            let h = line.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap_or((h, ""));
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
-                close = true;
-            } else if k.eq_ignore_ascii_case("set-cookie") {
-                if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
-                    self.cookies.insert(name.to_string(), value.to_string());
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        c.read_exact(&mut body).await?;
-        if close {
-            self.conn = None;
-        }
-        Ok(status)
-    }
-}
-
-/// The cart scenario, closed-loop until `until`; latencies in µs.
-async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, usize) {
-    let mut u = User { addr, conn: None, cookies: BTreeMap::new() };
-    let (mut lat, mut errors) = (Vec::new(), 0);
-    let mut step = 0usize;
-    while Instant::now() < until {
-        let path = match step % 7 {
-            0 => format!("/cart/login?user=u{id}"),
-            6 => "/cart".to_string(),
-            n => format!("/cart/add?item=i{n}"),
-        };
-        let method = if step % 7 == 6 { "GET" } else { "POST" };
-        let t = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await {
-            Ok(Ok(200)) => lat.push(t.elapsed().as_micros() as u32),
-            _ => {
-                errors += 1;
-                u.conn = None;
-            }
-        }
-        step += 1;
-    }
-    (lat, errors)
-}
 
 struct Row {
     label: String,
@@ -115,28 +35,11 @@ struct Row {
     rss_per_1k_kib: f64,
 }
 
-fn run(rt: &tokio::runtime::Runtime, addr: SocketAddr, users: usize) -> (Vec<u32>, usize, f64) {
-    let start = Instant::now();
-    let until = start + RUN;
-    let (mut lat, errors) = rt.block_on(async {
-        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addr, i, until))).collect();
-        let (mut lat, mut errors) = (Vec::new(), 0);
-        for t in tasks {
-            let (l, e) = t.await.expect("user task");
-            lat.extend(l);
-            errors += e;
-        }
-        (lat, errors)
-    });
-    lat.sort_unstable();
-    (lat, errors, start.elapsed().as_secs_f64())
-}
-
 fn measure(rt: &tokio::runtime::Runtime, label: &str, addr: SocketAddr, pid: Option<u32>) -> Vec<Row> {
     let mut rows = Vec::new();
     for users in USERS {
         let (rss0, cpu0) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
-        let (lat, errors, secs) = run(rt, addr, users);
+        let (lat, errors, secs) = cart_load(rt, &[addr], users, RUN);
         let (rss1, cpu1) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
         let n = lat.len().max(1);
         rows.push(Row {
@@ -176,7 +79,7 @@ fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, n: usize) -> f64 {
             .map(|t| {
                 tokio::spawn(async move {
                     for i in 0..per {
-                        let mut u = User { addr, conn: None, cookies: BTreeMap::new() };
+                        let mut u = CartUser::new(addr);
                         let s = u.send("POST", &format!("/cart/login?user=m{t}-{i}")).await.unwrap_or(0);
                         assert_eq!(s, 200, "login {t}-{i}");
                     }

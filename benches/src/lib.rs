@@ -34,3 +34,112 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A cart user: one keep-alive connection and a cookie jar.
+pub struct CartUser {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+    cookies: BTreeMap<String, String>,
+}
+
+impl CartUser {
+    /// A user with an empty cookie jar, not yet connected.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None, cookies: BTreeMap::new() }
+    }
+
+    /// One request on the user's keep-alive connection; its status.
+    pub async fn send(&mut self, method: &str, path: &str) -> std::io::Result<u16> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(self.addr).await?;
+            s.set_nodelay(true)?;
+            self.conn = Some(BufReader::new(s));
+        }
+        let c = self.conn.as_mut().expect("connected");
+        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{cookie}Content-Length: 0\r\n\r\n");
+        c.get_mut().write_all(req.as_bytes()).await?;
+        let mut line = String::new();
+        c.read_line(&mut line).await?;
+        let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+        let mut len = 0usize;
+        let mut close = false;
+        loop {
+            line.clear();
+            c.read_line(&mut line).await?;
+            let h = line.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if k.eq_ignore_ascii_case("set-cookie") {
+                if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
+                    self.cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        let mut body = vec![0; len];
+        c.read_exact(&mut body).await?;
+        if close {
+            self.conn = None;
+        }
+        Ok(status)
+    }
+}
+
+/// The cart scenario, closed-loop until `until`; latencies in µs.
+async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, usize) {
+    let mut u = CartUser::new(addr);
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    let mut step = 0usize;
+    while Instant::now() < until {
+        let path = match step % 7 {
+            0 => format!("/cart/login?user=u{id}"),
+            6 => "/cart".to_string(),
+            n => format!("/cart/add?item=i{n}"),
+        };
+        let method = if step % 7 == 6 { "GET" } else { "POST" };
+        let t = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await {
+            Ok(Ok(200)) => lat.push(t.elapsed().as_micros() as u32),
+            _ => {
+                errors += 1;
+                u.conn = None;
+            }
+        }
+        step += 1;
+    }
+    (lat, errors)
+}
+
+
+/// `users` closed-loop cart users for `run`, user `i` on `addrs[i % n]`;
+/// (sorted latencies in µs, failed requests, seconds).
+pub fn cart_load(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration) -> (Vec<u32>, usize, f64) {
+    let start = Instant::now();
+    let until = start + run;
+    let (mut lat, errors) = rt.block_on(async {
+        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addrs[i % addrs.len()], i, until))).collect();
+        let (mut lat, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (l, e) = t.await.expect("user task");
+            lat.extend(l);
+            errors += e;
+        }
+        (lat, errors)
+    });
+    lat.sort_unstable();
+    (lat, errors, start.elapsed().as_secs_f64())
+}

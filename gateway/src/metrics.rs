@@ -78,6 +78,24 @@ pub struct Metrics {
     pub session_pin_lost: IntCounterVec,
     /// Requests a session plugin answered itself, by route and status.
     pub session_replies: IntCounterVec,
+    /// Cluster peer traffic, by peer node id.
+    pub cluster_bytes_sent: IntCounterVec,
+    pub cluster_bytes_received: IntCounterVec,
+    pub cluster_messages_sent: IntCounterVec,
+    pub cluster_messages_received: IntCounterVec,
+    /// Replicated deltas by result: `applied`, `stale` (not newer than held).
+    pub cluster_deltas: IntCounterVec,
+    /// Peer frames dropped by reason: `bad_mac`, `unknown_node`, `malformed`.
+    pub cluster_rejected: IntCounterVec,
+    /// Deltas dropped past a peer's backlog bound (replaced by a state transfer).
+    pub cluster_backlog_dropped: IntCounterVec,
+    /// 1 while a peer takes this node's deltas.
+    pub cluster_peer_up: IntGaugeVec,
+    /// 1 once this node has a live peer's state.
+    pub cluster_caught_up: IntGauge,
+    pub cluster_keys: IntGauge,
+    /// How long the catch-up state transfer took.
+    pub cluster_state_transfer_seconds: prometheus::Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -156,6 +174,29 @@ impl Metrics {
             session_tokens_rejected: counter(&r, "switchyard_session_tokens_rejected_total", "Signed tokens refused (forged, tampered, expired, malformed)", &["reason"]),
             session_pin_lost: counter(&r, "switchyard_session_pin_lost_total", "Session pins the lb could not honour", &["route", "reason"]),
             session_replies: counter(&r, "switchyard_session_replies_total", "Requests a session plugin answered itself", &["route", "status"]),
+            cluster_bytes_sent: counter(&r, "switchyard_cluster_bytes_sent_total", "Bytes sent to each peer node", &["peer"]),
+            cluster_bytes_received: counter(&r, "switchyard_cluster_bytes_received_total", "Bytes received from each peer node", &["peer"]),
+            cluster_messages_sent: counter(&r, "switchyard_cluster_messages_sent_total", "Messages sent to each peer node", &["peer"]),
+            cluster_messages_received: counter(&r, "switchyard_cluster_messages_received_total", "Messages received from each peer node", &["peer"]),
+            cluster_deltas: counter(&r, "switchyard_cluster_deltas_total", "Replicated deltas received, applied or stale", &["result"]),
+            cluster_rejected: counter(&r, "switchyard_cluster_rejected_total", "Peer messages dropped (bad MAC, unknown node, malformed)", &["reason"]),
+            cluster_backlog_dropped: counter(&r, "switchyard_cluster_backlog_dropped_total", "Deltas dropped past a peer's backlog bound", &["peer"]),
+            cluster_peer_up: int_gauge(&r, "switchyard_cluster_peer_up", "1 while a peer takes this node's deltas", &["peer"]),
+            cluster_caught_up: {
+                let g = IntGauge::new("switchyard_cluster_caught_up", "1 once this node holds a live peer's state").expect("static");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            cluster_keys: {
+                let g = IntGauge::new("switchyard_cluster_keys", "Keys in the replicated tier").expect("static");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            cluster_state_transfer_seconds: {
+                let h = prometheus::Histogram::with_opts(HistogramOpts::new("switchyard_cluster_state_transfer_seconds", "Catch-up state transfer duration").buckets(exponential_buckets(0.001, 2.0, 16).expect("static"))).expect("static");
+                r.register(Box::new(h.clone())).expect("unique metric name");
+                h
+            },
             registry: r,
         }
     }

@@ -22,12 +22,15 @@ pub struct Built {
     pub sql: Option<Arc<SqlProxy>>,
     /// Each route's session strategy, parallel to the config's routes.
     pub sessions: Vec<Option<Arc<dyn SessionPolicy>>>,
+    /// This node of `[cluster]` (the replicated tier).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
 /// so `switchyard check` can report them all.
 pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
-    let stores = crate::session::Stores::new(&cfg.session).map_err(|e| vec![e])?;
+    let cluster = cfg.cluster.as_ref().map(crate::cluster::Cluster::new);
+    let stores = crate::session::Stores::new(&cfg.session, cluster.clone()).map_err(|e| vec![e])?;
     let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?.with_stores(Arc::new(stores));
     let mut errors = Vec::new();
     let mut plugins = Plugins::default();
@@ -86,7 +89,7 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         });
     }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster })
     } else {
         Err(errors)
     }
@@ -169,8 +172,17 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         server.add_service(crate::sql::service(sql.clone()));
         server.add_service(pingora::services::background::background_service("sql health", SqlHealth(sql.clone())));
     }
+    if let Some(cluster) = &built.cluster {
+        server.add_service(pingora::services::background::background_service("cluster", crate::cluster::ClusterService(cluster.clone())));
+    }
     if let Some(spec) = &cfg.admin {
-        let api = crate::admin::AdminApi { spec: spec.clone(), plugins: built.plugins.clone(), upstreams: built.upstreams.clone(), sql: built.sql.clone() };
+        let api = crate::admin::AdminApi {
+            spec: spec.clone(),
+            plugins: built.plugins.clone(),
+            upstreams: built.upstreams.clone(),
+            sql: built.sql.clone(),
+            cluster: built.cluster.clone(),
+        };
         server.add_service(crate::admin::service(api));
     }
     for (addr, name) in &cfg.demo {

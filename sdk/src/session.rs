@@ -183,6 +183,27 @@ pub mod stored {
         /// Add `Secure` to the cookie.
         #[serde(default)]
         pub secure: bool,
+        /// Centralized-dynamic (paper 003): attributes kept in
+        /// `static_tier` instead, written only when they change (user name,
+        /// system parameters); the rest stays in `tier`. Strategies that do
+        /// not split accept and ignore it, so one config table serves a
+        /// hot swap between them.
+        #[serde(default)]
+        pub static_keys: Vec<String>,
+        /// Where the static part lives (`replicated` by default).
+        #[serde(default = "default_static_tier")]
+        pub static_tier: String,
+        /// Store key prefix of the static part.
+        #[serde(default = "default_static_prefix")]
+        pub static_prefix: String,
+    }
+
+    fn default_static_tier() -> String {
+        "replicated".into()
+    }
+
+    fn default_static_prefix() -> String {
+        "session-static:".into()
     }
 
     fn default_max_bytes() -> usize {
@@ -202,13 +223,17 @@ pub mod stored {
         /// The store failed and the request went on without a session:
         /// write nothing back.
         degraded: bool,
+        /// The session as loaded: the main part, and the static part when split.
         attrs: Attributes,
+        statics: Attributes,
     }
 
     /// A store-backed session strategy.
     pub struct Stored {
         s: Settings,
         tier: Tier,
+        /// Split static keys into their own tier (centralized-dynamic).
+        split: Option<Tier>,
     }
 
     impl Stored {
@@ -233,7 +258,36 @@ pub mod stored {
                 return Err(format!("on_store_error: {:?} is not reject or forward", s.on_store_error));
             }
             let tier = store::tier(&s.tier).map_err(|e| format!("tier: {e}"))?;
-            Ok(Self { s, tier })
+            if s.lock && !matches!(tier, Tier::Central | Tier::Local) {
+                return Err(format!("lock: the {} tier has no locks; use tier = \"central\" or \"local\"", s.tier));
+            }
+            Ok(Self { s, tier, split: None })
+        }
+
+        /// Keep `static_keys` in `static_tier` (centralized-dynamic).
+        pub fn split(mut self) -> Result<Self, String> {
+            if self.s.static_keys.is_empty() {
+                return Err("static_keys: list the keys kept in the static part (for example [\"user\"])".into());
+            }
+            if self.s.static_prefix == self.s.prefix {
+                return Err("static_prefix: must differ from prefix".into());
+            }
+            self.split = Some(store::tier(&self.s.static_tier).map_err(|e| format!("static_tier: {e}"))?);
+            Ok(self)
+        }
+
+        fn static_key(&self, id: &str) -> String {
+            format!("{}{id}", self.s.static_prefix)
+        }
+
+        fn load(&self, tier: Tier, key: &str) -> Result<Attributes, store::StoreError> {
+            Ok(match store::get(tier, key)? {
+                Some(bytes) => from_bytes(&bytes).unwrap_or_else(|| {
+                    crate::host::counter_add("corrupt_sessions", 1);
+                    Attributes::new()
+                }),
+                None => Attributes::new(),
+            })
         }
 
         fn key(&self, id: &str) -> String {
@@ -262,8 +316,8 @@ pub mod stored {
 
         /// Load the session (taking its lock if configured) and forward.
         pub fn before(&mut self, req: &Request) -> Action {
-            let (id, renew, attrs) = match self.id(req) {
-                None => (tokens::new_id(), true, Attributes::new()),
+            let (id, renew, attrs, statics) = match self.id(req) {
+                None => (tokens::new_id(), true, Attributes::new(), Attributes::new()),
                 Some((id, renew)) => {
                     let key = self.key(&id);
                     if self.s.lock {
@@ -276,18 +330,23 @@ pub mod stored {
                             Err(e) => return self.store_failed(&e, id),
                         }
                     }
-                    match store::get(self.tier, &key) {
-                        Ok(Some(bytes)) => (id, renew, from_bytes(&bytes).unwrap_or_else(|| {
-                            crate::host::counter_add("corrupt_sessions", 1);
-                            Attributes::new()
-                        })),
-                        Ok(None) => (id, renew, Attributes::new()),
+                    let statics = match self.split {
+                        Some(t) => match self.load(t, &self.static_key(&id)) {
+                            Ok(a) => a,
+                            Err(e) => return self.store_failed(&e, id),
+                        },
+                        None => Attributes::new(),
+                    };
+                    match self.load(self.tier, &key) {
+                        Ok(a) => (id, renew, a, statics),
                         Err(e) => return self.store_failed(&e, id),
                     }
                 }
             };
-            let headers = vec![header(SESSION_HEADER, encode(&attrs)), header(SESSION_ID_HEADER, id.clone())];
-            let ctx = Ctx { id, renew, degraded: false, attrs };
+            let mut merged = attrs.clone();
+            merged.extend(statics.clone());
+            let headers = vec![header(SESSION_HEADER, encode(&merged)), header(SESSION_ID_HEADER, id.clone())];
+            let ctx = Ctx { id, renew, degraded: false, attrs, statics };
             forward(headers, serde_json::to_vec(&ctx).unwrap_or_default())
         }
 
@@ -305,27 +364,55 @@ pub mod stored {
             let key = self.key(&ctx.id);
             let mut out = Vec::new();
             if changes.end {
-                if let Err(e) = store::delete(self.tier, &key) {
-                    crate::host::log_warn(&format!("session {key} not deleted: {}", store::describe(&e)));
+                let static_part = self.split.map(|t| (t, self.static_key(&ctx.id)));
+                for (tier, k) in std::iter::once((self.tier, key.clone())).chain(static_part) {
+                    if let Err(e) = store::delete(tier, &k) {
+                        crate::host::log_warn(&format!("session {k} not deleted: {}", store::describe(&e)));
+                    }
                 }
                 out.push(clear_cookie(&self.s.cookie));
                 return out;
             }
             if !changes.set.is_empty() {
-                changes.apply(&mut ctx.attrs);
-                let bytes = to_bytes(&ctx.attrs);
-                if bytes.len() > self.s.max_bytes {
+                let mut merged = ctx.attrs.clone();
+                merged.extend(ctx.statics.clone());
+                changes.apply(&mut merged);
+                let total = to_bytes(&merged).len();
+                if total > self.s.max_bytes {
                     crate::host::counter_add("too_large", 1);
-                    out.push(header("warning", format!("199 switchyard \"session update not stored: {} bytes is over max_bytes {}\"", bytes.len(), self.s.max_bytes)));
+                    out.push(header("warning", format!("199 switchyard \"session update not stored: {total} bytes is over max_bytes {}\"", self.s.max_bytes)));
                     return out;
                 }
-                if let Err(e) = store::set(self.tier, &key, &bytes, self.s.ttl_s) {
-                    crate::host::counter_add("store_errors", 1);
-                    out.push(header("warning", format!("199 switchyard \"session update not stored: {}\"", store::describe(&e))));
-                    return out;
+                let (statics, dynamic): (Attributes, Attributes) = match self.split {
+                    Some(_) => {
+                        // A static key the main record already held (a session a
+                        // non-splitting strategy wrote, before a hot swap) stays
+                        // there too, so nodes still running that strategy read it.
+                        let keep = |k: &String| ctx.attrs.contains_key(k);
+                        let statics = merged.iter().filter(|(k, _)| self.s.static_keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+                        let dynamic = merged.into_iter().filter(|(k, _)| !self.s.static_keys.contains(k) || keep(k)).collect();
+                        (statics, dynamic)
+                    }
+                    None => (Attributes::new(), merged),
+                };
+                let mut writes = Vec::new();
+                if let (Some(t), true) = (self.split, statics != ctx.statics) {
+                    writes.push((t, self.static_key(&ctx.id), to_bytes(&statics)));
                 }
-                crate::host::counter_add("writes", 1);
-            } else if ctx.attrs.is_empty() {
+                if dynamic != ctx.attrs {
+                    writes.push((self.tier, key.clone(), to_bytes(&dynamic)));
+                }
+                for (tier, k, bytes) in writes {
+                    if let Err(e) = store::set(tier, &k, &bytes, self.s.ttl_s) {
+                        crate::host::counter_add("store_errors", 1);
+                        out.push(header("warning", format!("199 switchyard \"session update not stored: {}\"", store::describe(&e))));
+                        return out;
+                    }
+                    crate::host::counter_add("writes", 1);
+                }
+                ctx.attrs = dynamic;
+                ctx.statics = statics;
+            } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
                 return out; // a visitor with no session: no cookie
             }
             if ctx.renew {

@@ -1,6 +1,6 @@
 //! Session store tiers and signed tokens, as configured in the gateway's
-//! `[session]`: `local` (this gateway), `central` (memcached), `durable`
-//! (MariaDB). A call suspends the plugin while the store answers; the wait
+//! `[session]`: `local` (this gateway), `replicated` (every node of
+//! `[cluster]`), `central` (memcached), `durable` (MariaDB). A call suspends the plugin while the store answers; the wait
 //! does not count against the hook's deadline.
 
 use crate::bindings::host::switchyard::policy as wit;
@@ -37,9 +37,10 @@ pub fn unlock(tier: Tier, key: &str) -> Result<(), StoreError> {
 pub fn tier(name: &str) -> Result<Tier, String> {
     match name {
         "local" => Ok(Tier::Local),
+        "replicated" => Ok(Tier::Replicated),
         "central" => Ok(Tier::Central),
         "durable" => Ok(Tier::Durable),
-        other => Err(format!("unknown store tier {other:?}: expected local, central or durable")),
+        other => Err(format!("unknown store tier {other:?}: expected local, replicated, central or durable")),
     }
 }
 

@@ -25,6 +25,8 @@ pub struct AdminApi {
     pub upstreams: Vec<Arc<Upstream>>,
     /// The SQL listener, when `[sql]` is on.
     pub sql: Option<Arc<crate::sql::SqlProxy>>,
+    /// This node of `[cluster]`, for the `/healthz` detail.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The dashboard: one static page; it asks for the token (login form or
@@ -76,7 +78,8 @@ impl AdminApi {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         if method == Method::GET && path == "/healthz" {
-            return Reply::text(StatusCode::OK, "text/plain", "ok\n".into());
+            let detail = self.cluster.as_ref().map_or_else(String::new, |c| c.health());
+            return Reply::text(StatusCode::OK, "text/plain", format!("ok\n{detail}"));
         }
         if method == Method::GET && (path == "/" || path == "/dashboard") {
             return Reply::text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into());

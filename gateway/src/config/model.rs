@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub sql: Option<SqlSection>,
     #[serde(default)]
     pub session: Option<SessionSection>,
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
 }
 
 /// `[server]`
@@ -422,11 +424,45 @@ fn default_lock_ttl() -> u32 {
     10
 }
 fn default_pool() -> u32 {
-    8
+    16
 }
 fn default_table() -> String {
     "switchyard_sessions".into()
 }
 fn default_durable_timeout() -> u64 {
     1000
+}
+
+/// `[cluster]`: this gateway node and its peers, for the `replicated` tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster.
+    pub id: Spanned<u32>,
+    /// Where peers reach this node.
+    pub listen: Spanned<String>,
+    /// The shared key that signs every peer message (at least 32 bytes).
+    pub key: Option<Spanned<String>>,
+    pub key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub peers: Vec<PeerSection>,
+    /// Deltas queued per unreachable peer before the queue is replaced by
+    /// a full state transfer when it is back.
+    #[serde(default = "default_backlog")]
+    pub backlog: usize,
+    /// Default TTL of replicated values.
+    #[serde(default = "default_ttl")]
+    pub ttl_s: u32,
+}
+
+/// One `[[cluster.peers]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub id: u32,
+    pub address: Spanned<String>,
+}
+
+fn default_backlog() -> usize {
+    10_000
 }

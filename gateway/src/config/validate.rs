@@ -22,6 +22,24 @@ pub struct ValidConfig {
     pub admin: Option<AdminSpec>,
     pub sql: Option<SqlSpec>,
     pub session: SessionSpec,
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// `[cluster]`, validated.
+#[derive(Clone)]
+pub struct ClusterSpec {
+    pub id: u32,
+    pub listen: SocketAddr,
+    pub key: Vec<u8>,
+    pub peers: Vec<(u32, SocketAddr)>,
+    pub backlog: usize,
+    pub ttl_s: u32,
+}
+
+impl std::fmt::Debug for ClusterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSpec").field("id", &self.id).field("listen", &self.listen).field("peers", &self.peers).finish()
+    }
 }
 
 /// The session store tiers and token keys (`[session]`); all off when absent.
@@ -195,6 +213,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let plugins = check_plugins(&mut c, &raw.plugins, base);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let session = check_session(&mut c, raw.session.as_ref());
+    let cluster = raw.cluster.as_ref().and_then(|cl| check_cluster(&mut c, cl));
     let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session);
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
@@ -222,7 +241,48 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         admin,
         sql,
         session,
+        cluster,
     })
+}
+
+fn check_cluster(c: &mut Checker, s: &ClusterSection) -> Option<ClusterSpec> {
+    let listen = c.addr("cluster.listen".into(), &s.listen);
+    let key = match (&s.key, &s.key_env) {
+        (Some(k), None) => Some((k.get_ref().clone(), k.span())),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(k) => Some((k, var.span())),
+            Err(_) => {
+                c.err("cluster.key_env", var, format!("environment variable {} is not set", var.get_ref()));
+                None
+            }
+        },
+        _ => {
+            c.err("cluster", &s.listen, "set key or key_env (exactly one): the shared key signs every peer message");
+            None
+        }
+    };
+    if let Some((k, span)) = &key {
+        if k.len() < MIN_KEY_BYTES {
+            c.err("cluster.key", &Spanned::new(span.clone(), ()), format!("is {} bytes; the shared key needs at least {MIN_KEY_BYTES}", k.len()));
+        }
+    }
+    let mut ids = HashSet::new();
+    ids.insert(*s.id.get_ref());
+    let peers: Vec<(u32, SocketAddr)> = s
+        .peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            if !ids.insert(p.id) {
+                c.err(format!("cluster.peers[{i}].id"), &p.address, format!("node id {} is used twice (this node is {})", p.id, s.id.get_ref()));
+            }
+            Some((p.id, c.addr(format!("cluster.peers[{i}].address"), &p.address)?))
+        })
+        .collect();
+    if s.backlog == 0 || s.backlog > 10_000_000 {
+        c.errors.push(ConfigError { path: "cluster.backlog".into(), line: None, message: "must be 1..=10000000".into() });
+    }
+    Some(ClusterSpec { id: *s.id.get_ref(), listen: listen?, key: key?.0.into_bytes(), peers, backlog: s.backlog, ttl_s: s.ttl_s.max(1) })
 }
 
 fn check_admin(c: &mut Checker, a: &AdminSection) -> Option<AdminSpec> {

@@ -1,6 +1,9 @@
 //! The `central` tier: memcached through the `memcache` crate (a blocking
 //! client with an r2d2 pool per server, run on the blocking pool). A read
-//! refreshes the TTL; locks are `add` of `lock:KEY` with an expiry.
+//! refreshes the TTL. A lock is a counter `lock:KEY` with an expiry: the
+//! request whose `incr` makes it 1 holds it, and records itself in
+//! `lockowner:KEY` (the crate's ASCII `add` does not say whether it stored,
+//! and its binary protocol stalled under concurrent use here).
 
 use super::{blocking, StoreError};
 use crate::config::CentralSpec;
@@ -8,8 +11,10 @@ use crate::error::Error;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a waiting `lock` tries again.
-const LOCK_POLL: Duration = Duration::from_millis(5);
+/// How often a waiting `lock` tries again: from the first to the last
+/// interval, doubling, so many waiters do not crowd the pool.
+const LOCK_POLL: Duration = Duration::from_millis(2);
+const LOCK_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// memcached servers.
 pub struct Central {
@@ -31,9 +36,7 @@ impl Central {
             .with_connection_timeout(timeout);
         for s in &spec.servers {
             // `timeout` here is the socket read/write timeout of each connection.
-            // The binary protocol: its `add` reports an existing key as an error
-            // (the crate maps ASCII NOT_STORED to success), which locks rely on.
-            let url = format!("memcache://{s}?timeout={}&tcp_nodelay=true", timeout.as_secs_f64());
+            let url = format!("memcache://{s}?timeout={}&tcp_nodelay=true&protocol=ascii", timeout.as_secs_f64());
             b = b.add_server(url.as_str()).map_err(|e| Error::internal(format!("session.central.servers: {s}: {e}")))?;
         }
         let client = b.build().map_err(|e| Error::internal(format!("session.central: {e}")))?;
@@ -80,36 +83,49 @@ impl Central {
         blocking(self.timeout, move || c.delete(&k).map(|_| ()).map_err(unavailable)).await
     }
 
-    /// Add `lock:KEY` = token, retrying until the lock timeout.
+    /// Take `lock:KEY`, retrying until the lock timeout.
     pub async fn lock(&self, key: &str, token: &str) -> Result<bool, StoreError> {
         let until = Instant::now() + self.lock_timeout;
-        let lock_key = lock_key(key);
+        let (lock_key, owner_key) = (lock_key(key), owner_key(key));
+        let mut wait = LOCK_POLL;
         loop {
-            let (c, k, t, ttl) = (self.client.clone(), lock_key.clone(), token.to_string(), self.lock_ttl_s);
-            let taken = blocking(self.timeout, move || match c.add(&k, t.as_str(), ttl) {
-                Ok(()) => Ok(true),
-                Err(memcache::MemcacheError::CommandError(_)) => Ok(false),
-                Err(e) => Err(unavailable(e)),
+            let (c, k, o, t, ttl) = (self.client.clone(), lock_key.clone(), owner_key.clone(), token.to_string(), self.lock_ttl_s);
+            let taken = blocking(self.timeout, move || {
+                // Creates the counter at 0 if absent (and says nothing if not).
+                c.add(&k, "0", ttl).map_err(unavailable)?;
+                match c.increment(&k, 1) {
+                    Ok(1) => {
+                        c.set(&o, t.as_str(), ttl).map_err(unavailable)?;
+                        Ok(true)
+                    }
+                    Ok(_) => Ok(false),
+                    // It expired between add and incr: try again.
+                    Err(memcache::MemcacheError::CommandError(_)) => Ok(false),
+                    Err(e) => Err(unavailable(e)),
+                }
             })
             .await?;
             if taken {
                 return Ok(true);
             }
-            if Instant::now() + LOCK_POLL >= until {
+            let now = Instant::now();
+            if now >= until {
                 return Ok(false);
             }
-            tokio::time::sleep(LOCK_POLL).await;
+            tokio::time::sleep(wait.min(until - now)).await;
+            wait = (wait * 2).min(LOCK_POLL_MAX);
         }
     }
 
-    /// Delete `lock:KEY` if `token` still owns it (a lock that expired and
+    /// Release `lock:KEY` if `token` still owns it (a lock that expired and
     /// was taken by another request is left alone).
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
-        let (c, k, t) = (self.client.clone(), lock_key(key), token.to_string());
+        let (c, k, o, t) = (self.client.clone(), lock_key(key), owner_key(key), token.to_string());
         blocking(self.timeout, move || {
-            let owner = c.get::<String>(&k).map_err(unavailable)?;
+            let owner = c.get::<String>(&o).map_err(unavailable)?;
             if owner.as_deref() == Some(t.as_str()) {
                 c.delete(&k).map_err(unavailable)?;
+                c.delete(&o).map_err(unavailable)?;
             }
             Ok(())
         })
@@ -118,8 +134,17 @@ impl Central {
 }
 
 fn lock_key(key: &str) -> String {
-    // Keys are at most 250 bytes; a lock key must fit too.
-    let mut k = format!("lock:{key}");
+    bounded(format!("lock:{key}"))
+}
+
+fn owner_key(key: &str) -> String {
+    bounded(format!("lockowner:{key}"))
+}
+
+/// Keys are at most 250 bytes; lock keys must fit too (a long key's lock
+/// may then share its name with another long key's: a spurious wait, never
+/// a lost update).
+fn bounded(mut k: String) -> String {
     k.truncate(super::MAX_KEY);
     k
 }

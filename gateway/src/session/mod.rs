@@ -28,6 +28,7 @@ pub const MAX_VALUE: usize = 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Local,
+    Replicated,
     Central,
     Durable,
 }
@@ -36,6 +37,7 @@ impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Local => "local",
+            Tier::Replicated => "replicated",
             Tier::Central => "central",
             Tier::Durable => "durable",
         }
@@ -65,6 +67,7 @@ impl StoreError {
 /// Every configured tier and the token keys.
 pub struct Stores {
     pub local: Local,
+    pub replicated: Option<std::sync::Arc<crate::cluster::Cluster>>,
     pub central: Option<Central>,
     pub durable: Option<Durable>,
     pub tokens: Tokens,
@@ -73,9 +76,10 @@ pub struct Stores {
 impl Stores {
     /// Build the tiers; nothing connects yet (a store that is down at
     /// start is reached once it is up, without a restart).
-    pub fn new(spec: &SessionSpec) -> Result<Self, crate::error::Error> {
+    pub fn new(spec: &SessionSpec, cluster: Option<std::sync::Arc<crate::cluster::Cluster>>) -> Result<Self, crate::error::Error> {
         Ok(Self {
             local: Local::new(spec.local.max_mb << 20, spec.local.ttl_s),
+            replicated: cluster,
             central: spec.central.as_ref().map(Central::new).transpose()?,
             durable: spec.durable.as_ref().map(Durable::new).transpose()?,
             tokens: Tokens::new(spec.keys.clone()),
@@ -84,7 +88,7 @@ impl Stores {
 
     /// No tier and no key: what a config without `[session]` gets.
     pub fn none() -> Self {
-        Self { local: Local::new(64 << 20, 1800), central: None, durable: None, tokens: Tokens::new(Vec::new()) }
+        Self { local: Local::new(64 << 20, 1800), replicated: None, central: None, durable: None, tokens: Tokens::new(Vec::new()) }
     }
 
     pub async fn get(&self, tier: Tier, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -92,6 +96,7 @@ impl Stores {
         timed(tier, "get", async {
             match tier {
                 Tier::Local => Ok(self.local.get(key)),
+                Tier::Replicated => Ok(self.replicated()?.get(key)),
                 Tier::Central => self.central()?.get(key).await,
                 Tier::Durable => self.durable()?.get(key).await,
             }
@@ -107,6 +112,10 @@ impl Stores {
         timed(tier, "set", async {
             match tier {
                 Tier::Local => self.local.set(key, value, ttl_s),
+                Tier::Replicated => {
+                    self.replicated()?.set(key, Some(value), ttl_s);
+                    Ok(())
+                }
                 Tier::Central => self.central()?.set(key, value, ttl_s).await,
                 Tier::Durable => self.durable()?.set(key, value, ttl_s).await,
             }
@@ -120,6 +129,10 @@ impl Stores {
             match tier {
                 Tier::Local => {
                     self.local.delete(key);
+                    Ok(())
+                }
+                Tier::Replicated => {
+                    self.replicated()?.set(key, None, 0);
                     Ok(())
                 }
                 Tier::Central => self.central()?.delete(key).await,
@@ -137,7 +150,7 @@ impl Stores {
             match tier {
                 Tier::Local => Ok(self.local.lock(key, token).await),
                 Tier::Central => self.central()?.lock(key, token).await,
-                Tier::Durable => Err(StoreError::Unavailable("the durable tier has no locks: lock in the central or local tier".into())),
+                Tier::Replicated | Tier::Durable => Err(StoreError::Unavailable(format!("the {} tier has no locks: lock in the central or local tier", tier.as_str()))),
             }
         })
         .await
@@ -152,10 +165,14 @@ impl Stores {
                     Ok(())
                 }
                 Tier::Central => self.central()?.unlock(key, token).await,
-                Tier::Durable => Ok(()),
+                Tier::Replicated | Tier::Durable => Ok(()),
             }
         })
         .await
+    }
+
+    fn replicated(&self) -> Result<&crate::cluster::Cluster, StoreError> {
+        self.replicated.as_deref().ok_or(StoreError::NotConfigured)
     }
 
     fn central(&self) -> Result<&Central, StoreError> {

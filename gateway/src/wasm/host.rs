@@ -231,6 +231,7 @@ impl shared::Host for HostState {
 fn tier(t: store::Tier) -> Tier {
     match t {
         store::Tier::Local => Tier::Local,
+        store::Tier::Replicated => Tier::Replicated,
         store::Tier::Central => Tier::Central,
         store::Tier::Durable => Tier::Durable,
     }
