@@ -12,9 +12,12 @@ fn read(name: &str) -> Vec<u8> {
 fn setup(file: &str, plugin_extra: &str, admin_extra: &str) -> (Proc, std::net::SocketAddr, Proc, Proc) {
     let first = backend("first", &[]);
     let last = backend("last", &[]);
+    // A deadline a loaded debug gateway meets: a deadline hit would fall
+    // back to round robin and serve "last" without any swap.
+    let extra = if plugin_extra.contains("limits") { plugin_extra.to_string() } else { format!("{plugin_extra}\nlimits = {{ deadline_ms = 200 }}") };
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lb", file, plugin_extra),
+        plugin_table("lb", file, &extra),
         upstream("web", Some("lb"), &[(&first, 1), (&last, 1)], "")
     );
     let (gw, admin) = gateway_with_admin(&cfg, admin_extra);
@@ -188,7 +191,7 @@ fn plugin_file_setup(watch_ms: u64) -> (tempfile::TempDir, std::path::PathBuf, S
     std::fs::write(&path, read("pin_first")).unwrap();
     let backends = [backend("first", &[]), backend("last", &[])];
     let cfg = format!(
-        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = {watch_ms}\n{}",
+        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = {watch_ms}\nlimits = {{ deadline_ms = 200 }}\n{}",
         path.to_string_lossy(),
         upstream("web", Some("lb"), &[(&backends[0], 1), (&backends[1], 1)], "")
     );
