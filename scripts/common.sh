@@ -33,6 +33,8 @@ build_plugins() {
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/sql/Cargo.toml --target-dir "$(plugin_target_dir)"
     # The session strategies (the SDK's `session` feature), plugins/session-*.
     cargo build --release --target wasm32-wasip2 --manifest-path plugins/session/Cargo.toml --target-dir "$(plugin_target_dir)"
+    # The access-control policies (the SDK's `access` feature), plugins/access-*.
+    cargo build --release --target wasm32-wasip2 --manifest-path plugins/access/Cargo.toml --target-dir "$(plugin_target_dir)"
     export SWITCHYARD_PLUGIN_DIR="$(plugin_target_dir)/wasm32-wasip2/release"
 }
 

@@ -14,6 +14,7 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --manifest-path plugins/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo test --manifest-path plugins/sql/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo test --manifest-path plugins/session/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
+cargo test --manifest-path plugins/access/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo build --workspace --bins
 cargo test --workspace
 # The SDK's session helpers (behind its `session` feature).

@@ -12,7 +12,8 @@
 //! `cargo bench -p switchyard-benches --bench sessions` (about 3 minutes).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 use switchyard_benches::{cart_load, cpu_secs, rss_kib, CartUser};
 use switchyard_tests::memcached::Memcached;
 use switchyard_tests::*;
@@ -37,8 +38,11 @@ struct Row {
 
 fn measure(rt: &tokio::runtime::Runtime, label: &str, addr: SocketAddr, pid: Option<u32>) -> Vec<Row> {
     let mut rows = Vec::new();
+    // Resident memory of the idle gateway: each run's growth over it is
+    // what its active users (sessions and their connections) cost.
+    let rss0 = pid.map_or(0, rss_kib);
     for users in USERS {
-        let (rss0, cpu0) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
+        let cpu0 = pid.map_or(0.0, cpu_secs);
         let (lat, errors, secs) = cart_load(rt, &[addr], users, RUN);
         let (rss1, cpu1) = pid.map_or((0, 0.0), |p| (rss_kib(p), cpu_secs(p)));
         let n = lat.len().max(1);
@@ -69,27 +73,34 @@ fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[&Proc]) -
     )
 }
 
-/// Gateway RSS growth per session after `n` logins (each a new session).
+/// Gateway RSS growth per session after `n` logins, each a new session,
+/// over 200 keep-alive connections (so connection buffers do not count).
 fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, n: usize) -> f64 {
-    let before = rss_kib(gw.pid());
     let addr = gw.addr;
-    rt.block_on(async {
-        let per = n / 200;
-        let tasks: Vec<_> = (0..200)
-            .map(|t| {
-                tokio::spawn(async move {
-                    for i in 0..per {
+    let logins = |count: usize, tag: &'static str| {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..200)
+                .map(|t| {
+                    tokio::spawn(async move {
                         let mut u = CartUser::new(addr);
-                        let s = u.send("POST", &format!("/cart/login?user=m{t}-{i}")).await.unwrap_or(0);
-                        assert_eq!(s, 200, "login {t}-{i}");
-                    }
+                        for i in 0..count / 200 {
+                            u.cookies.clear();
+                            let s = u.send("POST", &format!("/cart/login?user={tag}{t}-{i}")).await.unwrap_or(0);
+                            assert_eq!(s, 200, "login {t}-{i}");
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("login task");
-        }
-    });
+                .collect();
+            for t in tasks {
+                t.await.expect("login task");
+            }
+        })
+    };
+    // Warm the connections, pools and allocator first.
+    logins(2_000, "warm");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(gw.pid());
+    logins(n, "m");
     std::thread::sleep(Duration::from_millis(500));
     (rss_kib(gw.pid()).saturating_sub(before) * 1024) as f64 / n as f64
 }

@@ -45,7 +45,8 @@ use tokio::net::TcpStream;
 pub struct CartUser {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
-    cookies: BTreeMap<String, String>,
+    /// Cookies the gateway set.
+    pub cookies: BTreeMap<String, String>,
 }
 
 impl CartUser {

@@ -1,6 +1,7 @@
 //! Switchyard: a Pingora gateway whose policies are WebAssembly components.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod cli;
 pub mod cluster;

@@ -96,6 +96,13 @@ pub struct Metrics {
     pub cluster_keys: IntGauge,
     /// How long the catch-up state transfer took.
     pub cluster_state_transfer_seconds: prometheus::Histogram,
+    /// Access decisions by result (`permit`, `deny`, `obligation`) and reason.
+    pub access_decisions: IntCounterVec,
+    /// Usages cut by an ongoing decision.
+    pub access_revocations: prometheus::IntCounter,
+    /// Attribute store failures (each denied the request).
+    pub access_store_errors: prometheus::IntCounter,
+    pub access_decision_seconds: prometheus::Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -194,6 +201,22 @@ impl Metrics {
             },
             cluster_state_transfer_seconds: {
                 let h = prometheus::Histogram::with_opts(HistogramOpts::new("switchyard_cluster_state_transfer_seconds", "Catch-up state transfer duration").buckets(exponential_buckets(0.001, 2.0, 16).expect("static"))).expect("static");
+                r.register(Box::new(h.clone())).expect("unique metric name");
+                h
+            },
+            access_decisions: counter(&r, "switchyard_access_decisions_total", "Access decisions by result and reason", &["result", "reason"]),
+            access_revocations: {
+                let c = prometheus::IntCounter::new("switchyard_access_revocations_total", "Usages revoked by an ongoing decision").expect("static");
+                r.register(Box::new(c.clone())).expect("unique metric name");
+                c
+            },
+            access_store_errors: {
+                let c = prometheus::IntCounter::new("switchyard_access_store_errors_total", "Attribute store failures in access checks").expect("static");
+                r.register(Box::new(c.clone())).expect("unique metric name");
+                c
+            },
+            access_decision_seconds: {
+                let h = prometheus::Histogram::with_opts(HistogramOpts::new("switchyard_access_decision_duration_seconds", "Pre-decision latency, attribute reads included").buckets(exponential_buckets(0.00001, 2.0, 18).expect("static"))).expect("static");
                 r.register(Box::new(h.clone())).expect("unique metric name");
                 h
             },

@@ -10,7 +10,7 @@ use crate::upstream::{HealthChecker, Upstream};
 use crate::seams::{ClassicSplit, SqlRouter};
 use crate::sql::{SqlHealth, SqlProxy};
 use crate::seams::SessionPolicy;
-use crate::wasm::{Engine, LbUser, PluginSlot, PluginWatcher, Plugins, WasmLb, WasmSession, WasmSqlRouter};
+use crate::wasm::{Engine, LbUser, PluginSlot, PluginWatcher, Plugins, WasmAccess, WasmLb, WasmSession, WasmSqlRouter};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct Built {
     pub sessions: Vec<Option<Arc<dyn SessionPolicy>>>,
     /// This node of `[cluster]` (the replicated tier).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Each route's access check, parallel to the config's routes.
+    pub gates: Vec<Option<Arc<crate::access::RouteGate>>>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
@@ -88,8 +90,29 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
             },
         });
     }
+    let host = cfg.access.as_ref().map(|a| Arc::new(crate::access::AccessHost::new(a, engine.stores().clone())));
+    let mut gates = Vec::new();
+    for r in &cfg.routes {
+        gates.push(match (r.access.as_ref(), &host) {
+            (Some(spec), Some(host)) => match plugins.get(&spec.plugin) {
+                None => None, // its plugin failed to load; already reported
+                Some(slot) => match rt.block_on(WasmAccess::new(slot.current().plugin.clone(), &crate::proxy::route_label(r))) {
+                    Ok(a) => {
+                        let a = Arc::new(a);
+                        slot.add_user(a.clone());
+                        Some(Arc::new(crate::access::RouteGate { host: host.clone(), policy: a, spec: spec.clone() }))
+                    }
+                    Err(e) => {
+                        errors.push(locate(e, &slot.spec));
+                        None
+                    }
+                },
+            },
+            _ => None,
+        });
+    }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates })
     } else {
         Err(errors)
     }
@@ -153,7 +176,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let gateway = Gateway {
-        router: Router::new(&cfg.routes, &built.upstreams, &built.sessions),
+        router: Router::new(&cfg.routes, &built.upstreams, &built.sessions, &built.gates),
         request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
     };

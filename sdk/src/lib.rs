@@ -26,6 +26,8 @@
 //! file in `target/wasm32-wasip2/release/` is the component the gateway loads.
 #![warn(missing_docs)]
 
+#[cfg(feature = "access")]
+pub mod access;
 pub mod config;
 pub mod host;
 #[cfg(feature = "lb")]
@@ -71,6 +73,26 @@ pub mod bindings {
                 "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
                 "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
                 "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+            },
+        });
+    }
+
+    /// Bindings of the `access-policy` world.
+    #[cfg(feature = "access")]
+    pub mod access {
+        wit_bindgen::generate!({
+            world: "access-policy",
+            path: "../wit",
+            pub_export_macro: true,
+            export_macro_name: "__export_access",
+            default_bindings_module: "switchyard_sdk::bindings::access",
+            with: {
+                "switchyard:policy/log@0.1.0": crate::bindings::host::switchyard::policy::log,
+                "switchyard:policy/metrics@0.1.0": crate::bindings::host::switchyard::policy::metrics,
+                "switchyard:policy/clock@0.1.0": crate::bindings::host::switchyard::policy::clock,
+                "switchyard:policy/shared@0.1.0": crate::bindings::host::switchyard::policy::shared,
+                "switchyard:policy/store@0.1.0": crate::bindings::host::switchyard::policy::store,
+                "switchyard:policy/tokens@0.1.0": crate::bindings::host::switchyard::policy::tokens,
             },
         });
     }

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub session: Option<SessionSection>,
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    #[serde(default)]
+    pub access: Option<AccessSection>,
 }
 
 /// `[server]`
@@ -110,19 +112,18 @@ impl Default for PluginLimits {
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
     pub path: Spanned<String>,
+    /// Absent: `fallback`, except for access plugins (always fail-closed).
     #[serde(default)]
-    pub on_error: OnError,
+    pub on_error: Option<Spanned<OnError>>,
     #[serde(default)]
     pub limits: PluginLimits,
-    #[serde(default = "empty_table")]
-    pub config: Spanned<toml::Table>,
+    /// Plain, not `Spanned`: a `Spanned` table fails on sub-table headers
+    /// (`[plugins.NAME.config.roles]`); its line is found in the text.
+    #[serde(default)]
+    pub config: toml::Table,
     /// Poll the file every `watch_ms` and hot-swap it when it changes; 0 = off.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
-}
-
-fn empty_table() -> Spanned<toml::Table> {
-    Spanned::new(0..0, toml::Table::new())
 }
 
 fn default_watch_ms() -> u64 {
@@ -220,6 +221,17 @@ pub struct RouteSection {
     pub upstream: Spanned<String>,
     /// The session plugin for requests on this route.
     pub session: Option<Spanned<String>>,
+    /// The access-control plugin for requests on this route.
+    pub access: Option<Spanned<String>>,
+    /// Path segments captured as object attributes: `/exam/{course}/submit`.
+    pub path_pattern: Option<Spanned<String>>,
+    /// Object attributes of everything on this route (`kind = "exam"`).
+    #[serde(default)]
+    pub object: toml::Table,
+    /// Method -> right (`POST = "submit"`); default `read` for GET, HEAD and
+    /// OPTIONS, `write` otherwise.
+    #[serde(default)]
+    pub rights: BTreeMap<String, String>,
 }
 
 fn slash() -> Spanned<String> {
@@ -465,4 +477,32 @@ pub struct PeerSection {
 
 fn default_backlog() -> usize {
     10_000
+}
+
+/// `[access]`: where subject attributes come from, for access plugins.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    /// HS256 keys of the tokens subjects present (`Authorization: Bearer`
+    /// or the `token_cookie`); at least 32 bytes each, any one verifies.
+    pub jwt_keys: Option<Spanned<Vec<String>>>,
+    pub jwt_keys_env: Option<Spanned<String>>,
+    #[serde(default = "default_token_cookie")]
+    pub token_cookie: String,
+    /// TOML file of static subject attributes: `[subjects.ID] class = "students"`.
+    pub attributes_file: Option<Spanned<String>>,
+    /// Mutable integer attributes (`attempts`), kept in `mutable_tier`.
+    #[serde(default)]
+    pub mutable: Vec<String>,
+    /// `central` (memcached: atomic across nodes) or `local` (one node).
+    #[serde(default = "default_mutable_tier")]
+    pub mutable_tier: Spanned<String>,
+}
+
+fn default_token_cookie() -> String {
+    "sy_token".into()
+}
+
+fn default_mutable_tier() -> Spanned<String> {
+    Spanned::new(0..0, "central".into())
 }

@@ -23,6 +23,7 @@ pub struct ValidConfig {
     pub sql: Option<SqlSpec>,
     pub session: SessionSpec,
     pub cluster: Option<ClusterSpec>,
+    pub access: Option<AccessSpec>,
 }
 
 /// `[cluster]`, validated.
@@ -145,6 +146,8 @@ pub struct PluginSpec {
     pub name: String,
     pub path: PathBuf,
     pub on_error: OnError,
+    /// `on_error` as written, if it was.
+    pub on_error_set: Option<OnError>,
     pub limits: PluginLimits,
     /// The `config` table as JSON text, as `configure` receives it.
     pub config_json: String,
@@ -173,6 +176,36 @@ pub struct RouteSpec {
     pub upstream: usize,
     /// The session plugin's name.
     pub session: Option<String>,
+    /// The access plugin's name, and what it sees of the route.
+    pub access: Option<RouteAccessSpec>,
+}
+
+/// A route's access check.
+#[derive(Debug, Clone)]
+pub struct RouteAccessSpec {
+    pub plugin: String,
+    /// Segments of `path_pattern`; `{name}` captures.
+    pub pattern: Option<Vec<String>>,
+    pub object: serde_json::Map<String, serde_json::Value>,
+    /// Upper-case method -> right.
+    pub rights: BTreeMap<String, String>,
+}
+
+/// `[access]`, validated.
+#[derive(Clone, Default)]
+pub struct AccessSpec {
+    pub jwt_keys: Vec<Vec<u8>>,
+    pub token_cookie: String,
+    /// Subject id -> static attributes.
+    pub statics: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    pub mutable: Vec<String>,
+    pub mutable_central: bool,
+}
+
+impl std::fmt::Debug for AccessSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessSpec").field("jwt_keys", &self.jwt_keys.len()).field("subjects", &self.statics.len()).field("mutable", &self.mutable).finish()
+    }
 }
 
 struct Checker<'a> {
@@ -214,7 +247,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let session = check_session(&mut c, raw.session.as_ref());
     let cluster = raw.cluster.as_ref().and_then(|cl| check_cluster(&mut c, cl));
-    let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session);
+    let access = raw.access.as_ref().and_then(|a| check_access(&mut c, a, base, &session));
+    let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session, access.is_some());
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
     let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
@@ -242,7 +276,69 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         sql,
         session,
         cluster,
+        access,
     })
+}
+
+fn check_access(c: &mut Checker, a: &AccessSection, base: &Path, session: &SessionSpec) -> Option<AccessSpec> {
+    let keys: Vec<String> = match (&a.jwt_keys, &a.jwt_keys_env) {
+        (Some(k), None) => k.get_ref().clone(),
+        (None, Some(var)) => match std::env::var(var.get_ref()) {
+            Ok(v) => v.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect(),
+            Err(_) => {
+                c.err("access.jwt_keys_env", var, format!("environment variable {} is not set", var.get_ref()));
+                return None;
+            }
+        },
+        (Some(k), Some(_)) => {
+            c.err("access.jwt_keys", k, "set jwt_keys or jwt_keys_env, not both");
+            return None;
+        }
+        (None, None) => Vec::new(),
+    };
+    if keys.is_empty() {
+        c.errors.push(ConfigError { path: "access.jwt_keys".into(), line: None, message: "list at least one HS256 key (or jwt_keys_env): subjects are identified by signed tokens".into() });
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if k.len() < MIN_KEY_BYTES {
+            let at = a.jwt_keys.as_ref().map(|k| k.span()).unwrap_or(0..0);
+            c.err(format!("access.jwt_keys[{i}]"), &Spanned::new(at, ()), format!("is {} bytes; an HS256 key needs at least {MIN_KEY_BYTES}", k.len()));
+        }
+    }
+    let mutable_central = match a.mutable_tier.get_ref().as_str() {
+        "central" => {
+            if !a.mutable.is_empty() && session.central.is_none() {
+                c.err("access.mutable_tier", &a.mutable_tier, "\"central\" needs [session.central] (memcached)");
+            }
+            true
+        }
+        "local" => false,
+        other => {
+            c.err("access.mutable_tier", &a.mutable_tier, format!("{other:?} is not central or local"));
+            true
+        }
+    };
+    if let Some(bad) = a.mutable.iter().find(|m| m.is_empty() || m.len() > 64 || !m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')) {
+        c.errors.push(ConfigError { path: "access.mutable".into(), line: None, message: format!("{bad:?} must be 1-64 characters of [A-Za-z0-9_]") });
+    }
+    let mut statics = BTreeMap::new();
+    if let Some(file) = &a.attributes_file {
+        let path = base.join(file.get_ref());
+        match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| toml::from_str::<toml::Table>(&t).map_err(|e| e.to_string())) {
+            Ok(table) => {
+                for (id, attrs) in table.get("subjects").and_then(|s| s.as_table()).into_iter().flatten() {
+                    match serde_json::to_value(attrs) {
+                        Ok(serde_json::Value::Object(m)) => {
+                            statics.insert(id.clone(), m);
+                        }
+                        _ => c.err("access.attributes_file", file, format!("{}: subjects.{id} must be a table", path.display())),
+                    }
+                }
+            }
+            Err(e) => c.err("access.attributes_file", file, format!("{}: {e}", path.display())),
+        }
+    }
+    Some(AccessSpec { jwt_keys: keys.into_iter().map(String::into_bytes).collect(), token_cookie: a.token_cookie.clone(), statics, mutable: a.mutable.clone(), mutable_central })
 }
 
 fn check_cluster(c: &mut Checker, s: &ClusterSection) -> Option<ClusterSpec> {
@@ -427,6 +523,25 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
     })
 }
 
+/// The line of `[plugins.NAME.config…]`, or of `config =` in `[plugins.NAME]`.
+fn config_line(text: &str, name: &str) -> Option<usize> {
+    let header = format!("[plugins.{name}.config");
+    let section = format!("[plugins.{name}]");
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.starts_with(&header) {
+            return Some(i + 1);
+        }
+        if l.starts_with('[') {
+            in_section = l.starts_with(&section);
+        } else if in_section && l.starts_with("config") && l["config".len()..].trim_start().starts_with('=') {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &Path) -> BTreeMap<String, PluginSpec> {
     let mut out = BTreeMap::new();
     for (name, p) in raw {
@@ -445,11 +560,20 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &
         if l.instances == 0 || l.instances > 1024 {
             c.err(format!("{key}.limits.instances"), &p.path, "must be 1..=1024");
         }
-        let config_json = serde_json::to_string(p.config.get_ref()).expect("a TOML table is valid JSON");
-        let config_line = (p.config.span() != (0..0)).then(|| super::line_of(c.text, p.config.span().start));
+        let config_json = serde_json::to_string(&p.config).expect("a TOML table is valid JSON");
+        let config_line = config_line(c.text, name);
         out.insert(
             name.clone(),
-            PluginSpec { name: name.clone(), path, on_error: p.on_error, limits: p.limits.clone(), config_json, config_line, watch_ms: p.watch_ms },
+            PluginSpec {
+                name: name.clone(),
+                path,
+                on_error: p.on_error.as_ref().map_or(OnError::Fallback, |o| *o.get_ref()),
+                on_error_set: p.on_error.as_ref().map(|o| *o.get_ref()),
+                limits: p.limits.clone(),
+                config_json,
+                config_line,
+                watch_ms: p.watch_ms,
+            },
         );
     }
     out
@@ -502,7 +626,14 @@ fn check_upstreams(
     out
 }
 
-fn check_routes(c: &mut Checker, raw: &[RouteSection], upstreams: &[UpstreamSpec], plugins: &BTreeMap<String, PluginSpec>, session: &SessionSpec) -> Vec<RouteSpec> {
+fn check_routes(
+    c: &mut Checker,
+    raw: &[RouteSection],
+    upstreams: &[UpstreamSpec],
+    plugins: &BTreeMap<String, PluginSpec>,
+    session: &SessionSpec,
+    access_configured: bool,
+) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let key = format!("routes[{i}]");
@@ -516,17 +647,51 @@ fn check_routes(c: &mut Checker, raw: &[RouteSection], upstreams: &[UpstreamSpec
                 c.err(format!("{key}.session"), s, "a session plugin signs its cookies and passports: set [session] keys (or keys_env)");
             }
         }
+        let access = r.access.as_ref().and_then(|a| check_route_access(c, &key, r, a, plugins, access_configured));
         match upstreams.iter().position(|u| &u.name == r.upstream.get_ref()) {
             Some(upstream) => out.push(RouteSpec {
                 host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                 path_prefix: r.path_prefix.get_ref().clone(),
                 upstream,
                 session: r.session.as_ref().map(|s| s.get_ref().clone()),
+                access,
             }),
             None => c.err(format!("{key}.upstream"), &r.upstream, format!("no upstream named {:?}", r.upstream.get_ref())),
         }
     }
     out
+}
+
+fn check_route_access(
+    c: &mut Checker,
+    key: &str,
+    r: &RouteSection,
+    a: &Spanned<String>,
+    plugins: &BTreeMap<String, PluginSpec>,
+    access_configured: bool,
+) -> Option<RouteAccessSpec> {
+    let Some(plugin) = plugins.get(a.get_ref()) else {
+        c.err(format!("{key}.access"), a, format!("no plugin named {:?} in [plugins]", a.get_ref()));
+        return None;
+    };
+    if plugin.on_error_set == Some(OnError::Fallback) {
+        c.err(format!("{key}.access"), a, format!("plugins.{}.on_error = \"fallback\" is refused for an access plugin: a failed check must deny (leave on_error out or set \"fail-closed\")", plugin.name));
+    }
+    if !access_configured {
+        c.err(format!("{key}.access"), a, "an access plugin needs [access] (the token keys subjects are verified with)");
+    }
+    let pattern = r.path_pattern.as_ref().map(|p| {
+        if !p.get_ref().starts_with(r.path_prefix.get_ref().trim_end_matches('/')) {
+            c.err(format!("{key}.path_pattern"), p, format!("must start with the route's path_prefix {:?}", r.path_prefix.get_ref()));
+        }
+        p.get_ref().trim_matches('/').split('/').map(str::to_string).collect()
+    });
+    let object = match serde_json::to_value(&r.object) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    let rights = r.rights.iter().map(|(m, right)| (m.to_ascii_uppercase(), right.clone())).collect();
+    Some(RouteAccessSpec { plugin: plugin.name.clone(), pattern, object, rights })
 }
 
 /// Least length of a token key: HMAC-SHA256's block of entropy.

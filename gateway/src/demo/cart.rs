@@ -44,7 +44,7 @@ impl Cart {
 
     /// Serve `/cart...` and `/exam...`; `None` for other paths.
     pub fn serve(&self, method: &str, path: &str, query: &str, headers: &http::HeaderMap, body: &[u8]) -> Option<Answer> {
-        if !(path.starts_with("/cart") || path.starts_with("/exam")) {
+        if !is_app_path(path) {
             return None;
         }
         let (sid, attrs) = self.load(headers);
@@ -150,6 +150,12 @@ fn app(method: &str, path: &str, query: &str, s: Option<&Map<String, Value>>, bo
         }
         _ => (404, json!({"error": "unknown cart or exam path"}), set, false),
     }
+}
+
+/// The paths the app answers; every other one gets the demo backend's
+/// plain answer.
+pub fn is_app_path(path: &str) -> bool {
+    path.starts_with("/cart") || path == "/exam/paper" || path == "/exam/submit"
 }
 
 fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {

@@ -62,7 +62,7 @@ impl DemoBackend {
     /// The cart app's answer, if the path is its.
     async fn cart(&self, session: &mut ServerSession) -> Option<http::Response<Vec<u8>>> {
         let path = session.req_header().uri.path().to_string();
-        if !(path.starts_with("/cart") || path.starts_with("/exam")) {
+        if !cart::is_app_path(&path) {
             return None;
         }
         let mut body = Vec::new();

@@ -53,6 +53,8 @@ pub struct Ctx {
     pub request_id: String,
     /// The route's session, between its two hooks.
     pub session: Option<SessionCtx>,
+    /// The admitted usage and its route's access check, until it ends.
+    pub access: Option<(Arc<crate::access::RouteGate>, crate::access::Admitted)>,
 }
 
 /// One request's session: what `before-request` asked for, and the run
@@ -78,6 +80,7 @@ impl Ctx {
             current: None,
             request_id: String::new(),
             session: None,
+            access: None,
         }
     }
 
@@ -106,6 +109,18 @@ impl Ctx {
             client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
         }));
         self.upstream = Some(upstream);
+    }
+
+    /// An ongoing decision revoked this usage.
+    pub fn revoked(&self) -> bool {
+        self.access.as_ref().is_some_and(|(_, a)| a.revoked.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The usage ended: its access post-updates.
+    pub async fn finish_access(&mut self, status: u16, failed: bool) {
+        if let Some((gate, admitted)) = self.access.take() {
+            gate.finish(&admitted, status, failed).await;
+        }
     }
 
     /// The route's session policy forwards this request.

@@ -5,14 +5,16 @@
 //! |--------------------------|-----------------------------------------------|
 //! | `request_filter`         | request id, route match, `RequestView`,       |
 //! |                          | session: `before-request` (pin, headers, reply)|
+//! |                          | access: pre-decision and reservations first   |
 //! | `upstream_peer`          | session pin, else lb: `LbPolicy::select`      |
 //! | `fail_to_connect`        | passive stats, retry on another backend       |
 //! | `upstream_request_filter`| X-Forwarded-For, request id, strip internals, |
 //! |                          | add the session's headers                     |
 //! | `response_filter`        | session: `after-response` (cookies); strip    |
 //! |                          | internal headers, echo request id             |
+//! | `response_body_filter`   | a usage revoked by an ongoing decision stops  |
 //! | `logging`                | session `after-response` if the upstream      |
-//! |                          | failed; stats fed back to lb, metrics         |
+//! |                          | failed; access post-update; stats, metrics    |
 //! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
 
 mod ctx;
@@ -56,6 +58,16 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.start(matched.upstream, matched.label.clone(), session);
+        if let Some(gate) = &matched.access {
+            let (_, req) = ctx.target();
+            match gate.admit(&req).await {
+                Ok(admitted) => ctx.access = Some((gate.clone(), admitted)),
+                Err(refusal) => {
+                    self.answer(session, ctx, refusal.status, &refusal.reason).await?;
+                    return Ok(true);
+                }
+            }
+        }
         match &matched.session {
             Some(policy) => self.session_before(session, ctx, policy.as_ref(), &matched.label).await,
             None => Ok(false),
@@ -123,6 +135,15 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// A usage an ongoing decision revoked stops here: the client sees
+    /// the stream closed.
+    fn response_body_filter(&self, _session: &mut Session, _body: &mut Option<Bytes>, _end: bool, ctx: &mut Ctx) -> Result<Option<Duration>> {
+        if ctx.revoked() {
+            return Error::e_explain(HTTPStatus(403), "the usage was revoked by an ongoing access decision");
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (HTTPStatus(code), _) => *code,
@@ -131,7 +152,9 @@ impl ProxyHttp for Gateway {
             (_, pingora::ErrorSource::Downstream) => 400,
             _ => 500,
         };
-        if code > 0 {
+        // Headers already went out (a revoked stream): no answer fits; the
+        // connection closes and the client sees the stream end early.
+        if code > 0 && session.response_written().is_none() {
             let why = e.context.as_ref().map_or_else(|| e.etype().as_str().to_string(), |c| c.as_str().to_string());
             if let Err(err) = self.answer(session, ctx, code, &why).await {
                 tracing::debug!("could not send the {code} answer: {err}");
@@ -141,7 +164,10 @@ impl ProxyHttp for Gateway {
     }
 
     /// A client that hangs up is routine: logged at debug, not as an error.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        if ctx.revoked() {
+            return true; // logged with its reason when it was revoked
+        }
         let hang_up = matches!(e.esource(), pingora::ErrorSource::Downstream) && matches!(e.etype(), ConnectionClosed | ReadError | WriteError);
         if hang_up {
             tracing::debug!("client went away: {e}");
@@ -156,6 +182,7 @@ impl ProxyHttp for Gateway {
         // No response reached `response_filter`: the session still learns
         // the outcome (and frees its locks); its headers have nowhere to go.
         ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new()).await;
+        ctx.finish_access(status, e.is_some()).await;
         ctx.finish(status, upstream_failed);
     }
 }

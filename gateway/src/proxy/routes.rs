@@ -12,6 +12,7 @@ pub struct Matched {
     pub upstream: Arc<Upstream>,
     pub label: Arc<str>,
     pub session: Option<Arc<dyn SessionPolicy>>,
+    pub access: Option<Arc<crate::access::RouteGate>>,
 }
 
 /// Routes, longest prefix first.
@@ -20,13 +21,18 @@ pub struct Router {
 }
 
 impl Router {
-    /// `sessions` is parallel to `specs`.
-    pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>], sessions: &[Option<Arc<dyn SessionPolicy>>]) -> Self {
+    /// `sessions` and `gates` are parallel to `specs`.
+    pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>], sessions: &[Option<Arc<dyn SessionPolicy>>], gates: &[Option<Arc<crate::access::RouteGate>>]) -> Self {
         let mut routes: Vec<_> = specs
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                let m = Matched { upstream: upstreams[r.upstream].clone(), label: label(r).into(), session: sessions.get(i).cloned().flatten() };
+                let m = Matched {
+                    upstream: upstreams[r.upstream].clone(),
+                    label: label(r).into(),
+                    session: sessions.get(i).cloned().flatten(),
+                    access: gates.get(i).cloned().flatten(),
+                };
                 (r.clone(), m)
             })
             .collect();

@@ -133,6 +133,46 @@ impl Central {
     }
 }
 
+/// CAS attempts before an update gives up (each lost race means another
+/// node's update went through).
+const CAS_TRIES: usize = 64;
+
+impl Central {
+    /// Read an integer attribute (0 when absent).
+    pub async fn counter(&self, key: &str) -> Result<i64, StoreError> {
+        let (c, k) = (self.client.clone(), key.to_string());
+        blocking(self.timeout, move || Ok(c.get::<String>(&k).map_err(unavailable)?.and_then(|v| v.trim().parse().ok()).unwrap_or(0))).await
+    }
+
+    /// Add `delta` to the integer at `key` if the result stays within
+    /// `[min, max]`, atomically across every gateway node (memcached
+    /// `gets` + `cas`, retried). `Ok(Ok(new))`: applied; `Ok(Err(current))`:
+    /// refused by the bounds.
+    pub async fn update_counter(&self, key: &str, delta: i64, min: Option<i64>, max: Option<i64>) -> Result<Result<i64, i64>, StoreError> {
+        let (c, k, ttl) = (self.client.clone(), key.to_string(), self.ttl_s);
+        blocking(self.timeout.saturating_mul(4), move || {
+            c.add(&k, "0", ttl).map_err(unavailable)?;
+            for _ in 0..CAS_TRIES {
+                let got = c.gets::<(Vec<u8>, u32, Option<u64>)>(&[k.as_str()]).map_err(unavailable)?;
+                let Some((bytes, _, Some(cas))) = got.get(&k).cloned() else {
+                    c.add(&k, "0", ttl).map_err(unavailable)?; // expired meanwhile
+                    continue;
+                };
+                let current: i64 = String::from_utf8_lossy(&bytes).trim().parse().unwrap_or(0);
+                let next = current.saturating_add(delta);
+                if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
+                    return Ok(Err(current));
+                }
+                if c.cas(&k, next.to_string().as_str(), ttl, cas).map_err(unavailable)? {
+                    return Ok(Ok(next));
+                }
+            }
+            Err(StoreError::Unavailable(format!("memcached: {k} kept changing under {CAS_TRIES} compare-and-swap attempts")))
+        })
+        .await
+    }
+}
+
 fn lock_key(key: &str) -> String {
     bounded(format!("lock:{key}"))
 }

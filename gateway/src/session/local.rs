@@ -35,6 +35,8 @@ struct Inner {
 /// The in-process tier.
 pub struct Local {
     inner: Mutex<Inner>,
+    /// Integer attributes (access control's mutable attributes on one node).
+    counters: Mutex<HashMap<String, i64>>,
     locks: Mutex<HashMap<String, (String, Instant)>>,
     max_bytes: usize,
     ttl: Duration,
@@ -42,7 +44,7 @@ pub struct Local {
 
 impl Local {
     pub fn new(max_bytes: u64, ttl_s: u32) -> Self {
-        Self { inner: Mutex::default(), locks: Mutex::default(), max_bytes: max_bytes as usize, ttl: Duration::from_secs(u64::from(ttl_s.max(1))) }
+        Self { inner: Mutex::default(), counters: Mutex::default(), locks: Mutex::default(), max_bytes: max_bytes as usize, ttl: Duration::from_secs(u64::from(ttl_s.max(1))) }
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
@@ -111,6 +113,24 @@ impl Local {
     /// Values held now (expired ones not yet dropped included).
     pub fn len(&self) -> usize {
         self.inner.lock().map.len()
+    }
+
+    /// An integer attribute (0 when absent).
+    pub fn counter(&self, key: &str) -> i64 {
+        self.counters.lock().get(key).copied().unwrap_or(0)
+    }
+
+    /// Add `delta` if the result stays within `[min, max]`: `Ok(new)`, or
+    /// `Err(current)` when the bounds refuse it.
+    pub fn update_counter(&self, key: &str, delta: i64, min: Option<i64>, max: Option<i64>) -> Result<i64, i64> {
+        let mut c = self.counters.lock();
+        let v = c.entry(key.to_string()).or_insert(0);
+        let next = v.saturating_add(delta);
+        if min.is_some_and(|m| next < m) || max.is_some_and(|m| next > m) {
+            return Err(*v);
+        }
+        *v = next;
+        Ok(next)
     }
 
     pub async fn lock(&self, key: &str, token: &str) -> bool {

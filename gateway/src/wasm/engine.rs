@@ -183,6 +183,7 @@ const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
 const LB_STATE_EXPORT: &str = "switchyard:policy/lb-state@0.1.0";
 const SQL_EXPORT: &str = "switchyard:policy/sql-router@0.1.0";
 const SESSION_EXPORT: &str = "switchyard:policy/session@0.1.0";
+const ACCESS_EXPORT: &str = "switchyard:policy/access@0.1.0";
 
 /// The Switchyard worlds a plugin can export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +196,8 @@ pub enum World {
     SqlRouter,
     /// `session-policy`: exports `session`.
     Session,
+    /// `access-policy`: exports `access`.
+    Access,
 }
 
 impl World {
@@ -205,10 +208,13 @@ impl World {
         if super::sql_exports::GuestIndices::new(pre).is_ok() {
             return Ok(Self::SqlRouter);
         }
-        match super::session_exports::GuestIndices::new(pre) {
-            Ok(_) => Ok(Self::Session),
+        if super::session_exports::GuestIndices::new(pre).is_ok() {
+            return Ok(Self::Session);
+        }
+        match super::access_exports::GuestIndices::new(pre) {
+            Ok(_) => Ok(Self::Access),
             Err(e) => Err(format!(
-                "exports no Switchyard world: neither the lb-policy world ({LB_EXPORT}), the sql-router-policy world ({SQL_EXPORT}) nor the session-policy world ({SESSION_EXPORT}): {e:#}"
+                "exports no Switchyard world: neither the lb-policy world ({LB_EXPORT}), the sql-router-policy world ({SQL_EXPORT}), the session-policy world ({SESSION_EXPORT}) nor the access-policy world ({ACCESS_EXPORT}): {e:#}"
             )),
         }
     }
@@ -223,6 +229,7 @@ impl World {
             (true, false) => vec![Self::Lb.name()],
             _ if has(SQL_EXPORT) => vec![Self::SqlRouter.name()],
             _ if has(SESSION_EXPORT) => vec![Self::Session.name()],
+            _ if has(ACCESS_EXPORT) => vec![Self::Access.name()],
             _ => Vec::new(),
         }
     }
@@ -234,6 +241,7 @@ impl World {
             Self::LbStateful => "lb-policy-stateful",
             Self::SqlRouter => "sql-router-policy",
             Self::Session => "session-policy",
+            Self::Access => "access-policy",
         }
     }
 
@@ -244,6 +252,7 @@ impl World {
             Self::Lb | Self::LbStateful => super::lb::LbSeam::SEAM,
             Self::SqlRouter => super::sql::SqlSeam::SEAM,
             Self::Session => super::session::SessionSeam::SEAM,
+            Self::Access => super::access::AccessSeam::SEAM,
         }
     }
 
@@ -254,6 +263,7 @@ impl World {
             Self::Lb | Self::LbStateful => super::lb::LbSeam::HOOKS,
             Self::SqlRouter => super::sql::SqlSeam::HOOKS,
             Self::Session => super::session::SessionSeam::HOOKS,
+            Self::Access => super::access::AccessSeam::HOOKS,
         }
     }
 }
@@ -270,23 +280,35 @@ impl LoadedPlugin {
             if ran >= ctx.data().call_budget {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
-            Ok(if ran >= YIELD_AFTER { UpdateDeadline::Yield(1) } else { UpdateDeadline::Continue(1) })
+            if ran >= YIELD_AFTER {
+                ctx.data().cpu_yield.store(true, Ordering::Relaxed);
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            Ok(UpdateDeadline::Continue(1))
         });
         store
     }
 
     /// Run a guest call so that its CPU costs only the requests that use
     /// this plugin. It starts inline (no hand-off for the usual few-us
-    /// call); if it yields, it finishes on the plugin pool. `None` if the
-    /// pool lost the call (it panicked).
-    pub(crate) async fn isolated<T: Send + 'static>(&self, call: impl Future<Output = T> + Send + 'static) -> Option<T> {
+    /// call) and stays there while it waits on a store; once it yields for
+    /// CPU (`cpu_yield`, set by the epoch callback), it finishes on the
+    /// plugin pool. `None` if the pool lost the call (it panicked).
+    pub(crate) async fn isolated<T: Send + 'static>(&self, cpu_yield: Arc<std::sync::atomic::AtomicBool>, call: impl Future<Output = T> + Send + 'static) -> Option<T> {
         let mut call = Box::pin(call);
         let now = crate::upstream::now_ns();
+        cpu_yield.store(false, Ordering::Relaxed);
         if self.slow_until_ns.load(Ordering::Relaxed) <= now {
-            match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-                Poll::Ready(out) => return Some(out),
-                Poll::Pending => self.slow_until_ns.store(now + SLOW_FOR.as_nanos() as u64, Ordering::Relaxed),
+            let inline = std::future::poll_fn(|cx| match call.as_mut().poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Some(out)),
+                Poll::Pending if cpu_yield.load(Ordering::Relaxed) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            if let Some(out) = inline {
+                return Some(out);
             }
+            self.slow_until_ns.store(crate::upstream::now_ns() + SLOW_FOR.as_nanos() as u64, Ordering::Relaxed);
         }
         let Some(pool) = self.engine.pool.handle() else { return Some(call.await) };
         metrics().plugin_offloads.with_label_values(&[self.spec.name.as_str()]).inc();

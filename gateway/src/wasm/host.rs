@@ -64,6 +64,9 @@ pub struct HostState {
     /// When the current call was armed, and how long it may run.
     pub(crate) call_started: std::time::Instant,
     pub(crate) call_budget: std::time::Duration,
+    /// Set when the epoch callback made the current call yield for CPU
+    /// (not when it waits on a store): such a call moves to the plugin pool.
+    pub(crate) cpu_yield: Arc<std::sync::atomic::AtomicBool>,
     /// The message of a panic the plugin reported (SDK panic hook) during
     /// the current call; shown with the trap that follows.
     pub(crate) last_panic: Option<String>,
@@ -91,6 +94,7 @@ impl HostState {
             wasi,
             shared,
             call_started: std::time::Instant::now(),
+            cpu_yield: Arc::default(),
             call_budget: std::time::Duration::from_millis(spec.limits.deadline_ms),
             last_panic: None,
             stores,

@@ -1,6 +1,7 @@
 //! The Wasm plugin host: the one `bindgen!`, the engine, instance pools,
 //! per-call limits and the host imports.
 
+mod access;
 mod engine;
 mod faults;
 mod host;
@@ -12,6 +13,7 @@ mod session;
 mod sql;
 mod watch;
 
+pub use access::WasmAccess;
 pub use engine::{Engine, LoadedPlugin, World};
 pub use host::{HostState, PluginShared};
 pub use inspect::report as inspect;
@@ -39,6 +41,7 @@ mod bindings {
 }
 
 /// Generated types the rest of the host uses, and nothing else.
+pub(crate) use bindings::exports::switchyard::policy::access as access_exports;
 pub(crate) use bindings::exports::switchyard::policy::lb as lb_exports;
 pub(crate) use bindings::exports::switchyard::policy::lb_state as lb_state_exports;
 pub(crate) use bindings::exports::switchyard::policy::session as session_exports;
@@ -51,5 +54,6 @@ pub(crate) async fn prove(plugin: std::sync::Arc<LoadedPlugin>) -> Result<(), cr
         World::Lb | World::LbStateful => seam::Generation::<lb::LbSeam>::start(plugin, None).await.map(drop),
         World::SqlRouter => seam::Generation::<sql::SqlSeam>::start(plugin, None).await.map(drop),
         World::Session => seam::Generation::<session::SessionSeam>::start(plugin, None).await.map(drop),
+        World::Access => seam::Generation::<access::AccessSeam>::start(plugin, None).await.map(drop),
     }
 }

@@ -154,9 +154,10 @@ impl<S: Seam> Generation<S> {
         let mut inst = self.checkout().await?;
         let input = prep(&mut inst.local);
         let plugin = self.plugin.clone();
+        let cpu_yield = inst.store.data().cpu_yield.clone();
         let out = self
             .plugin
-            .isolated(async move {
+            .isolated(cpu_yield, async move {
                 arm(&plugin, &mut inst.store);
                 let out = plugin.timed(hook, f(&mut inst, input)).await;
                 (inst, out)

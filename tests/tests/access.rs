@@ -1,0 +1,354 @@
+//! UCON access checks end to end: the real gateway with the s-ucon and
+//! rbac plugins, HS256 subject tokens, a static attribute file, mutable
+//! attributes in real memcached. A table of decisions, a 3-attempt limit
+//! raced from 3 gateway nodes, a revoke during a stream, and bad input.
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchyard_tests::memcached::Memcached;
+use switchyard_tests::*;
+
+const JWT_KEY: &str = "test-access-jwt-signing-key-0123456789abc";
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn token(sub: &str, extra: serde_json::Value) -> String {
+    let mut claims = serde_json::json!({ "sub": sub, "exp": now_s() + 600 });
+    claims.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_KEY.as_bytes())).unwrap()
+}
+
+const ATTRIBUTES: &str = r#"
+[subjects.alice]
+class = "students"
+city = "Nanjing"
+course = "c1"
+[subjects.bob]
+class = "students"
+city = "Beijing"
+course = "c2"
+[subjects.tom]
+class = "teachers"
+course = "c1"
+"#;
+
+/// The exam policy of paper 002 as an s-ucon config table.
+fn policy() -> String {
+    let hour = (now_s() / 3600) % 24;
+    let (open, closed) = (format!("[{hour}, {}]", (hour + 1) % 24 + if hour == 23 { 24 } else { 0 }), format!("[{}, {}]", (hour + 2) % 24, (hour + 3) % 24));
+    let open = if hour == 23 { "[23, 24]".to_string() } else { open };
+    format!(
+        r#"
+[plugins.ucon.config.roles]
+student = {{ grants = ["read:paper", "submit:exam", "accept:rules", "read:lab", "read:lab2", "read:open", "read:late", "read:stream"] }}
+teacher = {{ inherits = ["student"], grants = ["read:submission"] }}
+nanjing = {{ grants = ["read:local-news"] }}
+[plugins.ucon.config.classes]
+students = ["student"]
+teachers = ["teacher"]
+[[plugins.ucon.config.subsets]]
+class = "students"
+when = {{ city = "Nanjing" }}
+roles = ["nanjing"]
+[plugins.ucon.config.conditions]
+campus = {{ networks = ["127.0.0.0/8"], reason = "only from the campus network" }}
+elsewhere = {{ networks = ["10.0.0.0/8"], reason = "only from the campus network" }}
+open_hours = {{ hours = {open}, reason = "outside exam hours" }}
+closed_hours = {{ hours = {closed}, reason = "outside exam hours" }}
+not_suspended = {{ unless_attribute = "suspended", reason = "suspended by a teacher" }}
+[[plugins.ucon.config.rules]]
+permission = "read:paper"
+same = ["course"]
+[[plugins.ucon.config.rules]]
+permission = "submit:exam"
+same = ["course"]
+obligations = [{{ attribute = "rules_accepted", at_least = 1, reason = "accept the exam rules first", fulfil_at = "POST /exam/rules" }}]
+limit = {{ attribute = "attempts", max = 3, reason = "no submission attempts left" }}
+[[plugins.ucon.config.rules]]
+permission = "accept:rules"
+records = {{ attribute = "rules_accepted", max = 1, reason = "rules already accepted" }}
+[[plugins.ucon.config.rules]]
+permission = "read:lab"
+conditions = ["campus"]
+[[plugins.ucon.config.rules]]
+permission = "read:lab2"
+conditions = ["elsewhere"]
+[[plugins.ucon.config.rules]]
+permission = "read:open"
+conditions = ["open_hours"]
+[[plugins.ucon.config.rules]]
+permission = "read:late"
+conditions = ["closed_hours"]
+[[plugins.ucon.config.rules]]
+permission = "read:stream"
+conditions = ["not_suspended"]
+ongoing_ms = 100
+"#
+    )
+}
+
+/// A gateway with every exam route behind the `ucon` plugin.
+fn config(mc: &Memcached, dir: &std::path::Path, backends: &[SocketAddr], policy: &str) -> String {
+    std::fs::write(dir.join("attributes.toml"), ATTRIBUTES).unwrap();
+    let list: Vec<String> = backends.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+    let routes = [
+        ("/paper", "/paper/{course}", "kind = \"paper\"", ""),
+        ("/exam/rules", "", "kind = \"rules\"", "POST = \"accept\""),
+        ("/exam", "/exam/{course}/submit", "kind = \"exam\"", "POST = \"submit\""),
+        ("/submissions", "/submissions/{course}", "kind = \"submission\"", ""),
+        ("/news", "", "kind = \"local-news\"", ""),
+        ("/campus", "", "kind = \"lab\"", ""),
+        ("/offcampus", "", "kind = \"lab2\"", ""),
+        ("/open", "", "kind = \"open\"", ""),
+        ("/late", "", "kind = \"late\"", ""),
+    ];
+    let mut text = format!(
+        "{SERVER}\n[session]\n[session.central]\nservers = [\"{}\"]\n[access]\njwt_keys = [\"{JWT_KEY}\"]\nattributes_file = {:?}\nmutable = [\"attempts\", \"rules_accepted\", \"suspended\"]\n\
+         [plugins.ucon]\npath = {:?}\nlimits = {{ deadline_ms = 500 }}\n{policy}\n\
+         [plugins.rbac]\npath = {:?}\nlimits = {{ deadline_ms = 500 }}\nconfig = {{ grants = {{ editor = [\"write:doc\", \"read:doc\"], viewer = [\"read:doc\"] }} }}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n",
+        mc.addr,
+        dir.join("attributes.toml").to_string_lossy(),
+        plugin("access_s_ucon").to_string_lossy(),
+        plugin("access_rbac").to_string_lossy(),
+        list.join(", ")
+    );
+    for (prefix, pattern, object, rights) in routes {
+        let pattern = if pattern.is_empty() { String::new() } else { format!("path_pattern = \"{pattern}\"\n") };
+        text.push_str(&format!("[[routes]]\npath_prefix = \"{prefix}\"\nupstream = \"app\"\naccess = \"ucon\"\n{pattern}object = {{ {object} }}\nrights = {{ {rights} }}\n"));
+    }
+    text.push_str("[[routes]]\npath_prefix = \"/doc\"\nupstream = \"app\"\naccess = \"rbac\"\nobject = { kind = \"doc\" }\n");
+    text
+}
+
+fn call(gw: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    request(gw, method, path, &headers, b"")
+}
+
+#[test]
+fn a_table_of_decisions() {
+    let mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend("app", &[]);
+    let (gw, admin) = gateway_with_admin(&config(&mc, dir.path(), &[b.addr], &policy()), "");
+    let alice = token("alice", serde_json::json!({}));
+    let bob = token("bob", serde_json::json!({}));
+    let tom = token("tom", serde_json::json!({}));
+    let eve = token("eve", serde_json::json!({}));
+    let editor = token("ed", serde_json::json!({ "roles": ["editor"] }));
+    let viewer = token("vi", serde_json::json!({ "roles": "viewer" }));
+    let forged = encode(&Header::default(), &serde_json::json!({ "sub": "alice", "exp": now_s() + 600 }), &EncodingKey::from_secret(b"another-key-entirely-0123456789abcdef")).unwrap();
+    let expired = encode(&Header::default(), &serde_json::json!({ "sub": "alice", "exp": now_s() - 10 }), &EncodingKey::from_secret(JWT_KEY.as_bytes())).unwrap();
+    let hs512 = encode(&Header::new(jsonwebtoken::Algorithm::HS512), &serde_json::json!({ "sub": "alice", "exp": now_s() + 600 }), &EncodingKey::from_secret(JWT_KEY.as_bytes())).unwrap();
+    // alg: none, unsigned: header {"alg":"none","typ":"JWT"}.
+    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", base64_url(&format!(r#"{{"sub":"alice","exp":{}}}"#, now_s() + 600)));
+    let cases: Vec<(&str, &str, &str, Option<&str>, u16, &str)> = vec![
+        ("own course paper", "GET", "/paper/c1", Some(&alice), 200, ""),
+        ("other course paper", "GET", "/paper/c2", Some(&alice), 403, "not your course"),
+        ("bob's own course", "GET", "/paper/c2", Some(&bob), 200, ""),
+        ("bob, other course", "GET", "/paper/c1", Some(&bob), 403, "not your course"),
+        ("teacher inherits student", "GET", "/paper/c1", Some(&tom), 200, ""),
+        ("teacher reads submissions", "GET", "/submissions/c1", Some(&tom), 200, ""),
+        ("student may not", "GET", "/submissions/c1", Some(&alice), 403, "grants read:submission"),
+        ("Nanjing subset", "GET", "/news", Some(&alice), 200, ""),
+        ("not in the subset", "GET", "/news", Some(&bob), 403, "grants read:local-news"),
+        ("teacher not in the subset", "GET", "/news", Some(&tom), 403, "grants read:local-news"),
+        ("no class", "GET", "/paper/c1", Some(&eve), 403, "no role"),
+        ("anonymous", "GET", "/paper/c1", None, 403, "no role"),
+        ("forged token", "GET", "/paper/c1", Some(&forged), 401, "invalid token"),
+        ("expired token", "GET", "/paper/c1", Some(&expired), 401, "invalid token"),
+        ("alg none", "GET", "/paper/c1", Some(&none), 401, "invalid token"),
+        ("wrong algorithm", "GET", "/paper/c1", Some(&hs512), 401, "invalid token"),
+        ("garbage token", "GET", "/paper/c1", Some("x.y.z"), 401, "invalid token"),
+        ("write right not granted", "DELETE", "/paper/c1", Some(&alice), 403, "grants write:paper"),
+        ("obligation first", "POST", "/exam/c1/submit", Some(&alice), 403, "accept the exam rules first: POST /exam/rules"),
+        ("fulfil the obligation", "POST", "/exam/rules", Some(&alice), 200, ""),
+        ("attempt 1", "POST", "/exam/c1/submit", Some(&alice), 200, ""),
+        ("attempt 2", "POST", "/exam/c1/submit", Some(&alice), 200, ""),
+        ("attempt 3", "POST", "/exam/c1/submit", Some(&alice), 200, ""),
+        ("attempts exhausted", "POST", "/exam/c1/submit", Some(&alice), 403, "no submission attempts left"),
+        ("other course exam", "POST", "/exam/c2/submit", Some(&alice), 403, "not your course"),
+        ("bob must accept too", "POST", "/exam/c2/submit", Some(&bob), 403, "accept the exam rules first"),
+        ("campus network", "GET", "/campus", Some(&alice), 200, ""),
+        ("off campus", "GET", "/offcampus", Some(&alice), 403, "only from the campus network"),
+        ("inside the hours", "GET", "/open", Some(&alice), 200, ""),
+        ("outside the hours", "GET", "/late", Some(&alice), 403, "outside exam hours"),
+        ("rbac editor writes", "POST", "/doc", Some(&editor), 200, ""),
+        ("rbac viewer reads", "GET", "/doc", Some(&viewer), 200, ""),
+        ("rbac viewer may not write", "POST", "/doc", Some(&viewer), 403, "no role grants write:doc"),
+        ("rbac without roles", "GET", "/doc", Some(&alice), 403, "no role grants read:doc"),
+    ];
+    assert!(cases.len() >= 30);
+    for (what, method, path, tok, status, reason) in cases {
+        let r = call(gw.addr, method, path, tok);
+        assert_eq!(r.status, status, "{what}: {r:?}");
+        assert!(r.body.contains(reason), "{what}: the reason {reason:?} is not in {:?}", r.body);
+    }
+    assert!(metric(admin, "switchyard_access_decisions_total", &[("result", "permit")]) >= 10.0);
+    assert!(metric(admin, "switchyard_access_decisions_total", &[("result", "obligation")]) >= 2.0);
+    assert!(metric(admin, "switchyard_access_decisions_total", &[("result", "deny"), ("reason", "invalid token")]) >= 5.0);
+}
+
+fn base64_url(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let b = s.as_bytes();
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn three_nodes_racing_a_three_attempt_limit_grant_exactly_three_and_failures_do_not_count() {
+    let mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ok = backend("ok", &[]);
+    let failing = backend("failing", &["--status", "500"]);
+    // Round robin over both: every second submission fails upstream.
+    let cfg = config(&mc, dir.path(), &[ok.addr, failing.addr], &policy());
+    let nodes: Vec<Proc> = (0..3).map(|_| gateway(&cfg)).collect();
+    let alice = token("alice", serde_json::json!({}));
+    assert_eq!(call(nodes[0].addr, "POST", "/exam/rules", Some(&alice)).status, 200);
+    let mut granted = 0;
+    let mut waves = 0;
+    loop {
+        waves += 1;
+        assert!(waves <= 20, "the race did not settle");
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..50)
+                .map(|i| {
+                    let (addr, t) = (nodes[i % 3].addr, alice.clone());
+                    s.spawn(move || call(addr, "POST", "/exam/c1/submit", Some(&t)).status)
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        granted += statuses.iter().filter(|&&s| s == 200).count();
+        assert!(statuses.iter().all(|s| [200, 403, 500].contains(s)), "{statuses:?}");
+        if !statuses.contains(&500) && !statuses.contains(&200) {
+            break;
+        }
+    }
+    assert_eq!(granted, 3, "exactly 3 submissions reached the backend and succeeded");
+    let (k, v) = bearer();
+    let _ = (k, v);
+    // The counter in memcached says 3 too: failed ones were given back.
+    let mut s = TcpStream::connect(mc.addr).unwrap();
+    s.write_all(b"get ucon:alice:attempts\r\n").unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.contains("\r\n3\r\n"), "{text}");
+}
+
+/// A backend that streams `chunks` chunks, one every `every`.
+fn streaming_backend(chunks: usize, every: Duration) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = std::thread::spawn(move || {
+        for conn in l.incoming().take(4) {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n");
+                for i in 0..chunks {
+                    let line = format!("chunk {i}\n");
+                    if c.write_all(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes()).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(every);
+                }
+                let _ = c.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    (addr, h)
+}
+
+#[test]
+fn an_ongoing_decision_revokes_a_stream() {
+    let mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (stream, _h) = streaming_backend(50, Duration::from_millis(100));
+    let mut cfg = config(&mc, dir.path(), &[stream], &policy());
+    cfg.push_str("[[routes]]\npath_prefix = \"/stream\"\nupstream = \"app\"\naccess = \"ucon\"\nobject = { kind = \"stream\" }\n");
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let alice = token("alice", serde_json::json!({}));
+    let mut c = TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.write_all(format!("GET /stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\r\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    // A teacher suspends alice: the mutable attribute changes in memcached.
+    let mut m = TcpStream::connect(mc.addr).unwrap();
+    m.write_all(b"set ucon:alice:suspended 0 0 1\r\n1\r\n").unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    let _ = c.read_to_end(&mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("chunk 1"), "the stream started: {text}");
+    let tail: String = text.chars().rev().take(120).collect::<Vec<_>>().into_iter().rev().collect();
+    assert!(!text.contains("chunk 49") && !text.ends_with("0\r\n\r\n"), "the stream was cut, not completed: ...{tail}\n{}", gw.log_text());
+    assert!(started.elapsed() < Duration::from_secs(4), "cut within the ongoing interval, not at the end");
+    eventually(10, "the revoke is counted", || metric(admin, "switchyard_access_revocations_total", &[]) >= 1.0);
+    assert!(gw.log_text().contains("suspended by a teacher"), "the revoke is logged with its reason");
+    // A new usage is denied while suspended.
+    let r = call(gw.addr, "GET", "/stream", Some(&alice));
+    assert_eq!((r.status, r.body.contains("suspended by a teacher")), (403, true), "{r:?}");
+}
+
+#[test]
+fn bad_policies_and_fallback_are_refused_at_check() {
+    let mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend("app", &[]);
+    let with = |policy: &str, extra: &str| {
+        let text = config(&mc, dir.path(), &[b.addr], policy).replace("[plugins.ucon]\n", &format!("[plugins.ucon]\n{extra}")).replace("{listen}", "127.0.0.1:1");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        check(&path)
+    };
+    let (ok, out) = with(&policy().replace("teacher = { inherits = [\"student\"]", "teacher = { inherits = [\"head\"]").replace("nanjing = {", "head = { inherits = [\"teacher\"] }\nnanjing = {"), "");
+    assert!(!ok && out.contains("inheritance cycle"), "{out}");
+    let (ok, out) = with(&policy().replace("conditions = [\"campus\"]", "conditions = [\"nowhere\"]"), "");
+    assert!(!ok && out.contains("rules[3].conditions: unknown condition \"nowhere\""), "{out}");
+    let (ok, out) = with(&policy(), "on_error = \"fallback\"\n");
+    assert!(!ok && out.contains("is refused for an access plugin"), "{out}");
+    let (ok, out) = with(&policy(), "");
+    assert!(ok, "the good policy passes: {out}");
+}
+
+#[test]
+fn a_down_attribute_store_or_a_trapping_plugin_denies() {
+    let mut mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend("app", &[]);
+    let mut cfg = config(&mc, dir.path(), &[b.addr], &policy());
+    cfg.push_str(&format!(
+        "[plugins.trap]\npath = {:?}\nconfig = {{ mode = \"trap\" }}\n[[routes]]\npath_prefix = \"/trap\"\nupstream = \"app\"\naccess = \"trap\"\n",
+        plugin("misbehave_access").to_string_lossy()
+    ));
+    let gw = gateway(&cfg);
+    let alice = token("alice", serde_json::json!({}));
+    assert_eq!(call(gw.addr, "GET", "/paper/c1", Some(&alice)).status, 200);
+    mc.stop();
+    let r = call(gw.addr, "GET", "/paper/c1", Some(&alice));
+    assert_eq!(r.status, 503, "fail-closed: {r:?}");
+    assert!(r.body.contains("attribute store"), "{}", r.body);
+    mc.restart();
+    eventually(20, "served again once memcached is back", || call(gw.addr, "GET", "/paper/c1", Some(&alice)).status == 200);
+    let r = call(gw.addr, "GET", "/trap", Some(&alice));
+    assert_eq!(r.status, 503, "a trapping plugin denies: {r:?}");
+    assert!(r.body.contains("access check unavailable"), "{}", r.body);
+}
