@@ -30,16 +30,22 @@ impl Central {
     /// so a memcached that starts later is picked up without a restart.
     pub fn new(spec: &CentralSpec) -> Result<Self, Error> {
         let timeout = Duration::from_millis(spec.timeout_ms);
-        let mut b = memcache::Client::builder()
-            .with_max_pool_size(spec.pool)
-            .with_min_idle_conns(0)
-            .with_connection_timeout(timeout);
+        // Pools built unchecked: the crate's own builder connects to every
+        // server at once and fails when one is down.
+        let mut pools = Vec::new();
         for s in &spec.servers {
             // `timeout` here is the socket read/write timeout of each connection.
             let url = format!("memcache://{s}?timeout={}&tcp_nodelay=true&protocol=ascii", timeout.as_secs_f64());
-            b = b.add_server(url.as_str()).map_err(|e| Error::internal(format!("session.central.servers: {s}: {e}")))?;
+            let url = memcache::Url::parse(&url).map_err(|e| Error::internal(format!("session.central.servers: {s}: {e}")))?;
+            pools.push(
+                r2d2::Pool::builder()
+                    .max_size(spec.pool)
+                    .min_idle(Some(0))
+                    .connection_timeout(timeout)
+                    .build_unchecked(memcache::ConnectionManager::new(url)),
+            );
         }
-        let client = b.build().map_err(|e| Error::internal(format!("session.central: {e}")))?;
+        let client = memcache::Client::with_pools(pools).map_err(|e| Error::internal(format!("session.central: {e}")))?;
         Ok(Self {
             client: Arc::new(client),
             ttl_s: spec.ttl_s,
