@@ -10,11 +10,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::UpdateDeadline;
 
-/// Epoch tick: the granularity of call deadlines.
+/// Epoch tick: the granularity of call deadlines. The deadline counts wall
+/// time without store waits, the yield point CPU time (`CallClock`).
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Least deadline of setup calls (see `LoadedPlugin::arm_setup`).
@@ -275,13 +276,14 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         // Checked at every tick: past the deadline the call traps; past
         // YIELD_AFTER it yields, so it never holds its thread for long.
-        store.epoch_deadline_callback(|ctx| {
-            let ran = ctx.data().call_started.elapsed();
-            if ran >= ctx.data().call_budget {
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            if data.clock.wall() >= data.call_budget {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
-            if ran >= YIELD_AFTER {
-                ctx.data().cpu_yield.store(true, Ordering::Relaxed);
+            if data.clock.cpu() >= YIELD_AFTER {
+                data.cpu_yield.store(true, Ordering::Relaxed);
+                data.clock.yielded();
                 return Ok(UpdateDeadline::Yield(1));
             }
             Ok(UpdateDeadline::Continue(1))
@@ -330,7 +332,7 @@ impl LoadedPlugin {
 
     fn arm_for(store: &mut wasmtime::Store<HostState>, budget: Duration) {
         let data = store.data_mut();
-        data.call_started = Instant::now();
+        data.clock.start();
         data.call_budget = budget;
         store.set_epoch_deadline(1);
     }

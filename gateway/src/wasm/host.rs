@@ -14,6 +14,70 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// A call's clocks. The deadline counts wall time minus store waits (a
+/// call holds its instance and its request meanwhile); the yield point
+/// counts thread CPU time while its Wasm runs, so a call the OS preempted
+/// or queued (milliseconds on a busy 2-core machine) is not mistaken for a
+/// loop and pushed to the low-priority plugin pool.
+#[derive(Debug, Default)]
+pub(crate) struct CallClock {
+    wall_used: std::time::Duration,
+    wall_mark: Option<std::time::Instant>,
+    cpu_used: std::time::Duration,
+    /// Thread CPU time when Wasm last (re)started on this thread.
+    cpu_mark: Option<std::time::Duration>,
+}
+
+impl CallClock {
+    /// A call starts.
+    pub(crate) fn start(&mut self) {
+        *self = Self { wall_mark: Some(std::time::Instant::now()), cpu_mark: Some(thread_cpu()), ..Self::default() };
+    }
+
+    /// A store call: neither clock runs until [`Self::resume`].
+    pub(crate) fn pause(&mut self) {
+        if let Some(m) = self.wall_mark.take() {
+            self.wall_used += m.elapsed();
+        }
+        self.yielded();
+    }
+
+    /// The call yields: it may resume on another thread, so its CPU mark
+    /// is dropped (taken again at the next tick); wall time runs on.
+    pub(crate) fn yielded(&mut self) {
+        if let Some(m) = self.cpu_mark.take() {
+            self.cpu_used += thread_cpu().saturating_sub(m);
+        }
+    }
+
+    /// Back from a store call, on this thread.
+    pub(crate) fn resume(&mut self) {
+        self.wall_mark = Some(std::time::Instant::now());
+        self.cpu_mark = Some(thread_cpu());
+    }
+
+    /// Wall time so far, store waits excluded.
+    pub(crate) fn wall(&self) -> std::time::Duration {
+        self.wall_used + self.wall_mark.map_or(std::time::Duration::ZERO, |m| m.elapsed())
+    }
+
+    /// CPU time so far on the threads that ran the call's Wasm.
+    pub(crate) fn cpu(&mut self) -> std::time::Duration {
+        match self.cpu_mark {
+            Some(m) => self.cpu_used + thread_cpu().saturating_sub(m),
+            None => {
+                self.cpu_mark = Some(thread_cpu());
+                self.cpu_used
+            }
+        }
+    }
+}
+
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
 /// What a `request` resource handle points at.
 pub type RequestRef = Arc<RequestView>;
 
@@ -61,8 +125,8 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     wasi: WasiCtx,
     shared: Arc<PluginShared>,
-    /// When the current call was armed, and how long it may run.
-    pub(crate) call_started: std::time::Instant,
+    /// The current call's own CPU time, and how much it may use.
+    pub(crate) clock: CallClock,
     pub(crate) call_budget: std::time::Duration,
     /// Set when the epoch callback made the current call yield for CPU
     /// (not when it waits on a store): such a call moves to the plugin pool.
@@ -93,7 +157,7 @@ impl HostState {
             limits,
             wasi,
             shared,
-            call_started: std::time::Instant::now(),
+            clock: CallClock::default(),
             cpu_yield: Arc::default(),
             call_budget: std::time::Duration::from_millis(spec.limits.deadline_ms),
             last_panic: None,
@@ -102,11 +166,6 @@ impl HostState {
         }
     }
 
-    /// Time spent waiting on a store is not the plugin's: move the call's
-    /// start forward by it, so the deadline counts the plugin's own time.
-    fn waited(&mut self, since: Instant) {
-        self.call_started += since.elapsed();
-    }
 
     /// Put a request in the table for the duration of one call.
     pub(crate) fn lend(&mut self, req: &RequestRef) -> wasmtime::Result<Resource<RequestRef>> {
@@ -252,23 +311,26 @@ fn to_wit(e: StoreError) -> store::StoreError {
 
 impl store::Host for HostState {
     async fn get(&mut self, t: store::Tier, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
-        let (since, stores) = (Instant::now(), self.stores.clone());
+        self.clock.pause();
+        let stores = self.stores.clone();
         let out = stores.get(tier(t), &key).await.map_err(to_wit);
-        self.waited(since);
+        self.clock.resume();
         out
     }
 
     async fn set(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<(), store::StoreError> {
-        let (since, stores) = (Instant::now(), self.stores.clone());
+        self.clock.pause();
+        let stores = self.stores.clone();
         let out = stores.set(tier(t), &key, value, ttl_s).await.map_err(to_wit);
-        self.waited(since);
+        self.clock.resume();
         out
     }
 
     async fn delete(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
-        let (since, stores) = (Instant::now(), self.stores.clone());
+        self.clock.pause();
+        let stores = self.stores.clone();
         let out = stores.delete(tier(t), &key).await.map_err(to_wit);
-        self.waited(since);
+        self.clock.resume();
         out
     }
 
@@ -277,9 +339,10 @@ impl store::Host for HostState {
         if self.locks.iter().any(|(lt, k, _)| *lt == t && *k == key) {
             return Ok(true); // this request holds it already
         }
-        let (since, stores, owner) = (Instant::now(), self.stores.clone(), crate::session::new_id());
+        self.clock.pause();
+        let (stores, owner) = (self.stores.clone(), crate::session::new_id());
         let out = stores.lock(t, &key, &owner).await.map_err(to_wit);
-        self.waited(since);
+        self.clock.resume();
         if matches!(out, Ok(true)) {
             self.locks.push((t, key, owner));
         }
@@ -290,9 +353,10 @@ impl store::Host for HostState {
         let t = tier(t);
         let Some(i) = self.locks.iter().position(|(lt, k, _)| *lt == t && *k == key) else { return Ok(()) };
         let (_, key, owner) = self.locks.swap_remove(i);
-        let (since, stores) = (Instant::now(), self.stores.clone());
+        self.clock.pause();
+        let stores = self.stores.clone();
         let out = stores.unlock(t, &key, &owner).await.map_err(to_wit);
-        self.waited(since);
+        self.clock.resume();
         out
     }
 }
