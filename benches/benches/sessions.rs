@@ -73,9 +73,10 @@ fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[&Proc]) -
     )
 }
 
-/// Gateway RSS growth per session after `n` logins, each a new session,
-/// over 200 keep-alive connections (so connection buffers do not count).
-fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, n: usize) -> f64 {
+/// Gateway memory per session after `n` logins, each a new session, over
+/// 200 keep-alive connections (so connection buffers do not count): (RSS
+/// growth, bytes the local tier holds) per session.
+fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, admin: SocketAddr, n: usize) -> (f64, f64) {
     let addr = gw.addr;
     let logins = |count: usize, tag: &'static str| {
         rt.block_on(async {
@@ -99,10 +100,11 @@ fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, n: usize) -> f64 {
     // Warm the connections, pools and allocator first.
     logins(2_000, "warm");
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_kib(gw.pid());
+    let (before, held_before) = (rss_kib(gw.pid()), metric(admin, "switchyard_session_local_bytes", &[]));
     logins(n, "m");
     std::thread::sleep(Duration::from_millis(500));
-    (rss_kib(gw.pid()).saturating_sub(before) * 1024) as f64 / n as f64
+    let held = metric(admin, "switchyard_session_local_bytes", &[]) - held_before;
+    ((rss_kib(gw.pid()).saturating_sub(before) * 1024) as f64 / n as f64, held / n as f64)
 }
 
 fn main() {
@@ -144,9 +146,12 @@ fn main() {
     }
 
     // Paper 002: O-Session keeps nothing per user in the gateway.
-    let osession = gateway(&config(&mc, "session_o_session", "", &hb));
-    let local = gateway(&config(&mc, "session_o_session", "tier = \"local\"", &hb));
-    let per_o = memory_per_user(&rt, &osession, MEMORY_USERS);
-    let per_local = memory_per_user(&rt, &local, MEMORY_USERS);
-    println!("gateway memory per user after {MEMORY_USERS} new sessions: o-session (memcached) {per_o:.0} B, local tier {per_local:.0} B, ratio {:.3}", per_o / per_local.max(1.0));
+    let (osession, o_admin) = gateway_with_admin(&config(&mc, "session_o_session", "", &hb), "");
+    let (local, l_admin) = gateway_with_admin(&config(&mc, "session_o_session", "tier = \"local\"", &hb), "");
+    let (rss_o, held_o) = memory_per_user(&rt, &osession, o_admin, MEMORY_USERS);
+    let (rss_l, held_l) = memory_per_user(&rt, &local, l_admin, MEMORY_USERS);
+    println!("gateway memory per user after {MEMORY_USERS} new sessions (session state the gateway holds; RSS growth):");
+    println!("  o-session (passport message in memcached): {held_o:.0} B held, {rss_o:.0} B RSS");
+    println!("  same sessions in the gateway (local tier): {held_l:.0} B held, {rss_l:.0} B RSS");
+    println!("  o-session / local: {:.3} (held), {:.3} (RSS)", held_o / held_l.max(1.0), rss_o / rss_l.max(1.0));
 }
