@@ -98,7 +98,7 @@ impl Cart {
                 (None, attrs)
             }
             Sessions::Memory => {
-                let sid = cookie(headers, SID_COOKIE);
+                let sid = crate::seams::request::cookie(headers, SID_COOKIE).map(str::to_string);
                 let attrs = sid.as_ref().and_then(|s| self.memory.lock().get(s).cloned());
                 (sid.filter(|_| attrs.is_some()), attrs)
             }
@@ -156,17 +156,6 @@ fn app(method: &str, path: &str, query: &str, s: Option<&Map<String, Value>>, bo
 /// plain answer.
 pub fn is_app_path(path: &str) -> bool {
     path.starts_with("/cart") || path == "/exam/paper" || path == "/exam/submit"
-}
-
-fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 fn rand_u64() -> u64 {
