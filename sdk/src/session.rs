@@ -236,6 +236,35 @@ pub mod stored {
         split: Option<Tier>,
     }
 
+    /// A store-backed strategy as data: its defaults, and an optional last
+    /// step (split the static keys, refuse a setting). Export it with
+    /// `export_session!(switchyard_sdk::session::stored::Strategy<MyDefaults>)`.
+    pub trait Defaults: 'static {
+        /// Settings under the operator's config table.
+        fn defaults() -> serde_json::Value;
+        /// Finish the strategy from the merged settings.
+        fn build(settings: Settings) -> Result<Stored, String> {
+            Stored::new(settings)
+        }
+    }
+
+    /// The [`SessionStrategy`] of a [`Defaults`].
+    pub struct Strategy<D: Defaults>(Stored, std::marker::PhantomData<D>);
+
+    impl<D: Defaults> SessionStrategy for Strategy<D> {
+        fn configure(config: &Config) -> Result<Self, String> {
+            Ok(Self(D::build(config.parse_over(D::defaults())?)?, std::marker::PhantomData))
+        }
+
+        fn before_request(&mut self, req: &Request) -> Action {
+            self.0.before(req)
+        }
+
+        fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
+            self.0.after(context, resp)
+        }
+    }
+
     impl Stored {
         /// Check `settings` (merged over the plugin's defaults).
         pub fn new(s: Settings) -> Result<Self, String> {

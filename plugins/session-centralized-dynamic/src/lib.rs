@@ -8,38 +8,26 @@
 //! id in `tier`), so a hot swap from centralized keeps every session: the
 //! first write moves the static keys to their own tier.
 
-use switchyard_sdk::session::stored::{Settings, Stored};
-use switchyard_sdk::session::{Action, Header, Request, Response, SessionStrategy};
-use switchyard_sdk::Config;
+use switchyard_sdk::session::stored::{Defaults, Settings, Stored, Strategy};
 
-/// The centralized-dynamic strategy.
-pub struct CentralizedDynamic(Stored);
+/// The centralized-dynamic strategy's defaults.
+pub struct CentralizedDynamic;
 
-/// Defaults under the operator's config.
-pub fn defaults() -> serde_json::Value {
-    serde_json::json!({
-        "cookie": "sy_session",
-        "prefix": "session:",
-        "tier": "central",
-        "ttl_s": 1800,
-        "static_keys": ["user"],
-        "static_tier": "replicated",
-    })
-}
-
-impl SessionStrategy for CentralizedDynamic {
-    fn configure(config: &Config) -> Result<Self, String> {
-        let s: Settings = config.parse_over(defaults())?;
-        Ok(Self(Stored::new(s)?.split()?))
+impl Defaults for CentralizedDynamic {
+    fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "cookie": "sy_session",
+            "prefix": "session:",
+            "tier": "central",
+            "ttl_s": 1800,
+            "static_keys": ["user"],
+            "static_tier": "replicated",
+        })
     }
 
-    fn before_request(&mut self, req: &Request) -> Action {
-        self.0.before(req)
-    }
-
-    fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
-        self.0.after(context, resp)
+    fn build(s: Settings) -> Result<Stored, String> {
+        Stored::new(s)?.split()
     }
 }
 
-switchyard_sdk::export_session!(CentralizedDynamic);
+switchyard_sdk::export_session!(Strategy<CentralizedDynamic>);

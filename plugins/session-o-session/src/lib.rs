@@ -5,40 +5,28 @@
 //! header, so an offline client keeps it; the gateway holds nothing per
 //! user, and a restart of the gateway or the backends loses nothing.
 
-use switchyard_sdk::session::stored::{Settings, Stored};
-use switchyard_sdk::session::{Action, Header, Request, Response, SessionStrategy};
-use switchyard_sdk::Config;
+use switchyard_sdk::session::stored::{Defaults, Settings, Stored, Strategy};
 
-/// The O-Session strategy.
-pub struct OSession(Stored);
+/// The O-Session strategy's defaults: passports live for a long exam.
+pub struct OSession;
 
-/// Defaults under the operator's config: passports live for a long exam.
-pub fn defaults() -> serde_json::Value {
-    serde_json::json!({
-        "cookie": "sy_passport",
-        "header": "switchyard-passport",
-        "prefix": "passport:",
-        "tier": "central",
-        "ttl_s": 4 * 3600,
-    })
-}
+impl Defaults for OSession {
+    fn defaults() -> serde_json::Value {
+        serde_json::json!({
+            "cookie": "sy_passport",
+            "header": "switchyard-passport",
+            "prefix": "passport:",
+            "tier": "central",
+            "ttl_s": 4 * 3600,
+        })
+    }
 
-impl SessionStrategy for OSession {
-    fn configure(config: &Config) -> Result<Self, String> {
-        let s: Settings = config.parse_over(defaults())?;
+    fn build(s: Settings) -> Result<Stored, String> {
         if s.lock {
             return Err("lock: O-Session holds no per-user locks (messages are written by one page at a time)".into());
         }
-        Ok(Self(Stored::new(s)?))
-    }
-
-    fn before_request(&mut self, req: &Request) -> Action {
-        self.0.before(req)
-    }
-
-    fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
-        self.0.after(context, resp)
+        Stored::new(s)
     }
 }
 
-switchyard_sdk::export_session!(OSession);
+switchyard_sdk::export_session!(Strategy<OSession>);

@@ -3,31 +3,15 @@
 //! any node serves any request without a central store, at the price of
 //! inter-node traffic that grows with the node count.
 
-use switchyard_sdk::session::stored::{Settings, Stored};
-use switchyard_sdk::session::{Action, Header, Request, Response, SessionStrategy};
-use switchyard_sdk::Config;
+use switchyard_sdk::session::stored::{Defaults, Strategy};
 
-/// The replicated strategy.
-pub struct Replicated(Stored);
+/// The replicated strategy's defaults, under the operator's config.
+pub struct Replicated;
 
-/// Defaults under the operator's config.
-pub fn defaults() -> serde_json::Value {
-    serde_json::json!({ "cookie": "sy_session", "prefix": "session:", "tier": "replicated", "ttl_s": 1800 })
-}
-
-impl SessionStrategy for Replicated {
-    fn configure(config: &Config) -> Result<Self, String> {
-        let s: Settings = config.parse_over(defaults())?;
-        Ok(Self(Stored::new(s)?))
-    }
-
-    fn before_request(&mut self, req: &Request) -> Action {
-        self.0.before(req)
-    }
-
-    fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
-        self.0.after(context, resp)
+impl Defaults for Replicated {
+    fn defaults() -> serde_json::Value {
+        serde_json::json!({ "cookie": "sy_session", "prefix": "session:", "tier": "replicated", "ttl_s": 1800 })
     }
 }
 
-switchyard_sdk::export_session!(Replicated);
+switchyard_sdk::export_session!(Strategy<Replicated>);
