@@ -61,7 +61,7 @@ pub struct Metrics {
     pub sql_pool_in_use: IntGaugeVec,
     /// New backend logins.
     pub sql_backend_connects: IntCounterVec,
-    /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `closed_mid_command`).
+    /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `login_timeout`, `too_many`, `idle_timeout`, `closed_mid_command`).
     pub sql_clients: IntCounterVec,
     /// Session store calls by tier, operation and result.
     pub session_store_calls: IntCounterVec,

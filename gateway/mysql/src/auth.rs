@@ -146,6 +146,11 @@ fn denied(user: &str, sent: bool) -> SqlError {
     SqlError::new(1045, "28000", format!("Access denied for user '{user}' (using password: {})", if sent { "YES" } else { "NO" }))
 }
 
+/// Largest login packet from a client that has not authenticated: user,
+/// scramble, schema, plugin and connect attributes fit in a few hundred
+/// bytes; MariaDB's own limit before login is far below `max_allowed_packet`.
+pub const MAX_HANDSHAKE: usize = 64 << 10;
+
 /// Run the server side of the handshake. On failure the client has been
 /// sent an ERR packet naming the problem.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
@@ -178,7 +183,14 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         buf[at..at + 4].copy_from_slice(&GATEWAY_EXT_CAPS.to_le_bytes());
     }
     io.send(0, &buf).await.map_err(SqlError::io)?;
-    let (seq, payload) = io.read_packet(MAX_COMMAND).await.map_err(SqlError::io)?;
+    let (seq, payload) = match io.read_packet(MAX_HANDSHAKE).await {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let e = SqlError::new(1043, "08S01", format!("Bad handshake: the login packet is larger than {MAX_HANDSHAKE} bytes"));
+            return Err(reply_err(io, 2, e).await);
+        }
+        Err(e) => return Err(SqlError::io(e)),
+    };
     let hello = match parse_handshake_response(&payload) {
         Ok(h) => h,
         Err(msg) => return Err(reply_err(io, seq + 1, SqlError::new(1043, "08S01", format!("Bad handshake: {msg}"))).await),

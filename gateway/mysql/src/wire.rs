@@ -35,9 +35,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         Self { stream, rbuf: BytesMut::with_capacity(16 << 10), wbuf: Vec::with_capacity(16 << 10) }
     }
 
+    /// Read until `need` bytes are buffered. The buffer grows with the
+    /// data that arrived, at most `GROW` at a time, never by what a header
+    /// claims.
     async fn fill(&mut self, need: usize) -> io::Result<()> {
+        const GROW: usize = 64 << 10;
         while self.rbuf.len() < need {
-            self.rbuf.reserve(need - self.rbuf.len());
+            self.rbuf.reserve((need - self.rbuf.len()).min(GROW));
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 let what = if self.rbuf.is_empty() { "connection closed" } else { "connection closed inside a packet" };
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));
@@ -64,11 +68,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub async fn read_packet(&mut self, max: usize) -> io::Result<(u8, Vec<u8>)> {
         let mut payload = Vec::new();
         loop {
-            let frame = self.read_frame().await?;
-            let len = frame.len() - 4;
+            // Refuse on the header's claim, before reading (or buffering) the data.
+            self.fill(4).await?;
+            let len = frame_len(&self.rbuf[..3]);
             if payload.len() + len > max {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("packet larger than {max} bytes")));
             }
+            let frame = self.read_frame().await?;
             payload.extend_from_slice(&frame[4..]);
             if len < MAX_FRAME {
                 return Ok((frame[3], payload));
@@ -433,6 +439,30 @@ pub fn decode_untrusted(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header that claims 16 MiB is refused on the claim, and the read
+    /// buffer has not grown towards it.
+    #[tokio::test]
+    async fn oversized_claim_is_refused_before_buffering() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let mut io = PacketIo::new(ours);
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &[0xff, 0xff, 0xff, 0, 1, 2, 3]).await.unwrap();
+        let err = io.read_packet(64 << 10).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("larger than 65536"), "{err}");
+        assert!(io.rbuf.capacity() <= 16 << 10, "buffer grew to {}", io.rbuf.capacity());
+    }
+
+    /// A frame that arrives in pieces still grows the buffer only with what came.
+    #[tokio::test]
+    async fn buffer_grows_with_data_not_with_the_header() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 16);
+        let mut io = PacketIo::new(ours);
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &[0x00, 0x00, 0x40, 0, 3, b'x']).await.unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_millis(50), io.read_packet(MAX_COMMAND)).await;
+        assert!(read.is_err(), "a 4 MiB frame with 2 bytes of it cannot be complete");
+        assert!(io.rbuf.capacity() <= 128 << 10, "buffer grew to {} on a claim", io.rbuf.capacity());
+    }
 
     /// Real MariaDB responses recorded by `tests/tests/sql_recorded_responses.rs`
     /// (also the fuzzer's seeds): the scanner ends at their last frame.

@@ -308,6 +308,40 @@ pub struct SqlSection {
     /// function sends its statement to the primary.
     #[serde(default = "no_functions")]
     pub pure_functions: Spanned<Vec<String>>,
+    /// A client that has not logged in this long is disconnected.
+    #[serde(default = "default_login_timeout_ms")]
+    pub login_timeout_ms: Spanned<u64>,
+    /// A logged-in client silent this long is disconnected (MariaDB's
+    /// `wait_timeout`, 8 h).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: Spanned<u64>,
+    /// Client connections served at once; one more gets ERROR 1040.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: Spanned<usize>,
+    /// Prepared statements one client may hold (MariaDB's default
+    /// `max_prepared_stmt_count` for a whole server).
+    #[serde(default = "default_max_prepared")]
+    pub max_prepared: Spanned<usize>,
+    /// Session-state commands (`SET`, `USE`) one client may accumulate for
+    /// replay on other backends.
+    #[serde(default = "default_max_session_log")]
+    pub max_session_log: Spanned<usize>,
+}
+
+fn default_login_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 10_000)
+}
+fn default_idle_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 28_800_000)
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 4096)
+}
+fn default_max_prepared() -> Spanned<usize> {
+    Spanned::new(0..0, 16_382)
+}
+fn default_max_session_log() -> Spanned<usize> {
+    Spanned::new(0..0, 1024)
 }
 
 fn default_causal_timeout_ms() -> Spanned<u64> {

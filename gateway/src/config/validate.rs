@@ -99,6 +99,11 @@ pub struct SqlSpec {
     /// Stored functions declared free of side effects (lower case): reads
     /// that call them may run on replicas.
     pub pure_functions: Vec<String>,
+    pub login_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
+    pub max_prepared: usize,
+    pub max_session_log: usize,
 }
 
 impl std::fmt::Debug for SqlSpec {
@@ -490,6 +495,8 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         ("sql.max_lag_s", &s.max_lag_s, 0, 86_400),
         ("sql.health_interval_ms", &s.health_interval_ms, 10, 60_000),
         ("sql.connect_timeout_ms", &s.connect_timeout_ms, 1, 60_000),
+        ("sql.login_timeout_ms", &s.login_timeout_ms, 100, 600_000),
+        ("sql.idle_timeout_ms", &s.idle_timeout_ms, 1_000, 31_536_000_000),
     ] {
         if !(lo..=hi).contains(v.get_ref()) {
             c.err(key, v, format!("must be {lo}..={hi}"));
@@ -501,8 +508,15 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
             c.err("sql.pure_functions", &s.pure_functions, format!("{f:?} is not a function name (`name` or `schema.name`)"));
         }
     }
-    if *s.pool_idle.get_ref() > 10_000 {
-        c.err("sql.pool_idle", &s.pool_idle, "must be 0..=10000");
+    for (key, v, lo, hi) in [
+        ("sql.pool_idle", &s.pool_idle, 0, 10_000),
+        ("sql.max_connections", &s.max_connections, 1, 1_000_000),
+        ("sql.max_prepared", &s.max_prepared, 1, 1_048_576),
+        ("sql.max_session_log", &s.max_session_log, 1, 65_536),
+    ] {
+        if !(lo..=hi).contains(v.get_ref()) {
+            c.err(key, v, format!("must be {lo}..={hi}"));
+        }
     }
     Some(SqlSpec {
         listen: listen?,
@@ -520,6 +534,11 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         connect_timeout_ms: *s.connect_timeout_ms.get_ref(),
         pool_idle: *s.pool_idle.get_ref(),
         pure_functions: s.pure_functions.get_ref().iter().map(|f| f.to_ascii_lowercase()).collect(),
+        login_timeout_ms: *s.login_timeout_ms.get_ref(),
+        idle_timeout_ms: *s.idle_timeout_ms.get_ref(),
+        max_connections: *s.max_connections.get_ref(),
+        max_prepared: *s.max_prepared.get_ref(),
+        max_session_log: *s.max_session_log.get_ref(),
     })
 }
 

@@ -53,6 +53,17 @@ pub struct SqlProxy {
     /// The primary's `@@global.autocommit`, announced to new clients;
     /// re-read after every `SET GLOBAL` that passes through.
     pub global_autocommit: std::sync::atomic::AtomicBool,
+    /// Client connections being served, against `spec.max_connections`.
+    clients: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One client's place under `max_connections`, given back on drop.
+pub struct ClientSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// What another session's `KILL` needs of a session.
@@ -104,12 +115,21 @@ impl SqlProxy {
             version: ArcSwap::from_pointee("5.5.5-10.11.0-MariaDB-switchyard".into()),
             sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
             global_autocommit: true.into(),
+            clients: Arc::default(),
         }
     }
 
     /// Every replica set (all, then each group), for health updates.
     pub fn replica_sets(&self) -> impl Iterator<Item = &ReplicaSet> {
         std::iter::once(&self.replicas).chain(self.groups.values())
+    }
+
+    /// A place for one more client, unless `max_connections` are served.
+    pub fn client_slot(&self) -> Option<ClientSlot> {
+        use std::sync::atomic::Ordering;
+        let max = self.spec.max_connections;
+        self.clients.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(ClientSlot(self.clients.clone()))
     }
 
     fn next_conn_id(&self) -> u32 {

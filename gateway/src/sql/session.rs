@@ -48,27 +48,45 @@ const LAST_GTID_SQL: &str = "SELECT IF(@@last_gtid = '', NULL, CAST(SUBSTRING_IN
 /// Serve one client connection until it quits or fails.
 pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
     let mut client = PacketIo::new(stream);
-    let version = proxy.version.load_full();
-    let autocommit = proxy.global_autocommit.load(std::sync::atomic::Ordering::Relaxed);
-    let login = match auth::accept(&mut client, &proxy.spec.users, &version, proxy.next_conn_id(), autocommit).await {
-        Ok(l) => l,
-        // A peer that hangs up before logging in (a port probe) is not news.
-        Err(e) if e.code == 2013 => {
-            metrics().sql_clients.with_label_values(&["closed_before_login"]).inc();
-            tracing::debug!("SQL client left before logging in: {e}");
-            return;
-        }
-        Err(e) => {
-            metrics().sql_clients.with_label_values(&["auth_failed"]).inc();
-            tracing::info!("SQL login refused: {e}");
-            return;
-        }
+    let Some(_slot) = proxy.client_slot() else {
+        metrics().sql_clients.with_label_values(&["too_many"]).inc();
+        let e = SqlError::new(1040, "08004", format!("Too many connections (the gateway serves at most {})", proxy.spec.max_connections));
+        let _ = client.send(0, &e.payload()).await;
+        return;
     };
+    let Some(login) = login(&proxy, &mut client).await else { return };
     metrics().sql_clients.with_label_values(&["accepted"]).inc();
     let mut session = Session::new(proxy, client, login);
     session.run().await;
     session.close().await;
     session.proxy.sessions.lock().remove(&session.login.conn_id);
+}
+
+/// The client's login within `login_timeout_ms`; `None` once it was
+/// refused (and told why) or timed out.
+async fn login(proxy: &SqlProxy, client: &mut PacketIo<Stream>) -> Option<Login> {
+    let version = proxy.version.load_full();
+    let autocommit = proxy.global_autocommit.load(std::sync::atomic::Ordering::Relaxed);
+    let limit = std::time::Duration::from_millis(proxy.spec.login_timeout_ms);
+    let accept = auth::accept(client, &proxy.spec.users, &version, proxy.next_conn_id(), autocommit);
+    let outcome = match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(l)) => return Some(l),
+        Err(_) => {
+            tracing::info!("SQL client did not log in within {} ms", limit.as_millis());
+            "login_timeout"
+        }
+        // A peer that hangs up before logging in (a port probe) is not news.
+        Ok(Err(e)) if e.code == 2013 => {
+            tracing::debug!("SQL client left before logging in: {e}");
+            "closed_before_login"
+        }
+        Ok(Err(e)) => {
+            tracing::info!("SQL login refused: {e}");
+            "auth_failed"
+        }
+    };
+    metrics().sql_clients.with_label_values(&[outcome]).inc();
+    None
 }
 
 /// Why a command failed.
@@ -202,8 +220,16 @@ impl Session {
 
     async fn run(&mut self) {
         loop {
+            let idle = std::time::Duration::from_millis(self.proxy.spec.idle_timeout_ms);
             let read = tokio::select! {
-                r = self.client.read_packet(MAX_COMMAND) => r,
+                r = tokio::time::timeout(idle, self.client.read_packet(MAX_COMMAND)) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::info!(user = %self.login.user, "closing SQL client connection idle for {} ms", idle.as_millis());
+                        metrics().sql_clients.with_label_values(&["idle_timeout"]).inc();
+                        return;
+                    }
+                },
                 () = self.handle.wake.notified() => return,
             };
             if self.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -660,7 +686,9 @@ impl Session {
 
     /// Remember a session-state command; it already ran on `node`.
     fn log_session(&mut self, node: usize, payload: &[u8]) {
-        self.log.push(payload.to_vec());
+        if !self.repeats_last(payload) {
+            self.log.push(payload.to_vec());
+        }
         if let Some(conn) = self.conns[node].as_mut() {
             conn.applied = self.log.len();
         }
@@ -676,6 +704,29 @@ impl Session {
         if let Some(db) = db {
             self.schema = Some(db);
         }
+    }
+
+    /// The same absolute session change as the last one logged (an ORM's
+    /// `SET autocommit=1` per transaction): replaying it twice changes
+    /// nothing, so it is logged once. Text that reads a variable (`@`) or
+    /// calls a function may not be idempotent and is always logged.
+    fn repeats_last(&self, payload: &[u8]) -> bool {
+        self.log.last().is_some_and(|last| last == payload) && !payload.iter().any(|b| matches!(b, b'@' | b'('))
+    }
+
+    /// Refuse a session change the replay log has no room for, before it
+    /// runs anywhere (a backend that ran it and a log without it would
+    /// disagree).
+    fn log_room(&self, c: Classified, payload: &[u8]) -> Result<(), Fail> {
+        let max = self.proxy.spec.max_session_log;
+        if c.class != StatementClass::SessionState || self.log.len() < max || self.repeats_last(payload) {
+            return Ok(());
+        }
+        Err(Fail::Client(SqlError::new(
+            1105,
+            "HY000",
+            format!("this connection changed its session state {max} times (SET, USE); the gateway replays at most sql.max_session_log = {max} on other backends: reconnect, or use COM_RESET_CONNECTION"),
+        )))
     }
 
     /// The GTID of this client's last write, for causal reads.
@@ -707,6 +758,7 @@ impl Session {
             return self.kill(id, query_only).await;
         }
         let c = self.classify(&text);
+        self.log_room(c, payload)?;
         let node = self.place(&text, c, false).await?;
         let (end, _) = self.forward(node, payload, Expect::Result, None).await?;
         self.after(node, end, c, payload).await;
@@ -716,6 +768,7 @@ impl Session {
     /// COM_INIT_DB and COM_SET_OPTION: run once, replay everywhere.
     async fn session_command(&mut self, payload: &[u8]) -> Res {
         let c = Classified::session_command();
+        self.log_room(c, payload)?;
         let node = self.forced(c).unwrap_or(PRIMARY);
         let (end, _) = self.forward(node, payload, Expect::Simple, None).await?;
         self.after(node, end, c, payload).await;
@@ -724,6 +777,12 @@ impl Session {
 
     async fn prepare(&mut self, payload: &[u8]) -> Res {
         let text = lossy(&payload[1..]);
+        let max = self.proxy.spec.max_prepared;
+        if self.stmts.len() >= max {
+            self.last_prepared = None;
+            let msg = format!("Can't create more than max_prepared_stmt_count statements (current value: {max}); the gateway's limit per connection is sql.max_prepared");
+            return Err(Fail::Client(SqlError::new(1461, "42000", msg)));
+        }
         let c = self.classify(&text);
         let node = self.place(&text, c, true).await?;
         let id = self.next_stmt;
