@@ -40,34 +40,43 @@ fn weighted_round_robin_follows_weights() {
     assert!((285..=315).contains(&c1) && (185..=215).contains(&c2) && (85..=115).contains(&c3), "{t:?}");
 }
 
-#[test]
-fn least_connections_avoids_the_busy_backend() {
-    // b1 holds each request for 300 ms; with 6 requests in flight at once,
-    // least-connections sends later ones to the idle backends.
-    let slow = backend("slow", &["--delay-ms", "300"]);
+/// Requests held on the slow backend while sequential requests run: how
+/// many holders sit on "slow", and where the sequential requests went.
+fn hold_then_probe(plugin: &str) -> (usize, std::collections::BTreeMap<String, usize>) {
+    // Far longer than 30 sequential requests take through a debug gateway.
+    let slow = backend("slow", &["--delay-ms", "3000"]);
     let f1 = backend("fast1", &[]);
     let f2 = backend("fast2", &[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lc", "least_connections", LIMITS),
-        upstream("web", Some("lc"), &[(&slow, 1), (&f1, 1), (&f2, 1)], "")
+        plugin_table("p", plugin, LIMITS),
+        upstream("web", Some("p"), &[(&slow, 1), (&f1, 1), (&f2, 1)], "")
     );
     let gw = gateway(&cfg);
     let addr = gw.addr;
-    let mut counts = std::collections::BTreeMap::new();
-    for _round in 0..5 {
-        let hold = std::thread::spawn(move || get(addr, "/", &[]).backend().to_string());
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        // While something sits on "slow" (if it got the first one), the
-        // sequential requests go to the backends with 0 in flight.
-        for _ in 0..6 {
-            *counts.entry(get(addr, "/", &[]).backend().to_string()).or_insert(0) += 1;
+    for _attempt in 0..5 {
+        // Six at once: the ones that land on "slow" stay in flight for 3 s.
+        let holders: Vec<_> = (0..6).map(|_| std::thread::spawn(move || get(addr, "/", &[]).backend().to_string())).collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let counts = tally(addr, "/", 30, &[]);
+        let on_slow = holders.into_iter().map(|h| h.join().unwrap()).filter(|b| b == "slow").count();
+        if on_slow > 0 {
+            return (on_slow, counts);
         }
-        hold.join().unwrap();
     }
-    let slow_share = *counts.get("slow").unwrap_or(&0);
-    assert!(slow_share <= 10, "slow backend got {slow_share} of 30: {counts:?}");
-    assert!(counts.get("fast1").is_some() && counts.get("fast2").is_some(), "{counts:?}");
+    panic!("{plugin}: no request of five rounds of six landed on the slow backend");
+}
+
+#[test]
+fn least_connections_sends_nothing_to_a_backend_with_requests_in_flight() {
+    // Control: round robin keeps sending a third to the busy backend, so the
+    // assertion below tells least-connections from round robin.
+    let (_, rr) = hold_then_probe("round_robin");
+    assert!(rr.get("slow").copied().unwrap_or(0) >= 8, "round robin: {rr:?}");
+    let (held, lc) = hold_then_probe("least_connections");
+    assert!(held >= 1);
+    assert_eq!(lc.get("slow"), None, "least-connections sent requests to the backend holding {held} in flight: {lc:?}");
+    assert!(lc.get("fast1").is_some() && lc.get("fast2").is_some(), "{lc:?}");
 }
 
 #[test]

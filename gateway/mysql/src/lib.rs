@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod classify;
+pub mod digest;
 pub mod lexical;
 pub mod wire;
 

@@ -24,6 +24,9 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Statement shapes whose class is kept (a few hundred bytes each).
+const CLASS_CACHE_ENTRIES: usize = 8192;
+
 /// Index of the primary in `SqlProxy::nodes`.
 pub const PRIMARY: usize = 0;
 
@@ -53,6 +56,8 @@ pub struct SqlProxy {
     /// The primary's `@@global.autocommit`, announced to new clients;
     /// re-read after every `SET GLOBAL` that passes through.
     pub global_autocommit: std::sync::atomic::AtomicBool,
+    /// Statement classes by digest: the parser runs once per statement shape.
+    pub classes: switchyard_mysql::digest::ClassCache,
     /// Client connections being served, against `spec.max_connections`.
     clients: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -115,6 +120,7 @@ impl SqlProxy {
             version: ArcSwap::from_pointee("5.5.5-10.11.0-MariaDB-switchyard".into()),
             sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
             global_autocommit: true.into(),
+            classes: switchyard_mysql::digest::ClassCache::new(CLASS_CACHE_ENTRIES, spec.pure_functions.clone()),
             clients: Arc::default(),
         }
     }

@@ -4,7 +4,7 @@
 
 use super::auth::{self, Login};
 use super::backend::{BackendConn, Gtid, PoolKey};
-use super::classify::{classify_with, Classified};
+use super::classify::Classified;
 use super::health::sync_replica_sets;
 use super::wire::{ok_payload, End, Expect, PacketIo, Scanner, MAX_COMMAND};
 use super::{SessionHandle, SqlError, SqlProxy, PRIMARY};
@@ -749,7 +749,7 @@ impl Session {
     // ---- commands ---------------------------------------------------------
 
     fn classify(&self, text: &str) -> Classified {
-        classify_with(text, &self.proxy.spec.pure_functions)
+        self.proxy.classes.classify(text)
     }
 
     async fn query(&mut self, payload: &[u8]) -> Res {

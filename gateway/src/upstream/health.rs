@@ -52,31 +52,34 @@ async fn check_loop(u: Arc<Upstream>) {
 }
 
 /// Fold one probe result into the backend's verdict; true if health changed.
+/// A passively ejected backend returns after `eject_ms` and then `rise`
+/// good probes in a row (with no active check, after `eject_ms`).
 fn apply(u: &Upstream, i: usize, ok: Option<bool>, s: &mut Streak) -> bool {
     let b = &u.backends()[i];
-    let Some(ok) = ok else { return b.stats.refresh() };
-    if ok {
-        s.ok += 1;
-        s.fail = 0;
-    } else {
-        s.fail += 1;
-        s.ok = 0;
-    }
     let was = b.is_healthy();
-    let changed = if ok && s.ok >= u.health.rise {
-        b.stats.set_active_up(true)
-    } else if !ok && s.fail >= u.health.fall {
-        b.stats.set_active_up(false)
-    } else {
-        b.stats.refresh()
-    };
-    if changed {
-        let now = b.is_healthy();
+    if let Some(ok) = ok {
+        if ok {
+            s.ok += 1;
+            s.fail = 0;
+        } else {
+            s.fail += 1;
+            s.ok = 0;
+        }
+        if ok && s.ok >= u.health.rise {
+            b.stats.set_active_up(true);
+        } else if !ok && s.fail >= u.health.fall {
+            b.stats.set_active_up(false);
+        }
+    }
+    b.stats.count_probe(ok, u.health.rise);
+    b.stats.refresh();
+    let now = b.is_healthy();
+    if now != was {
         tracing::warn!(upstream = %u.name(), backend = %b.address, healthy = now, was, "health changed");
         let to = if now { "up" } else { "down" };
         crate::metrics::metrics().health_transitions.with_label_values(&[u.name(), b.address.as_str(), to]).inc();
     }
-    changed
+    now != was
 }
 
 /// `None` when the upstream has no active check.
@@ -110,4 +113,48 @@ async fn http_ok(addr: SocketAddr, path: &str) -> std::io::Result<bool> {
     }
     // "HTTP/1.1 200" — any 2xx or 3xx status is up.
     Ok(n >= 12 && buf.starts_with(b"HTTP/1.") && matches!(buf[9], b'2' | b'3'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HealthSection;
+
+    /// The README's promise: after `eject_ms`, `rise` good probes in a row.
+    #[test]
+    fn a_passively_ejected_backend_needs_rise_good_probes_after_eject_ms() {
+        let health = HealthSection { max_failures: 1, eject_ms: 0, rise: 3, check: CheckKind::Tcp, ..HealthSection::default() };
+        let u = super::super::tests::upstream_with(1, health);
+        let mut streak = Streak::default();
+        // Probes were good all along: the streak is long before the ejection.
+        for _ in 0..5 {
+            apply(&u, 0, Some(true), &mut streak);
+        }
+        u.observe(0, Duration::from_millis(1), true);
+        assert!(!u.backends()[0].is_healthy());
+        assert!(!apply(&u, 0, Some(true), &mut streak), "one good probe after eject_ms is not rise = 3");
+        assert!(!apply(&u, 0, Some(true), &mut streak));
+        assert!(!u.backends()[0].is_healthy());
+        assert!(apply(&u, 0, Some(true), &mut streak), "the third good probe brings it back");
+        assert!(u.backends()[0].is_healthy());
+        // A bad probe in the run starts the count again.
+        u.observe(0, Duration::from_millis(1), true);
+        apply(&u, 0, Some(true), &mut streak);
+        apply(&u, 0, Some(false), &mut streak);
+        apply(&u, 0, Some(true), &mut streak);
+        apply(&u, 0, Some(true), &mut streak);
+        assert!(!u.backends()[0].is_healthy());
+        assert!(apply(&u, 0, Some(true), &mut streak));
+    }
+
+    /// With no active check nothing else can bring it back: `eject_ms` does.
+    #[test]
+    fn without_active_checks_eject_ms_alone_ends_an_ejection() {
+        let health = HealthSection { max_failures: 1, eject_ms: 0, check: CheckKind::None, ..HealthSection::default() };
+        let u = super::super::tests::upstream_with(1, health);
+        u.observe(0, Duration::from_millis(1), true);
+        assert!(!u.backends()[0].is_healthy());
+        assert!(apply(&u, 0, None, &mut Streak::default()));
+        assert!(u.backends()[0].is_healthy());
+    }
 }

@@ -131,11 +131,20 @@ mod tests {
     }
 
     fn upstream(n: usize, answers: Vec<Result<usize, LbError>>) -> Upstream {
+        with_health(n, HealthSection::default(), answers)
+    }
+
+    /// `n` backends with these health settings (for the health loop's tests).
+    pub(super) fn upstream_with(n: usize, health: HealthSection) -> Upstream {
+        with_health(n, health, vec![])
+    }
+
+    fn with_health(n: usize, health: HealthSection, answers: Vec<Result<usize, LbError>>) -> Upstream {
         let spec = UpstreamSpec {
             name: "u".into(),
             backends: (0..n).map(|i| (format!("127.0.0.1:{}", 9000 + i).parse().unwrap(), 1)).collect(),
             lb: None,
-            health: HealthSection::default(),
+            health,
             retries: 2,
             connect_timeout_ms: 100,
         };

@@ -27,6 +27,9 @@ struct Window {
     error_rate: f64,
     last: Option<Instant>,
     ejected_until: Option<Instant>,
+    /// Good probes in a row since `eject_ms` ended; `Some` until there
+    /// are `rise` of them (or the health loop, with no active check, ends it).
+    probation: Option<u32>,
 }
 
 /// Nanoseconds since the first call: a cheap monotonic clock for stats.
@@ -140,6 +143,7 @@ impl BackendStats {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= health.max_failures && self.is_healthy() {
             w.ejected_until = Some(now + Duration::from_millis(health.eject_ms));
+            w.probation = Some(0);
             self.healthy.store(false, Ordering::Relaxed);
             return true;
         }
@@ -152,15 +156,32 @@ impl BackendStats {
         self.refresh()
     }
 
-    /// Recompute health from the active verdict and any passive ejection;
-    /// returns true if it changed.
-    pub fn refresh(&self) -> bool {
+    /// Count one active probe (`None`: the upstream has no active check)
+    /// towards ending a passive ejection: after `eject_ms`, `rise` good
+    /// probes in a row end it; probes during `eject_ms` do not count.
+    pub fn count_probe(&self, ok: Option<bool>, rise: u32) {
         let mut w = self.window.lock();
         if w.ejected_until.is_some_and(|t| t <= Instant::now()) {
             w.ejected_until = None;
+        }
+        if w.ejected_until.is_some() {
+            return;
+        }
+        w.probation = match (w.probation, ok) {
+            (None, _) | (Some(_), None) => None,
+            (Some(n), Some(true)) => (n + 1 < rise).then_some(n + 1),
+            (Some(_), Some(false)) => Some(0),
+        };
+        if w.probation.is_none() {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
-        let healthy = self.active_up.load(Ordering::Relaxed) && w.ejected_until.is_none();
+    }
+
+    /// Recompute health from the active verdict and any passive ejection;
+    /// returns true if it changed.
+    pub fn refresh(&self) -> bool {
+        let w = self.window.lock();
+        let healthy = self.active_up.load(Ordering::Relaxed) && w.ejected_until.is_none() && w.probation.is_none();
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
     }
 }
@@ -199,11 +220,22 @@ mod tests {
     }
 
     #[test]
-    fn ejection_ends_after_eject_ms() {
+    fn an_ejection_lasts_eject_ms_then_rise_good_probes() {
+        let s = BackendStats::default();
+        let h = HealthSection { max_failures: 1, eject_ms: 60_000, ..Default::default() };
+        assert!(s.observe(Duration::ZERO, true, &h));
+        for _ in 0..5 {
+            s.count_probe(Some(true), 2);
+        }
+        s.refresh();
+        assert!(!s.is_healthy(), "probes during eject_ms do not count");
         let s = BackendStats::default();
         let h = HealthSection { max_failures: 1, eject_ms: 0, ..Default::default() };
         assert!(s.observe(Duration::ZERO, true, &h));
-        assert!(!s.is_healthy());
+        assert!(!s.refresh(), "eject_ms alone does not bring it back");
+        s.count_probe(Some(true), 2);
+        assert!(!s.refresh());
+        s.count_probe(Some(true), 2);
         assert!(s.refresh());
         assert!(s.is_healthy());
     }
