@@ -7,7 +7,7 @@ use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -34,9 +34,70 @@ const SLOW_FOR: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Engine {
     inner: wasmtime::Engine,
+    ticker: Arc<Ticker>,
     pool: Arc<PluginPool>,
     /// The session store tiers every plugin's `store` import reaches.
     stores: Arc<crate::session::Stores>,
+}
+
+/// The thread that advances the epoch every `TICK` while a guest call
+/// runs, and sleeps (no wake-ups) while none does.
+struct Ticker {
+    running: AtomicUsize,
+    thread: OnceLock<std::thread::Thread>,
+    /// The thread's kernel id (its wake-ups are in /proc/self/task/TID).
+    #[cfg(test)]
+    tid: std::sync::atomic::AtomicI32,
+}
+
+/// A guest call in progress: the epoch advances while one is held.
+pub(crate) struct Ticking(Arc<Ticker>);
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Ticker {
+    fn start(engine: wasmtime::EngineWeak) -> Result<Arc<Self>, Error> {
+        let ticker = Arc::new(Self {
+            running: AtomicUsize::new(0),
+            thread: OnceLock::new(),
+            #[cfg(test)]
+            tid: std::sync::atomic::AtomicI32::new(0),
+        });
+        let t = ticker.clone();
+        let handle = std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                #[cfg(test)]
+                t.tid.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Release);
+                while let Some(engine) = engine.upgrade() {
+                    if t.running.load(Ordering::Acquire) == 0 {
+                        drop(engine);
+                        // Woken by the next call; the timeout notices a dropped engine.
+                        std::thread::park_timeout(Duration::from_secs(1));
+                        continue;
+                    }
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
+        let _ = ticker.thread.set(handle.thread().clone());
+        Ok(ticker)
+    }
+
+    fn hold(self: &Arc<Self>) -> Ticking {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            if let Some(t) = self.thread.get() {
+                t.unpark();
+            }
+        }
+        Ticking(self.clone())
+    }
 }
 
 /// Low-priority threads where slow plugin calls finish, time-sliced at
@@ -102,22 +163,19 @@ impl Engine {
         // cores to the proxy (measured: parallel compiles tripled p99).
         cfg.parallel_compilation(false);
         let inner = wasmtime::Engine::new(&cfg).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
-        let weak = inner.weak();
-        std::thread::Builder::new()
-            .name("switchyard-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(TICK);
-                }
-            })
-            .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
+        let ticker = Ticker::start(inner.weak())?;
         Ok(Self {
             inner,
+            ticker,
             pool: Arc::new(PluginPool { threads: threads.max(1), rt: OnceLock::new() }),
             stores: Arc::new(crate::session::Stores::none()),
         })
+    }
+
+    /// Keep the epoch advancing for a guest call (deadlines and yields
+    /// need it) until the returned guard drops.
+    pub(crate) fn ticking(&self) -> Ticking {
+        self.ticker.hold()
     }
 
     /// Give plugins the `[session]` store tiers (before any plugin loads).
@@ -341,6 +399,7 @@ impl LoadedPlugin {
     /// a typed, counted fault. Arm the store's deadline first.
     pub(crate) async fn timed<T>(&self, hook: &str, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
         let started = std::time::Instant::now();
+        let _ticking = self.engine.ticking();
         let out = call.await;
         metrics().plugin_call_seconds.with_label_values(&[self.spec.name.as_str(), hook]).observe(started.elapsed().as_secs_f64());
         out.map_err(|e| self.fault(&e, hook))
@@ -385,5 +444,39 @@ fn trap_text(err: &wasmtime::Error) -> String {
         what
     } else {
         format!("{what}; wasm backtrace: {}", frames.join(" <- "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wakeups(tid: i32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).expect("the epoch thread's status");
+        status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")).and_then(|v| v.trim().parse().ok()).expect("voluntary_ctxt_switches")
+    }
+
+    /// No guest call, no ticks: the epoch thread sleeps instead of waking
+    /// every millisecond; while a call runs, it ticks.
+    #[test]
+    fn the_epoch_ticks_only_while_a_guest_call_runs() {
+        let engine = Engine::new().unwrap();
+        let tid = loop {
+            match engine.ticker.tid.load(Ordering::Acquire) {
+                0 => std::thread::sleep(Duration::from_millis(5)),
+                tid => break tid,
+            }
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let before = wakeups(tid);
+        std::thread::sleep(Duration::from_millis(500));
+        let idle = wakeups(tid) - before;
+        assert!(idle <= 3, "an idle engine's epoch thread woke {idle} times in 500 ms");
+        let ticking = engine.ticking();
+        let before = wakeups(tid);
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = wakeups(tid) - before;
+        drop(ticking);
+        assert!(busy >= 50, "the epoch thread woke only {busy} times in 500 ms of a guest call");
     }
 }

@@ -93,7 +93,9 @@ impl<S: Seam> Generation<S> {
         let name = &plugin.spec.name;
         let mut store = plugin.new_store();
         plugin.arm_setup(&mut store);
+        let ticking = plugin.engine.ticking();
         let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| plugin.fault(&e, "instantiate"))?;
+        drop(ticking);
         let guest = S::load(&plugin.pre, &mut store, &instance).map_err(|m| Error::plugin(PluginFault::Load, name, m))?;
         plugin.arm_setup(&mut store);
         let setup = plugin
