@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `plugin inspect|list|push|rollback|history`,
-//! `upstreams`, `demo-backend`.
+//! `upstreams`, `demo-backend`, and `bench` (handed to the `switchyard-bench` binary).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +49,12 @@ enum Command {
         /// gateway's session headers, or in this process's memory.
         #[arg(long, value_enum, default_value = "header")]
         sessions: crate::demo::cart::Sessions,
+    },
+    /// Compare plugins on a scenario (runs `switchyard-bench`; `switchyard bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -138,6 +144,26 @@ pub fn main() -> ExitCode {
             backend.cart = crate::demo::cart::Cart::new(sessions);
             server.add_service(crate::demo::service(&listen, backend));
             server.run_forever()
+        }
+        Command::Bench { args } => bench(&args),
+    }
+}
+
+/// Run `switchyard-bench` (next to this binary, else on PATH) with `args`:
+/// the bench tool and its dependencies stay out of the gateway binary.
+fn bench(args: &[String]) -> ExitCode {
+    const NAME: &str = "switchyard-bench";
+    let beside = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join(NAME))).filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| PathBuf::from(NAME));
+    match std::process::Command::new(&program).args(args).status() {
+        Ok(status) => ExitCode::from(status.code().map_or(1, |c| c.clamp(0, 255) as u8)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("error: switchyard bench needs the {NAME} binary next to switchyard: build it with `cargo build --release -p switchyard-benches`");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: cannot run {}: {e}", program.display());
+            ExitCode::from(1)
         }
     }
 }

@@ -140,3 +140,34 @@ fn sigterm_drains_then_exits() {
     });
     assert!(exited, "still running 30 s after SIGTERM:\n{}", gw.log_text());
 }
+
+#[test]
+fn a_backend_that_stops_answering_gets_504_after_read_timeout_ms() {
+    // It would answer 200 after 10 s; the gateway gives up after 300 ms.
+    let stuck = backend("stuck", &["--delay-ms", "10000"]);
+    let cfg = format!(
+        "{SERVER}[[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\nread_timeout_ms = 300\n\
+         health = {{ check = \"none\", max_failures = 1000 }}\n[[routes]]\nupstream = \"web\"\n",
+        stuck.addr
+    );
+    let gw = gateway(&cfg);
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 504, "{r:?}");
+    // Nothing wedged: the next request is bounded the same way.
+    let again = get(gw.addr, "/", &[]);
+    assert_eq!(again.status, 504, "{again:?}");
+}
+
+#[test]
+fn io_timeouts_out_of_range_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[upstreams]]\nname = \"web\"\nbackends = [{ address = \"127.0.0.1:1\" }]\nread_timeout_ms = 0\n[[routes]]\nupstream = \"web\"\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("upstreams[0].read_timeout_ms") && out.contains("must be 1..=3600000"), "{out}");
+}

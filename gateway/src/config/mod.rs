@@ -6,7 +6,7 @@ mod model;
 mod validate;
 
 pub use model::*;
-pub use validate::{AccessSpec, AdminSpec, CentralSpec, ClusterSpec, RouteAccessSpec, DurableSpec, PluginSpec, RouteSpec, SessionSpec, SqlReplicaSpec, SqlSpec, UpstreamSpec, ValidConfig};
+pub use validate::{AccessSpec, AdminSpec, CentralSpec, ClusterSpec, RouteAccessSpec, DurableSpec, IoTimeouts, PluginSpec, RouteSpec, SessionSpec, SqlReplicaSpec, SqlSpec, UpstreamSpec, ValidConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

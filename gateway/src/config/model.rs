@@ -200,6 +200,19 @@ pub struct UpstreamSection {
     pub retries: usize,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
+    /// Longest wait for the backend's next bytes (headers or body).
+    #[serde(default = "default_io_timeout")]
+    pub read_timeout_ms: u64,
+    /// Longest wait for the backend to take the request's next bytes.
+    #[serde(default = "default_io_timeout")]
+    pub write_timeout_ms: u64,
+    /// A pooled keep-alive connection unused this long is closed.
+    #[serde(default = "default_io_timeout")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_io_timeout() -> u64 {
+    60_000
 }
 
 fn default_retries() -> usize {

@@ -171,6 +171,22 @@ pub struct UpstreamSpec {
     pub health: HealthSection,
     pub retries: usize,
     pub connect_timeout_ms: u64,
+    pub io: IoTimeouts,
+}
+
+/// Backend I/O limits after connecting (`[[upstreams]]`): each ends the
+/// request with 502/504 instead of a wait without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoTimeouts {
+    pub read_ms: u64,
+    pub write_ms: u64,
+    pub idle_ms: u64,
+}
+
+impl Default for IoTimeouts {
+    fn default() -> Self {
+        Self { read_ms: 60_000, write_ms: 60_000, idle_ms: 60_000 }
+    }
 }
 
 /// A route to an upstream (by index into `upstreams`).
@@ -633,6 +649,11 @@ fn check_upstreams(
         if h.check == CheckKind::Http && !h.path.starts_with('/') {
             c.err(format!("{key}.health.path"), &u.name, "must start with '/'");
         }
+        for (field, ms) in [("read_timeout_ms", u.read_timeout_ms), ("write_timeout_ms", u.write_timeout_ms), ("idle_timeout_ms", u.idle_timeout_ms)] {
+            if !(1..=3_600_000).contains(&ms) {
+                c.err(format!("{key}.{field}"), &u.name, format!("must be 1..=3600000 (ms), got {ms}"));
+            }
+        }
         out.push(UpstreamSpec {
             name: u.name.get_ref().clone(),
             backends,
@@ -640,6 +661,7 @@ fn check_upstreams(
             health: h.clone(),
             retries: u.retries,
             connect_timeout_ms: u.connect_timeout_ms.max(1),
+            io: IoTimeouts { read_ms: u.read_timeout_ms, write_ms: u.write_timeout_ms, idle_ms: u.idle_timeout_ms },
         });
     }
     out

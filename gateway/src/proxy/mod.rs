@@ -89,6 +89,9 @@ impl ProxyHttp for Gateway {
         let backend = &upstream.backends()[i];
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_millis(upstream.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(upstream.io.read_ms));
+        peer.options.write_timeout = Some(Duration::from_millis(upstream.io.write_ms));
+        peer.options.idle_timeout = Some(Duration::from_millis(upstream.io.idle_ms));
         ctx.begin(i);
         Ok(Box::new(peer))
     }
@@ -147,6 +150,7 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (HTTPStatus(code), _) => *code,
+            (ReadTimedout | WriteTimedout, pingora::ErrorSource::Upstream) => 504,
             (_, pingora::ErrorSource::Upstream) => 502,
             (ConnectionClosed | ReadError | WriteError, pingora::ErrorSource::Downstream) => 0,
             (_, pingora::ErrorSource::Downstream) => 400,

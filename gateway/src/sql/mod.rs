@@ -96,6 +96,7 @@ impl SqlProxy {
                 health: HealthSection { check: CheckKind::None, ..HealthSection::default() },
                 retries: 0,
                 connect_timeout_ms: spec.connect_timeout_ms,
+                io: Default::default(),
             };
             ReplicaSet { upstream: Arc::new(Upstream::new(&uspec, lb())), nodes: members }
         };

@@ -40,6 +40,7 @@ pub struct Upstream {
     pub health: HealthSection,
     pub retries: usize,
     pub connect_timeout_ms: u64,
+    pub io: crate::config::IoTimeouts,
 }
 
 impl Upstream {
@@ -58,6 +59,7 @@ impl Upstream {
             health: spec.health.clone(),
             retries: spec.retries,
             connect_timeout_ms: spec.connect_timeout_ms,
+            io: spec.io,
         }
     }
 
@@ -147,6 +149,7 @@ mod tests {
             health,
             retries: 2,
             connect_timeout_ms: 100,
+            io: Default::default(),
         };
         Upstream::new(&spec, Arc::new(MockLb(parking_lot::Mutex::new(VecDeque::from(answers)))))
     }
