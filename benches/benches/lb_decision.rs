@@ -37,6 +37,7 @@ fn spec() -> UpstreamSpec {
         health: HealthSection::default(),
         retries: 2,
         connect_timeout_ms: 100,
+        io: Default::default(),
     }
 }
 
@@ -77,6 +78,7 @@ fn main() {
             name: file.into(),
             path,
             on_error: OnError::FailClosed,
+            on_error_set: Some(OnError::FailClosed),
             limits: if interpreted { PluginLimits { memory_mb: 256, deadline_ms: 50, ..Default::default() } } else { PluginLimits::default() },
             config_json: if config.is_empty() { "{}".into() } else { config.into() },
             config_line: None,
