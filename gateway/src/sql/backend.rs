@@ -38,6 +38,9 @@ pub struct BackendConn {
     pub server_version: String,
     /// The backend's id for this connection (what `KILL` takes there).
     pub thread_id: u32,
+    /// Bound on each command the gateway issues itself (replay, reset,
+    /// GTID reads, causal waits): a backend that stops answering fails it.
+    pub command_timeout: Duration,
 }
 
 /// A text result: column names and rows.
@@ -59,6 +62,13 @@ impl BackendConn {
     /// Run one command the gateway issues itself and collect a text
     /// result (empty for OK). A backend ERR becomes `SqlError`.
     pub async fn command(&mut self, payload: &[u8], expect: Expect) -> Result<(Rows, Option<(u32, u16, u16)>), SqlError> {
+        let limit = self.command_timeout;
+        tokio::time::timeout(limit, self.command_unbounded(payload, expect))
+            .await
+            .unwrap_or_else(|_| Err(SqlError::new(2013, "HY000", format!("lost connection: the backend did not answer within {} ms", limit.as_millis()))))
+    }
+
+    async fn command_unbounded(&mut self, payload: &[u8], expect: Expect) -> Result<(Rows, Option<(u32, u16, u16)>), SqlError> {
         self.io.send(0, payload).await.map_err(SqlError::io)?;
         let mut scanner = Scanner::new(self.caps, expect);
         let mut out = Rows::default();
@@ -118,6 +128,7 @@ pub struct Node {
     idle: Mutex<HashMap<PoolKey, Vec<BackendConn>>>,
     pool_idle: usize,
     connect_timeout: Duration,
+    command_timeout: Duration,
 }
 
 /// A MariaDB GTID: domain-server-sequence.
@@ -151,7 +162,7 @@ impl std::fmt::Display for Gtid {
 }
 
 impl Node {
-    pub fn new(addr: SocketAddr, role: String, pool_idle: usize, connect_timeout: Duration) -> Self {
+    pub fn new(addr: SocketAddr, role: String, pool_idle: usize, connect_timeout: Duration, command_timeout: Duration) -> Self {
         Self {
             addr,
             role,
@@ -162,6 +173,7 @@ impl Node {
             idle: Mutex::new(HashMap::new()),
             pool_idle,
             connect_timeout,
+            command_timeout,
         }
     }
 
@@ -218,7 +230,17 @@ impl Node {
         let (caps, server_version, _, thread_id) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.ext, key.collation))
             .await
             .map_err(|_| fail("login timed out".into()))??;
-        Ok(BackendConn { io, caps, key: key.clone(), applied: 0, dirty: false, status: StatusFlags::SERVER_STATUS_AUTOCOMMIT, server_version, thread_id })
+        Ok(BackendConn {
+            io,
+            caps,
+            key: key.clone(),
+            applied: 0,
+            dirty: false,
+            status: StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            server_version,
+            thread_id,
+            command_timeout: self.command_timeout,
+        })
     }
 
     /// Return a connection after a client session: reset if its session
@@ -259,11 +281,37 @@ mod tests {
         assert_eq!(Gtid::parse("0-1-42"), Some(Gtid { domain: 0, server: 1, seq: 42 }));
         assert_eq!(Gtid::parse(""), None);
         assert_eq!(Gtid::parse("x-1-2"), None);
-        let n = Node::new("127.0.0.1:1".parse().unwrap(), "replica-0".into(), 1, Duration::from_millis(10));
+        let n = Node::new("127.0.0.1:1".parse().unwrap(), "replica-0".into(), 1, Duration::from_millis(10), Duration::from_millis(10));
         let g = Gtid::parse("0-1-42").unwrap();
         assert!(!n.has_applied(g));
         n.note_applied(Gtid::parse("0-1-50").unwrap());
         assert!(n.has_applied(g));
         assert!(!n.has_applied(Gtid { domain: 1, ..g }));
+    }
+
+    /// A backend that takes the command and never answers fails it within
+    /// the command timeout (a reset or a replay never hangs a session).
+    #[tokio::test]
+    async fn a_silent_backend_fails_a_gateway_command_in_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut conn = BackendConn {
+            io: PacketIo::new(stream),
+            caps: CapabilityFlags::CLIENT_PROTOCOL_41,
+            key: PoolKey { user: "u".into(), caps: 0, ext: 0, collation: 45 },
+            applied: 0,
+            dirty: true,
+            status: StatusFlags::empty(),
+            server_version: String::new(),
+            thread_id: 1,
+            command_timeout: Duration::from_millis(200),
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), conn.command(&[0x1F], Expect::Simple)).await.expect("the command hung");
+        let e = answer.expect_err("no answer came");
+        assert_eq!(e.code, 2013);
+        assert!(e.message.contains("did not answer within 200 ms"), "{e}");
+        drop(held);
     }
 }

@@ -86,8 +86,11 @@ impl SqlProxy {
     /// (one per replica set).
     pub fn new(spec: &SqlSpec, router: Arc<dyn SqlRouter>, mut lb: impl FnMut() -> Arc<dyn LbPolicy>) -> Self {
         let timeout = Duration::from_millis(spec.connect_timeout_ms);
-        let mut nodes = vec![Arc::new(Node::new(spec.primary, "primary".into(), spec.pool_idle, timeout))];
-        nodes.extend(spec.replicas.iter().enumerate().map(|(i, r)| Arc::new(Node::new(r.addr, format!("replica-{i}"), spec.pool_idle, timeout))));
+        // Gateway-issued commands include causal waits of up to causal_timeout_ms.
+        let command = Duration::from_millis(spec.connect_timeout_ms + spec.causal_timeout_ms + 1000);
+        let node = |addr, role| Arc::new(Node::new(addr, role, spec.pool_idle, timeout, command));
+        let mut nodes = vec![node(spec.primary, "primary".into())];
+        nodes.extend(spec.replicas.iter().enumerate().map(|(i, r)| node(r.addr, format!("replica-{i}"))));
         let mut set = |name: String, members: Vec<usize>| {
             let uspec = UpstreamSpec {
                 name,
