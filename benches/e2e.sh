@@ -1,92 +1,168 @@
 #!/usr/bin/env bash
-# End-to-end throughput, one machine, same backends, bounded wrk runs:
-#   direct to a backend | nginx (round robin, keep-alive upstreams)
-#   | switchyard builtin round robin | switchyard Wasm round-robin plugin.
-# Prints req/s, p99 and the ratios the issue sets targets for.
-# Usage: bash benches/e2e.sh [seconds per run, default 10]
+# HTTP data path, side by side in one run (issue 10's setup): wrk -t1 -c64
+# against a 1 KB file served by two nginx backends (one worker each), through
+#   nginx | HAProxy | bare Pingora (stock ProxyHttp, atomic round robin)
+#   | Switchyard builtin round robin | Switchyard Wasm round robin,
+# each balancer with one worker thread, Pingora and Switchyard with and
+# without tokio work stealing. Reports median req/s, p99 and the balancer's
+# CPU per request (utime + stime of its processes over requests served)
+# over REPS rounds, run in turn so that machine noise hits every row alike.
+# Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake wrk nginx-light
+need_apt cmake wrk nginx-light haproxy
 need_wasm_target
-DUR=${1:-10}
-CONNS=32
-THREADS=2
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml --target-dir plugins/target -q
+DUR=${1:-8}
+REPS=${2:-3}
+build_plugins >/dev/null
 cargo build --release -p switchyard -q
-BIN=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/switchyard
+cargo build --release -p switchyard-benches --example bare_pingora -q
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$TARGET/release/switchyard
+BARE=$TARGET/release/examples/bare_pingora
+RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
 WORK=$(mktemp -d)
 pids=()
 cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    sleep 0.3
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() {
-    for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
+    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
     echo "port $1 never opened" >&2; exit 1
 }
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
 
-B1=$(port); B2=$(port)
-for p in $B1 $B2; do
-    "$BIN" demo-backend --listen 127.0.0.1:$p --name "b$p" --threads 1 >"$WORK/b$p.log" 2>&1 & pids+=($!)
-    wait_port $p
-done
-
-gw_config() { # $1 port, $2 lb line
-    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 2\n' "$1"
-    printf '[plugins.rr]\npath = "%s/plugins/target/wasm32-wasip2/release/round_robin.wasm"\n' "$PWD"
-    printf '[[upstreams]]\nname = "web"\n%s\n' "$2"
-    printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
-    printf '[[routes]]\nupstream = "web"\n'
-}
-GW_NATIVE=$(port); GW_WASM=$(port); NGINX=$(port)
-gw_config $GW_NATIVE "" >"$WORK/native.toml"
-gw_config $GW_WASM 'lb = "rr"' >"$WORK/wasm.toml"
-cat >"$WORK/nginx.conf" <<EOF
-worker_processes 2;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
+nginx_conf() { # $1 name, $2 port, $3 server block body
+    cat >"$WORK/$1.conf" <<EOF
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log;
 events { worker_connections 4096; }
 http {
     access_log off;
     upstream web { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
-    server {
-        listen 127.0.0.1:$NGINX;
-        location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    }
+    server { listen 127.0.0.1:$2; $3 }
 }
 EOF
+}
+B1=$(port); B2=$(port)
+for b in $B1 $B2; do
+    nginx_conf "backend$b" "$b" "location / { root $WORK; try_files /1k =404; }"
+    nginx -c "$WORK/backend$b.conf" -p "$WORK"
+    wait_port "$b"
+done
 
-run() { # $1 label, $2 port -> prints a row to stderr, req/s to stdout
-    local out rps p99 err
-    out=$(wrk -t$THREADS -c$CONNS -d${DUR}s --latency "http://127.0.0.1:$2/" 2>&1)
-    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-    err=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
-    printf '%-26s %12s req/s   p99 %8s   %s\n' "$1" "$rps" "$p99" "$err" >&2
-    echo "$rps"
+HAPROXY=$(port)
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:$HAPROXY
+    default_backend be
+backend be
+    balance roundrobin
+    http-reuse always
+    server b1 127.0.0.1:$B1
+    server b2 127.0.0.1:$B2
+EOF
+gw_config() { # $1 port, $2 lb line, $3 work stealing
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\nwork_stealing = %s\n' "$1" "$3"
+    printf '[plugins.rr]\npath = "%s"\n' "$RR"
+    printf '[[upstreams]]\nname = "web"\n%s\n' "$2"
+    printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    printf '[[routes]]\nupstream = "web"\n'
 }
 
-echo ">> wrk -t$THREADS -c$CONNS -d${DUR}s, 2 demo backends, keep-alive" >&2
-DIRECT=$(run "direct (one backend)" $B1)
-nginx -c "$WORK/nginx.conf" -p "$WORK"; wait_port $NGINX
-NG=$(run "nginx round robin" $NGINX)
-kill "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
-"$BIN" run --config "$WORK/native.toml" >"$WORK/native.log" 2>&1 & pids+=($!); wait_port $GW_NATIVE
-NATIVE=$(run "switchyard builtin rr" $GW_NATIVE)
-kill "${pids[-1]}"
-"$BIN" run --config "$WORK/wasm.toml" >"$WORK/wasm.log" 2>&1 & pids+=($!); wait_port $GW_WASM
-WASM=$(run "switchyard wasm rr" $GW_WASM)
+# Each row: label | command that starts the balancer in the background and
+# prints the pids whose CPU counts | port.
+start() { # $1 label -> sets LB_PIDS and LB_PORT
+    LB_PORT=$(port)
+    case "$1" in
+        nginx)
+            nginx_conf lb "$LB_PORT" 'location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+            nginx -c "$WORK/lb.conf" -p "$WORK"; wait_port "$LB_PORT"
+            LB_PIDS="$(cat "$WORK/lb.pid") $(pgrep -P "$(cat "$WORK/lb.pid")" | tr '\n' ' ')" ;;
+        haproxy)
+            sed -i "s/bind 127.0.0.1:[0-9]*/bind 127.0.0.1:$LB_PORT/" "$WORK/haproxy.cfg"
+            haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"; wait_port "$LB_PORT"
+            LB_PIDS=$(cat "$WORK/haproxy.pid") ;;
+        bare-pingora*)
+            local ws=true; [ "$1" = "bare-pingora-nosteal" ] && ws=false
+            "$BARE" "127.0.0.1:$LB_PORT" 1 $ws "127.0.0.1:$B1" "127.0.0.1:$B2" >"$WORK/bare.log" 2>&1 &
+            LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
+        switchyard-*)
+            local lb='' ws=true
+            case "$1" in *wasm*) lb='lb = "rr"' ;; esac
+            case "$1" in *nosteal*) ws=false ;; esac
+            gw_config "$LB_PORT" "$lb" "$ws" >"$WORK/gw.toml"
+            "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
+            LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
+    esac
+}
+stop() {
+    case "$1" in
+        nginx) kill "$(cat "$WORK/lb.pid")"; rm -f "$WORK/lb.pid" ;;
+        haproxy) kill "$(cat "$WORK/haproxy.pid")"; rm -f "$WORK/haproxy.pid" ;;
+        *) kill -INT $LB_PIDS; wait $LB_PIDS 2>/dev/null || true ;;
+    esac
+    sleep 0.3
+}
+cpu() { # total utime+stime ticks of the pids
+    local t=0
+    for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo $t
+}
 
-python3 - "$DIRECT" "$NG" "$NATIVE" "$WASM" <<'PY'
-import sys
-d, n, nat, w = map(float, sys.argv[1:])
-print(f"wasm rr / builtin rr      {w/nat:.3f}   (target >= 0.97)")
-print(f"switchyard wasm / nginx   {w/n:.3f}   (target >= 1.0)")
-print(f"switchyard wasm / direct  {w/d:.3f}")
-print(f"nginx / direct            {n/d:.3f}")
+ROWS=(direct nginx haproxy bare-pingora bare-pingora-nosteal switchyard-builtin switchyard-wasm switchyard-builtin-nosteal switchyard-wasm-nosteal)
+TICK=$(getconf CLK_TCK)
+echo ">> wrk -t1 -c64 -d${DUR}s, 1 KB file, 2 nginx backends (1 worker each), each balancer 1 worker; $REPS rounds" >&2
+for rep in $(seq "$REPS"); do
+    for row in "${ROWS[@]}"; do
+        if [ "$row" = direct ]; then LB_PORT=$B1; LB_PIDS=""; else start "$row"; fi
+        wrk -t1 -c64 -d1s "http://127.0.0.1:$LB_PORT/" >/dev/null 2>&1  # warm the pools
+        before=$(cpu $LB_PIDS)
+        out=$(wrk -t1 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$LB_PORT/" 2>&1)
+        after=$(cpu $LB_PIDS)
+        [ "$row" = direct ] || stop "$row"
+        reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+        rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+        p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+        bad=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
+        echo "$rep $row $rps $p99 $reqs $((after - before)) $bad" >>"$WORK/results"
+        printf '  round %s %-28s %10s req/s  p99 %8s  %s\n' "$rep" "$row" "$rps" "$p99" "$bad" >&2
+    done
+done
+
+python3 - "$WORK/results" "$TICK" <<'PY'
+import sys, statistics
+rows, tick = {}, int(sys.argv[2])
+def ms(v):
+    return float(v[:-2]) if v.endswith("ms") else float(v[:-2]) / 1000 if v.endswith("us") else float(v[:-1]) * 1000
+for line in open(sys.argv[1]):
+    rep, row, rps, p99, reqs, ticks, *bad = line.split()
+    r = rows.setdefault(row, {"rps": [], "p99": [], "cpu": []})
+    r["rps"].append(float(rps)); r["p99"].append(ms(p99))
+    if row != "direct":
+        r["cpu"].append(int(ticks) / tick / int(reqs) * 1e6)
+med = lambda xs: statistics.median(xs) if xs else float("nan")
+ng = rows["nginx"]
+print("| balancer | req/s (median, min–max) | p99 ms | CPU µs/req | req/s vs nginx | CPU vs nginx |")
+print("|---|---|---|---|---|---|")
+for name, r in rows.items():
+    cpu = med(r["cpu"])
+    print(f"| {name} | {med(r['rps']):,.0f} ({min(r['rps']):,.0f}–{max(r['rps']):,.0f}) | {med(r['p99']):.2f} | "
+          f"{cpu:.1f} | {med(r['rps'])/med(ng['rps']):.2f} | {cpu/med(ng['cpu']) if r['cpu'] else float('nan'):.2f} |")
 PY

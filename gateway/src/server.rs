@@ -171,6 +171,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         threads: cfg.threads,
         grace_period_seconds: Some(cfg.grace_ms.div_ceil(1000)),
         graceful_shutdown_timeout_seconds: Some(2),
+        work_stealing: cfg.work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);

@@ -44,7 +44,13 @@ pub struct ServerSection {
     /// runtimes stop (Pingora's default is 300 s, longer than any service
     /// manager waits). Whole seconds: Pingora's granularity.
     pub grace_ms: u64,
+    /// One tokio runtime per thread, each serving the connections it
+    /// accepted (Pingora's no-steal runtimes): fewer cross-thread wake-ups.
+    pub work_stealing: bool,
 }
+
+/// Default of `server.work_stealing` (see the HTTP bench).
+pub const WORK_STEALING: bool = true;
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for ServerSection {
             plugin_threads: None,
             request_id_header: "x-request-id".into(),
             grace_ms: 5000,
+            work_stealing: WORK_STEALING,
         }
     }
 }

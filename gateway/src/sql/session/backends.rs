@@ -1,0 +1,194 @@
+//! This session's backend connections: acquired with the session log
+//! replayed, forwarding and streaming results, and the state a finished
+//! statement leaves (transaction, diagnostics, last write, GTID).
+
+use super::*;
+
+impl Session {
+    /// This session's connection to `node`, with the session log replayed.
+    pub(super) async fn conn(&mut self, node: usize) -> Result<&mut BackendConn, SqlError> {
+        let n = self.proxy.nodes[node].clone();
+        if self.conns[node].is_none() {
+            if !n.is_up() && node == PRIMARY {
+                return Err(self.down_error(node));
+            }
+            let c = match n.acquire(&self.key, &self.login.password).await {
+                Ok(c) => c,
+                Err(e) if e.code == 2003 => {
+                    if n.set_up(false) {
+                        tracing::warn!(backend = %n.role, "SQL backend marked down: {}", e.message);
+                        sync_replica_sets(&self.proxy);
+                    }
+                    let down = self.down_error(node);
+                    return Err(SqlError::new(down.code, &down.state, format!("{} ({})", down.message, e.message)));
+                }
+                Err(e) => return Err(e),
+            };
+            metrics().sql_pool_in_use.with_label_values(&[n.role.as_str()]).inc();
+            self.conns[node] = Some(c);
+            self.publish();
+        }
+        loop {
+            let conn = self.conns[node].as_mut().expect("set above");
+            let Some(cmd) = self.log.get(conn.applied) else { break };
+            conn.dirty = true;
+            let expect = if cmd[0] == COM_QUERY { Expect::Result } else { Expect::Simple };
+            let what = lossy(&cmd[1..]);
+            match conn.command(cmd, expect).await {
+                Ok(_) => conn.applied += 1,
+                Err(e) => {
+                    self.drop_conn(node);
+                    return Err(SqlError::new(e.code, &e.state, format!("replaying `{what}` on {} failed: {}", n.role, e.message)));
+                }
+            }
+        }
+        Ok(self.conns[node].as_mut().expect("still held"))
+    }
+
+    /// Forget a connection that cannot be reused (closed, cut mid-result).
+    pub(super) fn drop_conn(&mut self, node: usize) {
+        if self.conns[node].take().is_some() {
+            self.forget(node);
+        }
+    }
+
+    /// Bookkeeping for a lost connection to `node`: its transaction and
+    /// the statements prepared on it are gone.
+    pub(super) fn forget(&mut self, node: usize) {
+        metrics().sql_pool_in_use.with_label_values(&[self.proxy.nodes[node].role.as_str()]).dec();
+        if self.txn == Some(node) {
+            self.txn = None;
+        }
+        for ps in self.stmts.values_mut() {
+            ps.on.retain(|e| e.0 != node);
+        }
+        self.publish();
+    }
+
+    /// Send `payload` to `node` and stream the response to the client.
+    /// `rewrite_id` replaces the statement id in a prepare-OK.
+    pub(super) async fn forward(&mut self, node: usize, payload: &[u8], expect: Expect, rewrite_id: Option<u32>) -> Res<(End, Option<(u32, u16, u16)>)> {
+        self.conn(node).await?;
+        // Held outside `conns` while the response streams to the client.
+        let mut conn = self.conns[node].take().expect("just connected");
+        let result = self.stream_response(&mut conn, node, payload, expect, rewrite_id).await;
+        match &result {
+            Err(Fail::Close(_)) | Err(Fail::Client(SqlError { code: 2013 | 2027, .. })) => self.forget(node),
+            _ => self.conns[node] = Some(conn),
+        }
+        result
+    }
+
+    pub(super) async fn stream_response(
+        &mut self,
+        conn: &mut BackendConn,
+        node: usize,
+        payload: &[u8],
+        expect: Expect,
+        rewrite_id: Option<u32>,
+    ) -> Res<(End, Option<(u32, u16, u16)>)> {
+        let role = &self.proxy.nodes[node].role;
+        let lost = |e: &dyn std::fmt::Display| SqlError::new(2013, "HY000", format!("lost connection to {role} during the statement: {e}"));
+        conn.io.send(0, payload).await.map_err(|e| lost(&e))?;
+        let mut scanner = Scanner::new(conn.caps, expect);
+        let mut sent = false;
+        loop {
+            let failed = |e: SqlError| if sent { Fail::Close(e.message) } else { Fail::Client(e) };
+            let mut frame = conn.io.read_frame().await.map_err(|e| failed(lost(&e)))?;
+            let end = scanner
+                .feed(&frame, expect)
+                .map_err(|e| failed(SqlError::new(2027, "HY000", format!("malformed response from {role}: {e}"))))?;
+            if let (Some(id), false, Some(0x00)) = (rewrite_id, sent, frame.get(4).copied()) {
+                frame[5..9].copy_from_slice(&id.to_le_bytes());
+            }
+            self.client.push_raw(&frame);
+            sent = true;
+            if let Some(end) = end {
+                // Flushed by `run` after `after`: a write is acknowledged
+                // only once its GTID is known.
+                self.warnings = scanner.warnings;
+                return Ok((end, scanner.prepared));
+            }
+            self.client.flush_if_full().await.map_err(|e| Fail::Close(format!("client gone mid-result: {e}")))?;
+        }
+    }
+
+    /// Track transaction, pin, session log and write state after a response.
+    pub(super) async fn after(&mut self, node: usize, end: End, c: Classified, payload: &[u8]) {
+        self.last_node = Some(node);
+        if c.resets_diagnostics || self.warnings > 0 || end == End::Err {
+            self.diag_node = Some(node);
+        }
+        if !c.replica_ok {
+            self.write_node = Some(node);
+        }
+        tracing::trace!(node, ?end, class = c.class.as_str(), "statement done");
+        let End::Ok(status) = end else { return };
+        if status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
+            self.txn = Some(node);
+        } else if self.txn == Some(node) {
+            self.txn = None;
+        }
+        self.autocommit = status.contains(StatusFlags::SERVER_STATUS_AUTOCOMMIT);
+        if let Some(conn) = self.conns[node].as_mut() {
+            conn.status = status;
+            conn.dirty |= c.pins || c.class == StatementClass::SessionState;
+        }
+        if c.pins {
+            self.pinned = true;
+        }
+        if c.class == StatementClass::SessionState {
+            if matches!(payload[0], COM_QUERY | COM_INIT_DB | COM_SET_OPTION) {
+                self.log_session(node, payload);
+            } else {
+                // A prepared SET ran on the primary and cannot be replayed
+                // elsewhere (its statement id is per backend): stay there.
+                self.pinned = true;
+            }
+        }
+        if c.sets_global && node == PRIMARY {
+            self.learn_global_autocommit().await;
+        }
+        // A read that calls a stored function may have written too.
+        if node == PRIMARY && !c.replica_ok {
+            self.last_write = Some(Instant::now());
+            self.gtid_pending = self.proxy.spec.causal == CausalMode::Gtid;
+        }
+        if c.sets_vars {
+            self.vars_on_primary = true;
+        }
+        // Asking for the GTID now would clear the write's warnings before
+        // the client reads them (SHOW WARNINGS); then it waits until a read
+        // needs it.
+        if self.gtid_pending && self.txn.is_none() && self.warnings == 0 {
+            self.fetch_gtid().await;
+        }
+    }
+
+    /// New clients are told the primary's global autocommit.
+    pub(super) async fn learn_global_autocommit(&mut self) {
+        let Some(conn) = self.conns[PRIMARY].as_mut() else { return };
+        if let Ok(rows) = conn.query("SELECT @@global.autocommit").await {
+            if let Some(v) = rows.rows.first().and_then(|r| r.first()).and_then(|v| v.as_deref()) {
+                self.proxy.global_autocommit.store(v.trim() == "1", std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The GTID of this client's last write, for causal reads.
+    pub(super) async fn fetch_gtid(&mut self) {
+        let Some(conn) = self.conns[PRIMARY].as_mut() else { return };
+        match conn.query(LAST_GTID_SQL).await {
+            Ok(rows) => {
+                if let Some(g) = rows.rows.first().and_then(|r| Gtid::from_parts(r)) {
+                    self.last_gtid = Some(g);
+                }
+                self.gtid_pending = false;
+            }
+            Err(e) => {
+                tracing::debug!("SELECT @@last_gtid failed: {e}");
+                self.drop_conn(PRIMARY);
+            }
+        }
+    }
+}
