@@ -63,6 +63,8 @@ pub struct Metrics {
     pub sql_backend_connects: IntCounterVec,
     /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `login_timeout`, `too_many`, `idle_timeout`, `closed_mid_command`).
     pub sql_clients: IntCounterVec,
+    /// Statement classifications by how they were found (`hit`, `miss`, `uncached`).
+    pub sql_classify: IntCounterVec,
     /// Session store calls by tier, operation and result.
     pub session_store_calls: IntCounterVec,
     /// Session store call latency by tier and operation.
@@ -165,6 +167,7 @@ impl Metrics {
             sql_pool_in_use: int_gauge(&r, "switchyard_sql_pool_in_use_connections", "Backend connections held by client sessions", &["backend"]),
             sql_backend_connects: counter(&r, "switchyard_sql_backend_connects_total", "New backend logins", &["backend"]),
             sql_clients: counter(&r, "switchyard_sql_clients_total", "SQL client connections by outcome", &["outcome"]),
+            sql_classify: counter(&r, "switchyard_sql_classify_total", "Statement classifications by digest-cache outcome", &["result"]),
             session_store_calls: counter(&r, "switchyard_session_store_calls_total", "Session store calls by tier, operation and result", &["tier", "op", "result"]),
             session_store_seconds: histogram(&r, "switchyard_session_store_duration_seconds", "Session store call latency", &["tier", "op"], exponential_buckets(0.00005, 2.0, 16).expect("static")),
             session_evictions: counter(&r, "switchyard_session_evictions_total", "Session values evicted past a tier's memory cap", &["tier"]),

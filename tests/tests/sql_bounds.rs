@@ -160,3 +160,25 @@ fn after_login_idle_time_prepared_statements_and_session_state_are_bounded() {
     });
     assert!(gw.metric("switchyard_sql_clients_total", &[("outcome", "idle_timeout")]) >= 1.0);
 }
+
+#[test]
+fn statements_that_differ_in_literals_are_parsed_once() {
+    let cluster = Cluster::start(1);
+    let gw = SqlGateway::start(&cluster, None, "");
+    let hits = || gw.metric("switchyard_sql_classify_total", &[("result", "hit")]);
+    let before = hits();
+    run(async {
+        let mut c = connect(&gw).await.unwrap();
+        for i in 0..20 {
+            let n: Option<i64> = c.query_first(format!("SELECT v FROM items WHERE id = {i} AND note <> 'n{i}'")).await.unwrap();
+            assert_eq!(n, None);
+        }
+        // A write of a shape seen as a read is still a write: shapes differ.
+        c.query_drop("INSERT INTO items (v, note) VALUES (1, 'a')").await.unwrap();
+        c.query_drop("INSERT INTO items (v, note) VALUES (2, 'b')").await.unwrap();
+        let n: i64 = c.query_first("SELECT COUNT(*) FROM items").await.unwrap().unwrap();
+        assert_eq!(n, 2);
+    });
+    assert!(hits() - before >= 20.0, "19 reads and 1 insert of seen shapes should hit: {}", hits() - before);
+    assert_eq!(cluster.primary.sql(&format!("SELECT COUNT(*) FROM {DB}.items")), "2", "the inserts ran on the primary");
+}

@@ -100,6 +100,16 @@ fn number_end(b: &[u8], at: usize) -> usize {
     i
 }
 
+/// How a class was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    /// Parsed, then kept under its digest.
+    Miss,
+    /// Parsed and not kept (`digest` gave none).
+    Uncached,
+}
+
 /// Classifications by digest, bounded; the parser runs on a miss only.
 pub struct ClassCache {
     cache: quick_cache::sync::Cache<String, Classified>,
@@ -117,17 +127,22 @@ impl ClassCache {
 
     /// The class of `sql`: cached by digest, or parsed now.
     pub fn classify(&self, sql: &str) -> Classified {
+        self.lookup(sql).0
+    }
+
+    /// The class of `sql` and how it was found.
+    pub fn lookup(&self, sql: &str) -> (Classified, Lookup) {
         let Some(key) = digest(sql) else {
-            return classify_with(sql, &self.pure);
+            return (classify_with(sql, &self.pure), Lookup::Uncached);
         };
         if let Some(c) = self.cache.get(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return c;
+            return (c, Lookup::Hit);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let c = classify_with(sql, &self.pure);
         self.cache.insert(key, c);
-        c
+        (c, Lookup::Miss)
     }
 
     /// (hits, misses) so far.

@@ -58,6 +58,8 @@ pub struct SqlProxy {
     pub global_autocommit: std::sync::atomic::AtomicBool,
     /// Statement classes by digest: the parser runs once per statement shape.
     pub classes: switchyard_mysql::digest::ClassCache,
+    /// `switchyard_sql_classify_total` by result, resolved once.
+    pub classify_counters: [prometheus::IntCounter; 3],
     /// Client connections being served, against `spec.max_connections`.
     clients: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -125,6 +127,7 @@ impl SqlProxy {
             sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
             global_autocommit: true.into(),
             classes: switchyard_mysql::digest::ClassCache::new(CLASS_CACHE_ENTRIES, spec.pure_functions.clone()),
+            classify_counters: ["hit", "miss", "uncached"].map(|r| crate::metrics::metrics().sql_classify.with_label_values(&[r])),
             clients: Arc::default(),
         }
     }

@@ -318,7 +318,15 @@ impl Session {
 
 
     fn classify(&self, text: &str) -> Classified {
-        self.proxy.classes.classify(text)
+        use switchyard_mysql::digest::Lookup;
+        let (c, how) = self.proxy.classes.lookup(text);
+        let i = match how {
+            Lookup::Hit => 0,
+            Lookup::Miss => 1,
+            Lookup::Uncached => 2,
+        };
+        self.proxy.classify_counters[i].inc();
+        c
     }
 
     async fn query(&mut self, payload: &[u8]) -> Res {
