@@ -205,7 +205,10 @@ fn run(path: &std::path::Path) -> ExitCode {
     };
     tracing::info!(listen = %cfg.listen, upstreams = built.upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
     match crate::server::server(&cfg, built) {
-        Ok(server) => server.run_forever(),
+        Ok(server) => {
+            crate::server::exit_when_drained();
+            server.run_forever()
+        }
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(1)

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub sql_backend_connects: IntCounterVec,
     /// Client connections by outcome (`accepted`, `auth_failed`, `closed_before_login`, `login_timeout`, `too_many`, `idle_timeout`, `closed_mid_command`).
     pub sql_clients: IntCounterVec,
+    /// SQL client commands being executed (a drain on SIGTERM waits for 0).
+    pub sql_active_commands: IntGauge,
     /// Statement classifications by how they were found (`hit`, `miss`, `uncached`).
     pub sql_classify: IntCounterVec,
     /// Session store calls by tier, operation and result.
@@ -167,6 +169,11 @@ impl Metrics {
             sql_pool_in_use: int_gauge(&r, "switchyard_sql_pool_in_use_connections", "Backend connections held by client sessions", &["backend"]),
             sql_backend_connects: counter(&r, "switchyard_sql_backend_connects_total", "New backend logins", &["backend"]),
             sql_clients: counter(&r, "switchyard_sql_clients_total", "SQL client connections by outcome", &["outcome"]),
+            sql_active_commands: {
+                let g = IntGauge::new("switchyard_sql_active_commands", "SQL client commands in flight").expect("static");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             sql_classify: counter(&r, "switchyard_sql_classify_total", "Statement classifications by digest-cache outcome", &["result"]),
             session_store_calls: counter(&r, "switchyard_session_store_calls_total", "Session store calls by tier, operation and result", &["tier", "op", "result"]),
             session_store_seconds: histogram(&r, "switchyard_session_store_duration_seconds", "Session store call latency", &["tier", "op"], exponential_buckets(0.00005, 2.0, 16).expect("static")),

@@ -215,3 +215,28 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
     }
     Ok(server)
 }
+
+/// On SIGTERM, exit as soon as nothing is in flight (HTTP requests, SQL
+/// commands) for 60 ms, instead of waiting out all of `grace_ms`: an idle
+/// gateway stops at once. Pingora's own grace still bounds a drain that
+/// never ends, and it has already stopped accepting.
+pub fn exit_when_drained() {
+    let watcher = || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
+            term.recv().await;
+            let m = crate::metrics::metrics();
+            let mut quiet = 0;
+            while quiet < 3 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                quiet = if m.active_requests.get() == 0 && m.sql_active_commands.get() == 0 { quiet + 1 } else { 0 };
+            }
+            tracing::info!("SIGTERM: nothing in flight, exiting");
+            std::process::exit(0);
+        });
+    };
+    if let Err(e) = std::thread::Builder::new().name("switchyard-drain".into()).spawn(watcher) {
+        tracing::warn!("no early exit on SIGTERM (the full grace applies): {e}");
+    }
+}

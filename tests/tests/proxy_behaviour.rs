@@ -141,6 +141,24 @@ fn sigterm_drains_then_exits() {
     assert!(exited, "still running 30 s after SIGTERM:\n{}", gw.log_text());
 }
 
+/// An idle gateway does not wait out its grace on SIGTERM: with a 30 s
+/// grace it is gone long before (a bound, not a timing check).
+#[test]
+fn sigterm_on_an_idle_gateway_exits_without_waiting_the_grace() {
+    let b = backend("b", &[]);
+    let server = SERVER.replace("threads = 2\n", "threads = 2\ngrace_ms = 30000\n");
+    let gw = gateway(&format!("{server}{}", upstream("web", None, &[(&b, 1)], "")));
+    assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    let status = std::process::Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exited = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::fs::read_to_string(format!("/proc/{}/stat", gw.pid())).map_or(true, |s| s.rsplit(')').next().is_some_and(|t| t.trim_start().starts_with('Z')))
+    });
+    assert!(exited, "an idle gateway still ran 10 s after SIGTERM (grace 30 s):\n{}", gw.log_text());
+    assert!(gw.log_text().contains("nothing in flight, exiting"), "{}", gw.log_text());
+}
+
 #[test]
 fn a_backend_that_stops_answering_gets_504_after_read_timeout_ms() {
     // It would answer 200 after 10 s; the gateway gives up after 300 ms.

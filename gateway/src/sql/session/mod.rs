@@ -256,7 +256,13 @@ impl Session {
             let outcome = match payload.first().copied() {
                 None => Err(malformed("empty command packet")),
                 Some(COM_QUIT) => return,
-                Some(cmd) => self.command(cmd, &payload).await,
+                Some(cmd) => {
+                    let active = &metrics().sql_active_commands;
+                    active.inc();
+                    let out = self.command(cmd, &payload).await;
+                    active.dec();
+                    out
+                }
             };
             match outcome {
                 Ok(()) => {
