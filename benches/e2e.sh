@@ -38,6 +38,8 @@ wait_port() {
     echo "port $1 never opened" >&2; exit 1
 }
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
+# nginx workers run as nobody: they must reach the file.
+chmod 755 "$WORK"; chmod 644 "$WORK/1k"
 
 nginx_conf() { # $1 name, $2 port, $3 server block body
     cat >"$WORK/$1.conf" <<EOF
@@ -141,6 +143,7 @@ for rep in $(seq "$REPS"); do
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         p99=$(echo "$out" | awk '$1=="99%" {print $2}')
         bad=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
+        if echo "$bad" | grep -q Non-2xx; then echo "$row answered non-2xx: $bad" >&2; exit 1; fi
         echo "$rep $row $rps $p99 $reqs $((after - before)) $bad" >>"$WORK/results"
         printf '  round %s %-28s %10s req/s  p99 %8s  %s\n' "$rep" "$row" "$rps" "$p99" "$bad" >&2
     done

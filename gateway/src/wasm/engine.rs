@@ -40,8 +40,13 @@ pub struct Engine {
     stores: Arc<crate::session::Stores>,
 }
 
-/// The thread that advances the epoch every `TICK` while a guest call
-/// runs, and sleeps (no wake-ups) while none does.
+/// How long the epoch keeps ticking after the last guest call: under load
+/// calls come back to back, and waking a parked thread per call would cost
+/// more than ticking.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// The thread that advances the epoch every `TICK` while guest calls run,
+/// and sleeps (no wake-ups) once none has for `LINGER`.
 struct Ticker {
     running: AtomicUsize,
     thread: OnceLock<std::thread::Thread>,
@@ -73,11 +78,15 @@ impl Ticker {
             .spawn(move || {
                 #[cfg(test)]
                 t.tid.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Release);
+                let mut busy_at = std::time::Instant::now();
                 while let Some(engine) = engine.upgrade() {
-                    if t.running.load(Ordering::Acquire) == 0 {
+                    if t.running.load(Ordering::Acquire) > 0 {
+                        busy_at = std::time::Instant::now();
+                    } else if busy_at.elapsed() >= LINGER {
                         drop(engine);
                         // Woken by the next call; the timeout notices a dropped engine.
                         std::thread::park_timeout(Duration::from_secs(1));
+                        busy_at = std::time::Instant::now();
                         continue;
                     }
                     engine.increment_epoch();
@@ -467,7 +476,7 @@ mod tests {
                 tid => break tid,
             }
         };
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(LINGER * 2);
         let before = wakeups(tid);
         std::thread::sleep(Duration::from_millis(500));
         let idle = wakeups(tid) - before;
