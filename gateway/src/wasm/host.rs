@@ -29,9 +29,11 @@ pub(crate) struct CallClock {
 }
 
 impl CallClock {
-    /// A call starts.
+    /// A call starts. The CPU clock is first read at the call's first
+    /// epoch tick (`cpu`), not here: reading a thread's CPU time is a
+    /// system call, and most calls end before any tick.
     pub(crate) fn start(&mut self) {
-        *self = Self { wall_mark: Some(std::time::Instant::now()), cpu_mark: Some(thread_cpu()), ..Self::default() };
+        *self = Self { wall_mark: Some(std::time::Instant::now()), ..Self::default() };
     }
 
     /// A store call: neither clock runs until [`Self::resume`].
@@ -50,10 +52,10 @@ impl CallClock {
         }
     }
 
-    /// Back from a store call, on this thread.
+    /// Back from a store call, on this thread (the CPU mark is taken again
+    /// at the next tick).
     pub(crate) fn resume(&mut self) {
         self.wall_mark = Some(std::time::Instant::now());
-        self.cpu_mark = Some(thread_cpu());
     }
 
     /// Wall time so far, store waits excluded.
