@@ -182,7 +182,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
-    proxy.add_tcp(&cfg.listen.to_string());
+    proxy.add_listener(unbuffered_tcp(&cfg.listen.to_string()));
     server.add_service(proxy);
     server.add_service(pingora::services::background::background_service(
         "health",
@@ -239,4 +239,13 @@ pub fn exit_when_drained() {
     if let Err(e) = std::thread::Builder::new().name("switchyard-drain".into()).spawn(watcher) {
         tracing::warn!("no early exit on SIGTERM (the full grace applies): {e}");
     }
+}
+
+/// A plain TCP listener without Pingora's 64 KiB per-connection read
+/// buffer: HTTP/1 and the MySQL protocol read into buffers of their own,
+/// so it only cost a copy and 64 KiB per idle connection (the hostile
+/// bench: 10,000 idle connections held 893 MiB with it).
+pub fn unbuffered_tcp(addr: &str) -> pingora::listeners::ListenerConfig {
+    use pingora::protocols::l4::stream::{L4BufferSettings, DEFAULT_L4_WRITE_BUFFER_SIZE};
+    pingora::listeners::ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE))
 }

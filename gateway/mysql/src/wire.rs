@@ -32,16 +32,19 @@ pub struct PacketIo<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     pub fn new(stream: S) -> Self {
-        Self { stream, rbuf: BytesMut::with_capacity(16 << 10), wbuf: Vec::with_capacity(16 << 10) }
+        // Empty until used: an idle or never-logged-in client holds no buffers.
+        Self { stream, rbuf: BytesMut::new(), wbuf: Vec::new() }
     }
 
     /// Read until `need` bytes are buffered. The buffer grows with the
-    /// data that arrived, at most `GROW` at a time, never by what a header
-    /// claims.
+    /// data that arrived, `MIN_READ` to `GROW` at a time, never by what a
+    /// header claims.
     async fn fill(&mut self, need: usize) -> io::Result<()> {
         const GROW: usize = 64 << 10;
+        // At least a page per read, so small packets do not cost a read each.
+        const MIN_READ: usize = 4 << 10;
         while self.rbuf.len() < need {
-            self.rbuf.reserve((need - self.rbuf.len()).min(GROW));
+            self.rbuf.reserve((need - self.rbuf.len()).clamp(MIN_READ, GROW));
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 let what = if self.rbuf.is_empty() { "connection closed" } else { "connection closed inside a packet" };
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));

@@ -165,6 +165,6 @@ impl pingora::apps::ServerApp for SqlApp {
 pub fn service(proxy: Arc<SqlProxy>) -> impl pingora::services::ServiceWithDependents {
     let listen = proxy.spec.listen.to_string();
     let mut svc = pingora::services::listening::Service::new("sql".into(), SqlApp(proxy));
-    svc.add_tcp(&listen);
+    svc.add_listener(crate::server::unbuffered_tcp(&listen));
     svc
 }
