@@ -15,6 +15,7 @@ cargo test --manifest-path plugins/Cargo.toml --target "$host" --target-dir "$(p
 cargo test --manifest-path plugins/sql/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo test --manifest-path plugins/session/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
 cargo test --manifest-path plugins/access/Cargo.toml --target "$host" --target-dir "$(plugin_target_dir)"
+# Every binary: the gateway and switchyard-bench (tests/bench_cli.rs runs `switchyard bench`).
 cargo build --workspace --bins
 cargo test --workspace
 # The SDK's session helpers (behind its `session` feature).

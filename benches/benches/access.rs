@@ -6,82 +6,21 @@
 //!
 //! `cargo bench -p switchyard-benches --bench access` (about 3 minutes).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use switchyard_benches::bench::scenarios::access::{self, token, SUBSETS};
 use switchyard_benches::cpu_secs;
 use switchyard_tests::*;
 
-const JWT_KEY: &str = "bench-access-jwt-signing-key-0123456789abc";
-const SUBSETS: usize = 3_479;
 const RUN: Duration = Duration::from_secs(6);
 const CONNS: usize = 16;
 
-/// An HS256 token for `sub` (hand-rolled: the bench crate needs no JWT crate).
-fn token(sub: &str) -> String {
-    let b = base64_url;
-    let head = b(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let body = b(format!(r#"{{"sub":"{sub}","exp":4102444800}}"#).as_bytes());
-    let mac = hmac_sha256(JWT_KEY.as_bytes(), format!("{head}.{body}").as_bytes());
-    format!("{head}.{body}.{}", b(&mac))
-}
-
-fn base64_url(d: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for c in d.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..=c.len() {
-            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut k = [0u8; 64];
-    k[..key.len().min(64)].copy_from_slice(&key[..key.len().min(64)]);
-    let inner: Vec<u8> = k.iter().map(|b| b ^ 0x36).chain(msg.iter().copied()).collect();
-    let ih = Sha256::digest(&inner);
-    let outer: Vec<u8> = k.iter().map(|b| b ^ 0x5c).chain(ih.iter().copied()).collect();
-    Sha256::digest(&outer).to_vec()
-}
-
-/// `users` subjects in 2 classes, each in one of `SUBSETS` cities.
-fn attributes(users: usize) -> String {
-    let mut s = String::with_capacity(users * 64);
-    for u in 0..users {
-        let class = if u % 50 == 0 { "teachers" } else { "students" };
-        let _ = writeln!(s, "[subjects.u{u}]\nclass = \"{class}\"\ncity = \"city{}\"", u % SUBSETS);
-    }
-    s
-}
-
-fn policy() -> String {
-    let mut s = String::from(
-        "[plugins.ucon.config.roles]\nstudent = { grants = [\"read:paper\"] }\nteacher = { inherits = [\"student\"], grants = [\"read:submission\"] }\nlocal = { grants = [\"read:local\"] }\n\
-         [plugins.ucon.config.classes]\nstudents = [\"student\"]\nteachers = [\"teacher\"]\n",
-    );
-    for i in 0..SUBSETS {
-        let _ = writeln!(s, "[[plugins.ucon.config.subsets]]\nclass = \"students\"\nwhen = {{ city = \"city{i}\" }}\nroles = [\"local\"]");
-    }
-    s
-}
-
 fn config(dir: &std::path::Path, backend: SocketAddr, access: Option<&str>, users: usize) -> String {
-    std::fs::write(dir.join("attributes.toml"), attributes(users)).unwrap();
-    let route = access.map(|a| format!("access = \"{a}\"\nobject = {{ kind = \"paper\" }}\n")).unwrap_or_default();
-    format!(
-        "{SERVER}\n[access]\njwt_keys = [\"{JWT_KEY}\"]\nattributes_file = {:?}\n\
-         [plugins.ucon]\npath = {:?}\nlimits = {{ deadline_ms = 50, instances = 16, memory_mb = 64 }}\n{}\n\
-         [plugins.rbac]\npath = {:?}\nconfig = {{ role_attribute = \"class\", grants = {{ students = [\"read:paper\"], teachers = [\"read:*\"] }} }}\n\
-         [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{backend}\" }}]\n[[routes]]\nupstream = \"app\"\n{route}",
-        dir.join("attributes.toml").to_string_lossy(),
-        plugin("access_s_ucon").to_string_lossy(),
-        policy(),
-        plugin("access_rbac").to_string_lossy()
-    )
+    let plugin = access.map(|a| match a {
+        "rbac" => (plugin("access_rbac"), "access-rbac"),
+        _ => (plugin("access_s_ucon"), "access-s-ucon"),
+    });
+    access::config(dir, backend, plugin.as_ref().map(|(p, k)| (p.as_path(), *k)), users)
 }
 
 /// Keep-alive GETs with rotating subjects for `RUN`; (latencies, errors).

@@ -14,11 +14,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
-use switchyard_benches::{cart_load, cpu_secs, rss_kib, CartUser};
+use switchyard_benches::bench::scenarios::sessions::{memory_curve, node_config};
+use switchyard_benches::{cart_load, cpu_secs, rss_kib};
 use switchyard_tests::memcached::Memcached;
 use switchyard_tests::*;
 
-const KEY: &str = "bench-session-signing-key-0123456789abcdef";
 const USERS: [usize; 3] = [100, 500, 2000];
 const RUN: Duration = Duration::from_secs(6);
 /// Sessions created for the memory-per-user comparison.
@@ -61,50 +61,16 @@ fn measure(rt: &tokio::runtime::Runtime, label: &str, addr: SocketAddr, pid: Opt
     rows
 }
 
-fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[&Proc]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
-    format!(
-        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\n\
-         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 64 }}\n[plugins.sess.config]\n{plugin_config}\n\
-         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
-        mc.addr,
-        plugin(file).to_string_lossy(),
-        list.join(", ")
-    )
+/// Gateway memory per session after `n` logins: (RSS growth, bytes the
+/// local tier holds) per session.
+fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, admin: SocketAddr, n: usize) -> (f64, f64) {
+    let (_, held, rss, failed) = memory_curve(rt, gw, admin, &[n])[0];
+    assert_eq!(failed, 0, "logins failed");
+    (rss / n as f64, held / n as f64)
 }
 
-/// Gateway memory per session after `n` logins, each a new session, over
-/// 200 keep-alive connections (so connection buffers do not count): (RSS
-/// growth, bytes the local tier holds) per session.
-fn memory_per_user(rt: &tokio::runtime::Runtime, gw: &Proc, admin: SocketAddr, n: usize) -> (f64, f64) {
-    let addr = gw.addr;
-    let logins = |count: usize, tag: &'static str| {
-        rt.block_on(async {
-            let tasks: Vec<_> = (0..200)
-                .map(|t| {
-                    tokio::spawn(async move {
-                        let mut u = CartUser::new(addr);
-                        for i in 0..count / 200 {
-                            u.cookies.clear();
-                            let s = u.send("POST", &format!("/cart/login?user={tag}{t}-{i}")).await.unwrap_or(0);
-                            assert_eq!(s, 200, "login {t}-{i}");
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await.expect("login task");
-            }
-        })
-    };
-    // Warm the connections, pools and allocator first.
-    logins(2_000, "warm");
-    std::thread::sleep(Duration::from_millis(500));
-    let (before, held_before) = (rss_kib(gw.pid()), metric(admin, "switchyard_session_local_bytes", &[]));
-    logins(n, "m");
-    std::thread::sleep(Duration::from_millis(500));
-    let held = metric(admin, "switchyard_session_local_bytes", &[]) - held_before;
-    ((rss_kib(gw.pid()).saturating_sub(before) * 1024) as f64 / n as f64, held / n as f64)
+fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[&Proc]) -> String {
+    node_config(mc, &plugin(file), plugin_config, backends, None)
 }
 
 fn main() {

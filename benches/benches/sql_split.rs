@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
+use switchyard_benches::bench::scenarios::sql::cap_cpu;
 use switchyard_tests::mariadb::{Cluster, SqlGateway, APP_PASSWORD, APP_USER, DB};
 
 const TABLES: &str = "4";
@@ -60,25 +61,6 @@ fn sysbench(test: &str, addr: SocketAddr, threads: usize, extra: &[&str], action
     Run { qps: num("queries:", true), avg_ms: num("avg:", false), p95_ms: num("95th percentile:", false) }
 }
 
-/// Cap a process at `percent` of one core with a cgroup (v1 `cpu` or v2),
-/// on a 10 ms period so throttling stays smooth under many threads.
-fn cap_cpu(pid: u32, name: &str, percent: u32) -> Result<(), String> {
-    let quota = percent * 100;
-    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
-    let (dir, writes): (std::path::PathBuf, Vec<(&str, String)>) = if v1.join("cgroup.procs").exists() {
-        (v1.join(format!("switchyard-bench-{name}")), vec![("cpu.cfs_quota_us", "-1".into()), ("cpu.cfs_period_us", "10000".into()), ("cpu.cfs_quota_us", quota.to_string())])
-    } else {
-        let v2 = std::path::Path::new("/sys/fs/cgroup");
-        let _ = std::fs::write(v2.join("cgroup.subtree_control"), "+cpu");
-        (v2.join(format!("switchyard-bench-{name}")), vec![("cpu.max", format!("{quota} 10000"))])
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (file, value) in writes {
-        std::fs::write(dir.join(file), value).map_err(|e| format!("{file}: {e}"))?;
-    }
-    std::fs::write(dir.join("cgroup.procs"), pid.to_string()).map_err(|e| format!("cgroup.procs: {e}"))
-}
-
 fn line(label: &str, r: Run) {
     println!("  {label:<44} {:>9.0} q/s   avg {:>6.2} ms   p95 {:>6.2} ms", r.qps, r.avg_ms, r.p95_ms);
 }
@@ -91,7 +73,7 @@ fn main() {
     let only = SqlGateway::start(&cluster, Some("primary_only"), "");
     let split = SqlGateway::start(&cluster, Some("rw_split"), "");
     let threads = 16;
-    println!("sysbench {}: {TABLES} tables x {TABLE_SIZE} rows, {threads} threads, {} s per run", "1.0", secs());
+    println!("sysbench 1.0: {TABLES} tables x {TABLE_SIZE} rows, {threads} threads, {} s per run", secs());
 
     println!("1. proxy overhead, one backend (primary-only router), no CPU caps:");
     for test in ["oltp_point_select", "oltp_read_only"] {

@@ -1,4 +1,7 @@
-//! Shared helpers for the benches: timing loops and report formatting.
+//! Shared helpers for the benches: timing loops, process figures, the
+//! keep-alive cart user, and `switchyard bench` ([`bench`]).
+
+pub mod bench;
 
 use std::time::Instant;
 
@@ -47,12 +50,21 @@ pub struct CartUser {
     conn: Option<BufReader<TcpStream>>,
     /// Cookies the gateway set.
     pub cookies: BTreeMap<String, String>,
+    /// Extra request header lines, each ending in `\r\n`.
+    pub headers: String,
+    /// The last response's `x-backend` (which server answered).
+    pub backend: String,
 }
 
 impl CartUser {
     /// A user with an empty cookie jar, not yet connected.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None, cookies: BTreeMap::new() }
+        Self { addr, conn: None, cookies: BTreeMap::new(), headers: String::new(), backend: String::new() }
+    }
+
+    /// Drop the connection (after an error or a timeout): the next request opens a new one.
+    pub fn reset(&mut self) {
+        self.conn = None;
     }
 
     /// One request on the user's keep-alive connection; its status.
@@ -63,9 +75,10 @@ impl CartUser {
             self.conn = Some(BufReader::new(s));
         }
         let c = self.conn.as_mut().expect("connected");
+        self.backend.clear();
         let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
         let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
-        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{cookie}Content-Length: 0\r\n\r\n");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\n{cookie}{}Content-Length: 0\r\n\r\n", self.headers);
         c.get_mut().write_all(req.as_bytes()).await?;
         let mut line = String::new();
         c.read_line(&mut line).await?;
@@ -85,6 +98,8 @@ impl CartUser {
                 len = v.parse().unwrap_or(0);
             } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
                 close = true;
+            } else if k.eq_ignore_ascii_case("x-backend") {
+                self.backend = v.to_string();
             } else if k.eq_ignore_ascii_case("set-cookie") {
                 if let Some((name, value)) = v.split(';').next().and_then(|p| p.split_once('=')) {
                     self.cookies.insert(name.to_string(), value.to_string());
@@ -117,7 +132,7 @@ async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, us
             Ok(Ok(200)) => lat.push(t.elapsed().as_micros() as u32),
             _ => {
                 errors += 1;
-                u.conn = None;
+                u.reset();
             }
         }
         step += 1;

@@ -7,26 +7,43 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the built binaries live (`target/debug`), from this test's path.
-fn bin_dir() -> PathBuf {
+/// Where the built binaries live (`target/debug`): beside this executable
+/// (`switchyard-bench` in `target/{debug,release}`), else one level up (a
+/// test in `target/debug/deps`).
+pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test exe path");
-    exe.parent().and_then(Path::parent).expect("target/debug/deps/..").to_path_buf()
+    let dir = exe.parent().expect("exe dir");
+    if dir.join("switchyard").is_file() {
+        return dir.to_path_buf();
+    }
+    dir.parent().expect("target/debug/deps/..").to_path_buf()
+}
+
+/// The gateway binary (`SWITCHYARD_BIN` if set), or how to build it.
+pub fn try_switchyard_bin() -> Result<PathBuf, String> {
+    let p = std::env::var_os("SWITCHYARD_BIN").map_or_else(|| bin_dir().join("switchyard"), PathBuf::from);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{} is missing: run `cargo build -p switchyard` (scripts/test.sh does it)", p.display()))
+    }
 }
 
 /// The gateway binary; fails with how to build it.
 pub fn switchyard_bin() -> PathBuf {
-    let p = bin_dir().join("switchyard");
-    assert!(p.is_file(), "{} is missing: run `cargo build -p switchyard` (scripts/test.sh does it)", p.display());
-    p
+    try_switchyard_bin().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Where `scripts/test.sh` builds the plugins: `SWITCHYARD_PLUGIN_DIR`, else
+/// `plugins/target/wasm32-wasip2/release`.
+pub fn plugin_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    std::env::var_os("SWITCHYARD_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("plugins/target/wasm32-wasip2/release"))
 }
 
 /// A plugin component built by `scripts/test.sh`; fails with how to build it.
 pub fn plugin(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let dir = std::env::var_os("SWITCHYARD_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("plugins/target/wasm32-wasip2/release"));
-    let p = dir.join(format!("{name}.wasm"));
+    let p = plugin_dir().join(format!("{name}.wasm"));
     assert!(
         p.is_file(),
         "{} is missing: build the plugins with `rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml` (scripts/test.sh does it)",

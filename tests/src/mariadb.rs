@@ -255,18 +255,30 @@ impl SqlGateway {
     /// the builtin split; `extra` goes into `[sql]` (polls run every 100 ms
     /// unless it sets `health_interval_ms`).
     pub fn start(cluster: &Cluster, router: Option<&str>, extra: &str) -> Self {
+        Self::start_over(cluster, cluster.replicas.len(), router.map(plugin).as_deref(), extra)
+    }
+
+    /// The gateway's config (`{listen}` still to fill in) and its SQL address.
+    pub fn config(cluster: &Cluster, replicas: usize, router: Option<&Path>, extra: &str) -> (String, SocketAddr) {
         let sql: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut config = String::from("[server]\nlisten = \"{listen}\"\n\n");
         if let Some(r) = router {
-            config += &format!("[plugins.router]\npath = {:?}\nwatch_ms = 0\n\n", plugin(r));
+            config += &format!("[plugins.router]\npath = {r:?}\nwatch_ms = 0\n\n");
         }
         config += &format!(
             "[sql]\nlisten = \"{sql}\"\nprimary = \"{}\"\nreplicas = [{}]\nusers = [{{ name = \"{APP_USER}\", password = \"{APP_PASSWORD}\" }}]\nmonitor = {{ name = \"monitor\", password = \"{MONITOR_PASSWORD}\" }}\n{}{}{extra}\n",
             cluster.primary.addr(),
-            cluster.replicas.iter().map(|r| format!("{{ address = \"{}\" }}", r.addr())).collect::<Vec<_>>().join(", "),
+            cluster.replicas.iter().take(replicas).map(|r| format!("{{ address = \"{}\" }}", r.addr())).collect::<Vec<_>>().join(", "),
             if extra.contains("health_interval_ms") { "" } else { "health_interval_ms = 100\n" },
             if router.is_some() { "router = \"router\"\n" } else { "" },
         );
+        (config, sql)
+    }
+
+    /// [`SqlGateway::start`] over the first `replicas` replicas, with the
+    /// router plugin at a path (the bench runs users' own `.wasm` files).
+    pub fn start_over(cluster: &Cluster, replicas: usize, router: Option<&Path>, extra: &str) -> Self {
+        let (config, sql) = Self::config(cluster, replicas, router, extra);
         let (proc, admin) = gateway_with_admin(&config, "");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&sql, Duration::from_millis(100)).is_err() {
@@ -320,5 +332,22 @@ impl Drop for SqlGateway {
         if std::thread::panicking() {
             eprintln!("--- gateway log ---\n{}", self.proc.log_text());
         }
+    }
+}
+
+impl SqlGateway {
+    /// [`SqlGateway::start`] with `server` lines added to `[server]`
+    /// (threads, work stealing) for the benches.
+    pub fn start_tuned(cluster: &Cluster, server: &str, extra: &str) -> Self {
+        let (config, sql) = Self::config(cluster, cluster.replicas.len(), None, extra);
+        let config = config.replacen("[server]\n", &format!("[server]\n{server}"), 1);
+        let (proc, admin) = gateway_with_admin(&config, "");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&sql, Duration::from_millis(100)).is_err() {
+            assert!(Instant::now() < deadline, "the SQL listener did not open on {sql}:\n{}", proc.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _watchdog = watchdog(proc.pid());
+        Self { proc, sql, admin, _watchdog }
     }
 }

@@ -1,0 +1,292 @@
+//! Session scenarios. `sessions` (paper 003 Fig. 3): response time against
+//! users per strategy on a 3-node gateway cluster, and bytes sent between
+//! gateway nodes per session write against the node count.
+//! `session-memory` (paper 002): gateway memory against users, sessions
+//! kept in the gateway against O-Session passports.
+//!
+//! Load: closed-loop cart users ([`cart_load`]: log in, add 5 items, read
+//! the cart, again), each on its own keep-alive connection, because the
+//! papers count concurrent users (JMeter threads), not a request rate. The
+//! cart app is `switchyard demo-backend --sessions header` (`memory` for
+//! sticky, which keeps sessions in the backend). The setup helpers here
+//! are shared with `benches/sessions.rs` and `benches/sessions_cluster.rs`.
+
+use super::{find, labels, pct, runs};
+use crate::bench::report::{num, Claim, Results};
+use crate::bench::{check_config, shipped_path, Ctx, Family, Scenario};
+use crate::{cart_load, cpu_secs, rss_kib, CartUser};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use switchyard_tests::browser::Browser;
+use switchyard_tests::memcached::Memcached;
+use switchyard_tests::{backend, free_port, gateway_with_admin, metric, Proc, SERVER};
+
+/// Session token signing key of the bench gateways.
+pub const KEY: &str = "bench-session-signing-key-0123456789abcdef";
+const CLUSTER_KEY: &str = "bench-cluster-shared-key-0123456789abcdef";
+/// Users of the traffic measurement, each: log in, add 5 items.
+pub const TRAFFIC_USERS: usize = 200;
+
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            name: "sessions",
+            summary: "paper 003 Fig. 3: response time against users per session strategy, bytes between gateway nodes against node count",
+            family: Family::Session,
+            defaults: &["session-replicated", "session-centralized", "session-centralized-dynamic", "session-sticky", "session-o-session"],
+            run: sessions,
+        },
+        Scenario {
+            name: "session-memory",
+            summary: "paper 002: gateway memory against concurrent users, sessions in the gateway vs O-Session",
+            family: Family::Session,
+            defaults: &["session-o-session"],
+            run: memory,
+        },
+    ]
+}
+
+/// A gateway with the session plugin at `path` (`[plugins.sess]`), over
+/// `backends`, memcached as the central tier, and, with `cluster = (id,
+/// ports)`, node `id` of a cluster whose nodes listen on `ports`.
+pub fn node_config(mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc], cluster: Option<(usize, &[u16])>) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
+    let mut s = format!(
+        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 64 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
+        mc.addr,
+        path.to_string_lossy(),
+        list.join(", ")
+    );
+    if let Some((id, ports)) = cluster {
+        s += &format!("[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nkey = \"{CLUSTER_KEY}\"\n", id + 1, ports[id]);
+        for (j, p) in ports.iter().enumerate().filter(|(j, _)| *j != id) {
+            s += &format!("[[cluster.peers]]\nid = {}\naddress = \"127.0.0.1:{p}\"\n", j + 1);
+        }
+    }
+    s
+}
+
+/// `n` gateway nodes of one cluster, each with its admin address.
+pub fn cluster(n: usize, mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc]) -> Vec<(Proc, SocketAddr)> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    (0..n).map(|i| gateway_with_admin(&node_config(mc, path, plugin_config, backends, Some((i, &ports))), "")).collect()
+}
+
+/// Bytes all nodes sent to peers.
+pub fn peer_bytes(nodes: &[(Proc, SocketAddr)]) -> f64 {
+    nodes.iter().map(|(_, admin)| metric(*admin, "switchyard_cluster_bytes_sent_total", &[])).sum()
+}
+
+/// Bytes between `n` nodes per successful session write, over
+/// [`TRAFFIC_USERS`] users who each log in and add 5 items.
+pub fn traffic_per_write(n: usize, mc: &Memcached, path: &Path, backends: &[&Proc]) -> Result<f64, String> {
+    let nodes = cluster(n, mc, path, "", backends);
+    std::thread::sleep(Duration::from_secs(2)); // catch-up done
+    let before = peer_bytes(&nodes);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
+    let handles: Vec<_> = (0..20)
+        .map(|t| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                // Session writes that succeeded (a 503 from an overloaded
+                // store is left out of the count, not of the traffic).
+                let mut writes = 0usize;
+                for u in 0..TRAFFIC_USERS / 20 {
+                    let mut b = Browser::new(addrs[(t + u) % addrs.len()]);
+                    writes += usize::from(b.send("POST", &format!("/cart/login?user=t{t}-{u}"), &[], b"").status == 200);
+                    for i in 0..5 {
+                        writes += usize::from(b.send("POST", &format!("/cart/add?item=item-{i}"), &[], b"").status == 200);
+                    }
+                }
+                writes
+            })
+        })
+        .collect();
+    let writes: usize = handles.into_iter().map(|h| h.join().expect("traffic thread")).sum();
+    std::thread::sleep(Duration::from_millis(500)); // the last deltas leave
+    if writes <= TRAFFIC_USERS {
+        return Err(format!("too few session writes succeeded to measure ({writes})"));
+    }
+    Ok((peer_bytes(&nodes) - before) / writes as f64)
+}
+
+/// Memory as users log in (each a new session, over 200 keep-alive
+/// connections so connection buffers do not count): at each cumulative
+/// count of `points`, (users, session bytes the local tier holds, RSS
+/// growth in bytes, failed logins), both over the warmed-up gateway.
+pub fn memory_curve(rt: &tokio::runtime::Runtime, gw: &Proc, admin: SocketAddr, points: &[usize]) -> Vec<(usize, f64, f64, usize)> {
+    let addr = gw.addr;
+    let logins = |count: usize, tag: String| -> usize {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..200)
+                .map(|t| {
+                    let tag = tag.clone();
+                    tokio::spawn(async move {
+                        let mut u = CartUser::new(addr);
+                        let mut failed = 0;
+                        for i in 0..count / 200 {
+                            u.cookies.clear();
+                            let path = format!("/cart/login?user={tag}{t}-{i}");
+                            let login = u.send("POST", &path);
+                            let ok = matches!(tokio::time::timeout(Duration::from_secs(10), login).await, Ok(Ok(200)));
+                            if !ok {
+                                failed += 1;
+                                u.reset();
+                            }
+                        }
+                        failed
+                    })
+                })
+                .collect();
+            let mut failed = 0;
+            for t in tasks {
+                failed += t.await.expect("login task");
+            }
+            failed
+        })
+    };
+    // Warm the connections, pools and allocator first.
+    logins(2_000, "warm".into());
+    std::thread::sleep(Duration::from_millis(500));
+    let (rss0, held0) = (rss_kib(gw.pid()), metric(admin, "switchyard_session_local_bytes", &[]));
+    let (mut done, mut failed) = (0, 0);
+    points
+        .iter()
+        .map(|&n| {
+            failed += logins(n.saturating_sub(done), format!("m{n}-"));
+            done = n;
+            std::thread::sleep(Duration::from_millis(500));
+            let held = metric(admin, "switchyard_session_local_bytes", &[]) - held0;
+            (n, held, (rss_kib(gw.pid()).saturating_sub(rss0) * 1024) as f64, failed)
+        })
+        .collect()
+}
+
+struct Setup {
+    mc: Memcached,
+    header: Vec<Proc>,
+    memory: Vec<Proc>,
+}
+
+impl Setup {
+    fn start(with_memory: bool) -> Self {
+        let start = |kind: &str| -> Vec<Proc> { (0..3).map(|i| backend(&format!("{}{i}", &kind[..1]), &["--sessions", kind, "--threads", "1"])).collect() };
+        Self { mc: Memcached::start(), header: start("header"), memory: if with_memory { start("memory") } else { Vec::new() } }
+    }
+
+    /// Sticky keeps sessions in the backend; the others in the gateway's headers.
+    fn backends(&self, kind: &str) -> Vec<&Proc> {
+        if kind == "session-sticky" { self.memory.iter().collect() } else { self.header.iter().collect() }
+    }
+}
+
+fn sessions(ctx: &Ctx) -> Result<Results, String> {
+    let users: &[usize] = ctx.pick(&[20, 100], &[100, 500, 2000]);
+    let node_counts: &[usize] = ctx.pick(&[2, 3], &[2, 4, 8]);
+    let step = ctx.step(2.0, 6.0);
+    let setup = Setup::start(true);
+    let mut r = Results::new("sessions", "response time against users per session strategy; bytes between gateway nodes against node count", &labels(ctx), ctx.reps);
+    r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store");
+    r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
+    r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s per point", step.as_secs_f64()));
+    r.param("traffic", format!("{TRAFFIC_USERS} users x (log in + 5 adds) over 20 threads; switchyard_cluster_bytes_sent_total of all nodes / successful writes"));
+    let rt = Ctx::runtime();
+    ctx.progress(ctx.reps * ctx.plugins.len() * (1 + node_counts.len()));
+    for (rep, p) in runs(ctx) {
+        let backs = setup.backends(&p.kind);
+        ctx.tick(&format!("rep {} {} users", rep + 1, p.label));
+        check_config(&node_config(&setup.mc, &p.path, "", &backs, Some((0, &[free_port(), free_port(), free_port()]))))?;
+        let nodes = cluster(3, &setup.mc, &p.path, "", &backs);
+        std::thread::sleep(Duration::from_secs(1));
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
+        for &u in users {
+            let cpu0: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum();
+            let (lat, errors, secs) = cart_load(&rt, &addrs, u, step);
+            let cpu: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum::<f64>() - cpu0;
+            let (p50, p99, _) = crate::bench::load::percentiles(lat.iter().map(|&l| u64::from(l)));
+            let n = lat.len().max(1) as f64;
+            let metrics = [("req_s", lat.len() as f64 / secs), ("p50_ms", p50), ("p99_ms", p99), ("errors_pct", pct(errors as f64, n + errors as f64)), ("cpu_us_req", cpu * 1e6 / n)];
+            r.row(&p.label, "users", u as f64, rep, &metrics);
+        }
+        drop(nodes);
+        for &n in node_counts {
+            ctx.tick(&format!("rep {} {} traffic, {n} nodes", rep + 1, p.label));
+            let bytes = traffic_per_write(n, &setup.mc, &p.path, &backs)?;
+            r.row(&p.label, "traffic", n as f64, rep, &[("bytes_per_write", bytes)]);
+        }
+    }
+    r.plot("Fig. 3: p50 response time against users", "users", "concurrent users", ("p50 ms", "p50_ms"), false);
+    r.plot("Bytes between gateway nodes per session write", "traffic", "gateway nodes", ("bytes / write", "bytes_per_write"), false);
+    r.table("Response time against users (3 nodes)", "users", "users", &[("req/s", "req_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("errors %", "errors_pct"), ("gateway CPU µs/req (all nodes)", "cpu_us_req")]);
+    r.table("Bytes between gateway nodes per session write", "traffic", "nodes", &[("bytes / write", "bytes_per_write")]);
+    r.aggregate();
+    r.claim = sessions_claim(&r, ctx, users, node_counts);
+    Ok(r)
+}
+
+fn sessions_claim(r: &Results, ctx: &Ctx, users: &[usize], nodes: &[usize]) -> Claim {
+    let (top_users, few, many) = (users[users.len() - 1] as f64, nodes[0] as f64, nodes[nodes.len() - 1] as f64);
+    let bytes = |l: &str, n: f64| r.median(l, "traffic", n, "bytes_per_write").unwrap_or(f64::NAN);
+    let p50 = |l: &str| r.median(l, "users", top_users, "p50_ms").unwrap_or(f64::NAN);
+    let mut evidence: Vec<String> = ctx.plugins.iter().map(|p| format!("{}: p50 {} ms at {top_users} users, {} -> {} B/write at {few} -> {many} nodes", p.label, num(p50(&p.label)), num(bytes(&p.label, few)), num(bytes(&p.label, many)))).collect();
+    let holds = find(ctx, "session-replicated").zip(find(ctx, "session-centralized-dynamic")).map(|(rep, hyb)| {
+        let ratio = bytes(hyb, many) / bytes(rep, many);
+        evidence.push(format!("centralized-dynamic / replicated traffic at {many} nodes = {ratio:.3}"));
+        let central = find(ctx, "session-centralized").map_or(f64::INFINITY, p50);
+        ratio <= 0.2 && bytes(rep, many) > bytes(rep, few) && p50(hyb) <= 1.1 * p50(rep).min(central)
+    });
+    Claim {
+        text: "paper 003 Fig. 3: replication's traffic between nodes grows with the node count while the hybrid (centralized-dynamic) sends at most 20 % of it, and the hybrid's response time at the most users is no worse (within 10 %) than replicated's and centralized's".into(),
+        holds,
+        evidence: evidence.join("; "),
+    }
+}
+
+const LOCAL: &str = "local sessions (in the gateway)";
+
+fn memory(ctx: &Ctx) -> Result<Results, String> {
+    let points: &[usize] = ctx.pick(&[2_000, 8_000], &[5_000, 20_000, 50_000]);
+    let setup = Setup::start(false);
+    let local = shipped_path("session-o-session")?;
+    let mut r = Results::new("session-memory", "gateway memory against concurrent users: sessions in the gateway vs each plugin", &labels(ctx), ctx.reps);
+    r.param("baseline", format!("{LOCAL}: session_o_session.wasm with tier = \"local\" (the same sessions held in the gateway's memory)"));
+    r.param("load", "new sessions (cart logins) over 200 keep-alive connections after 2,000 warm-up logins; users = sessions alive");
+    r.param("memory", "held = switchyard_session_local_bytes growth; RSS = VmRSS growth of the gateway");
+    let rt = Ctx::runtime();
+    let series: Vec<(String, &Path, &str)> =
+        std::iter::once((LOCAL.to_string(), local.as_path(), "tier = \"local\"")).chain(ctx.plugins.iter().map(|p| (p.label.clone(), p.path.as_path(), ""))).collect();
+    ctx.progress(ctx.reps * series.len());
+    for rep in 0..ctx.reps {
+        for (label, path, cfg) in &series {
+            ctx.tick(&format!("rep {} {label}", rep + 1));
+            let config = node_config(&setup.mc, path, cfg, &setup.backends(""), None);
+            check_config(&config)?;
+            let (gw, admin) = gateway_with_admin(&config, "");
+            for (n, held, rss, failed) in memory_curve(&rt, &gw, admin, points) {
+                let metrics = [("held_kib", held / 1024.0), ("rss_mib", rss / 1048576.0), ("held_b_user", held / n as f64), ("rss_b_user", rss / n as f64), ("failed_logins", failed as f64)];
+                r.row(label, "memory", n as f64, rep, &metrics);
+            }
+        }
+    }
+    r.plot("Gateway RSS growth against users", "memory", "users (sessions alive)", ("MiB", "rss_mib"), false);
+    r.plot("Session bytes the gateway holds against users", "memory", "users (sessions alive)", ("KiB", "held_kib"), false);
+    r.table("Gateway memory", "memory", "users", &[("held KiB", "held_kib"), ("RSS growth MiB", "rss_mib"), ("held B/user", "held_b_user"), ("RSS B/user", "rss_b_user"), ("failed logins", "failed_logins")]);
+    r.aggregate();
+    r.claim = memory_claim(&r, ctx, points[points.len() - 1] as f64);
+    Ok(r)
+}
+
+fn memory_claim(r: &Results, ctx: &Ctx, top: f64) -> Claim {
+    let get = |l: &str, m: &str| r.median(l, "memory", top, m).unwrap_or(f64::NAN);
+    let mut evidence = vec![format!("{LOCAL}: {} B held and {} B RSS per user", num(get(LOCAL, "held_b_user")), num(get(LOCAL, "rss_b_user")))];
+    evidence.extend(ctx.plugins.iter().map(|p| format!("{}: {} B held and {} B RSS per user", p.label, num(get(&p.label, "held_b_user")), num(get(&p.label, "rss_b_user")))));
+    let holds = find(ctx, "session-o-session").map(|o| get(o, "held_kib") <= 0.05 * get(LOCAL, "held_kib") && get(o, "rss_mib") <= get(LOCAL, "rss_mib"));
+    Claim {
+        text: format!("paper 002 (O-Session, 'time for space'): with {top} users, the gateway holds at most 5 % of the session bytes that sessions kept in the gateway need, and grows no more in RSS"),
+        holds,
+        evidence: evidence.join("; "),
+    }
+}
