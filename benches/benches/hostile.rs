@@ -48,6 +48,11 @@ async fn good_http(addr: SocketAddr) -> (Vec<u32>, usize) {
             })
         })
         .collect();
+    gather(tasks).await
+}
+
+/// All clients' latencies and errors, together.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Vec<u32>, usize)>>) -> (Vec<u32>, usize) {
     let mut all = (Vec::new(), 0);
     for t in tasks {
         let (l, e) = t.await.unwrap();
@@ -136,13 +141,7 @@ async fn good_sql(url: String) -> (Vec<u32>, usize) {
             })
         })
         .collect();
-    let mut all = (Vec::new(), 0);
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        all.0.extend(l);
-        all.1 += e;
-    }
-    all
+    gather(tasks).await
 }
 
 async fn sql() {

@@ -279,7 +279,12 @@ impl SqlGateway {
     /// router plugin at a path (the bench runs users' own `.wasm` files).
     pub fn start_over(cluster: &Cluster, replicas: usize, router: Option<&Path>, extra: &str) -> Self {
         let (config, sql) = Self::config(cluster, replicas, router, extra);
-        let (proc, admin) = gateway_with_admin(&config, "");
+        Self::launch(&config, sql)
+    }
+
+    /// Start the gateway on `config` and wait for its SQL listener.
+    fn launch(config: &str, sql: SocketAddr) -> Self {
+        let (proc, admin) = gateway_with_admin(config, "");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&sql, Duration::from_millis(100)).is_err() {
             assert!(Instant::now() < deadline, "the SQL listener did not open on {sql}:\n{}", proc.log_text());
@@ -341,13 +346,6 @@ impl SqlGateway {
     pub fn start_tuned(cluster: &Cluster, server: &str, extra: &str) -> Self {
         let (config, sql) = Self::config(cluster, cluster.replicas.len(), None, extra);
         let config = config.replacen("[server]\n", &format!("[server]\n{server}"), 1);
-        let (proc, admin) = gateway_with_admin(&config, "");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&sql, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "the SQL listener did not open on {sql}:\n{}", proc.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _watchdog = watchdog(proc.pid());
-        Self { proc, sql, admin, _watchdog }
+        Self::launch(&config, sql)
     }
 }
