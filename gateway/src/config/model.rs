@@ -209,17 +209,17 @@ pub struct UpstreamSection {
     pub connect_timeout_ms: u64,
     /// Longest wait for the backend's next bytes (headers or body).
     #[serde(default = "default_io_timeout")]
-    pub read_timeout_ms: u64,
+    pub read_timeout_ms: Spanned<u64>,
     /// Longest wait for the backend to take the request's next bytes.
     #[serde(default = "default_io_timeout")]
-    pub write_timeout_ms: u64,
+    pub write_timeout_ms: Spanned<u64>,
     /// A pooled keep-alive connection unused this long is closed.
     #[serde(default = "default_io_timeout")]
-    pub idle_timeout_ms: u64,
+    pub idle_timeout_ms: Spanned<u64>,
 }
 
-fn default_io_timeout() -> u64 {
-    60_000
+fn default_io_timeout() -> Spanned<u64> {
+    Spanned::new(0..0, 60_000)
 }
 
 fn default_retries() -> usize {

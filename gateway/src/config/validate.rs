@@ -651,9 +651,9 @@ fn check_upstreams(
         if h.check == CheckKind::Http && !h.path.starts_with('/') {
             c.err(format!("{key}.health.path"), &u.name, "must start with '/'");
         }
-        for (field, ms) in [("read_timeout_ms", u.read_timeout_ms), ("write_timeout_ms", u.write_timeout_ms), ("idle_timeout_ms", u.idle_timeout_ms)] {
-            if !(1..=3_600_000).contains(&ms) {
-                c.err(format!("{key}.{field}"), &u.name, format!("must be 1..=3600000 (ms), got {ms}"));
+        for (field, ms) in [("read_timeout_ms", &u.read_timeout_ms), ("write_timeout_ms", &u.write_timeout_ms), ("idle_timeout_ms", &u.idle_timeout_ms)] {
+            if !(1..=3_600_000).contains(ms.get_ref()) {
+                c.err(format!("{key}.{field}"), ms, format!("must be 1..=3600000 (ms), got {}", ms.get_ref()));
             }
         }
         out.push(UpstreamSpec {
@@ -663,7 +663,7 @@ fn check_upstreams(
             health: h.clone(),
             retries: u.retries,
             connect_timeout_ms: u.connect_timeout_ms.max(1),
-            io: IoTimeouts { read_ms: u.read_timeout_ms, write_ms: u.write_timeout_ms, idle_ms: u.idle_timeout_ms },
+            io: IoTimeouts { read_ms: *u.read_timeout_ms.get_ref(), write_ms: *u.write_timeout_ms.get_ref(), idle_ms: *u.idle_timeout_ms.get_ref() },
         });
     }
     out
