@@ -297,6 +297,11 @@ fn plugin_cli_inspects_and_pushes() {
     assert!(text.contains("lb-policy-stateful"), "{text}");
     assert!(text.contains("switchyard:policy/clock@0.1.0"), "imports listed: {text}");
 
+    assert!(text.contains("reads the request: no"), "round robin imports no request method: {text}");
+    let out = std::process::Command::new(switchyard_bin()).args(["plugin", "inspect"]).arg(plugin("consistent_hash")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reads the request: yes"), "consistent hash reads a header or the path: {text}");
+
     let out = std::process::Command::new(switchyard_bin()).args(["plugin", "inspect", "Cargo.toml"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly"), "{out:?}");

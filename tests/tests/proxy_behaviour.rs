@@ -171,6 +171,7 @@ fn a_backend_that_stops_answering_gets_504_after_read_timeout_ms() {
     let gw = gateway(&cfg);
     let r = get(gw.addr, "/", &[]);
     assert_eq!(r.status, 504, "{r:?}");
+    assert!(r.body.contains("did not answer within read_timeout_ms"), "the answer names the limit: {r:?}");
     // Nothing wedged: the next request is bounded the same way.
     let again = get(gw.addr, "/", &[]);
     assert_eq!(again.status, 504, "{again:?}");
@@ -188,4 +189,117 @@ fn io_timeouts_out_of_range_are_config_errors() {
     let (ok, out) = check(&path);
     assert!(!ok, "{out}");
     assert!(out.contains("upstreams[0].read_timeout_ms") && out.contains("must be 1..=3600000"), "{out}");
+}
+
+/// A backend on a raw socket that never reads what it is sent; it keeps
+/// every connection open.
+fn deaf_backend() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    addr
+}
+
+/// POST a 64 MiB body (far more than the loopback socket buffers hold)
+/// through `gw` to a deaf backend; the gateway's answer head and body, or
+/// `None` if none came within `wait`.
+fn post_to_deaf(gw: &Proc, wait: std::time::Duration) -> Option<String> {
+    use std::io::{Read, Write};
+    let len = 64usize << 20;
+    let mut c = std::net::TcpStream::connect(gw.addr).unwrap();
+    c.write_all(format!("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n\r\n").as_bytes()).unwrap();
+    let mut w = c.try_clone().unwrap();
+    w.set_write_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        (0..64).take_while(|_| w.write_all(&chunk).is_ok()).count()
+    });
+    c.set_read_timeout(Some(wait)).unwrap();
+    let mut answer = Vec::new();
+    let got = c.read_to_end(&mut answer).is_ok() || !answer.is_empty();
+    let _ = c.shutdown(std::net::Shutdown::Both);
+    let sent = writer.join().unwrap();
+    assert!(sent < 64, "the client could send the whole body ({sent} MiB): nothing stalled");
+    got.then(|| String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn a_backend_that_stops_reading_gets_504_after_write_timeout_ms() {
+    // A stalled write ends after write_timeout_ms; the gateway then still
+    // waits up to read_timeout_ms for an early answer (a 413, say).
+    let config = |write_ms: u64| {
+        format!(
+            "{SERVER}[[upstreams]]\nname = \"web\"\nbackends = [{{ address = \"{}\" }}]\nwrite_timeout_ms = {write_ms}\nread_timeout_ms = 1000\n\
+             health = {{ check = \"none\", max_failures = 1000 }}\n[[routes]]\nupstream = \"web\"\n",
+            deaf_backend()
+        )
+    };
+    let gw = gateway(&config(300));
+    let answer = post_to_deaf(&gw, std::time::Duration::from_secs(30)).unwrap_or_else(|| panic!("no answer within 30 s\n{}", gw.log_text()));
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains("within write_timeout_ms") && answer.contains("300ms"), "the answer names the write timeout: {answer}");
+    // The same backend with a long write timeout: the gateway is still writing.
+    let patient = gateway(&config(600_000));
+    assert_eq!(post_to_deaf(&patient, std::time::Duration::from_secs(3)), None, "write_timeout_ms = 600000 ended the write early");
+}
+
+/// A keep-alive backend on a raw socket; it counts connections the peer
+/// (the gateway's pool) closed.
+fn counting_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = closed.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(s);
+                loop {
+                    let mut line = String::new();
+                    match r.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line == "\r\n" => {
+                            if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").is_err() {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[test]
+fn pooled_backend_connections_close_after_idle_timeout_ms() {
+    let (short, short_closed) = counting_backend();
+    let (long, long_closed) = counting_backend();
+    let cfg = format!(
+        "{SERVER}[[upstreams]]\nname = \"short\"\nbackends = [{{ address = \"{short}\" }}]\nidle_timeout_ms = 300\n\
+         health = {{ check = \"none\" }}\n\
+         [[upstreams]]\nname = \"long\"\nbackends = [{{ address = \"{long}\" }}]\nidle_timeout_ms = 600000\n\
+         health = {{ check = \"none\" }}\n\
+         [[routes]]\npath_prefix = \"/short\"\nupstream = \"short\"\n[[routes]]\npath_prefix = \"/long\"\nupstream = \"long\"\n"
+    );
+    let gw = gateway(&cfg);
+    assert_eq!(get(gw.addr, "/short", &[]).status, 200);
+    assert_eq!(get(gw.addr, "/long", &[]).status, 200);
+    let closed = |c: &std::sync::Arc<std::sync::atomic::AtomicUsize>| c.load(std::sync::atomic::Ordering::SeqCst);
+    eventually(10, "the gateway closes the pooled connection idle past 300 ms", || closed(&short_closed) == 1);
+    // Same pool, a longer wait, a long idle timeout: still open.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(closed(&long_closed), 0, "the connection with idle_timeout_ms = 600000 was closed too");
+    // The pool reconnects after an idle close.
+    assert_eq!(get(gw.addr, "/short", &[]).status, 200);
 }

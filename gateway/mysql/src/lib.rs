@@ -22,6 +22,14 @@ pub enum StatementClass {
 }
 
 impl StatementClass {
+    /// Every class, in `index` order.
+    pub const ALL: [Self; 6] = [Self::Read, Self::Write, Self::LockingRead, Self::Transaction, Self::SessionState, Self::Other];
+
+    /// Position in `ALL`, for tables indexed by class.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,3 +73,13 @@ impl std::fmt::Display for SqlError {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::StatementClass;
+
+    #[test]
+    fn class_index_is_its_place_in_all() {
+        assert!(StatementClass::ALL.iter().enumerate().all(|(i, c)| c.index() == i));
+    }
+}

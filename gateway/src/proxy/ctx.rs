@@ -42,10 +42,12 @@ impl Drop for ActiveRequest {
 pub struct Ctx {
     _active: ActiveRequest,
     received: Instant,
-    route: Option<Arc<str>>,
+    /// The matched route's metrics (and label).
+    route: Option<Arc<super::routes::RouteMetrics>>,
     /// The last backend tried, for the request metrics.
     backend: Option<usize>,
     upstream: Option<Arc<Upstream>>,
+    /// Built at the first policy that reads the request (`view`).
     req: Option<Arc<RequestView>>,
     /// Backends this request failed to connect to.
     pub tried: Vec<usize>,
@@ -95,20 +97,38 @@ impl Ctx {
             .map_or_else(new_request_id, str::to_string);
     }
 
-    /// Fill in the route's upstream and the request view. Policies never
-    /// see the client's `x-switchyard-*` headers.
-    pub fn start(&mut self, upstream: Arc<Upstream>, route: Arc<str>, session: &Session) {
-        self.route = Some(route);
-        let h = session.req_header();
-        let headers = without_internal(&h.headers);
-        self.req = Some(Arc::new(RequestView {
-            method: h.method.as_str().to_string(),
-            path: h.uri.path().to_string(),
-            host: super::routes::host_of(h).map(str::to_string),
-            headers,
-            client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
-        }));
-        self.upstream = Some(upstream);
+    /// The request matched a route: remember its upstream and metrics.
+    pub fn start(&mut self, matched: &super::routes::Matched) {
+        self.route = Some(matched.metrics.clone());
+        self.upstream = Some(matched.upstream.clone());
+    }
+
+    /// The request as policies see it, built at the first call: a request
+    /// whose policies never read it (round robin, say) pays nothing for it.
+    /// Policies never see the client's `x-switchyard-*` headers.
+    pub fn view(&mut self, session: &Session) -> Arc<RequestView> {
+        self.req
+            .get_or_insert_with(|| {
+                let h = session.req_header();
+                Arc::new(RequestView {
+                    method: h.method.as_str().to_string(),
+                    path: h.uri.path().to_string(),
+                    host: super::routes::host_of(h).map(str::to_string),
+                    headers: without_internal(&h.headers),
+                    client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                })
+            })
+            .clone()
+    }
+
+    /// What `upstream_peer`'s policy is shown: the request if the policy
+    /// reads it, else one shared empty view.
+    pub fn view_for_lb(&mut self, session: &Session) -> Arc<RequestView> {
+        static EMPTY: std::sync::OnceLock<Arc<RequestView>> = std::sync::OnceLock::new();
+        match self.upstream.as_ref().is_some_and(|u| u.reads_request()) {
+            true => self.view(session),
+            false => EMPTY.get_or_init(Default::default).clone(),
+        }
     }
 
     /// An ongoing decision revoked this usage.
@@ -143,7 +163,8 @@ impl Ctx {
         };
         if !s.pin_lost {
             s.pin_lost = true;
-            metrics().session_pin_lost.with_label_values(&[self.route.as_deref().unwrap_or(""), reason]).inc();
+            let route = self.route.as_ref().map_or("", |r| &r.label);
+            metrics().session_pin_lost.with_label_values(&[route, reason]).inc();
         }
         None
     }
@@ -166,9 +187,9 @@ impl Ctx {
         s.run.after(std::mem::take(&mut s.forward.context), outcome).await
     }
 
-    /// The upstream and request (set by `start`).
-    pub fn target(&self) -> (Arc<Upstream>, Arc<RequestView>) {
-        (self.upstream.clone().expect("routed"), self.req.clone().expect("routed"))
+    /// The route's upstream (set by `start`).
+    pub fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.clone().expect("routed")
     }
 
     /// A request to backend `i` begins.
@@ -196,15 +217,11 @@ impl Ctx {
             let failed = upstream_failed || status >= 500;
             cur.upstream.observe(cur.backend, cur.started.elapsed(), failed);
         }
-        let route = self.route.as_deref().unwrap_or("");
-        let upstream = self.upstream.as_deref().map_or("", |u| u.name());
-        let backend = match (&self.upstream, self.backend) {
-            (Some(u), Some(i)) => u.backends()[i].address.as_str(),
-            _ => "",
-        };
-        let m = metrics();
-        m.requests.with_label_values(&[route, upstream, backend, status_label(status)]).inc();
-        m.request_seconds.with_label_values(&[route, upstream]).observe(self.received.elapsed().as_secs_f64());
+        match (&self.route, &self.upstream) {
+            (Some(route), Some(upstream)) => route.observe(upstream, self.backend, status, self.received.elapsed()),
+            // No route matched (a rare 404): labelled empty, looked up here.
+            _ => super::routes::observe_unrouted(status, self.received.elapsed()),
+        }
     }
 }
 
@@ -217,31 +234,6 @@ fn without_internal(headers: &http::HeaderMap) -> http::HeaderMap {
         internal.iter().for_each(|k| drop(out.remove(k)));
     }
     out
-}
-
-fn status_label(status: u16) -> &'static str {
-    // Static labels for the common codes avoid an allocation per request.
-    match status {
-        200 => "200",
-        201 => "201",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        0 => "0",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
 }
 
 fn valid_request_id(v: &str) -> bool {

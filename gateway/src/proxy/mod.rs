@@ -3,7 +3,8 @@
 //!
 //! | phase                    | seam / work                                   |
 //! |--------------------------|-----------------------------------------------|
-//! | `request_filter`         | request id, route match, `RequestView`,       |
+//! | `request_filter`         | request id, route match, `RequestView` (at    |
+//! |                          | the first policy that reads it),              |
 //! |                          | session: `before-request` (pin, headers, reply)|
 //! |                          | access: pre-decision and reservations first   |
 //! | `upstream_peer`          | session pin, else lb: `LbPolicy::select`      |
@@ -57,9 +58,9 @@ impl ProxyHttp for Gateway {
             self.answer(session, ctx, 404, &why).await?;
             return Ok(true);
         };
-        ctx.start(matched.upstream, matched.label.clone(), session);
+        ctx.start(&matched);
         if let Some(gate) = &matched.access {
-            let (_, req) = ctx.target();
+            let req = ctx.view(session);
             match gate.admit(&req).await {
                 Ok(admitted) => ctx.access = Some((gate.clone(), admitted)),
                 Err(refusal) => {
@@ -74,11 +75,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let (upstream, req) = ctx.target();
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let upstream = ctx.upstream();
         let i = match ctx.pinned() {
             Some(i) => i,
-            None => upstream.pick(&req, &ctx.tried).await.map_err(|e| {
+            None => upstream.pick(&ctx.view_for_lb(session), &ctx.tried).await.map_err(|e| {
                 let msg = match e {
                     LbError::NoBackend(m) => m,
                     LbError::Plugin(e) => e.message,
@@ -159,7 +160,7 @@ impl ProxyHttp for Gateway {
         // Headers already went out (a revoked stream): no answer fits; the
         // connection closes and the client sees the stream end early.
         if code > 0 && session.response_written().is_none() {
-            let why = e.context.as_ref().map_or_else(|| e.etype().as_str().to_string(), |c| c.as_str().to_string());
+            let why = explain(e);
             if let Err(err) = self.answer(session, ctx, code, &why).await {
                 tracing::debug!("could not send the {code} answer: {err}");
             }
@@ -195,7 +196,7 @@ impl Gateway {
     /// The route's session policy: forward (with its pin and headers) or
     /// answer. A failed policy answers 503 unless it falls back.
     async fn session_before(&self, session: &mut Session, ctx: &mut Ctx, policy: &dyn crate::seams::SessionPolicy, route: &str) -> Result<bool> {
-        let (_, req) = ctx.target();
+        let req = ctx.view(session);
         match policy.before(&req).await {
             Ok((SessionAction::Forward(f), run)) => {
                 ctx.with_session(run, f);
@@ -233,6 +234,17 @@ impl Gateway {
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
+    }
+}
+
+/// Why the gateway answers with an error, for the client: the timeouts say
+/// which limit ran out (with Pingora's detail), the rest their context.
+fn explain(e: &Error) -> String {
+    let detail = || e.to_string().trim().to_string();
+    match (e.etype(), e.esource()) {
+        (ReadTimedout, pingora::ErrorSource::Upstream) => format!("the backend did not answer within read_timeout_ms ({})", detail()),
+        (WriteTimedout, pingora::ErrorSource::Upstream) => format!("the backend did not take the request within write_timeout_ms ({})", detail()),
+        _ => e.context.as_ref().map_or_else(|| e.etype().as_str().to_string(), |c| c.as_str().to_string()),
     }
 }
 

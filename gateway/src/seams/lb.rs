@@ -22,6 +22,11 @@ pub enum LbError {
 pub trait LbPolicy: Send + Sync {
     /// Name for logs and `/upstreams`.
     fn name(&self) -> &str;
+    /// Whether `select` reads `req`; if not, the request view is not built
+    /// and the policy is shown an empty one.
+    fn reads_request(&self) -> bool {
+        true
+    }
     /// Choose a backend for `req`.
     async fn select(&self, req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError>;
 }
@@ -37,6 +42,10 @@ pub struct RoundRobin {
 impl LbPolicy for RoundRobin {
     fn name(&self) -> &str {
         "builtin:round-robin"
+    }
+
+    fn reads_request(&self) -> bool {
+        false
     }
 
     async fn select(&self, _req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {

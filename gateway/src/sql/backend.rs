@@ -129,6 +129,13 @@ pub struct Node {
     pool_idle: usize,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// `switchyard_sql_statements_total` for this node by class, resolved once.
+    statements: [prometheus::IntCounter; 6],
+}
+
+/// `switchyard_sql_statements_total{backend}` by class, `index` order.
+pub fn statement_counters(backend: &str) -> [prometheus::IntCounter; 6] {
+    switchyard_mysql::StatementClass::ALL.map(|c| metrics().sql_statements.with_label_values(&[backend, c.as_str()]))
 }
 
 /// A MariaDB GTID: domain-server-sequence.
@@ -165,7 +172,6 @@ impl Node {
     pub fn new(addr: SocketAddr, role: String, pool_idle: usize, connect_timeout: Duration, command_timeout: Duration) -> Self {
         Self {
             addr,
-            role,
             up: AtomicBool::new(true),
             waiting: AtomicBool::new(false),
             lag_s: AtomicI64::new(-1),
@@ -174,7 +180,14 @@ impl Node {
             pool_idle,
             connect_timeout,
             command_timeout,
+            statements: statement_counters(&role),
+            role,
         }
+    }
+
+    /// Count a statement of class `c` sent here.
+    pub fn count(&self, c: switchyard_mysql::StatementClass) {
+        self.statements[c.index()].inc();
     }
 
     pub fn is_up(&self) -> bool {

@@ -60,8 +60,27 @@ pub struct SqlProxy {
     pub classes: switchyard_mysql::digest::ClassCache,
     /// `switchyard_sql_classify_total` by result, resolved once.
     pub classify_counters: [prometheus::IntCounter; 3],
+    /// `switchyard_sql_causal_total` by outcome, resolved once.
+    pub causal_counters: CausalCounters,
+    /// `switchyard_sql_statements_total{backend="rejected"}` by class.
+    pub rejected: [prometheus::IntCounter; 6],
     /// Client connections being served, against `spec.max_connections`.
     clients: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Read-your-writes outcomes, each a `switchyard_sql_causal_total` label.
+pub struct CausalCounters {
+    pub pinned: prometheus::IntCounter,
+    pub fallback: prometheus::IntCounter,
+    pub covered: prometheus::IntCounter,
+    pub waited: prometheus::IntCounter,
+}
+
+impl CausalCounters {
+    fn new() -> Self {
+        let c = |l: &str| crate::metrics::metrics().sql_causal.with_label_values(&[l]);
+        Self { pinned: c("pinned"), fallback: c("fallback"), covered: c("covered"), waited: c("waited") }
+    }
 }
 
 /// One client's place under `max_connections`, given back on drop.
@@ -128,6 +147,8 @@ impl SqlProxy {
             global_autocommit: true.into(),
             classes: switchyard_mysql::digest::ClassCache::new(CLASS_CACHE_ENTRIES, spec.pure_functions.clone()),
             classify_counters: ["hit", "miss", "uncached"].map(|r| crate::metrics::metrics().sql_classify.with_label_values(&[r])),
+            rejected: backend::statement_counters("rejected"),
+            causal_counters: CausalCounters::new(),
             clients: Arc::default(),
         }
     }

@@ -75,6 +75,11 @@ impl Upstream {
         self.lb.name()
     }
 
+    /// Whether the policy reads the request (else it is not built for it).
+    pub fn reads_request(&self) -> bool {
+        self.lb.reads_request()
+    }
+
     /// Current version of the backend set (see the field).
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)

@@ -216,7 +216,17 @@ impl Engine {
         let linker = self.linker().map_err(|e| fail(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| fail(format!("unsatisfied import: {e:#}")))?;
         let world = World::of(&pre).map_err(fail)?;
-        Ok(Arc::new(LoadedPlugin { spec: spec.clone(), engine: self.clone(), pre, shared, world, slow_until_ns: AtomicU64::new(0) }))
+        let reads_request = reads_request(&self.inner, &component);
+        Ok(Arc::new(LoadedPlugin {
+            spec: spec.clone(),
+            engine: self.clone(),
+            pre,
+            shared,
+            world,
+            reads_request,
+            slow_until_ns: AtomicU64::new(0),
+            call_seconds: Default::default(),
+        }))
     }
 
     fn linker(&self) -> wasmtime::Result<Linker<HostState>> {
@@ -243,8 +253,22 @@ pub struct LoadedPlugin {
     pub shared: Arc<PluginShared>,
     /// The Switchyard world the component exports.
     pub world: World,
+    /// The component imports a method of `request`: it may read the
+    /// request, so the host builds the view for it.
+    pub reads_request: bool,
     /// Until when (`upstream::now_ns`) calls start on the plugin pool.
     slow_until_ns: AtomicU64,
+    /// `plugin_call_seconds` per hook, resolved at the hook's first call.
+    call_seconds: parking_lot::RwLock<Vec<(&'static str, prometheus::Histogram)>>,
+}
+
+/// Whether `component` imports any method of the `request` resource.
+pub(crate) fn reads_request(engine: &wasmtime::Engine, component: &Component) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    component.component_type().imports(engine).any(|(name, item)| {
+        name.starts_with("switchyard:policy/types@")
+            && matches!(&item.ty, ComponentItem::ComponentInstance(inst) if inst.exports(engine).any(|(f, _)| f.starts_with("[method]request.")))
+    })
 }
 
 const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
@@ -406,12 +430,23 @@ impl LoadedPlugin {
 
     /// Await one guest call: time it under `hook` and turn a failure into
     /// a typed, counted fault. Arm the store's deadline first.
-    pub(crate) async fn timed<T>(&self, hook: &str, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
+    pub(crate) async fn timed<T>(&self, hook: &'static str, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
         let started = std::time::Instant::now();
         let _ticking = self.engine.ticking();
         let out = call.await;
-        metrics().plugin_call_seconds.with_label_values(&[self.spec.name.as_str(), hook]).observe(started.elapsed().as_secs_f64());
+        self.call_seconds(hook).observe(started.elapsed().as_secs_f64());
         out.map_err(|e| self.fault(&e, hook))
+    }
+
+    /// The `plugin_call_seconds` histogram of `hook`, looked up by label
+    /// only at its first call.
+    pub(crate) fn call_seconds(&self, hook: &'static str) -> prometheus::Histogram {
+        if let Some((_, h)) = self.call_seconds.read().iter().find(|(k, _)| *k == hook) {
+            return h.clone();
+        }
+        let h = metrics().plugin_call_seconds.with_label_values(&[self.spec.name.as_str(), hook]);
+        self.call_seconds.write().push((hook, h.clone()));
+        h
     }
 
     /// Turn a wasmtime error from a `hook` call into a typed plugin fault,

@@ -19,6 +19,8 @@ pub fn report(engine: &Engine, bytes: &[u8]) -> Result<String, Error> {
     let mut out = String::new();
     let worlds = World::from_exports(ty.exports(raw).map(|(name, _)| name));
     let _ = writeln!(out, "worlds:  {}", if worlds.is_empty() { "none (no Switchyard seam exported)".into() } else { worlds.join(", ") });
+    let reads = super::engine::reads_request(raw, &component);
+    let _ = writeln!(out, "reads the request: {}", if reads { "yes (imports request methods; the gateway builds the request view for it)" } else { "no (the gateway skips building the request view)" });
     let _ = writeln!(out, "exports:");
     for (name, item) in ty.exports(raw) {
         let _ = writeln!(out, "  {name}{}", functions(raw, &item.ty));

@@ -131,7 +131,7 @@ async fn select_on(arm: Arm, plugin: &LoadedPlugin, inst: &mut seam::Instance<Lb
     if let Some((set, version)) = set {
         let started = std::time::Instant::now();
         guest.call_set_backends(&mut inst.store, &set).await?;
-        crate::metrics::metrics().plugin_call_seconds.with_label_values(&[plugin.spec.name.as_str(), "set-backends"]).observe(started.elapsed().as_secs_f64());
+        plugin.call_seconds("set-backends").observe(started.elapsed().as_secs_f64());
         inst.local.seen_version = version;
         arm(plugin, &mut inst.store);
     }
@@ -160,6 +160,12 @@ fn to_wit(s: LiveStat) -> types::LiveStat {
 impl LbPolicy for WasmLb {
     fn name(&self) -> &str {
         &self.hosted.name
+    }
+
+    /// Read off the component: a plugin that imports none of the request's
+    /// methods cannot read it. The current version decides (swaps change it).
+    fn reads_request(&self) -> bool {
+        self.hosted.current().plugin.reads_request
     }
 
     async fn select(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {

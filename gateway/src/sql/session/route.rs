@@ -17,7 +17,7 @@ impl Session {
         };
         let answer = self.proxy.router.route(&stmt, &info).await.unwrap_or_else(|e| Route::Reject(format!("the SQL router failed: {e}")));
         if let Route::Reject(msg) = answer {
-            metrics().sql_statements.with_label_values(&["rejected", c.class.as_str()]).inc();
+            self.proxy.rejected[c.class.index()].inc();
             return Err(SqlError::new(1105, "HY000", format!("rejected by the SQL router: {msg}")));
         }
         let node = match self.forced(c) {
@@ -45,7 +45,7 @@ impl Session {
             let fresh = self.conns[node].is_none();
             match self.conn(node).await {
                 Ok(_) => {
-                    metrics().sql_statements.with_label_values(&[self.proxy.nodes[node].role.as_str(), c.class.as_str()]).inc();
+                    self.proxy.nodes[node].count(c.class);
                     return Ok(node);
                 }
                 Err(e) if e.code == 2003 && fresh && node != PRIMARY && tries > 1 => {
@@ -152,25 +152,26 @@ impl Session {
             // Deferred after a write with warnings (see `after`).
             self.fetch_gtid().await;
         }
-        let m = metrics();
+        let proxy = self.proxy.clone();
+        let m = &proxy.causal_counters;
         let spec = &self.proxy.spec;
         match spec.causal {
             CausalMode::Off => Ok(node),
             CausalMode::Pin => match self.last_write {
                 Some(t) if t.elapsed().as_millis() < u128::from(spec.pin_window_ms) => {
-                    m.sql_causal.with_label_values(&["pinned"]).inc();
+                    m.pinned.inc();
                     self.fallback_primary("the read-your-writes window is open")
                 }
                 _ => Ok(node),
             },
             CausalMode::Gtid if self.gtid_pending => {
-                m.sql_causal.with_label_values(&["fallback"]).inc();
+                m.fallback.inc();
                 self.fallback_primary("the GTID of your last write is unknown")
             }
             CausalMode::Gtid => {
                 let Some(g) = self.last_gtid else { return Ok(node) };
                 if self.proxy.nodes[node].has_applied(g) {
-                    m.sql_causal.with_label_values(&["covered"]).inc();
+                    m.covered.inc();
                     return Ok(node);
                 }
                 let timeout = spec.causal_timeout_ms;
@@ -182,7 +183,7 @@ impl Session {
                 match waited {
                     Ok(Some(v)) if v == "0" => {
                         self.proxy.nodes[node].note_applied(g);
-                        m.sql_causal.with_label_values(&["waited"]).inc();
+                        m.waited.inc();
                         Ok(node)
                     }
                     other => {
@@ -190,7 +191,7 @@ impl Session {
                             tracing::debug!("GTID wait on {} failed: {e}", self.proxy.nodes[node].role);
                             self.drop_conn(node);
                         }
-                        m.sql_causal.with_label_values(&["fallback"]).inc();
+                        m.fallback.inc();
                         let why = format!("{} has not applied your last write (GTID {g}) within {timeout} ms", self.proxy.nodes[node].role);
                         self.fallback_primary(&why)
                     }
