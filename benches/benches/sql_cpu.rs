@@ -4,13 +4,20 @@
 //! with the text protocol. Next to QPS it reports CPU per statement: the
 //! gateway process's utime + stime, and MariaDB's (every server's) for the
 //! same statements, so the ratio the issue sets (gateway ≤ 0.5x MariaDB's)
-//! is read off one run.
+//! is read off one run. Then `oltp_read_write` with `--skip_trx=on` (each
+//! statement in autocommit, so reads can spread over the replicas), direct
+//! vs through the gateway.
+//!
+//! The last column accounts for the whole machine: sysbench, MariaDB and
+//! the gateway share its 2 cores, so once they saturate it, QPS through the
+//! gateway can be at most (direct CPU per statement, all processes) /
+//! (proxied CPU per statement, all processes): the `CPU ceiling`.
 //!
 //! `cargo build --release -p switchyard && cargo bench -p switchyard-benches --bench sql_cpu`
 
 use std::net::SocketAddr;
 use std::process::Command;
-use switchyard_benches::cpu_secs;
+use switchyard_benches::{children_cpu_secs, cpu_secs};
 use switchyard_tests::mariadb::{Cluster, SqlGateway, APP_PASSWORD, APP_USER, DB};
 
 const THREADS: &str = "8";
@@ -21,8 +28,13 @@ fn secs() -> String {
 
 /// Total queries sysbench ran.
 fn sysbench(addr: SocketAddr, ps_mode: &str, action: &str) -> f64 {
+    sysbench_test("oltp_point_select", &[], addr, ps_mode, action)
+}
+
+fn sysbench_test(test: &str, extra: &[&str], addr: SocketAddr, ps_mode: &str, action: &str) -> f64 {
     let out = Command::new("sysbench")
-        .arg("oltp_point_select")
+        .arg(test)
+        .args(extra)
         .arg(format!("--mysql-host={}", addr.ip()))
         .arg(format!("--mysql-port={}", addr.port()))
         .arg(format!("--mysql-user={APP_USER}"))
@@ -51,12 +63,61 @@ fn main() {
     let servers: Vec<u32> = std::iter::once(&cluster.primary).chain(&cluster.replicas).filter_map(|m| m.pid()).collect();
     let maria_cpu = || servers.iter().map(|&p| cpu_secs(p)).sum::<f64>();
     println!("sysbench oltp_point_select, {THREADS} threads, {} s per run; gateway: builtin split over 2 replicas", secs());
-    println!("| protocol | path | QPS | QPS vs direct | gateway CPU µs/stmt | MariaDB CPU µs/stmt | gateway / MariaDB |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| protocol | path | QPS | QPS vs direct | gateway CPU µs/stmt | MariaDB CPU µs/stmt | gateway / MariaDB | all CPU µs/stmt | CPU ceiling |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (server, runtime) in [("", "work stealing"), ("work_stealing = false\n", "no stealing")] {
         let gw = SqlGateway::start_tuned(&cluster, server, "");
         rows(&cluster, &gw, runtime, &maria_cpu);
     }
+    let gw = SqlGateway::start_tuned(&cluster, "", "");
+    read_write(&cluster, &gw, &maria_cpu);
+}
+
+/// CPU seconds spent per run: (sysbench, MariaDB, gateway).
+struct Spent {
+    queries: f64,
+    sysbench: f64,
+    maria: f64,
+    gateway: f64,
+}
+
+impl Spent {
+    fn measure(gw: &SqlGateway, maria_cpu: &dyn Fn() -> f64, run: impl FnOnce() -> f64) -> Self {
+        let (c0, m0, g0) = (children_cpu_secs(), maria_cpu(), cpu_secs(gw.proc.pid()));
+        let queries = run();
+        Self { queries, sysbench: children_cpu_secs() - c0, maria: maria_cpu() - m0, gateway: cpu_secs(gw.proc.pid()) - g0 }
+    }
+
+    fn us(&self, secs: f64) -> f64 {
+        secs / self.queries * 1e6
+    }
+
+    fn total_us(&self) -> f64 {
+        self.us(self.sysbench + self.maria + self.gateway)
+    }
+}
+
+/// `oltp_read_write`, statements in autocommit: reads spread, writes on the primary.
+fn read_write(cluster: &Cluster, gw: &SqlGateway, maria_cpu: &dyn Fn() -> f64) {
+    let run = |addr| sysbench_test("oltp_read_write", &["--skip_trx=on"], addr, "disable", "run");
+    println!();
+    println!("sysbench oltp_read_write --skip_trx=on, {THREADS} threads, {} s per run", secs());
+    println!("| path | QPS | QPS vs direct | gateway CPU µs/stmt | MariaDB CPU µs/stmt | all CPU µs/stmt | CPU ceiling |");
+    println!("|---|---|---|---|---|---|---|");
+    run(cluster.primary.addr()); // warm-up
+    let direct = Spent::measure(gw, maria_cpu, || run(cluster.primary.addr()));
+    let proxied = Spent::measure(gw, maria_cpu, || run(gw.sql));
+    let per_s = |n: f64| n / secs().parse::<f64>().unwrap();
+    println!("| direct | {:.0} | 1.00 | – | {:.1} | {:.1} | – |", per_s(direct.queries), direct.us(direct.maria), direct.total_us());
+    println!(
+        "| gateway | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
+        per_s(proxied.queries),
+        proxied.queries / direct.queries,
+        proxied.us(proxied.gateway),
+        proxied.us(proxied.maria),
+        proxied.total_us(),
+        direct.total_us() / proxied.total_us()
+    );
 }
 
 fn rows(cluster: &Cluster, gw: &SqlGateway, runtime: &str, maria_cpu: &dyn Fn() -> f64) {
@@ -64,16 +125,19 @@ fn rows(cluster: &Cluster, gw: &SqlGateway, runtime: &str, maria_cpu: &dyn Fn() 
         let label = format!("{protocol}, {runtime}");
         sysbench(cluster.primary.addr(), mode, "run"); // warm-up
         sysbench(gw.sql, mode, "run");
-        let m0 = maria_cpu();
-        let direct = sysbench(cluster.primary.addr(), mode, "run");
-        let direct_maria = (maria_cpu() - m0) / direct * 1e6;
-        let (g0, m0) = (cpu_secs(gw.proc.pid()), maria_cpu());
-        let proxied = sysbench(gw.sql, mode, "run");
-        let gw_us = (cpu_secs(gw.proc.pid()) - g0) / proxied * 1e6;
-        let maria_us = (maria_cpu() - m0) / proxied * 1e6;
+        let direct = Spent::measure(gw, maria_cpu, || sysbench(cluster.primary.addr(), mode, "run"));
+        let proxied = Spent::measure(gw, maria_cpu, || sysbench(gw.sql, mode, "run"));
         let per_s = |n: f64| n / secs().parse::<f64>().unwrap();
-        println!("| {label} | direct | {:.0} | 1.00 | – | {direct_maria:.1} | – |", per_s(direct));
-        println!("| {label} | gateway | {:.0} | {:.2} | {gw_us:.1} | {maria_us:.1} | {:.2} |", per_s(proxied), proxied / direct, gw_us / maria_us);
+        let (gw_us, maria_us) = (proxied.us(proxied.gateway), proxied.us(proxied.maria));
+        println!("| {label} | direct | {:.0} | 1.00 | – | {:.1} | – | {:.1} | – |", per_s(direct.queries), direct.us(direct.maria), direct.total_us());
+        println!(
+            "| {label} | gateway | {:.0} | {:.2} | {gw_us:.1} | {maria_us:.1} | {:.2} | {:.1} | {:.2} |",
+            per_s(proxied.queries),
+            proxied.queries / direct.queries,
+            gw_us / maria_us,
+            proxied.total_us(),
+            direct.total_us() / proxied.total_us()
+        );
     }
     let hits = gw.metric("switchyard_sql_classify_total", &[("result", "hit")]);
     let parsed = gw.metric("switchyard_sql_classify_total", &[]) - hits;

@@ -28,6 +28,15 @@ pub fn cpu_secs(pid: u32) -> f64 {
     f.iter().sum::<u64>() as f64 / 100.0
 }
 
+/// CPU seconds (user + system) of this process's children that were
+/// waited for (a load generator run with `Command::output`, say).
+pub fn children_cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after.split_whitespace().skip(13).take(2).filter_map(|x| x.parse().ok()).collect();
+    f.iter().sum::<u64>() as f64 / 100.0
+}
+
 /// Resident memory of a process, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -162,6 +162,25 @@ fn after_login_idle_time_prepared_statements_and_session_state_are_bounded() {
 }
 
 #[test]
+fn a_backend_silent_past_read_timeout_ms_fails_the_statement_not_the_session() {
+    let cluster = Cluster::start(1);
+    let gw = SqlGateway::start(&cluster, None, "read_timeout_ms = 1000\n");
+    run(async {
+        let mut c = connect(&gw).await.unwrap();
+        let mut other = connect(&gw).await.unwrap();
+        // The backend answers after 5 s; the gateway stops waiting after 1 s.
+        let e = c.query_drop("SELECT SLEEP(5)").await.expect_err("a statement whose backend is silent for 5 s");
+        let text = e.to_string();
+        assert!(text.contains("2013") && text.contains("no answer within read_timeout_ms (1000 ms)"), "{text}");
+        // The client's session goes on, on a fresh backend connection.
+        let v: Option<i64> = c.query_first("SELECT 41 + 1").await.unwrap();
+        assert_eq!(v, Some(42));
+        let v: Option<i64> = other.query_first("SELECT 1").await.unwrap();
+        assert_eq!(v, Some(1));
+    });
+}
+
+#[test]
 fn statements_that_differ_in_literals_are_parsed_once() {
     let cluster = Cluster::start(1);
     let gw = SqlGateway::start(&cluster, None, "");

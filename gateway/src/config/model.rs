@@ -335,6 +335,11 @@ pub struct SqlSection {
     /// `wait_timeout`, 8 h).
     #[serde(default = "default_idle_timeout_ms")]
     pub idle_timeout_ms: Spanned<u64>,
+    /// A backend silent this long during a client's statement: the
+    /// statement fails (ERROR 2013) and that backend connection is dropped
+    /// (ProxySQL's `default_query_timeout`, 10 h).
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: Spanned<u64>,
     /// Client connections served at once; one more gets ERROR 1040.
     #[serde(default = "default_max_connections")]
     pub max_connections: Spanned<usize>,
@@ -353,6 +358,9 @@ fn default_login_timeout_ms() -> Spanned<u64> {
 }
 fn default_idle_timeout_ms() -> Spanned<u64> {
     Spanned::new(0..0, 28_800_000)
+}
+fn default_read_timeout_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 36_000_000)
 }
 fn default_max_connections() -> Spanned<usize> {
     Spanned::new(0..0, 4096)

@@ -102,6 +102,7 @@ pub struct SqlSpec {
     pub pure_functions: Vec<String>,
     pub login_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    pub read_timeout_ms: u64,
     pub max_connections: usize,
     pub max_prepared: usize,
     pub max_session_log: usize,
@@ -515,6 +516,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         ("sql.connect_timeout_ms", &s.connect_timeout_ms, 1, 60_000),
         ("sql.login_timeout_ms", &s.login_timeout_ms, 100, 600_000),
         ("sql.idle_timeout_ms", &s.idle_timeout_ms, 1_000, 31_536_000_000),
+        ("sql.read_timeout_ms", &s.read_timeout_ms, 100, 604_800_000),
     ] {
         if !(lo..=hi).contains(v.get_ref()) {
             c.err(key, v, format!("must be {lo}..={hi}"));
@@ -554,6 +556,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         pure_functions: s.pure_functions.get_ref().iter().map(|f| f.to_ascii_lowercase()).collect(),
         login_timeout_ms: *s.login_timeout_ms.get_ref(),
         idle_timeout_ms: *s.idle_timeout_ms.get_ref(),
+        read_timeout_ms: *s.read_timeout_ms.get_ref(),
         max_connections: *s.max_connections.get_ref(),
         max_prepared: *s.max_prepared.get_ref(),
         max_session_log: *s.max_session_log.get_ref(),

@@ -92,9 +92,14 @@ impl Session {
         conn.io.send(0, payload).await.map_err(|e| lost(&e))?;
         let mut scanner = Scanner::new(conn.caps, expect);
         let mut sent = false;
+        let limit = std::time::Duration::from_millis(self.proxy.spec.read_timeout_ms);
         loop {
             let failed = |e: SqlError| if sent { Fail::Close(e.message) } else { Fail::Client(e) };
-            let mut frame = conn.io.read_frame().await.map_err(|e| failed(lost(&e)))?;
+            let silent = || lost(&format!("no answer within read_timeout_ms ({} ms)", limit.as_millis()));
+            let mut frame = match tokio::time::timeout(limit, conn.io.read_frame()).await {
+                Ok(read) => read.map_err(|e| failed(lost(&e)))?,
+                Err(_) => return Err(failed(silent())),
+            };
             let end = scanner
                 .feed(&frame, expect)
                 .map_err(|e| failed(SqlError::new(2027, "HY000", format!("malformed response from {role}: {e}"))))?;
