@@ -1,5 +1,5 @@
 //! Backend failures through the SQL listener, each with its own cluster:
-//! the primary killed, a replica killed, a replica that stops replicating.
+//! the primary killed, a replica killed or frozen (SIGSTOP), a replica that stops replicating.
 //! Every case ends in a clear error or a correct answer, never a hang, and
 //! a backend that comes back rejoins.
 
@@ -224,6 +224,47 @@ fn a_lagging_replica_is_skipped_while_it_lags() {
         cluster.replicas[0].sql("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = 0; START SLAVE;");
         eventually_async("the replica rejoins once caught up", || async {
             let mut c = connect(&gw).await;
+            server_ids(&mut c, 6).await == BTreeSet::from([2, 3])
+        })
+        .await;
+    });
+}
+
+/// SIGSTOP or SIGCONT a server: it keeps its sockets but stops answering.
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_replica_that_stops_answering_is_marked_down_by_a_bounded_poll_then_rejoins() {
+    let cluster = Cluster::start(2);
+    // A frozen server accepts TCP (the kernel does) but answers nothing:
+    // only the polls' own timeouts can notice it.
+    let gw = SqlGateway::start(&cluster, None, "read_timeout_ms = 2000\nconnect_timeout_ms = 300\n");
+    let pid = cluster.replicas[0].pid().expect("replica-0 runs");
+    run(async {
+        let mut c = connect(&gw).await;
+        assert_eq!(server_ids(&mut c, 4).await, BTreeSet::from([2, 3]));
+        signal(pid, "-STOP");
+        // Reads right away on the held connection: one routed to the frozen
+        // replica ends within read_timeout_ms with a clear error; the others
+        // are answered by the live one.
+        let mut errors = Vec::new();
+        for _ in 0..4 {
+            match bounded("a read", c.query_first::<u32, _>("SELECT @@server_id")).await {
+                Ok(id) => assert_eq!(id, Some(3)),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        assert!(errors.iter().all(|e| e.contains("read_timeout_ms") || e.contains("replica-0")), "{errors:?}");
+        eventually_async("the poll marks the frozen replica down", || async { gw.metric("switchyard_sql_backend_up", &[("backend", "replica-0")]) == 0.0 }).await;
+        // Fresh sessions read from the live replica only.
+        let mut fresh = connect(&gw).await;
+        assert_eq!(bounded("reads while replica-0 is frozen", server_ids(&mut fresh, 6)).await, BTreeSet::from([3]));
+        signal(pid, "-CONT");
+        eventually_async("the replica rejoins", || async {
+            let Some(mut c) = try_connect(&gw).await else { return false };
             server_ids(&mut c, 6).await == BTreeSet::from([2, 3])
         })
         .await;
