@@ -19,6 +19,9 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     /// Downstream requests in flight.
     pub active_requests: IntGauge,
+    /// Downstream HTTP connections open, and the ones refused past the cap.
+    pub http_connections: IntGauge,
+    pub http_refused: prometheus::IntCounter,
     /// Requests in flight per backend (set at scrape time).
     pub backend_active: IntGaugeVec,
     /// Peak-EWMA latency per backend in seconds (set at scrape time).
@@ -139,10 +142,16 @@ impl Metrics {
         let hook = &["plugin", "hook"];
         let active_requests = IntGauge::new("switchyard_active_requests", "Downstream requests in flight").expect("static");
         r.register(Box::new(active_requests.clone())).expect("unique metric name");
+        let http_connections = IntGauge::new("switchyard_http_connections", "Downstream HTTP connections open").expect("static");
+        r.register(Box::new(http_connections.clone())).expect("unique metric name");
+        let http_refused = prometheus::IntCounter::new("switchyard_http_connections_refused_total", "HTTP connections refused past server.max_connections").expect("static");
+        r.register(Box::new(http_refused.clone())).expect("unique metric name");
         Self {
             requests: counter(&r, "switchyard_requests_total", "Requests by route, upstream, backend and status", &["route", "upstream", "backend", "status"]),
             request_seconds: histogram(&r, "switchyard_request_duration_seconds", "Request latency", &["route", "upstream"], exponential_buckets(0.0005, 2.0, 16).expect("static")),
             active_requests,
+            http_connections,
+            http_refused,
             backend_active: int_gauge(&r, "switchyard_backend_active_requests", "Requests in flight per backend", &["upstream", "backend"]),
             backend_ewma_seconds: gauge(&r, "switchyard_backend_ewma_seconds", "Peak-EWMA latency per backend", &["upstream", "backend"]),
             backend_up: int_gauge(&r, "switchyard_backend_up", "1 while the backend is routable", &["upstream", "backend"]),

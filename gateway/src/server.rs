@@ -181,7 +181,8 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "switchyard");
+    let app = crate::proxy::Capped::new(pingora::proxy::http_proxy(&server.configuration, gateway), cfg.max_connections);
+    let mut proxy = pingora::services::listening::Service::new("switchyard".into(), app);
     proxy.add_listener(unbuffered_tcp(&cfg.listen.to_string()));
     server.add_service(proxy);
     server.add_service(pingora::services::background::background_service(

@@ -303,3 +303,50 @@ fn pooled_backend_connections_close_after_idle_timeout_ms() {
     // The pool reconnects after an idle close.
     assert_eq!(get(gw.addr, "/short", &[]).status, 200);
 }
+
+/// One keep-alive GET on `s`; the status.
+fn keepalive_get(s: &mut std::net::TcpStream) -> u16 {
+    use std::io::{BufRead, Read, Write};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    status
+}
+
+#[test]
+fn http_connections_past_max_connections_get_503_and_the_others_are_served() {
+    let b = backend("b", &[]);
+    let gw = gateway(&format!("{SERVER}max_connections = 2\n{}", upstream("web", None, &[(&b, 1)], "")));
+    let open = || {
+        let s = std::net::TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        s
+    };
+    let (mut one, mut two) = (open(), open());
+    assert_eq!((keepalive_get(&mut one), keepalive_get(&mut two)), (200, 200));
+    let refused = get(gw.addr, "/", &[]);
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert!(refused.body.contains("at most 2 connections (server.max_connections)"), "{refused:?}");
+    // The connections inside the cap keep being served.
+    assert_eq!(keepalive_get(&mut one), 200);
+    drop(two);
+    eventually(10, "a closed connection frees its place", || get(gw.addr, "/", &[]).status == 200);
+    assert_eq!(keepalive_get(&mut one), 200);
+}

@@ -47,6 +47,9 @@ pub struct ServerSection {
     /// One tokio runtime per thread, each serving the connections it
     /// accepted (Pingora's no-steal runtimes): fewer cross-thread wake-ups.
     pub work_stealing: bool,
+    /// Client connections the HTTP listener serves at once; one more gets
+    /// a 503 and is closed.
+    pub max_connections: usize,
 }
 
 /// Default of `server.work_stealing` (see the HTTP bench).
@@ -61,6 +64,7 @@ impl Default for ServerSection {
             request_id_header: "x-request-id".into(),
             grace_ms: 5000,
             work_stealing: WORK_STEALING,
+            max_connections: 65_536,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct ValidConfig {
     pub request_id_header: String,
     pub grace_ms: u64,
     pub work_stealing: bool,
+    pub max_connections: usize,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -263,6 +264,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.grace_ms > 3_600_000 {
         c.errors.push(ConfigError { path: "server.grace_ms".into(), line: None, message: "must be 0..=3600000".into() });
     }
+    if raw.server.max_connections == 0 || raw.server.max_connections > 10_000_000 {
+        c.errors.push(ConfigError { path: "server.max_connections".into(), line: None, message: "must be 1..=10000000".into() });
+    }
     if raw.server.plugin_threads.is_some_and(|n| n == 0 || n > 256) {
         c.errors.push(ConfigError { path: "server.plugin_threads".into(), line: None, message: "must be 1..=256".into() });
     }
@@ -292,6 +296,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
         grace_ms: raw.server.grace_ms,
         work_stealing: raw.server.work_stealing,
+        max_connections: raw.server.max_connections,
         plugins,
         upstreams,
         routes,

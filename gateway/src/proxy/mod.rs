@@ -18,9 +18,11 @@
 //! |                          | failed; access post-update; stats, metrics    |
 //! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
 
+mod capped;
 mod ctx;
 mod routes;
 
+pub use capped::Capped;
 pub use ctx::Ctx;
 pub use routes::{label as route_label, Router};
 
