@@ -54,13 +54,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.identify(session, &self.request_id_header);
-        let Some(matched) = self.router.route(session.req_header()).cloned() else {
+        let Some(matched) = self.router.route(session.req_header()) else {
             let h = session.req_header();
             let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
             self.answer(session, ctx, 404, &why).await?;
             return Ok(true);
         };
-        ctx.start(&matched);
+        ctx.start(matched);
         if let Some(gate) = &matched.access {
             let req = ctx.view(session);
             match gate.admit(&req).await {
@@ -107,9 +107,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        strip_internal(req.headers.keys().cloned().collect(), |h| {
+        for h in internal_names(&req.headers) {
             req.remove_header(&h);
-        });
+        }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
             let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
                 Some(prior) => format!("{prior}, {ip}"),
@@ -131,9 +131,9 @@ impl ProxyHttp for Gateway {
         } else {
             Vec::new()
         };
-        strip_internal(resp.headers.keys().cloned().collect(), |h| {
+        for h in internal_names(&resp.headers) {
             resp.remove_header(&h);
-        });
+        }
         for (name, value) in add {
             resp.append_header(name, value)?;
         }
@@ -250,6 +250,12 @@ fn explain(e: &Error) -> String {
     }
 }
 
-fn strip_internal(names: Vec<http::HeaderName>, mut remove: impl FnMut(http::HeaderName)) {
-    names.into_iter().filter(|h| h.as_str().starts_with(INTERNAL_PREFIX)).for_each(&mut remove);
+/// The `x-switchyard-*` header names of `headers`, to remove; nothing is
+/// allocated when there are none (the usual case).
+fn internal_names(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
+    let internal = |k: &&http::HeaderName| k.as_str().starts_with(INTERNAL_PREFIX);
+    match headers.keys().any(|k| internal(&k)) {
+        true => headers.keys().filter(internal).cloned().collect(),
+        false => Vec::new(),
+    }
 }

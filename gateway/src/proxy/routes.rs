@@ -50,11 +50,12 @@ impl Router {
 
     /// What a request matches, if any route does.
     pub fn route(&self, req: &RequestHeader) -> Option<&Matched> {
-        let host = host_of(req).map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
+        // Route hosts are lower case; the request's is compared without a copy.
+        let host = host_of(req).map(|h| h.split(':').next().unwrap_or(h));
         let path = req.uri.path();
         self.routes
             .iter()
-            .find(|(r, _)| r.host.as_ref().is_none_or(|h| Some(h) == host.as_ref()) && prefix_matches(&r.path_prefix, path))
+            .find(|(r, _)| r.host.as_ref().is_none_or(|h| host.is_some_and(|got| got.eq_ignore_ascii_case(h))) && prefix_matches(&r.path_prefix, path))
             .map(|(_, m)| m)
     }
 }
