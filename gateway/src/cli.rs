@@ -207,7 +207,7 @@ fn run(path: &std::path::Path) -> ExitCode {
     match crate::server::server(&cfg, built) {
         Ok(server) => {
             crate::server::exit_when_drained();
-            server.run_forever()
+            crate::server::run(server)
         }
         Err(e) => {
             eprintln!("{e}");

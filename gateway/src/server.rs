@@ -217,29 +217,70 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
     Ok(server)
 }
 
-/// On SIGTERM, exit as soon as nothing is in flight (HTTP requests, SQL
-/// commands) for 60 ms, instead of waiting out all of `grace_ms`: an idle
-/// gateway stops at once. Pingora's own grace still bounds a drain that
-/// never ends, and it has already stopped accepting.
+/// On SIGTERM or SIGINT, exit as soon as nothing is in flight (HTTP
+/// requests, SQL commands) for 60 ms, instead of waiting out all of
+/// `grace_ms`: an idle gateway stops at once. Pingora's own grace still
+/// bounds a drain that never ends, and it has already stopped accepting.
+/// A second SIGINT exits at once (130).
 pub fn exit_when_drained() {
     let watcher = || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else { return };
-            term.recv().await;
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
             let m = crate::metrics::metrics();
             let mut quiet = 0;
             while quiet < 3 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                    // A second Ctrl-C (or SIGINT) does not wait for the drain.
+                    _ = int.recv() => {
+                        tracing::warn!("{name}, then SIGINT: exiting without waiting for what is in flight");
+                        std::process::exit(130);
+                    }
+                }
                 quiet = if m.active_requests.get() == 0 && m.sql_active_commands.get() == 0 { quiet + 1 } else { 0 };
             }
-            tracing::info!("SIGTERM: nothing in flight, exiting");
+            tracing::info!("{name}: nothing in flight, exiting");
             std::process::exit(0);
         });
     };
     if let Err(e) = std::thread::Builder::new().name("switchyard-drain".into()).spawn(watcher) {
         tracing::warn!("no early exit on SIGTERM (the full grace applies): {e}");
     }
+}
+
+/// Shutdown signals: SIGTERM (a service manager's stop) and SIGINT (Ctrl-C)
+/// both drain, as `exit_when_drained` and `grace_ms` describe; Pingora's
+/// own watcher would make SIGINT drop what is in flight. SIGQUIT keeps its
+/// Pingora meaning (graceful upgrade).
+pub struct Signals;
+
+#[async_trait::async_trait]
+impl pingora::server::ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> pingora::server::ShutdownSignal {
+        use pingora::server::ShutdownSignal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (signal(SignalKind::quit()), signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot watch shutdown signals; stop the gateway with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+        }
+    }
+}
+
+/// Serve until a shutdown signal has drained the gateway, then exit.
+pub fn run(server: Server) -> ! {
+    server.run(pingora::server::RunArgs { shutdown_signal: Box::new(Signals) });
+    std::process::exit(0)
 }
 
 /// A plain TCP listener without Pingora's 64 KiB per-connection read

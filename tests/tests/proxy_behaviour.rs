@@ -123,22 +123,32 @@ fn client_hang_ups_are_not_errors() {
 /// Pingora's 300 s default.
 #[test]
 fn sigterm_drains_then_exits() {
+    drains_then_exits("-TERM");
+}
+
+/// Ctrl-C drains too (Pingora alone would drop the request in flight).
+#[test]
+fn sigint_drains_then_exits() {
+    drains_then_exits("-INT");
+}
+
+fn drains_then_exits(signal: &str) {
     let b = backend("b", &["--delay-ms", "800"]);
     let server = SERVER.replace("threads = 2\n", "threads = 2\ngrace_ms = 2000\n");
     let gw = gateway(&format!("{server}{}", upstream("web", None, &[(&b, 1)], "")));
     let addr = gw.addr;
     let in_flight = std::thread::spawn(move || get(addr, "/", &[]));
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let status = std::process::Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill").args([signal, &gw.pid().to_string()]).status().unwrap();
     assert!(status.success());
     let r = in_flight.join().unwrap();
-    assert_eq!((r.status, r.backend()), (200, "b"), "the request in flight when SIGTERM came finished");
+    assert_eq!((r.status, r.backend()), (200, "b"), "the request in flight when {signal} came finished");
     // A bound on a hang, not a timing check: grace 2 s + runtimes 2 s.
     let exited = (0..300).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(100));
         std::fs::read_to_string(format!("/proc/{}/stat", gw.pid())).map_or(true, |s| s.rsplit(')').next().is_some_and(|t| t.trim_start().starts_with('Z')))
     });
-    assert!(exited, "still running 30 s after SIGTERM:\n{}", gw.log_text());
+    assert!(exited, "still running 30 s after {signal}:\n{}", gw.log_text());
 }
 
 /// An idle gateway does not wait out its grace on SIGTERM: with a 30 s
