@@ -313,7 +313,7 @@ fn class_of(stmt: &Ast, lower: &str) -> StatementClass {
         | Ast::RenameTable(_)
         | Ast::LoadData { .. }
         | Ast::LockTables { .. }
-        | Ast::UnlockTables { .. }
+        | Ast::UnlockTables
         | Ast::OptimizeTable { .. }
         | Ast::Analyze(_) => Write,
         _ => Other,
