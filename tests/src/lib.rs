@@ -87,6 +87,14 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // A failing test shows what the process said (and whether it exited).
+        if std::thread::panicking() {
+            let exited = self.child.try_wait().ok().flatten().map_or_else(|| "running".to_string(), |s| format!("exited: {s}"));
+            let log = self.log_text();
+            let start = (log.len().saturating_sub(6000)..log.len()).find(|&i| log.is_char_boundary(i)).unwrap_or(0);
+            let tail = &log[start..];
+            eprintln!("--- process {} on {} ({exited}), last of its log ---\n{tail}", self.child.id(), self.addr);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
