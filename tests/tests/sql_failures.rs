@@ -37,6 +37,19 @@ async fn server_ids(c: &mut Conn, n: usize) -> BTreeSet<u32> {
     seen
 }
 
+/// Four reads on a connection while a replica is out: each is answered by
+/// the live replica `live` (its server id) or fails; the failures.
+async fn reads_on_the_live_replica_or_errors(c: &mut Conn, live: u32) -> Vec<String> {
+    let mut errors = Vec::new();
+    for _ in 0..4 {
+        match bounded("a read", c.query_first::<u32, _>("SELECT @@server_id")).await {
+            Ok(id) => assert_eq!(id, Some(live)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    errors
+}
+
 async fn eventually_async<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f().await {
@@ -108,13 +121,7 @@ fn replica_killed_reads_move_to_the_other_then_it_rejoins() {
         cluster.replicas[0].kill();
         // A read on the held connection to the dead replica gets a clear
         // error, not a hang; the others succeed.
-        let mut errors = Vec::new();
-        for _ in 0..4 {
-            match bounded("a read", c.query_first::<u32, _>("SELECT @@server_id")).await {
-                Ok(id) => assert_eq!(id, Some(3)),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let errors = reads_on_the_live_replica_or_errors(&mut c, 3).await;
         assert!(errors.iter().all(|e| e.contains("replica-0") || e.contains("lost connection")), "{errors:?}");
         let mut c = connect(&gw).await;
         eventually_async("reads avoid the dead replica", || async { gw.metric("switchyard_sql_backend_up", &[("backend", "replica-0")]) == 0.0 }).await;
@@ -250,13 +257,7 @@ fn a_replica_that_stops_answering_is_marked_down_by_a_bounded_poll_then_rejoins(
         // Reads right away on the held connection: one routed to the frozen
         // replica ends within read_timeout_ms with a clear error; the others
         // are answered by the live one.
-        let mut errors = Vec::new();
-        for _ in 0..4 {
-            match bounded("a read", c.query_first::<u32, _>("SELECT @@server_id")).await {
-                Ok(id) => assert_eq!(id, Some(3)),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
+        let errors = reads_on_the_live_replica_or_errors(&mut c, 3).await;
         assert!(errors.iter().all(|e| e.contains("read_timeout_ms") || e.contains("replica-0")), "{errors:?}");
         eventually_async("the poll marks the frozen replica down", || async { gw.metric("switchyard_sql_backend_up", &[("backend", "replica-0")]) == 0.0 }).await;
         // Fresh sessions read from the live replica only.
