@@ -72,7 +72,7 @@ impl ProxyHttp for Gateway {
             }
         }
         match &matched.session {
-            Some(policy) => self.session_before(session, ctx, policy.as_ref(), &matched.label).await,
+            Some(policy) => self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label).await,
             None => Ok(false),
         }
     }

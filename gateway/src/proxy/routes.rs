@@ -13,7 +13,6 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Matched {
     pub upstream: Arc<Upstream>,
-    pub label: Arc<str>,
     pub metrics: Arc<RouteMetrics>,
     pub session: Option<Arc<dyn SessionPolicy>>,
     pub access: Option<Arc<crate::access::RouteGate>>,
@@ -32,11 +31,9 @@ impl Router {
             .enumerate()
             .map(|(i, r)| {
                 let upstream = upstreams[r.upstream].clone();
-                let label: Arc<str> = label(r).into();
                 let m = Matched {
-                    metrics: Arc::new(RouteMetrics::new(label.clone(), &upstream)),
+                    metrics: Arc::new(RouteMetrics::new(label(r).into(), &upstream)),
                     upstream,
-                    label,
                     session: sessions.get(i).cloned().flatten(),
                     access: gates.get(i).cloned().flatten(),
                 };
