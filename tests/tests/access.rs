@@ -352,3 +352,220 @@ fn a_down_attribute_store_or_a_trapping_plugin_denies() {
     assert_eq!(r.status, 503, "a trapping plugin denies: {r:?}");
     assert!(r.body.contains("access check unavailable"), "{}", r.body);
 }
+
+/// Keys made for one test with the `openssl` CLI: PEM public keys for the
+/// gateway, DER private keys for signing (what `jsonwebtoken` takes
+/// without its `use_pem` feature).
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn generate() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).current_dir(dir.path()).output();
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => panic!("openssl {args:?} failed: {}", String::from_utf8_lossy(&o.stderr)),
+                Err(e) => panic!("the openssl CLI is needed to make test keys ({e}); install it: apt-get install openssl"),
+            }
+        };
+        for rsa in ["rsa", "rsa2"] {
+            openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &format!("{rsa}.pem")]);
+            openssl(&["pkey", "-in", &format!("{rsa}.pem"), "-pubout", "-out", &format!("{rsa}.pub.pem")]);
+            openssl(&["rsa", "-in", &format!("{rsa}.pem"), "-traditional", "-outform", "DER", "-out", &format!("{rsa}.der")]);
+        }
+        for (ec, curve) in [("ec", "P-256"), ("p384", "P-384")] {
+            openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", &format!("ec_paramgen_curve:{curve}"), "-out", &format!("{ec}.pem")]);
+            openssl(&["pkey", "-in", &format!("{ec}.pem"), "-pubout", "-out", &format!("{ec}.pub.pem")]);
+            openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &format!("{ec}.pem"), "-outform", "DER", "-out", &format!("{ec}.der")]);
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap()
+    }
+}
+
+const KEY_A: &str = "rotation-key-a-0123456789abcdefghijkl";
+const KEY_B: &str = "rotation-key-b-0123456789abcdefghijkl";
+
+/// Claims valid now for the issuer and audience of `keyed_config`, with `extra` merged over.
+fn claims_now(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = serde_json::json!({ "sub": "vi", "roles": ["viewer"], "exp": now_s() + 600, "iss": "https://idp.test", "aud": "exam-api" });
+    for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(&k);
+        } else {
+            c[k] = v;
+        }
+    }
+    c
+}
+
+fn signed(alg: jsonwebtoken::Algorithm, kid: Option<&str>, key: &EncodingKey, claims: serde_json::Value) -> String {
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_string);
+    encode(&h, &claims, key).unwrap()
+}
+
+/// The rbac plugin on `/doc`, subjects from `[access]` = `access`.
+fn keyed_config(b: SocketAddr, access: &str) -> String {
+    format!(
+        "{SERVER}[access]\n{access}\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{b}\" }}]\n\
+         [[routes]]\npath_prefix = \"/doc\"\nupstream = \"app\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
+        plugin("access_rbac").to_string_lossy()
+    )
+}
+
+fn assert_answers(gw: SocketAddr, cases: &[(&str, &str, u16, &str)]) {
+    for (what, token, status, reason) in cases {
+        let r = call(gw, "GET", "/doc", Some(token));
+        assert_eq!(r.status, *status, "{what}: {r:?}");
+        assert!(r.body.contains(reason), "{what}: the reason {reason:?} is not in {:?}", r.body);
+        for internal in ["JSON error", "InvalidAlgorithm", "variant", "ErrorKind"] {
+            assert!(!r.body.contains(internal), "{what}: library internals in {:?}", r.body);
+        }
+    }
+}
+
+#[test]
+fn tokens_are_checked_in_full_time_issuer_audience_and_the_key_their_kid_names() {
+    let keys = Keys::generate();
+    let b = backend("app", &[]);
+    let access = format!(
+        "audience = \"exam-api\"\nissuer = \"https://idp.test\"\n\
+         [[access.keys]]\nkid = \"hs-a\"\nalg = \"HS256\"\nsecret = \"{KEY_A}\"\n\
+         [[access.keys]]\nkid = \"hs-b\"\nalg = \"HS256\"\nsecret = \"{KEY_B}\"\n\
+         [[access.keys]]\nkid = \"rsa1\"\nalg = \"RS256\"\npublic_key_file = {:?}\n\
+         [[access.keys]]\nkid = \"ec1\"\nalg = \"ES256\"\npublic_key_file = {:?}\n",
+        keys.path("rsa.pub.pem").to_string_lossy(),
+        keys.path("ec.pub.pem").to_string_lossy()
+    );
+    let gw = gateway(&keyed_config(b.addr, &access));
+    let (a, bk) = (EncodingKey::from_secret(KEY_A.as_bytes()), EncodingKey::from_secret(KEY_B.as_bytes()));
+    let rsa = EncodingKey::from_rsa_der(&keys.read("rsa.der"));
+    let rsa2 = EncodingKey::from_rsa_der(&keys.read("rsa2.der"));
+    let ec = EncodingKey::from_ec_der(&keys.read("ec.der"));
+    let hs = |kid: Option<&str>, key: &EncodingKey, extra: serde_json::Value| signed(jsonwebtoken::Algorithm::HS256, kid, key, claims_now(extra));
+    let none = serde_json::Value::Null;
+    let (now, hour) = (now_s(), serde_json::json!(now_s() + 3600));
+    let alg_none = format!("{}.{}.", base64_url(r#"{"alg":"none","typ":"JWT"}"#), base64_url(&claims_now(none.clone()).to_string()));
+    let hs384 = signed(jsonwebtoken::Algorithm::HS384, Some("hs-a"), &a, claims_now(none.clone()));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("kid hs-a, key A", hs(Some("hs-a"), &a, none.clone()), 200, ""),
+        ("rotation: kid hs-b, key B", hs(Some("hs-b"), &bk, none.clone()), 200, ""),
+        ("no kid: every key tried", hs(None, &bk, none.clone()), 200, ""),
+        ("kid of A, signed with B", hs(Some("hs-a"), &bk, none.clone()), 401, "invalid token: signature does not verify"),
+        ("unknown kid", hs(Some("hs-z"), &a, none.clone()), 401, "invalid token: no key with kid \"hs-z\""),
+        ("RS256 from a PEM file", signed(jsonwebtoken::Algorithm::RS256, Some("rsa1"), &rsa, claims_now(none.clone())), 200, ""),
+        ("RS256 without a kid", signed(jsonwebtoken::Algorithm::RS256, None, &rsa, claims_now(none.clone())), 200, ""),
+        ("RS256, another RSA key", signed(jsonwebtoken::Algorithm::RS256, Some("rsa1"), &rsa2, claims_now(none.clone())), 401, "invalid token: signature does not verify"),
+        ("ES256 from a PEM file", signed(jsonwebtoken::Algorithm::ES256, Some("ec1"), &ec, claims_now(none.clone())), 200, ""),
+        ("nbf an hour ahead", hs(Some("hs-a"), &a, serde_json::json!({ "nbf": hour })), 401, "invalid token: not valid yet (nbf "),
+        ("nbf now", hs(Some("hs-a"), &a, serde_json::json!({ "nbf": now, "iat": now })), 200, ""),
+        ("iat an hour ahead", hs(Some("hs-a"), &a, serde_json::json!({ "iat": hour })), 401, "invalid token: issued in the future (iat "),
+        ("expired", hs(Some("hs-a"), &a, serde_json::json!({ "exp": now - 10 })), 401, "invalid token: expired (exp "),
+        ("no aud", hs(Some("hs-a"), &a, serde_json::json!({ "aud": null })), 401, "invalid token: missing claim \"aud\""),
+        ("another aud", hs(Some("hs-a"), &a, serde_json::json!({ "aud": "billing" })), 401, "invalid token: claim \"aud\" does not include \"exam-api\""),
+        ("aud in a list", hs(Some("hs-a"), &a, serde_json::json!({ "aud": ["billing", "exam-api"] })), 200, ""),
+        ("no iss", hs(Some("hs-a"), &a, serde_json::json!({ "iss": null })), 401, "invalid token: missing claim \"iss\""),
+        ("another iss", hs(Some("hs-a"), &a, serde_json::json!({ "iss": "https://evil.test" })), 401, "invalid token: claim \"iss\" is not \"https://idp.test\""),
+        ("alg none", alg_none, 401, "invalid token: alg \"none\" is refused (unsigned token)"),
+        ("HS384", hs384, 401, "invalid token: alg \"HS384\" is not accepted (keys here: HS256, RS256, ES256)"),
+        ("not a JWT", "x.y.z".into(), 401, "invalid token: not a JWT ("),
+        ("two parts", "abc.def".into(), 401, "invalid token: not a JWT (expected 3 dot-separated parts, found 2)"),
+    ];
+    let cases: Vec<(&str, &str, u16, &str)> = cases.iter().map(|(w, t, s, r)| (*w, t.as_str(), *s, *r)).collect();
+    assert_answers(gw.addr, &cases);
+}
+
+#[test]
+fn an_rs256_public_key_never_verifies_an_hs256_token_signed_with_it() {
+    let keys = Keys::generate();
+    let b = backend("app", &[]);
+    // The classic confusion attack: the public key is public, so an attacker
+    // signs HS256 with its PEM bytes as the secret and hopes the verifier
+    // lets the token's alg pick how the key is used.
+    let pem = keys.read("rsa.pub.pem");
+    let attack = |kid: Option<&str>| signed(jsonwebtoken::Algorithm::HS256, kid, &EncodingKey::from_secret(&pem), claims_now(serde_json::Value::Null));
+    let rs_only = format!("[[access.keys]]\nkid = \"rsa1\"\nalg = \"RS256\"\npublic_key_file = {:?}\n", keys.path("rsa.pub.pem").to_string_lossy());
+    let gw = gateway(&keyed_config(b.addr, &rs_only));
+    let genuine = signed(jsonwebtoken::Algorithm::RS256, Some("rsa1"), &EncodingKey::from_rsa_der(&keys.read("rsa.der")), claims_now(serde_json::Value::Null));
+    assert_answers(
+        gw.addr,
+        &[
+            ("the genuine RS256 token", &genuine, 200, ""),
+            ("HS256 signed with the PEM, kid of the RSA key", &attack(Some("rsa1")), 401, "invalid token: alg \"HS256\" is not accepted (keys here: RS256)"),
+            ("HS256 signed with the PEM, no kid", &attack(None), 401, "invalid token: alg \"HS256\" is not accepted (keys here: RS256)"),
+        ],
+    );
+    // With HS256 secrets configured too, the RSA key still only verifies RS256.
+    let mixed = format!("jwt_keys = [\"{JWT_KEY}\"]\n{rs_only}");
+    let gw = gateway(&keyed_config(b.addr, &mixed));
+    assert_answers(
+        gw.addr,
+        &[
+            ("a jwt_keys token", &token("vi", serde_json::json!({ "roles": ["viewer"] })), 200, ""),
+            ("HS256 with the PEM, kid of the RSA key", &attack(Some("rsa1")), 401, "invalid token: key \"rsa1\" verifies RS256 tokens only, this one says \"HS256\""),
+            ("HS256 with the PEM, no kid", &attack(None), 401, "invalid token: signature does not verify"),
+            ("an unknown kid falls back to jwt_keys", &signed(jsonwebtoken::Algorithm::HS256, Some("old"), &EncodingKey::from_secret(JWT_KEY.as_bytes()), claims_now(serde_json::Value::Null)), 200, ""),
+        ],
+    );
+}
+
+#[test]
+fn token_keys_are_checked_at_load_with_the_key_path_and_why() {
+    let keys = Keys::generate();
+    std::fs::write(keys.path("garbage.pem"), "not a key at all\n").unwrap();
+    let write = |access: &str| {
+        let path = keys.path("switchyard.toml");
+        std::fs::write(&path, format!("{SERVER}[access]\n{access}").replace("{listen}", "127.0.0.1:1")).unwrap();
+        check(&path)
+    };
+    // Paths relative to the config file.
+    let (ok, out) = write(
+        "audience = \"api\"\nissuer = \"https://idp.test\"\n\
+         [[access.keys]]\nkid = \"r\"\nalg = \"RS256\"\npublic_key_file = \"rsa.pub.pem\"\n\
+         [[access.keys]]\nkid = \"e\"\nalg = \"ES256\"\npublic_key_file = \"ec.pub.pem\"\n\
+         [[access.keys]]\nkid = \"h\"\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+    );
+    assert!(ok, "a good key list passes: {out}");
+    let (ok, out) = write(
+        "audience = \"\"\n\
+         [[access.keys]]\nkid = \"short\"\nalg = \"HS256\"\nsecret = \"too-short\"\n\
+         [[access.keys]]\nkid = \"short\"\nalg = \"HS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+         [[access.keys]]\nkid = \"384\"\nalg = \"HS384\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+         [[access.keys]]\nkid = \"gone\"\nalg = \"RS256\"\npublic_key_file = \"nope.pem\"\n\
+         [[access.keys]]\nkid = \"junk\"\nalg = \"RS256\"\npublic_key_file = \"garbage.pem\"\n\
+         [[access.keys]]\nkid = \"private\"\nalg = \"RS256\"\npublic_key_file = \"rsa.pem\"\n\
+         [[access.keys]]\nkid = \"ec-as-rsa\"\nalg = \"RS256\"\npublic_key_file = \"ec.pub.pem\"\n\
+         [[access.keys]]\nkid = \"p384\"\nalg = \"ES256\"\npublic_key_file = \"p384.pub.pem\"\n\
+         [[access.keys]]\nkid = \"rs-secret\"\nalg = \"RS256\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+         [[access.keys]]\nkid = \"hs-file\"\nalg = \"HS256\"\npublic_key_file = \"rsa.pub.pem\"\n",
+    );
+    assert!(!ok, "{out}");
+    // `check` runs in the config's directory: the paths print as written.
+    for want in [
+        "line 5: access.audience: is empty".to_string(),
+        "access.keys[0].secret: is 9 bytes; an HS256 key needs at least 32".into(),
+        "access.keys[1].kid: \"short\" is also access.keys[0].kid".into(),
+        "access.keys[2].alg: \"HS384\" is not HS256, RS256 or ES256".into(),
+        "access.keys[3].public_key_file: nope.pem: No such file".into(),
+        "access.keys[4].public_key_file: garbage.pem: not PEM (no -----BEGIN line)".into(),
+        "access.keys[5].public_key_file: rsa.pem: holds a private key".into(),
+        "access.keys[6].public_key_file: ec.pub.pem: not an RSA public key".into(),
+        "access.keys[7].public_key_file: p384.pub.pem: not a P-256 key".into(),
+        "access.keys[8].secret: an RS256 key is a public key: set public_key_file".into(),
+        "access.keys[9].public_key_file: an HS256 key is a shared secret".into(),
+    ] {
+        assert!(out.contains(&want), "{want:?} is not in:\n{out}");
+    }
+}

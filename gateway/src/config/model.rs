@@ -553,6 +553,15 @@ pub struct AccessSection {
     /// or the `token_cookie`); at least 32 bytes each, any one verifies.
     pub jwt_keys: Option<Spanned<Vec<String>>>,
     pub jwt_keys_env: Option<Spanned<String>>,
+    /// Keys with an id and an algorithm (`[[access.keys]]`): a token's
+    /// `kid` selects one, so keys can rotate; RS256/ES256 verify tokens of
+    /// an identity provider without holding its signing secret.
+    #[serde(default)]
+    pub keys: Vec<AccessKeySection>,
+    /// When set, a token's `aud` must name it.
+    pub audience: Option<Spanned<String>>,
+    /// When set, a token's `iss` must be it.
+    pub issuer: Option<Spanned<String>>,
     #[serde(default = "default_token_cookie")]
     pub token_cookie: String,
     /// TOML file of static subject attributes: `[subjects.ID] class = "students"`.
@@ -563,6 +572,20 @@ pub struct AccessSection {
     /// `central` (memcached: atomic across nodes) or `local` (one node).
     #[serde(default = "default_mutable_tier")]
     pub mutable_tier: Spanned<String>,
+}
+
+/// One `[[access.keys]]`: an HS256 secret or an RS256/ES256 public key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeySection {
+    pub kid: Spanned<String>,
+    /// `HS256`, `RS256` or `ES256`: the only algorithm this key verifies.
+    pub alg: Spanned<String>,
+    /// HS256: the secret (at least 32 bytes), or the variable holding it.
+    pub secret: Option<Spanned<String>>,
+    pub secret_env: Option<Spanned<String>>,
+    /// RS256/ES256: a PEM public key (`BEGIN PUBLIC KEY`), relative to the config file.
+    pub public_key_file: Option<Spanned<String>>,
 }
 
 fn default_token_cookie() -> String {

@@ -2,6 +2,7 @@
 
 use super::model::*;
 use super::{line_of, ConfigError};
+use jsonwebtoken as jwt;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,7 +219,10 @@ pub struct RouteAccessSpec {
 /// `[access]`, validated.
 #[derive(Clone, Default)]
 pub struct AccessSpec {
-    pub jwt_keys: Vec<Vec<u8>>,
+    /// `jwt_keys` (HS256, no kid) then `[[access.keys]]`, in file order.
+    pub keys: Vec<TokenKey>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
     pub token_cookie: String,
     /// Subject id -> static attributes.
     pub statics: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
@@ -226,9 +230,20 @@ pub struct AccessSpec {
     pub mutable_central: bool,
 }
 
+/// One key subject tokens are verified with, parsed.
+#[derive(Clone)]
+pub struct TokenKey {
+    /// `None` for `jwt_keys`: such a key is tried for any token of its alg.
+    pub kid: Option<String>,
+    /// The one algorithm this key verifies (no algorithm confusion).
+    pub alg: jwt::Algorithm,
+    pub key: jwt::DecodingKey,
+}
+
 impl std::fmt::Debug for AccessSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessSpec").field("jwt_keys", &self.jwt_keys.len()).field("subjects", &self.statics.len()).field("mutable", &self.mutable).finish()
+        let keys: Vec<String> = self.keys.iter().map(|k| format!("{:?} {}", k.alg, k.kid.as_deref().unwrap_or("-"))).collect();
+        f.debug_struct("AccessSpec").field("keys", &keys).field("audience", &self.audience).field("issuer", &self.issuer).field("subjects", &self.statics.len()).field("mutable", &self.mutable).finish()
     }
 }
 
@@ -325,8 +340,8 @@ fn check_access(c: &mut Checker, a: &AccessSection, base: &Path, session: &Sessi
         }
         (None, None) => Vec::new(),
     };
-    if keys.is_empty() {
-        c.errors.push(ConfigError { path: "access.jwt_keys".into(), line: None, message: "list at least one HS256 key (or jwt_keys_env): subjects are identified by signed tokens".into() });
+    if keys.is_empty() && a.keys.is_empty() {
+        c.errors.push(ConfigError { path: "access.jwt_keys".into(), line: None, message: "list at least one HS256 key (or jwt_keys_env, or [[access.keys]]): subjects are identified by signed tokens".into() });
     }
     for (i, k) in keys.iter().enumerate() {
         if k.len() < MIN_KEY_BYTES {
@@ -334,6 +349,10 @@ fn check_access(c: &mut Checker, a: &AccessSection, base: &Path, session: &Sessi
             c.err(format!("access.jwt_keys[{i}]"), &Spanned::new(at, ()), format!("is {} bytes; an HS256 key needs at least {MIN_KEY_BYTES}", k.len()));
         }
     }
+    let mut token_keys: Vec<TokenKey> = keys.iter().map(|k| TokenKey { kid: None, alg: jwt::Algorithm::HS256, key: jwt::DecodingKey::from_secret(k.as_bytes()) }).collect();
+    token_keys.extend(check_token_keys(c, &a.keys, base));
+    let audience = a.audience.as_ref().and_then(|v| non_empty(c, "access.audience", v));
+    let issuer = a.issuer.as_ref().and_then(|v| non_empty(c, "access.issuer", v));
     let mutable_central = match a.mutable_tier.get_ref().as_str() {
         "central" => {
             if !a.mutable.is_empty() && session.central.is_none() {
@@ -367,7 +386,122 @@ fn check_access(c: &mut Checker, a: &AccessSection, base: &Path, session: &Sessi
             Err(e) => c.err("access.attributes_file", file, format!("{}: {e}", path.display())),
         }
     }
-    Some(AccessSpec { jwt_keys: keys.into_iter().map(String::into_bytes).collect(), token_cookie: a.token_cookie.clone(), statics, mutable: a.mutable.clone(), mutable_central })
+    Some(AccessSpec { keys: token_keys, audience, issuer, token_cookie: a.token_cookie.clone(), statics, mutable: a.mutable.clone(), mutable_central })
+}
+
+fn non_empty(c: &mut Checker, path: &str, v: &Spanned<String>) -> Option<String> {
+    if v.get_ref().is_empty() {
+        c.err(path, v, "is empty; leave it out to accept any value");
+        return None;
+    }
+    Some(v.get_ref().clone())
+}
+
+/// `[[access.keys]]`: each a kid unique in the list, an algorithm among
+/// those offered, and the key material that algorithm takes.
+fn check_token_keys(c: &mut Checker, keys: &[AccessKeySection], base: &Path) -> Vec<TokenKey> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, k) in keys.iter().enumerate() {
+        let at = format!("access.keys[{i}]");
+        let kid = k.kid.get_ref();
+        if kid.is_empty() {
+            c.err(format!("{at}.kid"), &k.kid, "is empty");
+        } else if let Some(first) = seen.insert(kid, i) {
+            c.err(format!("{at}.kid"), &k.kid, format!("{kid:?} is also access.keys[{first}].kid; each kid names one key"));
+        }
+        if let Some(key) = token_key(c, &at, k, base) {
+            out.push(TokenKey { kid: Some(kid.clone()), alg: key.0, key: key.1 });
+        }
+    }
+    out
+}
+
+fn token_key(c: &mut Checker, at: &str, k: &AccessKeySection, base: &Path) -> Option<(jwt::Algorithm, jwt::DecodingKey)> {
+    let alg = match k.alg.get_ref().as_str() {
+        "HS256" => jwt::Algorithm::HS256,
+        "RS256" => jwt::Algorithm::RS256,
+        "ES256" => jwt::Algorithm::ES256,
+        other => {
+            c.err(format!("{at}.alg"), &k.alg, format!("{other:?} is not HS256, RS256 or ES256"));
+            return None;
+        }
+    };
+    if alg == jwt::Algorithm::HS256 {
+        if let Some(f) = &k.public_key_file {
+            c.err(format!("{at}.public_key_file"), f, "an HS256 key is a shared secret: set secret or secret_env");
+            return None;
+        }
+        let secret = match (&k.secret, &k.secret_env) {
+            (Some(s), None) => s.get_ref().clone(),
+            (None, Some(var)) => match std::env::var(var.get_ref()) {
+                Ok(v) => v,
+                Err(_) => {
+                    c.err(format!("{at}.secret_env"), var, format!("environment variable {} is not set", var.get_ref()));
+                    return None;
+                }
+            },
+            (Some(s), Some(_)) => {
+                c.err(format!("{at}.secret"), s, "set secret or secret_env, not both");
+                return None;
+            }
+            (None, None) => {
+                c.err(format!("{at}.alg"), &k.alg, "an HS256 key needs secret or secret_env");
+                return None;
+            }
+        };
+        if secret.len() < MIN_KEY_BYTES {
+            let span = k.secret.as_ref().or(k.secret_env.as_ref()).map_or(0..0, |s| s.span());
+            c.err(format!("{at}.secret"), &Spanned::new(span, ()), format!("is {} bytes; an HS256 key needs at least {MIN_KEY_BYTES}", secret.len()));
+            return None;
+        }
+        return Some((alg, jwt::DecodingKey::from_secret(secret.as_bytes())));
+    }
+    if let Some(s) = k.secret.as_ref().or(k.secret_env.as_ref()) {
+        c.err(format!("{at}.secret"), s, format!("an {} key is a public key: set public_key_file, not a secret", k.alg.get_ref()));
+        return None;
+    }
+    let Some(file) = &k.public_key_file else {
+        c.err(format!("{at}.alg"), &k.alg, format!("an {} key needs public_key_file (a PEM public key)", k.alg.get_ref()));
+        return None;
+    };
+    let path = base.join(file.get_ref());
+    match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|pem| public_key(alg, &pem)) {
+        Ok(key) => Some((alg, key)),
+        Err(e) => {
+            c.err(format!("{at}.public_key_file"), file, format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// A PEM public key for `alg` (RS256 or ES256), or why the file is not one.
+fn public_key(alg: jwt::Algorithm, pem: &[u8]) -> Result<jwt::DecodingKey, String> {
+    let text = String::from_utf8_lossy(pem);
+    if !text.contains("-----BEGIN ") {
+        return Err("not PEM (no -----BEGIN line)".into());
+    }
+    if text.contains("PRIVATE KEY-----") {
+        return Err("holds a private key; give the public key (openssl pkey -in KEY -pubout)".into());
+    }
+    if alg == jwt::Algorithm::RS256 {
+        return jwt::DecodingKey::from_rsa_pem(pem).map_err(|_| "not an RSA public key (expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)".into());
+    }
+    let key = jwt::DecodingKey::from_ec_pem(pem).map_err(|_| "not an EC public key (expected BEGIN PUBLIC KEY)".to_string())?;
+    if !pem_body(&text).is_some_and(|der| der.windows(P256_OID.len()).any(|w| w == P256_OID)) {
+        return Err("not a P-256 key (ES256 verifies with the prime256v1 curve only)".into());
+    }
+    Ok(key)
+}
+
+/// DER of the named curve prime256v1 (1.2.840.10045.3.1.7).
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+/// The bytes of a PEM file's first block.
+fn pem_body(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64: String = text.lines().skip_while(|l| !l.starts_with("-----BEGIN ")).skip(1).take_while(|l| !l.starts_with("-----END ")).collect();
+    base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()
 }
 
 fn check_cluster(c: &mut Checker, s: &ClusterSection) -> Option<ClusterSpec> {
