@@ -21,7 +21,8 @@ pub struct Usage {
     pub object: Value,
     /// The right exercised (`read`, `write`, or the route's name for it).
     pub right: String,
-    /// `now_ms`, `hour`, `minute`, `weekday` (0 = Monday), `client_ip`.
+    /// `now_ms`, `hour`, `minute` (UTC), `weekday` (0 = Monday), `method`
+    /// (the HTTP method, `"POST"`), `client_ip`.
     pub context: Value,
 }
 
