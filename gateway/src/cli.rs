@@ -1,6 +1,7 @@
 //! The command line: `run`, `check`, `plugin inspect|list|push|rollback|history`,
 //! `upstreams`, `demo-backend`, and `bench` (handed to the `switchyard-bench` binary).
 
+use crate::wasm::PluginSlot;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -168,18 +169,79 @@ fn bench(args: &[String]) -> ExitCode {
     }
 }
 
+/// The config and the server built from it; otherwise every problem is
+/// printed, each at its key path and line, in file order, and the exit
+/// code is 1.
 fn load(path: &std::path::Path) -> Result<(crate::config::ValidConfig, crate::server::Built), ExitCode> {
-    let cfg = crate::config::load(path).map_err(|e| {
-        eprint!("{e}");
-        ExitCode::from(1)
-    })?;
-    let built = crate::server::build(&cfg).map_err(|errors| {
-        for e in errors {
-            eprintln!("{}: {e}", path.display());
+    let checked = crate::config::check(path);
+    let cfg = match checked.config {
+        Ok(cfg) => cfg,
+        Err(mut errors) => {
+            // The plugins whose own sections are sound are still loaded and
+            // configured: their errors belong in this run too.
+            let (located, other) = plugin_problems(&checked.text, prove_plugins(&checked.plugins));
+            errors.errors.extend(located);
+            return Err(report_errors(path, errors, other));
         }
-        ExitCode::from(1)
+    };
+    let built = crate::server::build(&cfg).map_err(|failed| {
+        let named = failed.into_iter().map(|e| (cfg.plugins.keys().find(|n| PluginSlot::config_rejection(&e, n).is_some()).cloned(), e)).collect();
+        let (located, other) = plugin_problems(&checked.text, named);
+        report_errors(path, crate::config::ConfigErrors { file: path.to_path_buf(), errors: located }, other)
     })?;
     Ok((cfg, built))
+}
+
+/// Load and configure each plugin on its own (no server): the errors,
+/// each with the plugin it is about.
+fn prove_plugins(specs: &[crate::config::PluginSpec]) -> Vec<(Option<String>, crate::error::Error)> {
+    if specs.is_empty() {
+        return Vec::new();
+    }
+    let engine = crate::wasm::Engine::new();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let (engine, rt) = match (engine, rt) {
+        (Ok(engine), Ok(rt)) => (engine, rt),
+        (Err(e), _) => return vec![(None, e)],
+        (_, Err(e)) => return vec![(None, crate::error::Error::internal(format!("runtime: {e}")))],
+    };
+    specs.iter().filter_map(|spec| rt.block_on(PluginSlot::prove(&engine, spec)).err().map(|e| (Some(spec.name.clone()), e))).collect()
+}
+
+/// A plugin's rejection of its config becomes one error per problem at
+/// the line of its key; every other error stays as it is.
+fn plugin_problems(text: &str, errors: Vec<(Option<String>, crate::error::Error)>) -> (Vec<crate::config::ConfigError>, Vec<crate::error::Error>) {
+    let mut located = Vec::new();
+    let mut other = Vec::new();
+    for (plugin, e) in errors {
+        match plugin.as_deref().and_then(|n| Some((n, PluginSlot::config_rejection(&e, n)?))) {
+            Some((name, said)) => located.extend(crate::config::plugin_config_errors(text, name, said)),
+            None => other.push(e),
+        }
+    }
+    (located, other)
+}
+
+/// Print every problem once (a plugin used twice is configured twice),
+/// those with a line in file order; the exit code.
+fn report_errors(path: &std::path::Path, mut errors: crate::config::ConfigErrors, other: Vec<crate::error::Error>) -> ExitCode {
+    errors.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+    let mut once: Vec<crate::config::ConfigError> = Vec::new();
+    for e in errors.errors.drain(..) {
+        if !once.contains(&e) {
+            once.push(e);
+        }
+    }
+    errors.errors = once;
+    eprint!("{errors}");
+    let mut printed = Vec::new();
+    for e in other.into_iter().map(|e| e.to_string()) {
+        if !printed.contains(&e) {
+            eprintln!("{}: {e}", path.display());
+            printed.push(e);
+        }
+    }
+    ExitCode::from(1)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
@@ -192,6 +254,10 @@ fn check(path: &std::path::Path) -> ExitCode {
                 built.upstreams.len(),
                 cfg.routes.len()
             );
+            // Not errors: the defaults the file leaves implicit.
+            for note in cfg.notes() {
+                println!("{}: note: {note}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -97,10 +97,37 @@ fn wrong_world_and_rejected_config_fail_the_load() {
     let (ok, out) = check(&cfg);
     assert!(!ok, "{out}");
     assert!(out.contains("plugin \"wrong\"") && out.contains("lb-policy world"), "{out}");
-    assert!(out.contains("plugin \"picky\": config: misbehave: this config is rejected on purpose"), "{out}");
-    assert!(out.contains("plugins.picky.config: "), "the plugin's config is located: {out}");
-    let typos = out.lines().find(|l| l.contains("plugins.typos.config")).unwrap_or_else(|| panic!("{out}"));
-    assert!(typos.contains("stiky") && typos.contains("bogus"), "every problem of a plugin's config in one run: {typos}");
+    // One prefix: the key path, at the line of the plugin's config.
+    let picky = out.lines().find(|l| l.contains("misbehave: this config is rejected on purpose")).unwrap_or_else(|| panic!("{out}"));
+    assert!(picky.ends_with(": line 6: plugins.picky.config: misbehave: this config is rejected on purpose"), "{picky}");
+    // Every problem of a plugin's config in one run, each at its key.
+    for key in ["stiky", "bogus"] {
+        let line = out.lines().find(|l| l.contains(&format!("plugins.typos.config.{key}: unknown field"))).unwrap_or_else(|| panic!("{key}: {out}"));
+        assert!(line.contains(": line 17: "), "{line}");
+        assert!(!line.contains("invalid plugin config") && !line.contains("plugin \"typos\""), "one prefix: {line}");
+    }
+}
+
+/// A session plugin without `on_error` fails closed: its fault answers
+/// 503, never a request served without its session (it used to fall back
+/// to no session at all).
+#[test]
+fn a_failing_session_plugin_without_on_error_answers_503() {
+    let b = backend("b1", &[]);
+    let cfg = format!(
+        "{SERVER}[session]\nkeys = [\"{}\"]\n{}{}session = \"sess\"\n",
+        "k".repeat(32),
+        plugin_table("sess", "misbehave_session", "config = { mode = \"trap\" }"),
+        upstream("web", None, &[(&b, 1)], "")
+    );
+    let gw = gateway(&cfg);
+    for _ in 0..3 {
+        let r = get(gw.addr, "/", &[]);
+        assert_eq!(r.status, 503, "{r:?}");
+        assert!(r.body.contains("plugin \"sess\""), "{r:?}");
+    }
+    let log = gw.log_text();
+    assert!(log.contains("on_error=\"fail-closed\"") || log.contains("on_error=fail-closed"), "{log}");
 }
 
 #[test]

@@ -123,7 +123,8 @@ impl Default for PluginLimits {
 #[serde(deny_unknown_fields)]
 pub struct PluginSection {
     pub path: Spanned<String>,
-    /// Absent: `fallback`, except for access plugins (always fail-closed).
+    /// Absent: `fail-closed` for a route's session or access plugin (access
+    /// plugins always fail closed), `fallback` for lb and SQL router plugins.
     #[serde(default)]
     pub on_error: Option<Spanned<OnError>>,
     #[serde(default)]

@@ -270,7 +270,9 @@ impl Checker<'_> {
     }
 }
 
-pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidConfig, Vec<ConfigError>> {
+/// The valid config, or every error with the plugins whose own sections
+/// passed (`check` still loads and configures those).
+pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidConfig, (Vec<ConfigError>, BTreeMap<String, PluginSpec>)> {
     let mut c = Checker { text, errors: Vec::new() };
     let listen = c.addr("server.listen".into(), &raw.server.listen);
     if raw.server.threads == 0 || raw.server.threads > 256 {
@@ -285,7 +287,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.plugin_threads.is_some_and(|n| n == 0 || n > 256) {
         c.errors.push(ConfigError { path: "server.plugin_threads".into(), line: None, message: "must be 1..=256".into() });
     }
-    let plugins = check_plugins(&mut c, &raw.plugins, base);
+    let plugins = check_plugins(&mut c, &raw.plugins, &raw.routes, base);
     let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
     let session = check_session(&mut c, raw.session.as_ref());
     let cluster = raw.cluster.as_ref().and_then(|cl| check_cluster(&mut c, cl));
@@ -302,7 +304,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     });
     if !c.errors.is_empty() {
         c.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-        return Err(c.errors);
+        return Err((c.errors, plugins));
     }
     Ok(ValidConfig {
         listen: listen.expect("checked"),
@@ -721,7 +723,7 @@ fn config_line(text: &str, name: &str) -> Option<usize> {
     None
 }
 
-fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &Path) -> BTreeMap<String, PluginSpec> {
+fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, routes: &[RouteSection], base: &Path) -> BTreeMap<String, PluginSpec> {
     let mut out = BTreeMap::new();
     for (name, p) in raw {
         let key = format!("plugins.{name}");
@@ -746,7 +748,7 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &
             PluginSpec {
                 name: name.clone(),
                 path,
-                on_error: p.on_error.as_ref().map_or(OnError::Fallback, |o| *o.get_ref()),
+                on_error: p.on_error.as_ref().map_or_else(|| default_on_error(name, routes), |o| *o.get_ref()),
                 on_error_set: p.on_error.as_ref().map(|o| *o.get_ref()),
                 limits: p.limits.clone(),
                 config_json,
@@ -756,6 +758,17 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, base: &
         );
     }
     out
+}
+
+/// `on_error` when it is not set: a session or access plugin that fails
+/// must not let the request through without its session or its check.
+fn default_on_error(plugin: &str, routes: &[RouteSection]) -> OnError {
+    let named = |r: &Option<Spanned<String>>| r.as_ref().is_some_and(|n| n.get_ref() == plugin);
+    if routes.iter().any(|r| named(&r.session) || named(&r.access)) {
+        OnError::FailClosed
+    } else {
+        OnError::Fallback
+    }
 }
 
 fn check_upstreams(

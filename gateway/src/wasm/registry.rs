@@ -89,6 +89,26 @@ impl PluginSlot {
         }))
     }
 
+    /// Load `spec` and configure one instance of it, outside any server:
+    /// `check` proves the plugins this way when the rest of the config has
+    /// errors, so their own errors show in the same run.
+    pub async fn prove(engine: &Engine, spec: &PluginSpec) -> Result<(), Error> {
+        let slot = Self::load(engine, spec)?;
+        super::prove(slot.current().plugin.clone()).await
+    }
+
+    /// The plugin's own words when `e` is its `configure` rejecting its
+    /// config: the text after the host's `plugin "NAME": config: `.
+    pub fn config_rejection<'e>(e: &'e Error, plugin: &str) -> Option<&'e str> {
+        if e.fault != Some(PluginFault::Config) {
+            return None;
+        }
+        let marker = format!("plugin {plugin:?}: {}: ", PluginFault::Config.as_str());
+        let said = &e.message[e.message.find(&marker)? + marker.len()..];
+        // A swap's restore is not about the config file.
+        (!said.starts_with("restore rejected")).then_some(said)
+    }
+
     /// The version serving now.
     pub fn current(&self) -> Arc<Version> {
         self.current.load_full()
