@@ -495,10 +495,12 @@ fn an_rs256_public_key_never_verifies_an_hs256_token_signed_with_it() {
     // signs HS256 with its PEM bytes as the secret and hopes the verifier
     // lets the token's alg pick how the key is used.
     let pem = keys.read("rsa.pub.pem");
-    let attack = |kid: Option<&str>| signed(jsonwebtoken::Algorithm::HS256, kid, &EncodingKey::from_secret(&pem), claims_now(serde_json::Value::Null));
+    // No audience or issuer configured here: the tokens name none.
+    let plain = || claims_now(serde_json::json!({ "aud": null, "iss": null }));
+    let attack = |kid: Option<&str>| signed(jsonwebtoken::Algorithm::HS256, kid, &EncodingKey::from_secret(&pem), plain());
     let rs_only = format!("[[access.keys]]\nkid = \"rsa1\"\nalg = \"RS256\"\npublic_key_file = {:?}\n", keys.path("rsa.pub.pem").to_string_lossy());
     let gw = gateway(&keyed_config(b.addr, &rs_only));
-    let genuine = signed(jsonwebtoken::Algorithm::RS256, Some("rsa1"), &EncodingKey::from_rsa_der(&keys.read("rsa.der")), claims_now(serde_json::Value::Null));
+    let genuine = signed(jsonwebtoken::Algorithm::RS256, Some("rsa1"), &EncodingKey::from_rsa_der(&keys.read("rsa.der")), plain());
     assert_answers(
         gw.addr,
         &[
@@ -516,7 +518,13 @@ fn an_rs256_public_key_never_verifies_an_hs256_token_signed_with_it() {
             ("a jwt_keys token", &token("vi", serde_json::json!({ "roles": ["viewer"] })), 200, ""),
             ("HS256 with the PEM, kid of the RSA key", &attack(Some("rsa1")), 401, "invalid token: key \"rsa1\" verifies RS256 tokens only, this one says \"HS256\""),
             ("HS256 with the PEM, no kid", &attack(None), 401, "invalid token: signature does not verify"),
-            ("an unknown kid falls back to jwt_keys", &signed(jsonwebtoken::Algorithm::HS256, Some("old"), &EncodingKey::from_secret(JWT_KEY.as_bytes()), claims_now(serde_json::Value::Null)), 200, ""),
+            ("an unknown kid falls back to jwt_keys", &signed(jsonwebtoken::Algorithm::HS256, Some("old"), &EncodingKey::from_secret(JWT_KEY.as_bytes()), plain()), 200, ""),
+            (
+                "an aud with no [access] audience",
+                &signed(jsonwebtoken::Algorithm::HS256, None, &EncodingKey::from_secret(JWT_KEY.as_bytes()), claims_now(serde_json::json!({ "iss": null }))),
+                401,
+                "invalid token: claim \"aud\" is set, and this gateway has no [access] audience to match it",
+            ),
         ],
     );
 }

@@ -112,18 +112,29 @@ impl Verifier {
                 Some(_) => {}
             }
         }
-        if let Some(want) = &self.audience {
-            let names = match c.get("aud") {
-                None => return Err("missing claim \"aud\"".into()),
-                Some(Value::String(a)) => a == want,
-                Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
-                Some(_) => return Err("claim \"aud\" is not a string or a list of strings".into()),
+        self.check_audience(c.get("aud"))
+    }
+
+    fn check_audience(&self, aud: Option<&Value>) -> Result<(), String> {
+        let Some(want) = &self.audience else {
+            // RFC 7519 4.1.3: a token for named audiences is not for a
+            // recipient that cannot say it is one of them.
+            return match aud {
+                None => Ok(()),
+                Some(_) => Err("claim \"aud\" is set, and this gateway has no [access] audience to match it".into()),
             };
-            if !names {
-                return Err(format!("claim \"aud\" does not include {want:?}"));
-            }
+        };
+        let names = match aud {
+            None => return Err("missing claim \"aud\"".into()),
+            Some(Value::String(a)) => a == want,
+            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(want)),
+            Some(_) => return Err("claim \"aud\" is not a string or a list of strings".into()),
+        };
+        if names {
+            Ok(())
+        } else {
+            Err(format!("claim \"aud\" does not include {want:?}"))
         }
-        Ok(())
     }
 }
 
@@ -263,5 +274,12 @@ mod tests {
         assert_eq!(with(serde_json::json!({ "iss": "https://evil", "aud": "api" })), Err("claim \"iss\" is not \"https://idp\"".into()));
         assert_eq!(with(serde_json::json!({ "iss": "https://idp" })), Err("missing claim \"aud\"".into()));
         assert_eq!(with(serde_json::json!({ "iss": "https://idp", "aud": ["other"] })), Err("claim \"aud\" does not include \"api\"".into()));
+        let open = Verifier::new(vec![hs(None, SECRET)], None, None);
+        assert!(open.verify(&sign(None, SECRET, claims(serde_json::json!({ "iss": "anyone" }))), NOW).is_ok(), "no issuer set: any iss");
+        assert_eq!(
+            open.verify(&sign(None, SECRET, claims(serde_json::json!({ "aud": "api" }))), NOW),
+            Err("claim \"aud\" is set, and this gateway has no [access] audience to match it".into()),
+            "no audience set: a token for an audience is not for us"
+        );
     }
 }
