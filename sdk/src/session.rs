@@ -23,6 +23,9 @@ pub const SESSION_ID_HEADER: &str = "x-switchyard-session-id";
 pub const SESSION_SET_HEADER: &str = "x-switchyard-session-set";
 /// Response header by which the backend ends the session (logout).
 pub const SESSION_END_HEADER: &str = "x-switchyard-session-end";
+/// Response header by which the backend asks for a new session id (a
+/// privilege change that is not a new principal).
+pub const SESSION_RENEW_HEADER: &str = "x-switchyard-session-renew";
 
 /// A session strategy. One value lives in each Wasm instance; the gateway
 /// keeps a pool of instances, so keep per-user state in the stores.
@@ -78,6 +81,8 @@ pub struct Changes {
     pub set: Attributes,
     /// End the session.
     pub end: bool,
+    /// Give the session a new id (the backend asked for it).
+    pub renew: bool,
     /// A `x-switchyard-session-set` header was present but unreadable.
     pub malformed: bool,
 }
@@ -94,6 +99,8 @@ impl Changes {
                 }
             } else if h.name.eq_ignore_ascii_case(SESSION_END_HEADER) {
                 c.end = true;
+            } else if h.name.eq_ignore_ascii_case(SESSION_RENEW_HEADER) {
+                c.renew = true;
             }
         }
         c
@@ -101,7 +108,20 @@ impl Changes {
 
     /// Nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && !self.end
+        self.set.is_empty() && !self.end && !self.renew
+    }
+
+    /// Whether these changes give `principal` (the attribute naming who the
+    /// session belongs to, `user` say) another value than `before` holds:
+    /// a login, a logout or a switch of user. The session id must then be
+    /// renewed (see [`renew`]), or a planted id would read the new user's
+    /// session (session fixation).
+    pub fn changes_principal(&self, principal: &str, before: &Attributes) -> bool {
+        match self.set.get(principal) {
+            None => false,
+            Some(Value::Null) => before.contains_key(principal),
+            Some(v) => before.get(principal) != Some(v),
+        }
     }
 
     /// Apply to `attrs`: set, or delete on `null`.
@@ -114,6 +134,40 @@ impl Changes {
             }
         }
     }
+}
+
+/// One stored part of a session, for [`renew`]: the key is `prefix + id`.
+pub struct Part<'a> {
+    /// Where the part lives.
+    pub tier: crate::store::Tier,
+    /// Its key prefix.
+    pub prefix: &'a str,
+    /// What to store under the new id.
+    pub value: &'a [u8],
+}
+
+/// Move a session to a fresh id, the defence against session fixation
+/// (OWASP: renew the id on any privilege change). Every part's old key is
+/// retired first ([`crate::store::retire`]): from then on the old id reads
+/// nothing, on every node and tier, and a concurrent request still holding
+/// it cannot write it back. Then each part is written under the new id,
+/// which is returned; sign it and hand it to the client in this response.
+///
+/// `Err(StoreError::Retired)`: another request renewed (or ended) this
+/// session first, and nothing was written. Any other error leaves the old
+/// id retired where that succeeded: the user logs in again, the planted id
+/// still reads nothing.
+pub fn renew(old_id: &str, parts: &[Part<'_>], ttl_s: u32) -> Result<String, crate::store::StoreError> {
+    use crate::store;
+    for p in parts {
+        store::retire(p.tier, &format!("{}{old_id}", p.prefix), ttl_s)?;
+    }
+    let id = store::tokens::new_id();
+    for p in parts {
+        store::set(p.tier, &format!("{}{id}", p.prefix), p.value, ttl_s)?;
+    }
+    crate::host::counter_add("renewals", 1);
+    Ok(id)
 }
 
 /// A header.
@@ -193,6 +247,13 @@ pub mod stored {
         /// Where the static part lives (`replicated` by default).
         #[serde(default = "default_static_tier")]
         pub static_tier: String,
+        /// The attribute naming who the session belongs to (`user` by
+        /// default). A response that gives it another value (a login, a
+        /// switch of user, its removal) moves the session to a new id, so
+        /// an id planted before the login reads nothing after it. `""`:
+        /// no principal; the id changes only on `x-switchyard-session-renew`.
+        #[serde(default = "default_principal")]
+        pub principal: String,
         /// Store key prefix of the static part.
         #[serde(default = "default_static_prefix")]
         pub static_prefix: String,
@@ -204,6 +265,10 @@ pub mod stored {
 
     fn default_static_prefix() -> String {
         "session-static:".into()
+    }
+
+    fn default_principal() -> String {
+        "user".into()
     }
 
     fn default_max_bytes() -> usize {
@@ -220,6 +285,10 @@ pub mod stored {
         id: String,
         /// Sign a fresh id token in the response.
         renew: bool,
+        /// The id was made for this request (no session yet): never
+        /// handed out, so it needs no renewal.
+        #[serde(default)]
+        fresh: bool,
         /// The store failed and the request went on without a session:
         /// write nothing back.
         degraded: bool,
@@ -309,14 +378,14 @@ pub mod stored {
             format!("{}{id}", self.s.static_prefix)
         }
 
-        fn load(&self, tier: Tier, key: &str) -> Result<Attributes, store::StoreError> {
-            Ok(match store::get(tier, key)? {
-                Some(bytes) => from_bytes(&bytes).unwrap_or_else(|| {
+        /// A stored part; `None` when absent (expired, ended or retired).
+        fn load(&self, tier: Tier, key: &str) -> Result<Option<Attributes>, store::StoreError> {
+            Ok(store::get(tier, key)?.map(|bytes| {
+                from_bytes(&bytes).unwrap_or_else(|| {
                     crate::host::counter_add("corrupt_sessions", 1);
                     Attributes::new()
-                }),
-                None => Attributes::new(),
-            })
+                })
+            }))
         }
 
         fn key(&self, id: &str) -> String {
@@ -345,42 +414,46 @@ pub mod stored {
 
         /// Load the session (taking its lock if configured) and forward.
         pub fn before(&mut self, req: &Request) -> Action {
-            let (id, renew, attrs, statics) = match self.id(req) {
-                None => (tokens::new_id(), true, Attributes::new(), Attributes::new()),
-                Some((id, renew)) => {
-                    let key = self.key(&id);
-                    if self.s.lock {
-                        match store::lock(self.tier, &key) {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                crate::host::counter_add("lock_timeouts", 1);
-                                return reply(503, "Service Unavailable: another request of this session holds its lock; try again", vec![header("retry-after", "1")]);
-                            }
-                            Err(e) => return self.store_failed(&e, id),
-                        }
-                    }
-                    let statics = match self.split {
-                        Some(t) => match self.load(t, &self.static_key(&id)) {
-                            Ok(a) => a,
-                            Err(e) => return self.store_failed(&e, id),
-                        },
-                        None => Attributes::new(),
-                    };
-                    match self.load(self.tier, &key) {
-                        Ok(a) => (id, renew, a, statics),
-                        Err(e) => return self.store_failed(&e, id),
-                    }
-                }
+            let Some((id, renew)) = self.id(req) else {
+                let ctx = Ctx { id: tokens::new_id(), renew: true, fresh: true, ..Ctx::default() };
+                return self.forward_with(ctx);
             };
-            let mut merged = attrs.clone();
-            merged.extend(statics.clone());
-            let headers = vec![header(SESSION_HEADER, encode(&merged)), header(SESSION_ID_HEADER, id.clone())];
-            let ctx = Ctx { id, renew, degraded: false, attrs, statics };
+            let key = self.key(&id);
+            if self.s.lock {
+                match store::lock(self.tier, &key) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        crate::host::counter_add("lock_timeouts", 1);
+                        return reply(503, "Service Unavailable: another request of this session holds its lock; try again", vec![header("retry-after", "1")]);
+                    }
+                    Err(e) => return self.store_failed(&e, id),
+                }
+            }
+            let statics = match self.split.map(|t| self.load(t, &self.static_key(&id))).transpose() {
+                Ok(a) => a.flatten(),
+                Err(e) => return self.store_failed(&e, id),
+            };
+            match (self.load(self.tier, &key), statics) {
+                // A valid id that holds nothing (expired, ended, or retired
+                // by a renewal): never written again; a new id if needed.
+                (Ok(None), None) => self.forward_with(Ctx { id: tokens::new_id(), renew: true, fresh: true, ..Ctx::default() }),
+                (Ok(attrs), statics) => {
+                    let (attrs, statics) = (attrs.unwrap_or_default(), statics.unwrap_or_default());
+                    self.forward_with(Ctx { id, renew, fresh: false, degraded: false, attrs, statics })
+                }
+                (Err(e), _) => self.store_failed(&e, id),
+            }
+        }
+
+        fn forward_with(&self, ctx: Ctx) -> Action {
+            let mut merged = ctx.attrs.clone();
+            merged.extend(ctx.statics.clone());
+            let headers = vec![header(SESSION_HEADER, encode(&merged)), header(SESSION_ID_HEADER, ctx.id.clone())];
             forward(headers, serde_json::to_vec(&ctx).unwrap_or_default())
         }
 
         /// Store the backend's changes; set the cookie (and header) when
-        /// the id is new or past half its life.
+        /// the id is new, renewed or past half its life.
         pub fn after(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
             let Ok(mut ctx) = serde_json::from_slice::<Ctx>(&context) else { return Vec::new() };
             let changes = Changes::from_response(resp);
@@ -390,75 +463,120 @@ pub mod stored {
             if ctx.degraded || resp.backend.is_none() {
                 return Vec::new();
             }
-            let key = self.key(&ctx.id);
-            let mut out = Vec::new();
             if changes.end {
-                let static_part = self.split.map(|t| (t, self.static_key(&ctx.id)));
-                for (tier, k) in std::iter::once((self.tier, key.clone())).chain(static_part) {
-                    if let Err(e) = store::delete(tier, &k) {
-                        crate::host::log_warn(&format!("session {k} not deleted: {}", store::describe(&e)));
-                    }
-                }
-                out.push(clear_cookie(&self.s.cookie));
-                return out;
+                self.end(&ctx.id);
+                return vec![clear_cookie(&self.s.cookie)];
             }
-            if !changes.set.is_empty() {
-                let mut merged = ctx.attrs.clone();
-                merged.extend(ctx.statics.clone());
-                changes.apply(&mut merged);
-                let total = to_bytes(&merged).len();
-                if total > self.s.max_bytes {
-                    crate::host::counter_add("too_large", 1);
-                    out.push(header("warning", format!("199 switchyard \"session update not stored: {total} bytes is over max_bytes {}\"", self.s.max_bytes)));
-                    return out;
+            let mut before = ctx.attrs.clone();
+            before.extend(ctx.statics.clone());
+            let new_id = !ctx.fresh && (changes.renew || (!self.s.principal.is_empty() && changes.changes_principal(&self.s.principal, &before)));
+            if !changes.set.is_empty() || new_id {
+                if let Err(warning) = self.store(&mut ctx, &changes, before, new_id) {
+                    return vec![warning];
                 }
-                let (statics, dynamic): (Attributes, Attributes) = match self.split {
-                    Some(_) => {
-                        // A static key the main record already held (a session a
-                        // non-splitting strategy wrote, before a hot swap) stays
-                        // there too, so nodes still running that strategy read it.
-                        let keep = |k: &String| ctx.attrs.contains_key(k);
-                        let statics = merged.iter().filter(|(k, _)| self.s.static_keys.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-                        let dynamic = merged.into_iter().filter(|(k, _)| !self.s.static_keys.contains(k) || keep(k)).collect();
-                        (statics, dynamic)
-                    }
-                    None => (Attributes::new(), merged),
-                };
+            } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
+                return Vec::new(); // a visitor with no session: no cookie
+            }
+            if ctx.renew { self.cookies(&ctx.id) } else { Vec::new() }
+        }
+
+        /// End the session: its keys are retired, so the id reads nothing
+        /// and a concurrent request cannot write it back.
+        fn end(&self, id: &str) {
+            let static_part = self.split.map(|t| (t, self.static_key(id)));
+            for (tier, k) in std::iter::once((self.tier, self.key(id))).chain(static_part) {
+                match store::retire(tier, &k, self.s.ttl_s) {
+                    Ok(()) | Err(store::StoreError::Retired) => {}
+                    Err(e) => crate::host::log_warn(&format!("session {k} not ended: {}", store::describe(&e))),
+                }
+            }
+        }
+
+        /// Apply `changes` to the session as loaded (`before`: both parts)
+        /// and write what changed, under a new id when `new_id`. `Err`: the
+        /// warning header for the client; nothing new was kept.
+        fn store(&self, ctx: &mut Ctx, changes: &Changes, before: Attributes, new_id: bool) -> Result<(), Header> {
+            let mut merged = before;
+            changes.apply(&mut merged);
+            let total = to_bytes(&merged).len();
+            if total > self.s.max_bytes {
+                crate::host::counter_add("too_large", 1);
+                return Err(not_stored(&format!("{total} bytes is over max_bytes {}", self.s.max_bytes)));
+            }
+            let (statics, dynamic) = self.split_parts(ctx, merged);
+            if new_id {
+                let (d, s) = (to_bytes(&dynamic), to_bytes(&statics));
+                let mut parts = vec![super::Part { tier: self.tier, prefix: &self.s.prefix, value: &d }];
+                if let Some(t) = self.split {
+                    parts.push(super::Part { tier: t, prefix: &self.s.static_prefix, value: &s });
+                }
+                ctx.id = super::renew(&ctx.id, &parts, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
+                ctx.renew = true;
+            } else {
                 let mut writes = Vec::new();
                 if let (Some(t), true) = (self.split, statics != ctx.statics) {
                     writes.push((t, self.static_key(&ctx.id), to_bytes(&statics)));
                 }
                 if dynamic != ctx.attrs {
-                    writes.push((self.tier, key.clone(), to_bytes(&dynamic)));
+                    writes.push((self.tier, self.key(&ctx.id), to_bytes(&dynamic)));
                 }
                 for (tier, k, bytes) in writes {
-                    if let Err(e) = store::set(tier, &k, &bytes, self.s.ttl_s) {
-                        crate::host::counter_add("store_errors", 1);
-                        out.push(header("warning", format!("199 switchyard \"session update not stored: {}\"", store::describe(&e))));
-                        return out;
-                    }
+                    store::set(tier, &k, &bytes, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
                     crate::host::counter_add("writes", 1);
                 }
-                ctx.attrs = dynamic;
-                ctx.statics = statics;
-            } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
-                return out; // a visitor with no session: no cookie
             }
-            if ctx.renew {
-                let payload = format!("{}|{}", ctx.id, crate::host::now_ms() / 1000);
-                match tokens::sign(payload.as_bytes(), self.s.ttl_s) {
-                    Ok(t) => {
-                        if let Some(h) = &self.s.header {
-                            out.push(header(h, t.clone()));
-                        }
-                        out.push(set_cookie(&self.s.cookie, &t, u64::from(self.s.ttl_s), self.s.secure));
-                    }
-                    Err(e) => crate::host::log_error(&format!("cannot sign the session id: {e}")),
+            ctx.attrs = dynamic;
+            ctx.statics = statics;
+            Ok(())
+        }
+
+        /// The static and the dynamic part of `merged` (all of it is
+        /// dynamic unless split).
+        fn split_parts(&self, ctx: &Ctx, merged: Attributes) -> (Attributes, Attributes) {
+            if self.split.is_none() {
+                return (Attributes::new(), merged);
+            }
+            // A static key the main record already held (a session a
+            // non-splitting strategy wrote, before a hot swap) stays
+            // there too, so nodes still running that strategy read it.
+            let is_static = |k: &String| self.s.static_keys.contains(k);
+            let statics = merged.iter().filter(|(k, _)| is_static(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let dynamic = merged.into_iter().filter(|(k, _)| !is_static(k) || ctx.attrs.contains_key(k)).collect();
+            (statics, dynamic)
+        }
+
+        fn write_failed(&self, e: &store::StoreError) -> Header {
+            if matches!(e, store::StoreError::Retired) {
+                // Another request of this session renewed its id or ended
+                // it first; writing the old id would bring it back.
+                crate::host::counter_add("renewal_conflicts", 1);
+            } else {
+                crate::host::counter_add("store_errors", 1);
+            }
+            not_stored(&store::describe(e))
+        }
+
+        /// The signed id in a cookie (and in the configured header).
+        fn cookies(&self, id: &str) -> Vec<Header> {
+            let payload = format!("{id}|{}", crate::host::now_ms() / 1000);
+            match tokens::sign(payload.as_bytes(), self.s.ttl_s) {
+                Ok(t) => {
+                    let mut out: Vec<Header> = self.s.header.iter().map(|h| header(h, t.clone())).collect();
+                    out.push(set_cookie(&self.s.cookie, &t, u64::from(self.s.ttl_s), self.s.secure));
+                    out
+                }
+                Err(e) => {
+                    crate::host::log_error(&format!("cannot sign the session id: {e}"));
+                    Vec::new()
                 }
             }
-            out
         }
     }
+}
+
+/// The `Warning` a client gets when its session update was not kept.
+fn not_stored(why: &str) -> Header {
+    header("warning", format!("199 switchyard \"session update not stored: {why}\""))
 }
 
 #[doc(hidden)]
@@ -536,6 +654,29 @@ mod tests {
     }
 
     #[test]
+    fn a_login_a_switch_of_user_or_a_logout_changes_the_principal() {
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let changes = |set: Value| Changes { set: obj(set), ..Changes::default() };
+        let anon = obj(serde_json::json!({"cart": ["tea"]}));
+        let alice = obj(serde_json::json!({"user": "alice", "cart": ["tea"]}));
+        assert!(changes(serde_json::json!({"user": "victim"})).changes_principal("user", &anon), "login");
+        assert!(changes(serde_json::json!({"user": "bob"})).changes_principal("user", &alice), "switch");
+        assert!(changes(serde_json::json!({"user": null})).changes_principal("user", &alice), "logout by removal");
+        assert!(!changes(serde_json::json!({"user": "alice", "cart": []})).changes_principal("user", &alice), "same user");
+        assert!(!changes(serde_json::json!({"cart": []})).changes_principal("user", &alice), "no principal change");
+        assert!(!changes(serde_json::json!({"user": null})).changes_principal("user", &anon), "nothing to remove");
+        assert!(changes(serde_json::json!({"account": 7})).changes_principal("account", &alice), "the principal is configurable");
+    }
+
+    #[test]
+    fn the_backend_asks_for_a_new_id_with_a_header() {
+        let resp = Response { status: 200, headers: vec![header("X-Switchyard-Session-Renew", "1")], backend: Some("b".into()), pin_lost: false };
+        let c = Changes::from_response(&resp);
+        assert!(c.renew && !c.end && c.set.is_empty());
+        assert!(!c.is_empty(), "a renewal is something to store");
+    }
+
+    #[test]
     fn changes_set_and_delete() {
         let mut a = Attributes::new();
         a.insert("user".into(), "alice".into());
@@ -543,7 +684,7 @@ mod tests {
         let mut set = Attributes::new();
         set.insert("cart".into(), Value::Null);
         set.insert("theme".into(), "dark".into());
-        Changes { set, end: false, malformed: false }.apply(&mut a);
+        Changes { set, ..Changes::default() }.apply(&mut a);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"theme":"dark","user":"alice"}"#);
     }
 }

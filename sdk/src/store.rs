@@ -21,6 +21,15 @@ pub fn delete(tier: Tier, key: &str) -> Result<(), StoreError> {
     wit::store::delete(tier, key)
 }
 
+/// Retire `key` for `ttl_s` seconds (0: the tier's default): it reads as
+/// absent from now on and a [`set`] of it fails with
+/// [`StoreError::Retired`], so no concurrent request can bring it back.
+/// What a renewed session id does to its old key; see
+/// [`crate::session::renew`].
+pub fn retire(tier: Tier, key: &str, ttl_s: u32) -> Result<(), StoreError> {
+    wit::store::retire(tier, key, ttl_s)
+}
+
 /// Take `key`'s lock, waiting up to the tier's lock timeout; `Ok(false)`
 /// when another request kept it that long. The gateway frees every lock
 /// when the request ends.
@@ -51,6 +60,7 @@ pub fn describe(e: &StoreError) -> String {
         StoreError::Timeout => "the session store did not answer in time".into(),
         StoreError::Unavailable(m) => format!("the session store is unavailable: {m}"),
         StoreError::TooLarge => "the session is over the store's size limit".into(),
+        StoreError::Retired => "the session id was renewed by another request".into(),
     }
 }
 

@@ -388,6 +388,7 @@ pub const SERVER: &str = "[server]\nlisten = \"{listen}\"\nthreads = 2\n";
 pub mod mariadb;
 pub mod memcached;
 pub mod browser;
+pub mod nodes;
 
 /// Sum of one metric's samples (from an admin `/metrics`) whose labels
 /// contain every `labels` pair.

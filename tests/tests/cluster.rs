@@ -9,61 +9,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use switchyard_tests::browser::Browser;
 use switchyard_tests::memcached::Memcached;
+use switchyard_tests::nodes::{Nodes, CLUSTER_KEY};
 use switchyard_tests::*;
 
 const KEY: &str = "test-session-signing-key-0123456789abcdef";
-const CLUSTER_KEY: &str = "test-cluster-shared-key-0123456789abcdef";
 /// Between two requests of one user: replication is asynchronous (see
 /// docs/sessions.md), a user's think time is far longer than it takes.
 const THINK: Duration = Duration::from_millis(100);
-
-/// Gateway nodes with fixed cluster ports, restartable one by one.
-struct Nodes {
-    cluster_ports: Vec<u16>,
-    nodes: Vec<Option<(Proc, SocketAddr)>>,
-    base: String,
-}
-
-impl Nodes {
-    fn start(n: usize, base: String) -> Self {
-        let mut s = Self { cluster_ports: (0..n).map(|_| free_port()).collect(), nodes: (0..n).map(|_| None).collect(), base };
-        for i in 0..n {
-            s.up(i);
-        }
-        s
-    }
-
-    fn config(&self, i: usize) -> String {
-        let peers: String = self
-            .cluster_ports
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(j, p)| format!("[[cluster.peers]]\nid = {}\naddress = \"127.0.0.1:{p}\"\n", j + 1))
-            .collect();
-        format!("{}\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nkey = \"{CLUSTER_KEY}\"\n{peers}", self.base, i + 1, self.cluster_ports[i])
-    }
-
-    fn up(&mut self, i: usize) {
-        self.nodes[i] = Some(gateway_with_admin(&self.config(i), ""));
-    }
-
-    fn down(&mut self, i: usize) {
-        self.nodes[i] = None;
-    }
-
-    fn addr(&self, i: usize) -> SocketAddr {
-        self.nodes[i].as_ref().expect("node up").0.addr
-    }
-
-    fn admin(&self, i: usize) -> SocketAddr {
-        self.nodes[i].as_ref().expect("node up").1
-    }
-
-    fn live(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect()
-    }
-}
 
 fn base(mc: &Memcached, file: &str, plugin_config: &str, backends: &[Proc]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();

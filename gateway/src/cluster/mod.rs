@@ -11,6 +11,7 @@ pub use store::{Entry, Versioned};
 
 use crate::config::ClusterSpec;
 use crate::metrics::metrics;
+use crate::session::StoreError;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -100,13 +101,19 @@ impl Cluster {
         self.data.lock().get(key, now_ms()).map(<[u8]>::to_vec)
     }
 
-    /// Write (or delete, `None`) and push to every peer.
-    pub fn set(&self, key: &str, value: Option<Vec<u8>>, ttl_s: u32) {
+    /// Write (or delete, `None`) and push to every peer. A retired key
+    /// refuses values (`Retired`) and stays retired on a delete.
+    pub fn set(&self, key: &str, value: Option<Vec<u8>>, ttl_s: u32) -> Result<(), StoreError> {
         let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
-        let entry = self.data.lock().write(self.id, key, value, now_ms() + u64::from(ttl) * 1000);
+        let now = now_ms();
+        let deleting = value.is_none();
+        let Some(entry) = self.data.lock().write(self.id, key, value, now + u64::from(ttl) * 1000, now) else {
+            return if deleting { Ok(()) } else { Err(StoreError::Retired) };
+        };
         for p in &self.peers {
             self.enqueue(p, entry.clone());
         }
+        Ok(())
     }
 
     fn enqueue(&self, peer: &Peer, e: Entry) {
@@ -165,9 +172,10 @@ impl Cluster {
 
     fn apply(&self, entries: Vec<Entry>) {
         let mut data = self.data.lock();
+        let now = now_ms();
         let (mut applied, mut stale) = (0u64, 0u64);
         for e in entries {
-            if data.apply(e) {
+            if data.apply(e, now) {
                 applied += 1;
             } else {
                 stale += 1;

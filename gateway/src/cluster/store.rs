@@ -3,7 +3,8 @@
 //! version is newer than what the key holds, so a late or duplicated delta
 //! never overwrites a newer value, and every node converges on the same
 //! value whatever order deltas arrive in. A delete is a tombstone (kept
-//! until it expires) for the same reason.
+//! until it expires) for the same reason; a retired key (a renewed session
+//! id) beats every value until it expires.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -32,22 +33,43 @@ pub struct Versioned {
 
 impl Versioned {
     /// A local write by `node`: the next version, applied and returned
-    /// for broadcast.
-    pub fn write(&mut self, node: u32, key: &str, value: Option<Vec<u8>>, expires_ms: u64) -> Entry {
+    /// for broadcast; `None` when the key is retired (nothing changes; a
+    /// key is retired once).
+    pub fn write(&mut self, node: u32, key: &str, value: Option<Vec<u8>>, expires_ms: u64, now_ms: u64) -> Option<Entry> {
+        if self.retired(key, now_ms) {
+            return None;
+        }
         self.clock += 1;
         let e = Entry { key: key.to_string(), version: (self.clock, node), value, expires_ms };
         self.put(e.clone());
-        e
+        Some(e)
     }
 
     /// Apply a peer's entry; false if it is stale (not newer than ours).
-    pub fn apply(&mut self, e: Entry) -> bool {
+    /// A retirement beats any value whatever their versions, so a write
+    /// racing a retire on another node cannot bring the key back and
+    /// every node still converges (on retired).
+    pub fn apply(&mut self, e: Entry, now_ms: u64) -> bool {
         self.clock = self.clock.max(e.version.0);
-        if self.map.get(&e.key).is_some_and(|cur| cur.version >= e.version) {
+        let Some(cur) = self.map.get(&e.key) else {
+            self.put(e);
+            return true;
+        };
+        let cur_retired = is_retired(cur.value.as_deref()) && cur.expires_ms > now_ms;
+        let stale = match (cur_retired, is_retired(e.value.as_deref())) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => cur.version >= e.version,
+        };
+        if stale {
             return false;
         }
         self.put(e);
         true
+    }
+
+    fn retired(&self, key: &str, now_ms: u64) -> bool {
+        self.map.get(key).is_some_and(|e| e.expires_ms > now_ms && is_retired(e.value.as_deref()))
     }
 
     fn put(&mut self, e: Entry) {
@@ -86,6 +108,10 @@ impl Versioned {
     }
 }
 
+fn is_retired(value: Option<&[u8]>) -> bool {
+    value == Some(crate::session::RETIRED)
+}
+
 fn size(e: &Entry) -> usize {
     e.key.len() + e.value.as_ref().map_or(0, Vec::len) + 48
 }
@@ -98,24 +124,45 @@ mod tests {
     #[test]
     fn a_stale_or_duplicate_delta_is_rejected() {
         let mut a = Versioned::default();
-        let v1 = a.write(1, "k", Some(b"one".to_vec()), u64::MAX);
-        let v2 = a.write(1, "k", Some(b"two".to_vec()), u64::MAX);
+        let v1 = a.write(1, "k", Some(b"one".to_vec()), u64::MAX, 0).unwrap();
+        let v2 = a.write(1, "k", Some(b"two".to_vec()), u64::MAX, 0).unwrap();
         let mut b = Versioned::default();
-        assert!(b.apply(v2.clone()));
-        assert!(!b.apply(v1), "late delta");
-        assert!(!b.apply(v2), "duplicate delta");
+        assert!(b.apply(v2.clone(), 0));
+        assert!(!b.apply(v1, 0), "late delta");
+        assert!(!b.apply(v2, 0), "duplicate delta");
         assert_eq!(b.get("k", 0), Some(&b"two"[..]));
     }
 
     #[test]
     fn a_delete_beats_the_write_it_follows_in_any_order() {
         let mut a = Versioned::default();
-        let put = a.write(1, "k", Some(b"x".to_vec()), u64::MAX);
-        let del = a.write(1, "k", None, u64::MAX);
+        let put = a.write(1, "k", Some(b"x".to_vec()), u64::MAX, 0).unwrap();
+        let del = a.write(1, "k", None, u64::MAX, 0).unwrap();
         let mut b = Versioned::default();
-        assert!(b.apply(del));
-        assert!(!b.apply(put));
+        assert!(b.apply(del, 0));
+        assert!(!b.apply(put, 0));
         assert_eq!(b.get("k", 0), None);
+    }
+
+    #[test]
+    fn a_retirement_beats_a_concurrent_write_on_every_node() {
+        let retired = || Some(crate::session::RETIRED.to_vec());
+        let (mut a, mut b) = (Versioned::default(), Versioned::default());
+        let base = a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, 0).unwrap();
+        assert!(b.apply(base, 0));
+        // Node 2 writes after node 1 retired, before it heard of it: a newer version.
+        let retire = a.write(1, "s", retired(), u64::MAX, 0).unwrap();
+        b.write(2, "s", Some(b"{\"cart\":1}".to_vec()), u64::MAX, 0).unwrap();
+        let late = b.write(2, "s", Some(b"{\"cart\":2}".to_vec()), u64::MAX, 0).unwrap();
+        assert!(late.version > retire.version);
+        assert!(!a.apply(late, 0), "node 1 keeps the retirement");
+        assert!(b.apply(retire, 0), "node 2 takes it");
+        for n in [&a, &b] {
+            assert_eq!(n.get("s", 0), Some(crate::session::RETIRED));
+        }
+        assert!(a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, 0).is_none(), "a local write is refused too");
+        assert!(a.write(1, "s", None, u64::MAX, 0).is_none(), "and so is a delete");
+        assert!(a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, u64::MAX).is_some(), "an expired retirement frees the key");
     }
 
     proptest! {
@@ -123,16 +170,16 @@ mod tests {
         /// times, end with the same values.
         #[test]
         fn replicas_converge_whatever_the_order(
-            writes in proptest::collection::vec((0u32..3, 0usize..4, proptest::option::of(any::<u8>())), 1..40),
+            writes in proptest::collection::vec((0u32..3, 0usize..4, proptest::option::of(any::<u8>()), 0u8..6), 1..40),
             order in any::<prop::sample::Index>(),
             dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..20),
         ) {
             let mut nodes: Vec<Versioned> = (0..3).map(|_| Versioned::default()).collect();
             let mut log = Vec::new();
-            for (node, key, value) in writes {
-                let e = nodes[node as usize].write(node, &format!("k{key}"), value.map(|v| vec![v]), u64::MAX);
+            for (node, key, value, retire) in writes {
+                let value = if retire == 0 { Some(crate::session::RETIRED.to_vec()) } else { value.map(|v| vec![v]) };
                 // The writer's peers see it later; the writer's clock moves on.
-                log.push(e);
+                log.extend(nodes[node as usize].write(node, &format!("k{key}"), value, u64::MAX, 0));
             }
             let mut shuffled = log.clone();
             let n = shuffled.len();
@@ -142,8 +189,8 @@ mod tests {
             }
             let mut a = Versioned::default();
             let mut b = Versioned::default();
-            for e in &log { a.apply(e.clone()); }
-            for e in &shuffled { b.apply(e.clone()); }
+            for e in &log { a.apply(e.clone(), 0); }
+            for e in &shuffled { b.apply(e.clone(), 0); }
             for k in 0..4 {
                 let key = format!("k{k}");
                 prop_assert_eq!(a.get(&key, 0), b.get(&key, 0));

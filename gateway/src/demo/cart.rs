@@ -58,6 +58,10 @@ impl Cart {
                 if end {
                     headers.push(("x-switchyard-session-end".into(), "1".into()));
                 }
+                if status == 200 && path == "/cart/elevate" {
+                    // A privilege change that keeps the user: ask for a new id.
+                    headers.push(("x-switchyard-session-renew".into(), "1".into()));
+                }
             }
             Sessions::Memory => {
                 let mut mem = self.memory.lock();
@@ -120,7 +124,12 @@ fn app(method: &str, path: &str, query: &str, s: Option<&Map<String, Value>>, bo
             (200, json!({"user": name, "cart": []}), set, false)
         }
         ("POST", "/cart/logout") => (200, json!({"user": null}), set, true),
-        (_, "/cart/add") | (_, "/cart/incr") | ("GET", "/cart") if user.is_none() => (401, json!({"error": "log in first: POST /cart/login?user=NAME"}), set, false),
+        (_, "/cart/add") | (_, "/cart/incr") | (_, "/cart/elevate") | ("GET", "/cart") if user.is_none() => (401, json!({"error": "log in first: POST /cart/login?user=NAME"}), set, false),
+        ("POST", "/cart/elevate") => {
+            let Some(role) = q("role") else { return (400, json!({"error": "role= is required"}), set, false) };
+            set.insert("role".into(), json!(role));
+            (200, json!({"user": user, "role": role}), set, false)
+        }
         ("POST", "/cart/add") => {
             let Some(item) = q("item") else { return (400, json!({"error": "item= is required"}), set, false) };
             let mut cart = cart;
@@ -133,7 +142,7 @@ fn app(method: &str, path: &str, query: &str, s: Option<&Map<String, Value>>, bo
             set.insert("count".into(), json!(n));
             (200, json!({"user": user, "count": n}), set, false)
         }
-        ("GET", "/cart") => (200, json!({"user": user, "cart": cart, "count": s.and_then(|s| s.get("count"))}), set, false),
+        ("GET", "/cart") => (200, json!({"user": user, "cart": cart, "count": s.and_then(|s| s.get("count")), "role": s.and_then(|s| s.get("role"))}), set, false),
         ("GET", "/exam/paper") => {
             let Some(student) = q("student") else { return (400, json!({"error": "student= is required"}), set, false) };
             let paper = format!("paper-{:08x}", rand_u64() as u32);

@@ -79,14 +79,41 @@ impl Central {
         Ok(value)
     }
 
+    /// Write, unless the key is retired (a retire is such a write of the
+    /// marker, so a key is retired once). The check and the write are one
+    /// compare-and-swap on a key that exists: a retire landing in between
+    /// makes the swap fail and the retry see it.
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         let (c, k, ttl) = (self.client.clone(), key.to_string(), self.ttl(ttl_s));
-        blocking(self.timeout, move || c.set(&k, value.as_slice(), ttl).map_err(unavailable)).await
+        blocking(self.timeout.saturating_mul(2), move || {
+            for _ in 0..CAS_TRIES {
+                match gets(&c, &k)? {
+                    Some((current, _)) if current == super::RETIRED => return Err(StoreError::Retired),
+                    Some((_, cas)) => {
+                        if c.cas(&k, value.as_slice(), ttl, cas).map_err(unavailable)? {
+                            return Ok(());
+                        }
+                    }
+                    None => return c.set(&k, value.as_slice(), ttl).map_err(unavailable),
+                }
+            }
+            Err(StoreError::Unavailable(format!("memcached: {k} kept changing under {CAS_TRIES} compare-and-swap attempts")))
+        })
+        .await
     }
 
+    /// Delete, unless the key is retired (it stays so until it expires).
+    /// memcached has no conditional delete: a retire landing between the
+    /// check and the delete is undone, which frees an id that holds
+    /// nothing (the session already moved to its new id).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let (c, k) = (self.client.clone(), key.to_string());
-        blocking(self.timeout, move || c.delete(&k).map(|_| ()).map_err(unavailable)).await
+        blocking(self.timeout, move || match gets(&c, &k)? {
+            Some((current, _)) if current == super::RETIRED => Ok(()),
+            Some(_) => c.delete(&k).map(|_| ()).map_err(unavailable),
+            None => Ok(()),
+        })
+        .await
     }
 
     /// Take `lock:KEY`, retrying until the lock timeout.
@@ -177,6 +204,12 @@ impl Central {
         })
         .await
     }
+}
+
+/// The value at `key` and its CAS id.
+fn gets(c: &memcache::Client, k: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+    let got = c.gets::<(Vec<u8>, u32, Option<u64>)>(&[k]).map_err(unavailable)?;
+    Ok(got.get(k).and_then(|(v, _, cas)| cas.map(|cas| (v.clone(), cas))))
 }
 
 fn lock_key(key: &str) -> String {

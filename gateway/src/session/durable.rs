@@ -63,20 +63,39 @@ impl Durable {
         .await
     }
 
+    /// Write, unless the key is retired (a retire is such a write of the
+    /// marker, so a key is retired once): one upsert that keeps a live
+    /// marker (`expires_at` is assigned first, so `v`'s test still sees the
+    /// marker's expiry), then a look when it changed nothing.
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
         self.bounded(async {
             let mut conn = self.conn().await?;
-            let q = format!("INSERT INTO `{}` (k, v, expires_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v), expires_at = VALUES(expires_at)", self.table);
-            conn.exec_drop(q, (key, value, now_s() + i64::from(ttl))).await.map_err(unavailable)
+            let (now, m, t) = (now_s(), super::RETIRED, &self.table);
+            let q = format!(
+                "INSERT INTO `{t}` (k, v, expires_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
+                 expires_at = IF(v = ? AND expires_at > ?, expires_at, VALUES(expires_at)), \
+                 v = IF(v = ? AND expires_at > ?, v, VALUES(v))"
+            );
+            conn.exec_drop(q, (key, value, now + i64::from(ttl), m, now, m, now)).await.map_err(unavailable)?;
+            if conn.affected_rows() == 0 {
+                let q = format!("SELECT v = ? AND expires_at > ? FROM `{t}` WHERE k = ?");
+                let retired: Option<bool> = conn.exec_first(q, (m, now, key)).await.map_err(unavailable)?;
+                if retired == Some(true) {
+                    return Err(StoreError::Retired);
+                }
+            }
+            Ok(())
         })
         .await
     }
 
+    /// Delete, unless the key is retired (it stays so until it expires).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.bounded(async {
             let mut conn = self.conn().await?;
-            conn.exec_drop(format!("DELETE FROM `{}` WHERE k = ?", self.table), (key,)).await.map_err(unavailable)
+            let q = format!("DELETE FROM `{}` WHERE k = ? AND v <> ?", self.table);
+            conn.exec_drop(q, (key, super::RETIRED)).await.map_err(unavailable)
         })
         .await
     }

@@ -75,6 +75,9 @@ impl Local {
         let ttl = if ttl_s == 0 { self.ttl } else { Duration::from_secs(u64::from(ttl_s)) };
         let mut g = self.inner.lock();
         let inner = &mut *g;
+        if inner.map.get(key).is_some_and(|old| old.value == super::RETIRED && old.expires > Instant::now()) {
+            return Err(StoreError::Retired);
+        }
         if let Some(old) = inner.map.remove(key) {
             inner.order.remove(&old.seq);
             inner.bytes -= size(key, &old.value);
@@ -104,6 +107,9 @@ impl Local {
     pub fn delete(&self, key: &str) {
         let mut g = self.inner.lock();
         let inner = &mut *g;
+        if inner.map.get(key).is_some_and(|old| old.value == super::RETIRED) {
+            return; // stays retired until it expires
+        }
         if let Some(old) = inner.map.remove(key) {
             inner.order.remove(&old.seq);
             inner.bytes -= size(key, &old.value);
@@ -190,6 +196,19 @@ mod tests {
             g.map.get_mut("a").unwrap().expires = Instant::now() - Duration::from_millis(1);
         }
         assert_eq!(l.get("a"), None);
+    }
+
+    #[test]
+    fn a_retired_key_refuses_writes_and_deletes_until_it_expires() {
+        let l = Local::new(1 << 20, 60);
+        l.set("s", b"{}".to_vec(), 0).unwrap();
+        l.set("s", super::super::RETIRED.to_vec(), 1).unwrap();
+        assert_eq!(l.set("s", b"{\"user\":\"x\"}".to_vec(), 0), Err(StoreError::Retired));
+        assert_eq!(l.set("s", super::super::RETIRED.to_vec(), 1), Err(StoreError::Retired), "a key is retired once");
+        l.delete("s");
+        assert_eq!(l.get("s").as_deref(), Some(super::super::RETIRED), "the tier keeps the marker; Stores::get hides it");
+        l.inner.lock().map.get_mut("s").unwrap().expires = Instant::now() - Duration::from_millis(1);
+        assert_eq!(l.set("s", b"{}".to_vec(), 0), Ok(()), "an expired retirement frees the key");
     }
 
     #[test]

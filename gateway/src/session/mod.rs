@@ -24,6 +24,11 @@ pub const MAX_KEY: usize = 250;
 /// Largest value a tier accepts (memcached's default item size).
 pub const MAX_VALUE: usize = 1024 * 1024;
 
+/// What a retired key holds in every tier: it reads as absent and
+/// refuses writes until it expires (`Stores::retire`). No session value
+/// is this: stored sessions are JSON, passports and counters text.
+pub const RETIRED: &[u8] = b"\0switchyard:retired";
+
 /// Which tier a call is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
@@ -51,6 +56,8 @@ pub enum StoreError {
     Timeout,
     Unavailable(String),
     TooLarge,
+    /// The key is retired: a write would bring it back.
+    Retired,
 }
 
 impl StoreError {
@@ -60,6 +67,7 @@ impl StoreError {
             StoreError::Timeout => "timeout",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::TooLarge => "too_large",
+            StoreError::Retired => "retired",
         }
     }
 }
@@ -93,7 +101,7 @@ impl Stores {
 
     pub async fn get(&self, tier: Tier, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
-        timed(tier, "get", async {
+        let value = timed(tier, "get", async {
             match tier {
                 Tier::Local => Ok(self.local.get(key)),
                 Tier::Replicated => Ok(self.replicated()?.get(key)),
@@ -101,28 +109,43 @@ impl Stores {
                 Tier::Durable => self.durable()?.get(key).await,
             }
         })
-        .await
+        .await?;
+        Ok(value.filter(|v| v != RETIRED))
     }
 
+    /// Write a value, unless the key is retired: `Err(Retired)` then,
+    /// decided atomically by each tier (a retire that races this write
+    /// either comes first and refuses it, or comes after and wins).
     pub async fn set(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         check_key(key)?;
         if value.len() > MAX_VALUE {
             return Err(count(tier, "set", StoreError::TooLarge));
         }
-        timed(tier, "set", async {
-            match tier {
-                Tier::Local => self.local.set(key, value, ttl_s),
-                Tier::Replicated => {
-                    self.replicated()?.set(key, Some(value), ttl_s);
-                    Ok(())
-                }
-                Tier::Central => self.central()?.set(key, value, ttl_s).await,
-                Tier::Durable => self.durable()?.set(key, value, ttl_s).await,
-            }
-        })
-        .await
+        if value == RETIRED {
+            return Err(count(tier, "set", StoreError::Unavailable("this value is reserved for retired keys".into())));
+        }
+        timed(tier, "set", self.write(tier, key, value, ttl_s)).await
     }
 
+    /// Retire `key` for `ttl_s` (0: the tier's default): it reads as
+    /// absent and refuses every `set` until then, on every node. A renewed
+    /// session id retires its old key so the id cannot be used again.
+    pub async fn retire(&self, tier: Tier, key: &str, ttl_s: u32) -> Result<(), StoreError> {
+        check_key(key)?;
+        timed(tier, "retire", self.write(tier, key, RETIRED.to_vec(), ttl_s)).await
+    }
+
+    async fn write(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
+        match tier {
+            Tier::Local => self.local.set(key, value, ttl_s),
+            Tier::Replicated => self.replicated()?.set(key, Some(value), ttl_s),
+            Tier::Central => self.central()?.set(key, value, ttl_s).await,
+            Tier::Durable => self.durable()?.set(key, value, ttl_s).await,
+        }
+    }
+
+    /// Remove a value; a retired key stays retired (deleting it would
+    /// free the id for reuse).
     pub async fn delete(&self, tier: Tier, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
         timed(tier, "delete", async {
@@ -131,10 +154,7 @@ impl Stores {
                     self.local.delete(key);
                     Ok(())
                 }
-                Tier::Replicated => {
-                    self.replicated()?.set(key, None, 0);
-                    Ok(())
-                }
+                Tier::Replicated => self.replicated()?.set(key, None, 0),
                 Tier::Central => self.central()?.delete(key).await,
                 Tier::Durable => self.durable()?.delete(key).await,
             }

@@ -308,6 +308,7 @@ fn to_wit(e: StoreError) -> store::StoreError {
         StoreError::Timeout => store::StoreError::Timeout,
         StoreError::Unavailable(m) => store::StoreError::Unavailable(m),
         StoreError::TooLarge => store::StoreError::TooLarge,
+        StoreError::Retired => store::StoreError::Retired,
     }
 }
 
@@ -332,6 +333,14 @@ impl store::Host for HostState {
         self.clock.pause();
         let stores = self.stores.clone();
         let out = stores.delete(tier(t), &key).await.map_err(to_wit);
+        self.clock.resume();
+        out
+    }
+
+    async fn retire(&mut self, t: store::Tier, key: String, ttl_s: u32) -> Result<(), store::StoreError> {
+        self.clock.pause();
+        let stores = self.stores.clone();
+        let out = stores.retire(tier(t), &key, ttl_s).await.map_err(to_wit);
         self.clock.resume();
         out
     }
