@@ -299,10 +299,11 @@ impl RouteGate {
         }
     }
 
-    /// The usage ended: its post-updates.
-    pub async fn finish(&self, a: &Admitted, status: u16, failed: bool) {
+    /// The usage ended: its post-updates. `sent`: the request reached a
+    /// backend; `upstream_status`: what the backend answered, if it did.
+    pub async fn finish(&self, a: &Admitted, status: u16, failed: bool, sent: bool, upstream_status: Option<u16>) {
         let completed = !failed && status > 0 && status < 500 && !a.revoked.load(Ordering::Relaxed);
-        match self.policy.post(&a.usage, UsageOutcome { status, completed }).await {
+        match self.policy.post(&a.usage, UsageOutcome { status, completed, sent, upstream_status }).await {
             Ok(updates) if !a.sub.is_empty() => self.host.settle(&a.sub, &updates).await,
             Ok(_) => {}
             Err(e) => tracing::error!(plugin = %self.policy.name(), "post-update failed, no attribute changed: {}", e.message),

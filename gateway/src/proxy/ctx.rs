@@ -57,6 +57,11 @@ pub struct Ctx {
     pub session: Option<SessionCtx>,
     /// The admitted usage and its route's access check, until it ends.
     pub access: Option<(Arc<crate::access::RouteGate>, crate::access::Admitted)>,
+    /// The request headers went to a backend (it may act on the request
+    /// whatever happens next): a usage limit keeps its reservation.
+    pub sent: bool,
+    /// The backend's own response status.
+    pub upstream_status: Option<u16>,
 }
 
 /// One request's session: what `before-request` asked for, and the run
@@ -83,6 +88,8 @@ impl Ctx {
             request_id: String::new(),
             session: None,
             access: None,
+            sent: false,
+            upstream_status: None,
         }
     }
 
@@ -136,10 +143,11 @@ impl Ctx {
         self.access.as_ref().is_some_and(|(_, a)| a.revoked.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The usage ended: its access post-updates.
+    /// The usage ended: its access post-updates, told whether the request
+    /// reached a backend and what the backend answered.
     pub async fn finish_access(&mut self, status: u16, failed: bool) {
         if let Some((gate, admitted)) = self.access.take() {
-            gate.finish(&admitted, status, failed).await;
+            gate.finish(&admitted, status, failed, self.sent, self.upstream_status).await;
         }
     }
 

@@ -121,10 +121,13 @@ impl ProxyHttp for Gateway {
         for (name, value) in ctx.session_headers() {
             req.append_header(name.clone(), value.clone())?;
         }
+        // From here the backend may receive the request and act on it.
+        ctx.sent = true;
         Ok(())
     }
 
     async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
             let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
             ctx.finish_session(resp.status.as_u16(), seen).await

@@ -36,6 +36,10 @@ pub enum AccessDecision {
 pub struct UsageOutcome {
     pub status: u16,
     pub completed: bool,
+    /// The request reached a backend (which may have acted on it).
+    pub sent: bool,
+    /// The backend's own status, if it answered.
+    pub upstream_status: Option<u16>,
 }
 
 /// A route's access policy. Every method's error is a fault the proxy

@@ -89,7 +89,7 @@ impl AccessCheck for WasmAccess {
 
     async fn post(&self, usage: &Usage, outcome: UsageOutcome) -> Result<Vec<AttrUpdate>, Error> {
         let u = to_wit(usage);
-        let o = wit::Outcome { status: outcome.status, completed: outcome.completed };
+        let o = wit::Outcome { status: outcome.status, completed: outcome.completed, sent: outcome.sent, upstream_status: outcome.upstream_status };
         let call = seam::hint::<AccessSeam, (), _, _>(move |inst, ()| Box::pin(async move { inst.guest.call_post_update(&mut inst.store, &u, o).await }));
         self.hosted.current().call("post-update", LoadedPlugin::arm, call, |l| Ok(updates(l))).await
     }

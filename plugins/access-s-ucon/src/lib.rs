@@ -2,7 +2,8 @@
 //! their members, attribute-value subsets of a class get more roles, roles
 //! form a hierarchy (cycles refused at configure), and per-permission rules
 //! add conditions (time windows, client networks), obligations, mutable
-//! attribute limits (reserved before the usage, given back if it fails)
+//! attribute limits (reserved before the usage, given back only when the
+//! backend surely did not act on it)
 //! and ongoing re-checks that revoke a usage. The policy is a table in the
 //! plugin config, checked at configure with errors that name the rule.
 
@@ -63,6 +64,31 @@ struct Limit {
     attribute: String,
     max: i64,
     reason: String,
+    /// Backend statuses that mean "not done": a usage whose backend
+    /// answered one gives its reservation back. Each is a status (`409`)
+    /// or a class (`5xx`). Only `limit` reads it.
+    #[serde(default = "default_give_back")]
+    give_back: Vec<String>,
+}
+
+fn default_give_back() -> Vec<String> {
+    vec!["5xx".into()]
+}
+
+/// Whether `status` is in `give_back` (entries checked at configure).
+fn gives_back(give_back: &[String], status: u16) -> bool {
+    give_back.iter().any(|g| match g.strip_suffix("xx") {
+        Some(class) => class.parse::<u16>().is_ok_and(|c| status / 100 == c),
+        None => g.parse::<u16>().is_ok_and(|s| s == status),
+    })
+}
+
+/// A `give_back` entry: a status 100..=599 or a class `1xx`..`5xx`.
+fn valid_give_back(g: &str) -> bool {
+    match g.strip_suffix("xx") {
+        Some(class) => matches!(class, "1" | "2" | "3" | "4" | "5"),
+        None => g.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s)),
+    }
 }
 
 #[derive(serde::Deserialize, Clone)]
@@ -216,6 +242,9 @@ impl SUcon {
             if r.limit.as_ref().is_some_and(|l| l.max < 1) {
                 return Err(format!("rules[{i}].limit.max: must be at least 1"));
             }
+            if let Some(bad) = r.limit.iter().flat_map(|l| &l.give_back).find(|g| !valid_give_back(g)) {
+                return Err(format!("rules[{i}].limit.give_back: {bad:?} is not a status (100..=599) or a class (1xx..5xx)"));
+            }
         }
         let (mut indexed, mut indexed_attrs, mut scanned) = (SubsetIndex::new(), BTreeMap::<String, BTreeSet<String>>::new(), Vec::new());
         for sub in s.subsets {
@@ -315,8 +344,7 @@ impl AccessPolicy for SUcon {
         let kind = u.object.get("kind").and_then(|k| k.as_str()).unwrap_or("");
         let Some(rule) = self.rule(&u.right, kind) else { return Vec::new() };
         let mut out = Vec::new();
-        if let (Some(l), false) = (&rule.limit, outcome.completed) {
-            // A failed usage gives its reservation back.
+        if let Some(l) = rule.limit.as_ref().filter(|l| not_done(l, outcome)) {
             out.push(Update { name: l.attribute.clone(), delta: -1, min: Some(0), max: None, reason: l.reason.clone() });
         }
         if let (Some(r), true) = (&rule.records, outcome.completed) {
@@ -324,6 +352,15 @@ impl AccessPolicy for SUcon {
         }
         out
     }
+}
+
+/// Whether the backend surely did not act on the usage, so its
+/// reservation goes back: the request never left the gateway, or the
+/// backend itself answered a `give_back` status. A client that hung up
+/// after sending, a read timeout or a revoke mid-response keep it: the
+/// backend may have accepted the request, and a limit is never exceeded.
+fn not_done(l: &Limit, outcome: &Outcome) -> bool {
+    !outcome.sent || outcome.upstream_status.is_some_and(|s| gives_back(&l.give_back, s))
 }
 
 switchyard_sdk::export_access!(SUcon);
@@ -364,6 +401,30 @@ mod tests {
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec!["both", "nj", "s"]);
         let r = p.roles(&usage(serde_json::json!({"class": "students", "city": "Beijing"})));
         assert_eq!(r.into_iter().collect::<Vec<_>>(), vec!["s"]);
+    }
+
+    #[test]
+    fn a_reservation_goes_back_only_when_the_backend_did_not_act() {
+        let text = r#"{"roles": {"s": {"grants": ["submit:paper"]}}, "classes": {"students": ["s"]},
+            "rules": [{"permission": "submit:paper", "limit": {"attribute": "attempts", "max": 3, "reason": "at most 3", "give_back": ["5xx", "409"]}}]}"#;
+        let mut p = SUcon::configure(&Config::from_json(text).unwrap()).unwrap();
+        let u = Usage { subject: serde_json::json!({"class": "students"}), object: serde_json::json!({"kind": "paper"}), right: "submit".into(), context: serde_json::json!({}) };
+        let back = |p: &mut SUcon, status, sent, upstream_status| {
+            let o = Outcome { status, completed: status > 0 && status < 500, sent, upstream_status };
+            p.post_update(&u, &o).iter().any(|x| x.name == "attempts" && x.delta == -1)
+        };
+        assert!(back(&mut p, 502, false, None), "connect refused: never sent");
+        assert!(back(&mut p, 0, false, None), "the client left before it was sent");
+        assert!(back(&mut p, 500, true, Some(500)), "the backend failed it");
+        assert!(back(&mut p, 409, true, Some(409)), "a configured not-done status");
+        assert!(!back(&mut p, 0, true, None), "the client hung up after sending: kept");
+        assert!(back(&mut p, 0, true, Some(500)), "a 5xx the client never saw still goes back");
+        assert!(!back(&mut p, 504, true, None), "read timeout: the backend may have acted");
+        assert!(!back(&mut p, 200, true, Some(200)), "done");
+        assert!(!back(&mut p, 0, true, Some(200)), "done, then the client left or the usage was revoked");
+        let bad = text.replace(r#""409""#, r#""6xx""#);
+        let e = SUcon::configure(&Config::from_json(&bad).unwrap()).err().unwrap();
+        assert!(e.contains("rules[0].limit.give_back: \"6xx\""), "{e}");
     }
 
     #[test]
