@@ -1,7 +1,7 @@
 //! Prometheus metrics: one registry for the process, rendered by `GET /metrics`.
 
 use prometheus::{
-    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    exponential_buckets, CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
@@ -79,6 +79,12 @@ pub struct Metrics {
     /// Bytes and values held by the local tier.
     pub session_local_bytes: IntGauge,
     pub session_local_entries: IntGauge,
+    /// Each memcached server of the central tier: 1 up, 0 marked down.
+    pub session_central_up: IntGaugeVec,
+    /// Values read from a backup and put back on a server that missed them.
+    pub session_central_rehomed: IntCounterVec,
+    /// Backup copies that could not be written.
+    pub session_central_backup_failures: IntCounter,
     /// Tokens (cookies, passports) refused by reason.
     pub session_tokens_rejected: IntCounterVec,
     /// Requests whose session pin could not be honoured, by route and reason.
@@ -196,6 +202,13 @@ impl Metrics {
                 let g = IntGauge::new("switchyard_session_local_entries", "Values held by the local session tier").expect("static");
                 r.register(Box::new(g.clone())).expect("unique metric name");
                 g
+            },
+            session_central_up: int_gauge(&r, "switchyard_session_central_up", "memcached servers of the central tier: 1 up, 0 marked down", &["server"]),
+            session_central_rehomed: counter(&r, "switchyard_session_central_rehomed_total", "Values read from a backup and put back where they were missing", &["result"]),
+            session_central_backup_failures: {
+                let c = IntCounter::new("switchyard_session_central_backup_failures_total", "Backup copies of central-tier values not written").expect("static");
+                r.register(Box::new(c.clone())).expect("unique metric name");
+                c
             },
             session_tokens_rejected: counter(&r, "switchyard_session_tokens_rejected_total", "Signed tokens refused (forged, tampered, expired, malformed)", &["reason"]),
             session_pin_lost: counter(&r, "switchyard_session_pin_lost_total", "Session pins the lb could not honour", &["route", "reason"]),

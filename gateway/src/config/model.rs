@@ -471,6 +471,10 @@ pub struct CentralTierSection {
     /// Connections per server.
     #[serde(default = "default_pool")]
     pub pool: u32,
+    /// Copies of each value on the next server(s) of its order: 1 by
+    /// default with two servers or more, 0 with one.
+    #[serde(default)]
+    pub backups: Option<Spanned<u32>>,
 }
 
 /// `[session.durable]`: a MariaDB/MySQL table.

@@ -59,6 +59,8 @@ pub struct SessionSpec {
 #[derive(Clone, Debug)]
 pub struct CentralSpec {
     pub servers: Vec<SocketAddr>,
+    /// Copies of each value past its primary (the next servers in its order).
+    pub backups: usize,
     pub ttl_s: u32,
     pub timeout_ms: u64,
     pub lock_timeout_ms: u64,
@@ -940,8 +942,18 @@ fn check_session(c: &mut Checker, s: Option<&SessionSection>) -> SessionSpec {
         if m.pool == 0 || m.pool > 1024 {
             c.errors.push(ConfigError { path: "session.central.pool".into(), line: None, message: "must be 1..=1024".into() });
         }
+        let n = m.servers.get_ref().len();
+        let backups = match &m.backups {
+            Some(b) if (*b.get_ref() as usize) >= n.max(1) => {
+                c.err("session.central.backups", b, format!("{} backups need {} servers; {n} are listed", b.get_ref(), b.get_ref() + 1));
+                0
+            }
+            Some(b) => *b.get_ref() as usize,
+            None => usize::from(n >= 2),
+        };
         (servers.len() == m.servers.get_ref().len() && !servers.is_empty()).then(|| CentralSpec {
             servers,
+            backups,
             ttl_s: m.ttl_s,
             timeout_ms: m.timeout_ms,
             lock_timeout_ms: m.lock_timeout_ms,

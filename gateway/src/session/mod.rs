@@ -16,7 +16,7 @@ pub use tokens::{new_id, Tokens};
 use crate::config::SessionSpec;
 use crate::metrics::metrics;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Longest key a tier accepts (memcached's limit).
 pub const MAX_KEY: usize = 250;
@@ -233,13 +233,4 @@ async fn timed<T>(tier: Tier, op: &'static str, call: impl Future<Output = Resul
 fn count(tier: Tier, op: &str, e: StoreError) -> StoreError {
     metrics().session_store_calls.with_label_values(&[tier.as_str(), op, e.label()]).inc();
     e
-}
-
-/// Run a blocking store client call on the blocking pool, bounded by `limit`.
-async fn blocking<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => Err(StoreError::Unavailable(format!("store call failed: {e}"))),
-        Err(_) => Err(StoreError::Timeout),
-    }
 }
