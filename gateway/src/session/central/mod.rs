@@ -125,7 +125,9 @@ impl Central {
     /// Copy a value to `key`'s backups (after its primary took it).
     async fn copy_to_backups(&self, targets: &[usize], key: &str, value: &[u8], flags: u32, ttl_s: u32) {
         let ttl = exptime(ttl_s);
-        for &i in targets.iter().skip(1).take(self.copies() - 1) {
+        // A backup marked down is skipped: a value it misses is put back
+        // when it is read there after it returns.
+        for &i in targets.iter().skip(1).take(self.copies() - 1).filter(|&&i| !self.servers[i].is_down()) {
             let out = self.servers[i].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(flags).send()).await;
             if let Err(e) = out {
                 metrics().session_central_backup_failures.inc();
@@ -174,12 +176,15 @@ impl Central {
     /// Delete, unless the key is retired (it stays so until it expires):
     /// a delete conditional on the CAS value read, on every copy.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let mut first = None;
+        let mut out = Ok(());
+        let mut deleted = false;
         for i in self.targets(key).into_iter().take(self.copies()) {
-            let out = self.servers[i].call(|c| delete_unless_retired(c, key)).await;
-            first.get_or_insert(out);
+            match self.servers[i].call(|c| delete_unless_retired(c, key)).await {
+                Ok(()) => deleted = true,
+                Err(e) => out = Err(e),
+            }
         }
-        first.unwrap_or(Ok(()))
+        if deleted { Ok(()) } else { out }
     }
 
     /// Take `lock:KEY` on the key's primary (`ms … ME`, the owner as its
@@ -238,7 +243,12 @@ impl Central {
         for _ in 0..CAS_TRIES {
             let targets = self.targets(key);
             let primary = &self.servers[targets[0]];
-            let got = primary.call(|c| c.get(key).meta(Meta::default().cas()).send()).await?;
+            let got = match primary.call(|c| c.get(key).meta(Meta::default().cas()).send()).await {
+                Ok(got) => got,
+                // Nothing was changed yet: try the next server (this one is now marked down).
+                Err(_) if self.servers.len() > 1 && primary.is_down() => continue,
+                Err(e) => return Err(e),
+            };
             if !got.hit() {
                 let seed = self.counter(key).await?.to_string();
                 primary.call(|c| c.set(key, &seed).ttl_raw(ttl).add().send()).await?;
