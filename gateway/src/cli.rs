@@ -1,5 +1,5 @@
 //! The command line: `run`, `check`, `plugin inspect|list|push|rollback|history`,
-//! `upstreams`, `demo-backend`, and `bench` (handed to the `switchyard-bench` binary).
+//! `sessions list|revoke`, `upstreams`, `demo-backend`, and `bench` (handed to the `switchyard-bench` binary).
 
 use crate::wasm::PluginSlot;
 use clap::{Parser, Subcommand};
@@ -29,6 +29,9 @@ enum Command {
     /// Inspect a plugin component, or list, push, roll back plugins on a running gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// List a user's sessions on a running gateway, or end them all (every tier and node).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Show a running gateway's upstreams: health, weights, active requests, latency, errors.
     Upstreams {
         #[command(flatten)]
@@ -124,6 +127,26 @@ enum PluginCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// A user's sessions: id prefix, strategy, tier, created, last seen, node (admin `GET /sessions`).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The user, as the sessions' principal attribute holds it.
+        #[arg(long)]
+        principal: String,
+    },
+    /// Sign a user out everywhere: end every session and cut their responses in flight
+    /// (admin `DELETE /sessions`).
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        principal: String,
+    },
+}
+
 /// Parse the arguments and run the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -136,6 +159,8 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
         Command::Plugin(cmd) => plugin(cmd),
+        Command::Sessions(SessionsCommand::List { admin, principal }) => report(admin.target().and_then(|t| t.sessions("GET", &principal))),
+        Command::Sessions(SessionsCommand::Revoke { admin, principal }) => report(admin.target().and_then(|t| t.sessions("DELETE", &principal))),
         Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
         Command::DemoBackend { listen, name, delay_ms, status, threads, sessions } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };

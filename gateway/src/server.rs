@@ -26,6 +26,8 @@ pub struct Built {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Each route's access check, parallel to the config's routes.
     pub gates: Vec<Option<Arc<crate::access::RouteGate>>>,
+    /// The session store tiers (the admin API's `/sessions`).
+    pub stores: Arc<crate::session::Stores>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
@@ -112,7 +114,7 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         });
     }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates, stores: engine.stores().clone() })
     } else {
         Err(errors)
     }
@@ -207,6 +209,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
             upstreams: built.upstreams.clone(),
             sql: built.sql.clone(),
             cluster: built.cluster.clone(),
+            stores: built.stores.clone(),
         };
         server.add_service(crate::admin::service(api));
     }

@@ -439,6 +439,7 @@ pub mod stored {
                 (Ok(None), None) => self.forward_with(Ctx { id: tokens::new_id(), renew: true, fresh: true, ..Ctx::default() }),
                 (Ok(attrs), statics) => {
                     let (attrs, statics) = (attrs.unwrap_or_default(), statics.unwrap_or_default());
+                    self.index(&id, &attrs, &statics);
                     self.forward_with(Ctx { id, renew, fresh: false, degraded: false, attrs, statics })
                 }
                 (Err(e), _) => self.store_failed(&e, id),
@@ -465,15 +466,18 @@ pub mod stored {
             }
             if changes.end {
                 self.end(&ctx.id);
+                self.reindex(&ctx.id, self.principal_of(&ctx.attrs, &ctx.statics), "", None);
                 return vec![clear_cookie(&self.s.cookie)];
             }
             let mut before = ctx.attrs.clone();
             before.extend(ctx.statics.clone());
             let new_id = !ctx.fresh && (changes.renew || (!self.s.principal.is_empty() && changes.changes_principal(&self.s.principal, &before)));
             if !changes.set.is_empty() || new_id {
+                let (old_id, old_principal) = (ctx.id.clone(), self.principal_of(&ctx.attrs, &ctx.statics));
                 if let Err(warning) = self.store(&mut ctx, &changes, before, new_id) {
                     return vec![warning];
                 }
+                self.reindex(&old_id, old_principal, &ctx.id, self.principal_of(&ctx.attrs, &ctx.statics));
             } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
                 return Vec::new(); // a visitor with no session: no cookie
             }
@@ -554,6 +558,50 @@ pub mod stored {
                 crate::host::counter_add("store_errors", 1);
             }
             not_stored(&store::describe(e))
+        }
+
+        // The principal index (`GET`/`DELETE /sessions?principal=U`): the
+        // gateway learns whose each session is, so an operator can list and
+        // end a user's sessions everywhere.
+
+        /// Who the session belongs to: its `principal` attribute as text.
+        fn principal_of(&self, attrs: &Attributes, statics: &Attributes) -> Option<String> {
+            if self.s.principal.is_empty() {
+                return None;
+            }
+            match attrs.get(&self.s.principal).or_else(|| statics.get(&self.s.principal))? {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        }
+
+        /// Tell the gateway whose session `id` is (every request: the
+        /// gateway rewrites its index only now and then).
+        fn index(&self, id: &str, attrs: &Attributes, statics: &Attributes) {
+            if let Some(principal) = self.principal_of(attrs, statics) {
+                store::index(&principal, id, &self.parts(id), self.s.ttl_s);
+            }
+        }
+
+        /// The session's stored parts: the main one first.
+        fn parts(&self, id: &str) -> Vec<(Tier, String)> {
+            let statics = self.split.map(|t| (t, self.static_key(id)));
+            std::iter::once((self.tier, self.key(id))).chain(statics).collect()
+        }
+
+        /// The session went from (`old_id`, `old`) to (`new_id`, `new`): a
+        /// login, a renewal, a logout (`new_id` empty).
+        fn reindex(&self, old_id: &str, old: Option<String>, new_id: &str, new: Option<String>) {
+            if old_id == new_id && old == new {
+                return;
+            }
+            if let Some(p) = &old {
+                store::unindex(p, old_id, self.tier);
+            }
+            if let Some(p) = new.filter(|_| !new_id.is_empty()) {
+                store::index(&p, new_id, &self.parts(new_id), self.s.ttl_s);
+            }
         }
 
         /// The signed id in a cookie (and in the configured header).

@@ -42,6 +42,25 @@ pub fn unlock(tier: Tier, key: &str) -> Result<(), StoreError> {
     wit::store::unlock(tier, key)
 }
 
+/// Session `id`, stored in `parts` (the first is read to tell whether it
+/// lives), belongs to `principal`: the gateway indexes it so an operator
+/// can list and end the user's sessions everywhere (`GET`/`DELETE
+/// /sessions?principal=U`), and marks this request as the principal's, so
+/// ending their sessions also cuts its response. Call it on every request
+/// that carries a session with a principal (the gateway rewrites its index
+/// at most once a minute per session) and after a login or a renewal.
+/// Best effort: the gateway logs a failure.
+pub fn index(principal: &str, id: &str, parts: &[(Tier, String)], ttl_s: u32) {
+    let parts: Vec<wit::store::Part> = parts.iter().map(|(tier, key)| wit::store::Part { tier: *tier, key: key.clone() }).collect();
+    wit::store::index(principal, id, &parts, ttl_s)
+}
+
+/// Session `id` no longer belongs to `principal` (a logout, a renewal to
+/// a new id): drop it from the index in `tier` (its first part's).
+pub fn unindex(principal: &str, id: &str, tier: Tier) {
+    wit::store::unindex(principal, id, tier)
+}
+
 /// A tier by its config name (`local`, `central`, `durable`).
 pub fn tier(name: &str) -> Result<Tier, String> {
     match name {

@@ -1,5 +1,5 @@
-//! The admin API's client side, for the `switchyard plugin` and
-//! `switchyard upstreams` commands.
+//! The admin API's client side, for the `switchyard plugin`, `sessions`
+//! and `upstreams` commands.
 
 use std::path::Path;
 
@@ -19,6 +19,7 @@ impl AdminTarget {
         let sent = match (method, body) {
             ("PUT", Some(bytes)) => agent.put(&url).header("Authorization", &auth).header("Content-Type", "application/wasm").send(bytes),
             ("POST", _) => agent.post(&url).header("Authorization", &auth).send_empty(),
+            ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
             _ => agent.get(&url).header("Authorization", &auth).call(),
         };
         let mut resp = sent.map_err(|e| format!("{url}: {e}"))?;
@@ -52,8 +53,24 @@ impl AdminTarget {
         self.call("GET", &format!("/plugins/{name}/history"), None)
     }
 
+    /// `GET` (list) or `DELETE` (revoke) `/sessions?principal=U`.
+    pub fn sessions(&self, method: &str, principal: &str) -> Result<String, String> {
+        self.call(method, &format!("/sessions?principal={}", encode(principal)), None)
+    }
+
     /// `GET /upstreams`.
     pub fn upstreams(&self) -> Result<String, String> {
         self.call("GET", "/upstreams", None)
     }
+}
+
+/// Percent-encode a query value (every byte but unreserved ones).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,9 +1,11 @@
 //! The admin API on its own listener: plugins, hot swap, rollback,
-//! upstreams, SQL backends, Prometheus metrics, liveness and a live
-//! dashboard. Bearer token on everything but `GET /healthz` and the
-//! dashboard page itself (static; its data calls carry the token).
+//! upstreams, SQL backends, a user's sessions (listed and revoked),
+//! Prometheus metrics, liveness and a live dashboard. Bearer token on
+//! everything but `GET /healthz` and the dashboard page itself (static; its
+//! data calls carry the token).
 
 mod client;
+mod sessions;
 mod views;
 
 pub use client::AdminTarget;
@@ -27,6 +29,8 @@ pub struct AdminApi {
     pub sql: Option<Arc<crate::sql::SqlProxy>>,
     /// This node of `[cluster]`, for the `/healthz` detail.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The session store tiers: `/sessions` lists and ends a user's sessions.
+    pub stores: Arc<crate::session::Stores>,
 }
 
 /// The dashboard: one static page; it asks for the token (login form or
@@ -99,13 +103,19 @@ impl AdminApi {
                 views::refresh_backend_gauges(&self.upstreams);
                 Reply::text(StatusCode::OK, "text/plain; version=0.0.4", metrics().render())
             }
+            (&Method::GET, ["sessions", "counts"]) => Reply::json(StatusCode::OK, sessions::counts(&self.stores)),
+            (&Method::GET | &Method::DELETE, ["sessions"]) => match sessions::principal(session.req_header().uri.query()) {
+                Err(why) => Reply::error(StatusCode::BAD_REQUEST, why),
+                Ok(p) if method == Method::GET => Reply::json(StatusCode::OK, sessions::list(&self.stores, &p).await),
+                Ok(p) => Reply::json(StatusCode::OK, sessions::revoke(&self.stores, &p).await),
+            },
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
             (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["sessions"] | ["sessions", "counts"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),

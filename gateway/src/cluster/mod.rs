@@ -97,6 +97,11 @@ impl Cluster {
         format!("cluster node {}: {state}; {} replicated keys\n", self.id, self.data.lock().len())
     }
 
+    /// Every node's id, this one's first.
+    pub fn node_ids(&self) -> Vec<u32> {
+        std::iter::once(self.id).chain(self.peers.iter().map(|p| p.id)).collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         self.data.lock().get(key, now_ms()).map(<[u8]>::to_vec)
     }
@@ -174,14 +179,19 @@ impl Cluster {
         let mut data = self.data.lock();
         let now = now_ms();
         let (mut applied, mut stale) = (0u64, 0u64);
+        let mut revoked = Vec::new();
         for e in entries {
+            // A peer's `DELETE /sessions`: cut the principal's responses here.
+            let signal = e.key.starts_with(crate::session::index::SIGNAL_PREFIX).then(|| e.value.clone()).flatten();
             if data.apply(e, now) {
                 applied += 1;
+                revoked.extend(signal);
             } else {
                 stale += 1;
             }
         }
         drop(data);
+        revoked.iter().for_each(|p| crate::session::index::signalled(p));
         let m = metrics();
         m.cluster_deltas.with_label_values(&["applied"]).inc_by(applied);
         m.cluster_deltas.with_label_values(&["stale"]).inc_by(stale);

@@ -143,6 +143,11 @@ impl Ctx {
         self.access.as_ref().is_some_and(|(_, a)| a.revoked.load(std::sync::atomic::Ordering::Relaxed))
     }
 
+    /// An operator ended this request's user's sessions while it ran.
+    pub fn session_revoked(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| s.run.revoked())
+    }
+
     /// The usage ended: its access post-updates, told whether the request
     /// reached a backend and what the backend answered.
     pub async fn finish_access(&mut self, status: u16, failed: bool) {

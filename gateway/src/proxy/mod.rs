@@ -13,7 +13,8 @@
 //! |                          | add the session's headers                     |
 //! | `response_filter`        | session: `after-response` (cookies); strip    |
 //! |                          | internal headers, echo request id             |
-//! | `response_body_filter`   | a usage revoked by an ongoing decision stops  |
+//! | `response_body_filter`   | a usage revoked by an ongoing decision, or a  |
+//! |                          | user whose sessions were revoked, stops       |
 //! | `logging`                | session `after-response` if the upstream      |
 //! |                          | failed; access post-update; stats, metrics    |
 //! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
@@ -150,6 +151,9 @@ impl ProxyHttp for Gateway {
         if ctx.revoked() {
             return Error::e_explain(HTTPStatus(403), "the usage was revoked by an ongoing access decision");
         }
+        if ctx.session_revoked() {
+            return Error::e_explain(HTTPStatus(403), "the user's sessions were revoked (DELETE /sessions)");
+        }
         Ok(None)
     }
 
@@ -175,7 +179,7 @@ impl ProxyHttp for Gateway {
 
     /// A client that hangs up is routine: logged at debug, not as an error.
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
-        if ctx.revoked() {
+        if ctx.revoked() || ctx.session_revoked() {
             return true; // logged with its reason when it was revoked
         }
         let hang_up = matches!(e.esource(), pingora::ErrorSource::Downstream) && matches!(e.etype(), ConnectionClosed | ReadError | WriteError);

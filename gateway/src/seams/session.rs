@@ -53,6 +53,12 @@ pub struct Outcome {
 pub trait SessionRun: Send + Sync {
     /// Store the changes; answer headers for the client response.
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers;
+
+    /// An operator ended this request's user's sessions while it ran
+    /// (`DELETE /sessions?principal=U`): its response is cut.
+    fn revoked(&self) -> bool {
+        false
+    }
 }
 
 /// A route's session strategy.

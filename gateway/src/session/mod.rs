@@ -5,6 +5,7 @@
 
 mod central;
 mod durable;
+pub mod index;
 mod local;
 mod tokens;
 

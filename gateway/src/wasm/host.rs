@@ -141,6 +141,10 @@ pub struct HostState {
     /// Locks the current request holds: (tier, key, owner token). The
     /// session adapter moves them between the request and the instance.
     pub(crate) locks: Vec<(Tier, String, String)>,
+    /// The principal the current request's session belongs to, as the
+    /// plugin told `store.index`; the session adapter moves it to the
+    /// request (a revoke of that principal cuts its response).
+    pub(crate) principal: Option<String>,
 }
 
 impl HostState {
@@ -165,6 +169,7 @@ impl HostState {
             last_panic: None,
             stores,
             locks: Vec::new(),
+            principal: None,
         }
     }
 
@@ -358,6 +363,33 @@ impl store::Host for HostState {
             self.locks.push((t, key, owner));
         }
         out
+    }
+
+    async fn index(&mut self, principal: String, id: String, parts: Vec<store::Part>, ttl_s: u32) {
+        if let Err(why) = crate::session::index::check_principal(&principal) {
+            tracing::debug!(plugin = %self.shared.name, "session not indexed: {why}");
+            return;
+        }
+        self.principal = Some(principal.clone());
+        let parts = parts.into_iter().map(|p| (tier(p.tier), p.key)).collect();
+        self.clock.pause();
+        let stores = self.stores.clone();
+        if let Err(e) = crate::session::index::index(&stores, &self.shared.name, &principal, &id, parts, ttl_s).await {
+            tracing::warn!(plugin = %self.shared.name, "session index not updated: {e:?}");
+        }
+        self.clock.resume();
+    }
+
+    async fn unindex(&mut self, principal: String, id: String, t: store::Tier) {
+        if crate::session::index::check_principal(&principal).is_err() {
+            return;
+        }
+        self.clock.pause();
+        let stores = self.stores.clone();
+        if let Err(e) = crate::session::index::unindex(&stores, &principal, &id, tier(t)).await {
+            tracing::warn!(plugin = %self.shared.name, "session index not updated: {e:?}");
+        }
+        self.clock.resume();
     }
 
     async fn unlock(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {

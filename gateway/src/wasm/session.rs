@@ -42,6 +42,9 @@ impl Seam for SessionSeam {
 /// Locks a request holds: (tier, key, owner).
 type Locks = Vec<(Tier, String, String)>;
 
+/// The principal a hook said the request's session belongs to.
+type Principal = Option<String>;
+
 /// A Wasm session plugin serving one route.
 pub struct WasmSession {
     hosted: Hosted<SessionSeam>,
@@ -57,36 +60,40 @@ impl WasmSession {
 }
 
 /// `before-request` on one generation.
-async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks), Error> {
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks, Principal), Error> {
     let req = req.clone();
-    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks, Principal), _>(move |inst, ()| {
         Box::pin(async move {
             inst.store.data_mut().locks.clear();
+            inst.store.data_mut().principal = None;
             let handle = inst.store.data_mut().lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
             let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
             inst.store.data_mut().table.delete(handle)?;
             let locks = std::mem::take(&mut inst.store.data_mut().locks);
-            Ok((out?, locks))
+            let principal = inst.store.data_mut().principal.take();
+            Ok((out?, locks, principal))
         })
     });
     generation.call("before-request", arm, call, Ok).await
 }
 
 /// `after-response` on one generation, with the request's locks.
-async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks), Error> {
+async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks, Principal), Error> {
     let resp = wit::Response {
         status: outcome.status,
         headers: outcome.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
         backend: outcome.backend,
         pin_lost: outcome.pin_lost,
     };
-    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks, Principal), _>(move |inst, ()| {
         Box::pin(async move {
             inst.store.data_mut().locks = locks;
+            inst.store.data_mut().principal = None;
             let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
             let locks = std::mem::take(&mut inst.store.data_mut().locks);
-            Ok((out?, locks))
+            let principal = inst.store.data_mut().principal.take();
+            Ok((out?, locks, principal))
         })
     });
     generation.call("after-response", LoadedPlugin::arm, call, Ok).await
@@ -131,15 +138,22 @@ struct Run {
     locks: Locks,
     stores: Arc<Stores>,
     name: String,
+    /// The request of a principal: a revoke of theirs cuts it.
+    watch: Option<crate::session::index::Watch>,
 }
 
 #[async_trait::async_trait]
 impl SessionRun for Run {
+    fn revoked(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| w.revoked())
+    }
+
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers {
         let locks = std::mem::take(&mut self.locks);
         let out = after(&self.generation, context, outcome, locks).await;
-        let answer = out.and_then(|(list, locks)| {
+        let answer = out.and_then(|(list, locks, principal)| {
             self.locks = locks;
+            self.watch_principal(principal);
             headers(&self.name, "after-response", list, false)
         });
         self.release().await;
@@ -151,6 +165,14 @@ impl SessionRun for Run {
 }
 
 impl Run {
+    /// Register the request as `principal`'s (a login in `after` changes it).
+    fn watch_principal(&mut self, principal: Principal) {
+        let Some(p) = principal else { return };
+        if self.watch.as_ref().is_none_or(|w| w.principal() != p) {
+            self.watch = Some(crate::session::index::Watch::new(p));
+        }
+    }
+
     async fn release(&mut self) {
         for (tier, key, owner) in self.locks.drain(..) {
             if let Err(e) = self.stores.unlock(tier, &key, &owner).await {
@@ -185,10 +207,11 @@ impl SessionPolicy for WasmSession {
 
     async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
         let generation = self.hosted.current();
-        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks)| Ok((action(&self.hosted.name, a)?, locks)));
+        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p)| Ok((action(&self.hosted.name, a)?, locks, p)));
         match out {
-            Ok((action, locks)) => {
-                let run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone() };
+            Ok((action, locks, principal)) => {
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None };
+                run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
             Err(e) if self.hosted.fell_back("before-request", &e) => NoSession.before(req).await,
@@ -207,7 +230,7 @@ impl SwapTarget for WasmSession {
     /// empty request (no cookie: a new visitor).
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
         let next = self.hosted.next(plugin).await?;
-        let (a, locks) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
+        let (a, locks, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
         for (tier, key, owner) in locks {
             let _ = self.stores.unlock(tier, &key, &owner).await;
         }
