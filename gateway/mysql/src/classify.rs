@@ -60,6 +60,12 @@ impl Classified {
             sets_global: false,
         }
     }
+
+    /// A statement the host cannot read with confidence: it runs on the
+    /// primary and counts as a write.
+    pub fn unproven() -> Self {
+        Self { class: StatementClass::Other, replica_ok: false, resets_diagnostics: true, sets_vars: true, ..Self::session_command() }
+    }
 }
 
 /// Classify one COM_QUERY or COM_STMT_PREPARE text.
@@ -67,10 +73,30 @@ pub fn classify(sql: &str) -> Classified {
     classify_with(sql, &[])
 }
 
+/// Whether the classifier may misread `sql`, whatever character set the
+/// client declared. It reads text as UTF-8 (bytes that are not become
+/// U+FFFD, ASCII stays), which keeps every quote, backslash and comment
+/// where the server sees it in UTF-8 and in the 8-bit sets (latin1,
+/// hebrew, cp1251...). In big5, gbk, sjis, cp932 and gb18030 the second
+/// byte of a character may be `\` or a backtick, which the server reads
+/// as part of the character and the classifier as an escape or a quote:
+/// text where such a byte follows a non-ASCII one is not classified.
+pub fn misreadable(sql: &[u8]) -> bool {
+    sql.windows(2).any(|w| w[0] >= 0x80 && matches!(w[1], b'\\' | b'`')) && std::str::from_utf8(sql).is_err()
+}
+
 /// Classify with `pure`: stored functions the operator declared free of
 /// side effects (lower case, `name` or `schema.name`), which reads may
 /// call on a replica.
 pub fn classify_with(sql: &str, pure: &[String]) -> Classified {
+    // The server runs executable comments: classify what it runs.
+    match lexical::open_executable(sql) {
+        Some(opened) => classify_code(&opened, pure),
+        None => classify_code(sql, pure),
+    }
+}
+
+fn classify_code(sql: &str, pure: &[String]) -> Classified {
     let lower = sql.to_ascii_lowercase();
     let lex = lexical::scan(sql, pure);
     let form = set_form(&lower);
@@ -494,6 +520,51 @@ mod tests {
         ] {
             assert!(!replica_ok(write), "{write}");
         }
+    }
+
+    /// What the server runs, not what a comment-blind parser sees.
+    #[test]
+    fn executable_comments_are_classified_as_code() {
+        for write in [
+            "/*!100000 INSERT INTO t VALUES (1) */",
+            "/*M!100000 INSERT INTO t VALUES (1) */",
+            "/*!100000 INSERT INTO t */ SELECT 1",
+            "/*M!100000 INSERT INTO t */ SELECT 1",
+            "/*!100000 CREATE TABLE t2 AS */ SELECT 1",
+            "/*M!100000 CREATE TABLE t2 AS */ SELECT 1",
+            "SELECT * FROM t /*!50000 INTO OUTFILE '/tmp/x' */",
+            "SELECT 1 /*!100000 ; INSERT INTO t VALUES (1) */",
+            "SELECT 1 /*!100000 FOR UPDATE */",
+        ] {
+            let c = classify(write);
+            assert!(!c.replica_ok, "{write}: {c:?}");
+            assert_ne!(c.class, Read, "{write}");
+        }
+        assert!(classify("SELECT 1 /*!100000 ; INSERT INTO t VALUES (1) */").multi);
+        assert!(classify("SELECT /*! STRAIGHT_JOIN */ a FROM t").replica_ok, "a hint stays a read");
+        assert!(classify("SELECT a FROM t /* DELETE FROM t */").replica_ok, "a plain comment does not run");
+    }
+
+    /// Bytes of a client character set that is not UTF-8: 8-bit sets
+    /// classify as their ASCII reads; a multibyte character whose second
+    /// byte is a backslash or backtick (sjis, big5, gbk) is not classified.
+    #[test]
+    fn client_charsets_that_are_not_utf8() {
+        let latin1_read = b"SELECT a FROM t WHERE a = 'caf\xe9'";
+        assert!(!misreadable(latin1_read));
+        assert!(classify(&String::from_utf8_lossy(latin1_read)).replica_ok);
+        let hebrew_ddl = b"CREATE TABLE t1 (a CHAR(1)) COMMENT '\xe0'";
+        assert!(!misreadable(hebrew_ddl));
+        assert_eq!(classify(&String::from_utf8_lossy(hebrew_ddl)).class, Write);
+        // sjis: 0x95 0x5C is one character; read as UTF-8 the backslash
+        // escapes the closing quote and hides the call.
+        let sjis = b"SELECT '\x95\x5c', f_writes(1) -- '";
+        assert!(classify(&String::from_utf8_lossy(sjis)).replica_ok, "the UTF-8 reading is wrong");
+        assert!(misreadable(sjis));
+        assert!(misreadable(b"SELECT `\x95`` FROM t"));
+        assert!(!misreadable("SELECT 'caf\u{e9}\\n'".as_bytes()), "valid UTF-8 reads as UTF-8");
+        let c = Classified::unproven();
+        assert!(!c.replica_ok && c.class == Other);
     }
 
     #[test]

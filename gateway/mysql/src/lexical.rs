@@ -46,6 +46,47 @@ pub fn scan(sql: &str, pure: &[String]) -> Lexical {
     out
 }
 
+/// `sql` with its executable comments (`/*!`, `/*M!`, a version or not)
+/// opened: the markers become spaces and the bodies plain text, as the
+/// server runs them. `None` when it has none. A body is opened whatever
+/// its version: reading one the server skips as code is the safe mistake.
+pub fn open_executable(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut out: Option<Vec<u8>> = None;
+    let mut blank = |from: usize, to: usize| out.get_or_insert_with(|| b.to_vec())[from..to].fill(b' ');
+    let (mut i, mut inside) = (0, false);
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => i = skip_quoted(b, i, q),
+            b'-' if b.get(i + 1) == Some(&b'-') && b.get(i + 2).is_none_or(|c| c.is_ascii_whitespace()) => i = line_end(b, i),
+            b'#' => i = line_end(b, i),
+            b'/' if b.get(i + 1) == Some(&b'*') => match executable_body(b, i + 2) {
+                Some(body) if !inside => {
+                    blank(i, body);
+                    (i, inside) = (body, true);
+                }
+                _ => i = sql[i + 2..].find("*/").map_or(b.len(), |p| i + 2 + p + 2),
+            },
+            b'*' if inside && b.get(i + 1) == Some(&b'/') => {
+                blank(i, i + 2);
+                (i, inside) = (i + 2, false);
+            }
+            _ => i += 1,
+        }
+    }
+    // Only ASCII bytes were replaced (by spaces): still UTF-8.
+    out.map(|o| String::from_utf8(o).expect("ASCII replaced by ASCII"))
+}
+
+/// Where the body of an executable comment whose `/*` ends at `at` starts.
+fn executable_body(b: &[u8], at: usize) -> Option<usize> {
+    match (b.get(at), b.get(at + 1)) {
+        (Some(b'!'), _) => Some(skip_version(b, at + 1)),
+        (Some(b'M' | b'm'), Some(b'!')) => Some(skip_version(b, at + 2)),
+        _ => None,
+    }
+}
+
 fn is_pure(name: &str, pure: &[String]) -> bool {
     if let Some(quoted) = name.strip_prefix('`') {
         return pure.iter().any(|p| p == quoted);
@@ -251,6 +292,18 @@ mod tests {
         assert!(!scan("SELECT f(1)", &["f".into()]).calls_routine);
         assert!(!scan("SELECT db.f(1)", &["db.f".into()]).calls_routine);
         assert!(!calls("SELECT ST_AsText(g), JSON_EXTRACT(j, '$.a') FROM t"));
+    }
+
+    #[test]
+    fn executable_comments_open_into_code() {
+        let open = |s: &str| open_executable(s);
+        assert_eq!(open("SELECT 1"), None);
+        assert_eq!(open("SELECT 1 /* plain */"), None);
+        assert_eq!(open("/*!100000 INSERT INTO t VALUES (1) */").as_deref(), Some("          INSERT INTO t VALUES (1)   "));
+        assert_eq!(open("/*M!100000 INSERT INTO t */ SELECT 1").as_deref(), Some("           INSERT INTO t    SELECT 1"));
+        assert_eq!(open("SELECT 1 /*! , f() */ /* a */").as_deref(), Some("SELECT 1     , f()    /* a */"));
+        assert_eq!(open("SELECT '/*!' , 1"), None, "quoted text is not a comment");
+        assert_eq!(open("SELECT /*!50000 'a*/b' */ 1").as_deref(), Some("SELECT          'a*/b'    1"), "a quote inside the body");
     }
 
     #[test]

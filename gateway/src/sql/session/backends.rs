@@ -120,6 +120,7 @@ impl Session {
 
     /// Track transaction, pin, session log and write state after a response.
     pub(super) async fn after(&mut self, node: usize, end: End, c: Classified, payload: &[u8]) {
+        self.ran(node, c);
         self.last_node = Some(node);
         if c.resets_diagnostics || self.warnings > 0 || end == End::Err {
             self.diag_node = Some(node);
@@ -127,8 +128,24 @@ impl Session {
         if !c.replica_ok {
             self.write_node = Some(node);
         }
+        // Even a statement that failed may have set variables first.
+        if c.sets_vars {
+            self.vars_on_primary = true;
+        }
         tracing::trace!(node, ?end, class = c.class.as_str(), "statement done");
-        let End::Ok(status) = end else { return };
+        if let End::Ok(status) = end {
+            self.track(node, status, c, payload).await;
+        }
+        // The write's GTID (`ran` marked it pending). Asking now would
+        // clear the statement's warnings or error before the client reads
+        // them (SHOW WARNINGS): then it waits until a read needs it.
+        if self.gtid_pending && self.txn.is_none() && self.warnings == 0 && end != End::Err {
+            self.fetch_gtid().await;
+        }
+    }
+
+    /// What a successful statement leaves: transaction, pin, session log.
+    async fn track(&mut self, node: usize, status: StatusFlags, c: Classified, payload: &[u8]) {
         if status.contains(StatusFlags::SERVER_STATUS_IN_TRANS) {
             self.txn = Some(node);
         } else if self.txn == Some(node) {
@@ -154,20 +171,6 @@ impl Session {
         if c.sets_global && node == PRIMARY {
             self.learn_global_autocommit().await;
         }
-        // A read that calls a stored function may have written too.
-        if node == PRIMARY && !c.replica_ok {
-            self.last_write = Some(Instant::now());
-            self.gtid_pending = self.proxy.spec.causal == CausalMode::Gtid;
-        }
-        if c.sets_vars {
-            self.vars_on_primary = true;
-        }
-        // Asking for the GTID now would clear the write's warnings before
-        // the client reads them (SHOW WARNINGS); then it waits until a read
-        // needs it.
-        if self.gtid_pending && self.txn.is_none() && self.warnings == 0 {
-            self.fetch_gtid().await;
-        }
     }
 
     /// New clients are told the primary's global autocommit.
@@ -183,6 +186,12 @@ impl Session {
     /// The GTID of this client's last write, for causal reads.
     pub(super) async fn fetch_gtid(&mut self) {
         let Some(conn) = self.conns[PRIMARY].as_mut() else { return };
+        // Only the connection that ran the write knows its GTID. Once that
+        // one is gone, the GTID stays pending (reads go to the primary)
+        // until a later write's GTID, which covers it, is read.
+        if Some(conn.thread_id) != self.gtid_conn {
+            return;
+        }
         match conn.query(LAST_GTID_SQL).await {
             Ok(rows) => {
                 if let Some(g) = rows.rows.first().and_then(|r| Gtid::from_parts(r)) {

@@ -5,6 +5,9 @@ use super::*;
 
 impl Session {
     pub(super) async fn reset_connection(&mut self) -> Res {
+        // The reset forgets the last write's GTID on the primary; the
+        // client's next reads must still see that write.
+        self.settle_gtid().await;
         for node in 0..self.conns.len() {
             if let Some(conn) = self.conns[node].as_mut() {
                 if conn.command(&[COM_RESET_CONNECTION], Expect::Simple).await.is_err() {
@@ -33,6 +36,10 @@ impl Session {
             Ok(l) => l,
             Err(e) => return Err(Fail::Close(format!("COM_CHANGE_USER refused: {e}"))),
         };
+        // Read-your-writes is the client connection's, whoever it logs in
+        // as: the last write's GTID is read before its backend connection
+        // goes, and kept.
+        self.settle_gtid().await;
         self.close().await;
         self.key = Self::pool_key(&login);
         self.req = Self::request_view(&login);
@@ -41,8 +48,17 @@ impl Session {
         self.login = login;
         self.stmts.clear();
         (self.txn, self.autocommit, self.pinned, self.vars_on_primary) = (None, true, false, false);
-        (self.last_node, self.last_write, self.gtid_pending, self.last_gtid) = (None, None, false, None);
+        self.last_node = None;
         Ok(())
+    }
+
+    /// Read a pending write's GTID now, before the primary connection that
+    /// knows it is reset or released. If that fails the GTID stays pending
+    /// and reads fall back to the primary.
+    async fn settle_gtid(&mut self) {
+        if self.gtid_pending {
+            self.fetch_gtid().await;
+        }
     }
 
     /// `KILL [QUERY] id` with the id a client sees: the gateway's. It

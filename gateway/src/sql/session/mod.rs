@@ -150,6 +150,8 @@ struct Session {
     last_write: Option<Instant>,
     /// A write ran whose GTID is not known yet.
     gtid_pending: bool,
+    /// The primary connection (backend thread id) that ran that write.
+    gtid_conn: Option<u32>,
     last_gtid: Option<Gtid>,
     /// A statement that may set user variables ran on the primary without
     /// being replayed: reads that use user variables follow it there.
@@ -200,6 +202,7 @@ impl Session {
             last_node: None,
             last_write: None,
             gtid_pending: false,
+            gtid_conn: None,
             last_gtid: None,
             vars_on_primary: false,
             warnings: 0,
@@ -300,9 +303,11 @@ impl Session {
             COM_STATISTICS => self.statistics(payload).await,
             // Metadata and server-wide commands run on the primary: it has
             // every table, and a refresh or debug dump is about the server.
-            COM_FIELD_LIST => self.on_primary(payload, Expect::FieldList).await,
-            COM_REFRESH | COM_DEBUG => self.on_primary(payload, Expect::Simple).await,
-            COM_PROCESS_INFO => self.on_primary(payload, Expect::Result).await,
+            COM_FIELD_LIST => self.on_primary(payload, Expect::FieldList, false).await,
+            // A refresh (FLUSH) is written to the binary log: a write.
+            COM_REFRESH => self.on_primary(payload, Expect::Simple, true).await,
+            COM_DEBUG => self.on_primary(payload, Expect::Simple, false).await,
+            COM_PROCESS_INFO => self.on_primary(payload, Expect::Result, false).await,
             COM_PROCESS_KILL => {
                 let id = Self::u32_at(payload, 1).ok_or_else(|| malformed("COM_PROCESS_KILL without an id"))?;
                 self.kill(id, false).await
@@ -323,9 +328,15 @@ impl Session {
     }
 
 
-    fn classify(&self, text: &str) -> Classified {
+    /// The class of a statement: `bytes` as the client sent them, `text`
+    /// their UTF-8 reading.
+    fn classify(&self, bytes: &[u8], text: &str) -> Classified {
         use switchyard_mysql::digest::Lookup;
-        let (c, how) = self.proxy.classes.lookup(text);
+        let (c, how) = if switchyard_mysql::classify::misreadable(bytes) {
+            (Classified::unproven(), Lookup::Uncached)
+        } else {
+            self.proxy.classes.lookup(text)
+        };
         let i = match how {
             Lookup::Hit => 0,
             Lookup::Miss => 1,
@@ -340,7 +351,7 @@ impl Session {
         if let Some((id, query_only)) = parse_kill(&text) {
             return self.kill(id, query_only).await;
         }
-        let c = self.classify(&text);
+        let c = self.classify(&payload[1..], &text);
         self.log_room(c, payload)?;
         let node = self.place(&text, c, false).await?;
         let (end, _) = self.forward(node, payload, Expect::Result, None).await?;
@@ -363,10 +374,13 @@ impl Session {
         *self.handle.backends.lock() = self.conns.iter().enumerate().filter_map(|(n, c)| Some((n, c.as_ref()?.thread_id))).collect();
     }
 
-    /// A command answered by the primary alone.
-    async fn on_primary(&mut self, payload: &[u8], expect: Expect) -> Res {
+    /// A command answered by the primary alone; `writes` if it may write.
+    async fn on_primary(&mut self, payload: &[u8], expect: Expect, writes: bool) -> Res {
         let node = self.txn.unwrap_or(PRIMARY);
         self.forward(node, payload, expect, None).await?;
+        if writes {
+            self.ran(node, Classified::unproven());
+        }
         Ok(())
     }
 

@@ -12,7 +12,7 @@ impl Session {
             let msg = format!("Can't create more than max_prepared_stmt_count statements (current value: {max}); the gateway's limit per connection is sql.max_prepared");
             return Err(Fail::Client(SqlError::new(1461, "42000", msg)));
         }
-        let c = self.classify(&text);
+        let c = self.classify(&payload[1..], &text);
         let node = self.place(&text, c, true).await?;
         let id = self.next_stmt;
         let (end, prepared) = self.forward(node, payload, Expect::Prepare, Some(id)).await?;

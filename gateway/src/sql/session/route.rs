@@ -57,6 +57,21 @@ impl Session {
         }
     }
 
+    /// Read-your-writes bookkeeping once `node` answered a statement:
+    /// whatever ran on the primary without being proven a pure read
+    /// (`replica_ok`) counts as a write, whatever it answered, since it may
+    /// fail after writing (a `CALL`, a multi-statement). Its GTID is read
+    /// from this connection (see `after`); until then the session's reads
+    /// go to the primary. A statement whose connection was lost before it
+    /// answered has no known outcome, for the client either: not counted.
+    pub(super) fn ran(&mut self, node: usize, c: Classified) {
+        if node == PRIMARY && !c.replica_ok {
+            self.last_write = Some(Instant::now());
+            self.gtid_pending = self.proxy.spec.causal == CausalMode::Gtid;
+            self.gtid_conn = self.conns[PRIMARY].as_ref().map(|c| c.thread_id);
+        }
+    }
+
     /// The host's guarantees, whatever the router said. Only statements
     /// the classifier marks `replica_ok` may leave the primary; following
     /// the previous statement never overrides that.
