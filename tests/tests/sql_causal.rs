@@ -255,3 +255,32 @@ fn eight_bit_connection_charsets_keep_reads_causal() {
     });
     assert!(failures.is_empty(), "reads that missed the connection's own DDL:\n{}", failures.join("\n"));
 }
+
+/// The same, with the character set chosen at login (the handshake's
+/// collation) by the `mariadb` CLI, which sends each statement of `-e` on
+/// its own.
+#[test]
+fn a_login_charset_that_is_not_utf8_keeps_reads_causal() {
+    use std::os::unix::ffi::OsStringExt;
+    let (_cluster, gw) = delayed_cluster("");
+    for (charset, byte) in [("hebrew", 0xE0u8), ("latin1", 0xE9)] {
+        let t = format!("t_login_{charset}");
+        let script = [
+            format!("DROP TABLE IF EXISTS {t}; CREATE TABLE {t} (a VARCHAR(10)) DEFAULT CHARSET={charset}; INSERT INTO {t} VALUES ('").as_bytes(),
+            &[byte],
+            format!("'); ALTER TABLE {t} ADD b INT; SELECT COUNT(*) FROM {t} WHERE a = '").as_bytes(),
+            &[byte],
+            b"';",
+        ]
+        .concat();
+        let out = std::process::Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &gw.sql.port().to_string(), "-u", APP_USER, &format!("-p{APP_PASSWORD}"), "-D", DB])
+            .arg(format!("--default-character-set={charset}"))
+            .args(["--protocol=TCP", "-N", "-B", "-e"])
+            .arg(std::ffi::OsString::from_vec(script))
+            .output()
+            .expect("the mariadb CLI (apt-get install -y mariadb-client)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.trim() == "1", "login charset {charset}: {text}");
+    }
+}
