@@ -137,3 +137,31 @@ fn the_dashboard_shows_health_live_and_rolls_back() {
     assert_eq!(get(gw.addr, "/", &[]).backend(), "b2", "version 2 (pin-last) serves");
     assert!(browser.eval("document.getElementById('status').textContent").contains("rolled back to version 2"));
 }
+
+/// The Sessions table counts sessions per strategy, and its form signs a
+/// user out everywhere (admin `DELETE /sessions`).
+#[test]
+fn the_dashboard_counts_sessions_and_signs_a_user_out() {
+    let mc = switchyard_tests::memcached::Memcached::start();
+    let cart = backend("b1", &["--sessions", "header"]);
+    let cfg = format!(
+        "{SERVER}[session]\nkeys = [\"test-session-signing-key-0123456789abcdef\"]\n[session.central]\nservers = [\"{}\"]\n{}{}session = \"cart\"\n",
+        mc.addr,
+        plugin_table("cart", "session_centralized", ""),
+        upstream("web", None, &[(&cart, 1)], "")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let mut users: Vec<_> = ["alice", "alice", "bob"].iter().map(|_| switchyard_tests::browser::Browser::new(gw.addr)).collect();
+    for (u, name) in users.iter_mut().zip(["alice", "alice", "bob"]) {
+        assert_eq!(u.json("POST", &format!("/cart/login?user={name}")).0, 200);
+    }
+
+    let mut browser = Browser::start();
+    browser.call("Page.navigate", json!({ "url": format!("http://{admin}/dashboard#token={ADMIN_TOKEN}") }));
+    browser.wait_for("3 cart sessions", "document.querySelector('[data-strategy=\"cart\"] td:last-child')?.textContent ?? ''", "3");
+    browser.eval("window.confirm = () => true; document.getElementById('principal').value = 'alice'; document.querySelector('#revoke button').click(); 'sent'");
+    browser.wait_for("the revoke's answer", "document.getElementById('status').textContent", "alice: 2 sessions ended, 0 responses cut here");
+    browser.wait_for("bob's session left", "document.querySelector('[data-strategy=\"cart\"] td:last-child')?.textContent ?? ''", "1");
+    let after: Vec<u16> = users.iter_mut().map(|u| u.json("GET", "/cart").0).collect();
+    assert_eq!(after, [401, 401, 200], "alice is signed out, bob is not");
+}
