@@ -99,6 +99,7 @@ impl AdminApi {
                 Some(sql) => Reply::json(StatusCode::OK, views::sql(sql)),
                 None => Reply::error(StatusCode::NOT_FOUND, "no [sql] listener is configured"),
             },
+            (&Method::GET, ["stores"]) => Reply::json(StatusCode::OK, views::stores(&self.stores)),
             (&Method::GET, ["metrics"]) => {
                 views::refresh_backend_gauges(&self.upstreams);
                 Reply::text(StatusCode::OK, "text/plain; version=0.0.4", metrics().render())
@@ -115,7 +116,7 @@ impl AdminApi {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["sessions"] | ["sessions", "counts"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),

@@ -134,3 +134,14 @@ pub fn refresh_backend_gauges(upstreams: &[Arc<Upstream>]) {
         }
     }
 }
+
+/// `GET /stores`: the session store tiers; each memcached server's state.
+pub fn stores(stores: &crate::session::Stores) -> Value {
+    let central = stores.central.as_ref().map(|c| c.states().into_iter().map(|(server, state)| json!({ "server": server, "state": state })).collect::<Vec<_>>());
+    json!({
+        "central": central,
+        "replicated": stores.replicated.is_some(),
+        "durable": stores.durable.is_some(),
+        "local_entries": stores.local.len(),
+    })
+}
