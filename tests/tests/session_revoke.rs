@@ -133,7 +133,7 @@ fn one_admin_call_signs_a_user_out_on_every_node_and_strategy_and_cuts_their_dow
         let (s, body) = u.send(at(i % 3), "POST", "/cart/login?user=alice");
         assert_eq!(s, 200, "alice's login {i}: {body}");
     }
-    let mut bob = vec![User::new("central.test"), User::new("repl.test")];
+    let mut bob = [User::new("central.test"), User::new("repl.test")];
     for (i, u) in bob.iter_mut().enumerate() {
         assert_eq!(u.send(at(i), "POST", "/cart/login?user=bob").0, 200);
     }
