@@ -2,7 +2,8 @@
 //! nodes and two strategies (centralized in memcached, replicated) are
 //! listed and revoked with one admin call; every cookie of theirs then
 //! reads nothing on every node, their long download on another node is
-//! cut, and another user is untouched. Real gateways, real memcached, the
+//! cut, and another user is untouched; concurrent logins of one user on
+//! every node are all indexed. Real gateways, real memcached, the
 //! demo cart as the backend.
 
 use std::collections::BTreeMap;
@@ -251,4 +252,39 @@ fn the_sessions_endpoint_names_bad_input_and_wants_the_token() {
     assert_eq!((s, &v["sessions"]), (200, &serde_json::json!([])), "{v}");
     let (s, v) = admin(adm, "POST", "?principal=nobody");
     assert_eq!(s, 405, "{v}");
+}
+
+/// Many logins of one user at once, on three nodes: none is lost from the
+/// index (each node writes only its own list, one write at a time), so one
+/// revoke ends them all.
+#[test]
+fn concurrent_logins_of_one_user_on_three_nodes_are_all_indexed_and_all_revoked() {
+    const N: usize = 24;
+    let mc = Memcached::start();
+    let carts: Vec<Proc> = (0..2).map(|i| backend(&format!("b{i}"), &["--sessions", "header"])).collect();
+    let nodes = Nodes::start(3, base(&mc, &carts, streaming_backend()));
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| nodes.addr(i)).collect();
+    let users: Vec<User> = std::thread::scope(|s| {
+        let logins: Vec<_> = (0..N)
+            .map(|i| {
+                let node = addrs[i % 3];
+                s.spawn(move || {
+                    let mut u = User::new("central.test");
+                    let (status, body) = u.send(node, "POST", "/cart/login?user=carol");
+                    assert_eq!(status, 200, "{body}");
+                    u
+                })
+            })
+            .collect();
+        logins.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (_, l) = admin(nodes.admin(1), "GET", "?principal=carol");
+    assert_eq!(l["sessions"].as_array().unwrap().len(), N, "{l}");
+    let (_, r) = admin(nodes.admin(2), "DELETE", "?principal=carol");
+    assert_eq!(r["revoked"].as_u64(), Some(N as u64), "{r}");
+    for mut u in users {
+        for &a in &addrs {
+            assert_eq!(u.send(a, "GET", "/cart").0, 401);
+        }
+    }
 }
