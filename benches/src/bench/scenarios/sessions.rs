@@ -183,18 +183,100 @@ impl Setup {
     }
 }
 
+/// Baseline: the same nodes and route with no session plugin; the cart
+/// keeps its sessions in one `--sessions memory` backend (3 threads), so
+/// every request is answered as with sticky.
+const NO_SESSION: &str = "no session (same route, no plugin)";
+/// Baseline: memcached alone, the bench's own client doing one read with
+/// touch and one write per request (what centralized asks of it).
+const MEMCACHED_ONLY: &str = "memcached only (bench client: mg + ms per request)";
+
+/// The no-session baseline's rows: 3 nodes, the route without its plugin.
+fn no_session_rows(r: &mut Results, ctx: &Ctx, setup: &Setup, users: &[usize], step: Duration, rep: usize) -> Result<(), String> {
+    let one = backend("m-one", &["--sessions", "memory", "--threads", "3"]);
+    let sticky = shipped_path("session-sticky")?;
+    let ports = [free_port(), free_port(), free_port()];
+    let nodes: Vec<(Proc, SocketAddr)> = (0..3)
+        .map(|i| gateway_with_admin(&node_config(&setup.mc, &sticky, "", &[&one], Some((i, &ports))).replace("session = \"sess\"\n", ""), ""))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
+    let rt = Ctx::runtime();
+    for &u in users {
+        ctx.tick(&format!("rep {} {NO_SESSION}, {u} users", rep + 1));
+        let cpu0: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum();
+        let (lat, errors, secs) = cart_load(&rt, &addrs, u, step);
+        let cpu: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum::<f64>() - cpu0;
+        r.row(NO_SESSION, "users", u as f64, rep, &load_metrics(&lat, errors, secs, cpu));
+    }
+    Ok(())
+}
+
+/// The memcached-only baseline: `users` tasks, each a loop of one
+/// `mg KEY v T1800` and one `ms KEY` of a 200-byte session, for `step`.
+fn memcached_rows(r: &mut Results, setup: &Setup, users: &[usize], step: Duration, rep: usize) -> Result<(), String> {
+    use memcache::exp::AsyncMetaClient;
+    let rt = Ctx::runtime();
+    for &u in users {
+        let (lat, errors, secs) = rt.block_on(async {
+            let client = std::sync::Arc::new(AsyncMetaClient::builder().max_connections(Some(32)).max_idle(32).connect_async(setup.mc.addr).await.map_err(|e| e.to_string())?);
+            let start = std::time::Instant::now();
+            let until = start + step;
+            let tasks: Vec<_> = (0..u)
+                .map(|i| {
+                    let c = client.clone();
+                    tokio::spawn(async move {
+                        let (key, value) = (format!("bench:{i:032x}"), vec![b'x'; 200]);
+                        let (mut lat, mut errors) = (Vec::new(), 0usize);
+                        while std::time::Instant::now() < until {
+                            let t = std::time::Instant::now();
+                            let ok = c.get(&key).touch_raw(1800).send().await.is_ok() && c.set(&key, &value).ttl_raw(1800).send().await.is_ok();
+                            if ok { lat.push(t.elapsed().as_micros() as u32) } else { errors += 1 }
+                        }
+                        (lat, errors)
+                    })
+                })
+                .collect();
+            let (mut lat, mut errors) = (Vec::new(), 0);
+            for t in tasks {
+                let (l, e) = t.await.map_err(|e| e.to_string())?;
+                lat.extend(l);
+                errors += e;
+            }
+            lat.sort_unstable();
+            Ok::<_, String>((lat, errors, start.elapsed().as_secs_f64()))
+        })?;
+        r.row(MEMCACHED_ONLY, "users", u as f64, rep, &load_metrics(&lat, errors, secs, f64::NAN));
+    }
+    Ok(())
+}
+
+/// req/s, p50, p99, errors and gateway CPU per answered request.
+fn load_metrics(lat: &[u32], errors: usize, secs: f64, cpu: f64) -> [(&'static str, f64); 5] {
+    let (p50, p99, _) = crate::bench::load::percentiles(lat.iter().map(|&l| u64::from(l)));
+    let n = lat.len().max(1) as f64;
+    [("req_s", lat.len() as f64 / secs), ("p50_ms", p50), ("p99_ms", p99), ("errors_pct", pct(errors as f64, n + errors as f64)), ("cpu_us_req", cpu * 1e6 / n)]
+}
+
 fn sessions(ctx: &Ctx) -> Result<Results, String> {
     let users: &[usize] = ctx.pick(&[20, 100], &[100, 500, 2000]);
     let node_counts: &[usize] = ctx.pick(&[2, 3], &[2, 4, 8]);
     let step = ctx.step(2.0, 6.0);
     let setup = Setup::start(true);
-    let mut r = Results::new("sessions", "response time against users per session strategy; bytes between gateway nodes against node count", &labels(ctx), ctx.reps);
+    let mut series = vec![NO_SESSION.to_string(), MEMCACHED_ONLY.to_string()];
+    series.extend(labels(ctx));
+    let mut r = Results::new("sessions", "response time against users per session strategy; bytes between gateway nodes against node count", &series, ctx.reps);
+    r.param("baselines", format!("{NO_SESSION}: sticky's nodes and route without the session plugin, the cart in one memory backend; {MEMCACHED_ONLY}: no gateway"));
     r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store");
     r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
     r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s per point", step.as_secs_f64()));
     r.param("traffic", format!("{TRAFFIC_USERS} users x (log in + 5 adds) over 20 threads; switchyard_cluster_bytes_sent_total of all nodes / successful writes"));
     let rt = Ctx::runtime();
-    ctx.progress(ctx.reps * ctx.plugins.len() * (1 + node_counts.len()));
+    ctx.progress(ctx.reps * (ctx.plugins.len() * (1 + node_counts.len()) + users.len()));
+    for rep in 0..ctx.reps {
+        no_session_rows(&mut r, ctx, &setup, users, step, rep)?;
+        memcached_rows(&mut r, &setup, users, step, rep)?;
+    }
     for (rep, p) in runs(ctx) {
         let backs = setup.backends(&p.kind);
         ctx.tick(&format!("rep {} {} users", rep + 1, p.label));
@@ -206,10 +288,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
             let cpu0: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum();
             let (lat, errors, secs) = cart_load(&rt, &addrs, u, step);
             let cpu: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum::<f64>() - cpu0;
-            let (p50, p99, _) = crate::bench::load::percentiles(lat.iter().map(|&l| u64::from(l)));
-            let n = lat.len().max(1) as f64;
-            let metrics = [("req_s", lat.len() as f64 / secs), ("p50_ms", p50), ("p99_ms", p99), ("errors_pct", pct(errors as f64, n + errors as f64)), ("cpu_us_req", cpu * 1e6 / n)];
-            r.row(&p.label, "users", u as f64, rep, &metrics);
+            r.row(&p.label, "users", u as f64, rep, &load_metrics(&lat, errors, secs, cpu));
         }
         drop(nodes);
         for &n in node_counts {
@@ -232,6 +311,7 @@ fn sessions_claim(r: &Results, ctx: &Ctx, users: &[usize], nodes: &[usize]) -> C
     let bytes = |l: &str, n: f64| r.median(l, "traffic", n, "bytes_per_write").unwrap_or(f64::NAN);
     let p50 = |l: &str| r.median(l, "users", top_users, "p50_ms").unwrap_or(f64::NAN);
     let mut evidence: Vec<String> = ctx.plugins.iter().map(|p| format!("{}: p50 {} ms at {top_users} users, {} -> {} B/write at {few} -> {many} nodes", p.label, num(p50(&p.label)), num(bytes(&p.label, few)), num(bytes(&p.label, many)))).collect();
+    evidence.extend(speed_evidence(r, ctx, users));
     let holds = find(ctx, "session-replicated").zip(find(ctx, "session-centralized-dynamic")).map(|(rep, hyb)| {
         let ratio = bytes(hyb, many) / bytes(rep, many);
         evidence.push(format!("centralized-dynamic / replicated traffic at {many} nodes = {ratio:.3}"));
@@ -243,6 +323,24 @@ fn sessions_claim(r: &Results, ctx: &Ctx, users: &[usize], nodes: &[usize]) -> C
         holds,
         evidence: evidence.join("; "),
     }
+}
+
+/// The store-backed strategies against sticky and the baselines, as
+/// ratios: req/s and gateway CPU per request at each user count, and what
+/// sticky's two hooks cost over the same route without a session.
+fn speed_evidence(r: &Results, ctx: &Ctx, users: &[usize]) -> Vec<String> {
+    let m = |l: &str, u: usize, k: &str| r.median(l, "users", u as f64, k).unwrap_or(f64::NAN);
+    let Some(sticky) = find(ctx, "session-sticky") else { return Vec::new() };
+    let mut out = Vec::new();
+    for &u in users {
+        for kind in ["session-centralized", "session-o-session", "session-centralized-dynamic", "session-replicated"] {
+            if let Some(l) = find(ctx, kind) {
+                out.push(format!("{u} users: {l} / sticky = {:.2}x req/s, {:.2}x CPU/req", m(l, u, "req_s") / m(sticky, u, "req_s"), m(l, u, "cpu_us_req") / m(sticky, u, "cpu_us_req")));
+            }
+        }
+        out.push(format!("{u} users: sticky's hooks cost {:.1} µs CPU/req over {NO_SESSION}; {MEMCACHED_ONLY}: {} req/s", m(sticky, u, "cpu_us_req") - m(NO_SESSION, u, "cpu_us_req"), num(m(MEMCACHED_ONLY, u, "req_s"))));
+    }
+    out
 }
 
 const LOCAL: &str = "local sessions (in the gateway)";
