@@ -1,7 +1,8 @@
 //! Gateway nodes of one `[cluster]` on fixed loopback ports, started,
 //! stopped and restarted one by one (replicated sessions).
 
-use crate::{free_port, gateway_with_admin, Proc};
+use crate::memcached::Memcached;
+use crate::{free_port, gateway_with_admin, plugin, Proc, SERVER};
 use std::net::SocketAddr;
 
 /// The cluster key every node of a test shares.
@@ -53,5 +54,23 @@ impl Nodes {
     pub fn live(&self) -> Vec<usize> {
         (0..self.nodes.len()).filter(|&i| self.nodes[i].is_some()).collect()
     }
+}
+
+/// Session signing key of the session tests' gateways.
+pub const SESSION_KEY: &str = "test-session-signing-key-0123456789abcdef";
+
+/// A gateway config: memcached as the central tier, one upstream over
+/// `backends`, and a catch-all route whose session plugin is `file` with
+/// `plugin_config` (TOML lines); add `[cluster]` with [`Nodes`].
+pub fn session_config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[Proc]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
+    format!(
+        "{SERVER}\n[session]\nkeys = [\"{SESSION_KEY}\"]\n[session.central]\nservers = [\"{}\"]\nlock_timeout_ms = 10000\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
+        mc.addr,
+        plugin(file).to_string_lossy(),
+        list.join(", ")
+    )
 }
 

@@ -9,25 +9,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 use switchyard_tests::browser::Browser;
 use switchyard_tests::memcached::Memcached;
-use switchyard_tests::nodes::{Nodes, CLUSTER_KEY};
+use switchyard_tests::nodes::{session_config, Nodes, CLUSTER_KEY};
 use switchyard_tests::*;
 
-const KEY: &str = "test-session-signing-key-0123456789abcdef";
 /// Between two requests of one user: replication is asynchronous (see
 /// docs/sessions.md), a user's think time is far longer than it takes.
 const THINK: Duration = Duration::from_millis(100);
-
-fn base(mc: &Memcached, file: &str, plugin_config: &str, backends: &[Proc]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
-    format!(
-        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\n[session.central]\nservers = [\"{}\"]\n\
-         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n{plugin_config}\n\
-         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
-        mc.addr,
-        plugin(file).to_string_lossy(),
-        list.join(", ")
-    )
-}
 
 fn backends() -> Vec<Proc> {
     (0..3).map(|i| backend(&format!("b{i}"), &["--sessions", "header"])).collect()
@@ -69,7 +56,7 @@ fn healthz(admin: SocketAddr) -> String {
 fn node_loss_and_restart(file: &str) {
     let mc = Memcached::start();
     let bs = backends();
-    let mut nodes = Nodes::start(3, base(&mc, file, "", &bs));
+    let mut nodes = Nodes::start(3, session_config(&mc, file, "", &bs));
     let mut alice = Browser::new(nodes.addr(0));
     let last = cart_across_nodes(&nodes, &mut alice, "alice");
     for i in nodes.live() {
@@ -113,7 +100,7 @@ fn centralized_dynamic_keeps_the_cart_across_nodes_a_node_loss_and_its_restart()
 fn centralized_dynamic_answers_503_while_memcached_is_down_and_recovers() {
     let mut mc = Memcached::start();
     let bs = backends();
-    let nodes = Nodes::start(3, base(&mc, "session_centralized_dynamic", "", &bs));
+    let nodes = Nodes::start(3, session_config(&mc, "session_centralized_dynamic", "", &bs));
     let mut alice = Browser::new(nodes.addr(0));
     let mut bob = Browser::new(nodes.addr(0));
     cart_across_nodes(&nodes, &mut alice, "alice");
@@ -156,7 +143,7 @@ fn frame(key: &[u8], from: u32, body: &[u8]) -> Vec<u8> {
 fn peer_messages_with_a_bad_mac_or_from_an_unknown_node_are_dropped_and_counted() {
     let mc = Memcached::start();
     let bs = backends();
-    let nodes = Nodes::start(2, base(&mc, "session_replicated", "", &bs));
+    let nodes = Nodes::start(2, session_config(&mc, "session_replicated", "", &bs));
     let admin = nodes.admin(0);
     eventually(30, "node 1 caught up", || healthz(admin).contains("caught up"));
     // postcard of Message::Deltas(vec![one entry]) forging a session.
@@ -195,7 +182,7 @@ fn peer_messages_with_a_bad_mac_or_from_an_unknown_node_are_dropped_and_counted(
 fn a_hot_swap_from_centralized_to_centralized_dynamic_under_load_loses_no_session() {
     let mc = Memcached::start();
     let bs = backends();
-    let nodes = Nodes::start(3, base(&mc, "session_centralized", "static_keys = [\"user\"]", &bs));
+    let nodes = Nodes::start(3, session_config(&mc, "session_centralized", "static_keys = [\"user\"]", &bs));
     let users: Vec<Browser> = (0..6)
         .map(|u| {
             let mut b = Browser::new(nodes.addr(u % 3));

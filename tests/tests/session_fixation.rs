@@ -8,25 +8,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_tests::browser::Browser;
 use switchyard_tests::memcached::Memcached;
-use switchyard_tests::nodes::Nodes;
+use switchyard_tests::nodes::{session_config, Nodes};
 use switchyard_tests::*;
 
-const KEY: &str = "test-session-signing-key-0123456789abcdef";
 /// Between two requests of one user on different nodes: replication is
 /// asynchronous (docs/sessions.md); a user's think time is far longer.
 const THINK: Duration = Duration::from_millis(100);
-
-fn config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[Proc]) -> String {
-    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
-    format!(
-        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\n[session.central]\nservers = [\"{}\"]\nlock_timeout_ms = 10000\n\
-         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n{plugin_config}\n\
-         [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
-        mc.addr,
-        plugin(file).to_string_lossy(),
-        list.join(", ")
-    )
-}
 
 fn backends() -> Vec<Proc> {
     (0..3).map(|i| backend(&format!("b{i}"), &["--sessions", "header"])).collect()
@@ -85,7 +72,7 @@ fn planted_id_reads_nothing_after_the_victims_login(gws: &[SocketAddr], carry: O
 fn centralized_a_planted_session_id_reads_nothing_after_the_victims_login() {
     let mc = Memcached::start();
     let bs = backends();
-    let gw = gateway(&config(&mc, "session_centralized", "", &bs));
+    let gw = gateway(&session_config(&mc, "session_centralized", "", &bs));
     planted_id_reads_nothing_after_the_victims_login(&[gw.addr], None);
 }
 
@@ -93,7 +80,7 @@ fn centralized_a_planted_session_id_reads_nothing_after_the_victims_login() {
 fn o_session_a_planted_passport_reads_nothing_after_the_victims_login() {
     let mc = Memcached::start();
     let bs = backends();
-    let gw = gateway(&config(&mc, "session_o_session", "", &bs));
+    let gw = gateway(&session_config(&mc, "session_o_session", "", &bs));
     planted_id_reads_nothing_after_the_victims_login(&[gw.addr], None);
     // An offline client that carries the passport header instead of a cookie.
     planted_id_reads_nothing_after_the_victims_login(&[gw.addr], Some("switchyard-passport"));
@@ -105,7 +92,7 @@ fn o_session_on_mariadb_a_planted_passport_reads_nothing_after_the_victims_login
     let mc = Memcached::start();
     let bs = backends();
     let url = format!("mysql://{}:{}@{}/{}", mariadb::APP_USER, mariadb::APP_PASSWORD, db.primary.addr(), mariadb::DB);
-    let cfg = config(&mc, "session_o_session", "tier = \"durable\"", &bs) + &format!("[session.durable]\nurl = \"{url}\"\n");
+    let cfg = session_config(&mc, "session_o_session", "tier = \"durable\"", &bs) + &format!("[session.durable]\nurl = \"{url}\"\n");
     let gw = gateway(&cfg);
     planted_id_reads_nothing_after_the_victims_login(&[gw.addr], Some("switchyard-passport"));
     let retired = db.primary.sql(&format!("SELECT COUNT(*) FROM {}.switchyard_sessions WHERE v = X'{}'", mariadb::DB, hex(b"\0switchyard:retired")));
@@ -120,7 +107,7 @@ fn hex(b: &[u8]) -> String {
 fn replicated_a_planted_session_id_reads_nothing_on_any_node() {
     let mc = Memcached::start();
     let bs = backends();
-    let nodes = Nodes::start(3, config(&mc, "session_replicated", "", &bs));
+    let nodes = Nodes::start(3, session_config(&mc, "session_replicated", "", &bs));
     planted_id_reads_nothing_after_the_victims_login(&[nodes.addr(0), nodes.addr(1), nodes.addr(2)], None);
 }
 
@@ -129,7 +116,7 @@ fn centralized_dynamic_a_planted_session_id_reads_nothing_in_either_part() {
     let mc = Memcached::start();
     let bs = backends();
     // `user` lives in the replicated static part, the cart in memcached.
-    let nodes = Nodes::start(2, config(&mc, "session_centralized_dynamic", "", &bs));
+    let nodes = Nodes::start(2, session_config(&mc, "session_centralized_dynamic", "", &bs));
     planted_id_reads_nothing_after_the_victims_login(&[nodes.addr(0), nodes.addr(1)], None);
 }
 
@@ -137,7 +124,7 @@ fn centralized_dynamic_a_planted_session_id_reads_nothing_in_either_part() {
 fn a_backend_renews_the_id_on_a_privilege_change_and_the_old_one_reads_nothing() {
     let mc = Memcached::start();
     let bs = backends();
-    let gw = gateway(&config(&mc, "session_centralized", "", &bs));
+    let gw = gateway(&session_config(&mc, "session_centralized", "", &bs));
     let mut alice = Browser::new(gw.addr);
     assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
     assert_eq!(alice.json("POST", "/cart/add?item=tea").0, 200);
@@ -153,7 +140,7 @@ fn a_backend_renews_the_id_on_a_privilege_change_and_the_old_one_reads_nothing()
     let (s, v) = old.json("GET", "/cart");
     assert_eq!(s, 401, "the id from before the elevation reads nothing: {v}");
     // The plugin counts its renewals (the login and the elevation).
-    let (gw2, admin) = gateway_with_admin(&config(&mc, "session_centralized", "", &bs), "");
+    let (gw2, admin) = gateway_with_admin(&session_config(&mc, "session_centralized", "", &bs), "");
     let mut bob = Browser::new(gw2.addr);
     assert_eq!(bob.json("POST", "/cart/login?user=bob").0, 200);
     assert_eq!(bob.json("POST", "/cart/elevate?role=admin").0, 200);
@@ -169,7 +156,7 @@ fn a_backend_renews_the_id_on_a_privilege_change_and_the_old_one_reads_nothing()
 fn a_renewal_under_concurrent_requests_of_the_same_session_keeps_every_acknowledged_write() {
     let mc = Memcached::start();
     let bs = backends();
-    let gw = gateway(&config(&mc, "session_centralized", "lock = true", &bs));
+    let gw = gateway(&session_config(&mc, "session_centralized", "lock = true", &bs));
     for round in 0..3u64 {
         let mut user = Browser::new(gw.addr);
         assert_eq!(user.json("POST", "/cart/login?user=first").0, 200);
