@@ -124,8 +124,8 @@ async fn reader_on_replicas(gw: &SqlGateway) -> Conn {
 
 /// `read` right after the statements of one case: `Ok` when it saw `want`.
 async fn read_back(c: &mut Conn, read: &str, want: i64) -> Result<(), String> {
-    match c.query_first::<i64, _>(read).await {
-        Ok(Some(got)) if got == want => Ok(()),
+    match c.query_first::<Option<i64>, _>(read).await {
+        Ok(Some(Some(got))) if got == want => Ok(()),
         Ok(got) => Err(format!("`{read}` gave {got:?}, not {want}: a stale replica answered")),
         Err(e) => Err(format!("`{read}` failed: {e}")),
     }
@@ -135,6 +135,8 @@ const ROUTINES: &str = "DELIMITER //
     CREATE PROCEDURE shop.p_ins(x BIGINT) INSERT INTO shop.items (v) VALUES (x)//
     CREATE PROCEDURE shop.p_ins_then_fail(x BIGINT) BEGIN INSERT INTO shop.items (v) VALUES (x); SELECT * FROM shop.no_such_table; END//
     CREATE FUNCTION shop.f_ins(x BIGINT) RETURNS INT MODIFIES SQL DATA BEGIN INSERT INTO shop.items (v) VALUES (x); RETURN 1; END//
+    CREATE SEQUENCE shop.s1 NOCACHE//
+    CREATE SEQUENCE shop.s2 NOCACHE//
     DELIMITER ;";
 
 /// One member of the class: what the client sends, then the read that must
@@ -190,9 +192,11 @@ fn statements_not_proven_read_only_count_as_writes_for_causal_reads() {
         ("a write with warnings, then COM_RESET_CONNECTION", vec![Query("INSERT IGNORE INTO items (id, v) VALUES (50213, 213), (50213, 213)"), Reset], count(213)),
         ("a prepared INSERT", vec![Exec("INSERT INTO items (v) VALUES (?)", 214)], count(214)),
         ("SET of a variable from a stored function", vec![Query("SET @r = f_ins(215)")], count(215)),
+        ("NEXT VALUE FOR a sequence", vec![Query("SELECT NEXT VALUE FOR s1")], ("SELECT next_not_cached_value FROM s1".into(), 2)),
+        ("PREVIOUS VALUE FOR after NEXT VALUE FOR", vec![Query("SELECT NEXT VALUE FOR s2")], ("SELECT PREVIOUS VALUE FOR s2".into(), 1)),
     ];
-    let (_cluster, gw) = delayed_cluster(ROUTINES);
-    let failures: Vec<String> = block_on(async {
+    let (cluster, gw) = delayed_cluster(ROUTINES);
+    let mut failures: Vec<String> = block_on(async {
         let mut failures = Vec::new();
         for (name, steps, (read, want)) in &cases {
             let mut c = reader_on_replicas(&gw).await;
@@ -206,6 +210,16 @@ fn statements_not_proven_read_only_count_as_writes_for_causal_reads() {
         }
         failures
     });
+    // The replicas apply nothing during the test: a sequence they have
+    // advanced was advanced by a statement sent to them.
+    for (i, r) in cluster.replicas.iter().enumerate() {
+        for s in ["s1", "s2"] {
+            let next = r.sql(&format!("SELECT next_not_cached_value FROM shop.{s}"));
+            if next != "1" {
+                failures.push(format!("replica {i} advanced sequence {s} itself (next value {next})"));
+            }
+        }
+    }
     assert!(failures.is_empty(), "reads that missed the connection's own write:\n{}", failures.join("\n"));
 }
 

@@ -15,7 +15,8 @@ pub struct Classified {
     /// Reads `LAST_INSERT_ID()`, `FOUND_ROWS()` or `ROW_COUNT()`: runs where
     /// the previous statement ran.
     pub follows_previous: bool,
-    /// Calls `LAST_INSERT_ID()`: runs where the client's last write ran.
+    /// Calls `LAST_INSERT_ID()` or reads `PREVIOUS VALUE FOR` a sequence:
+    /// runs where the client's last write ran.
     pub last_insert_id: bool,
     /// Reads the diagnostics (warnings, errors) of an earlier statement:
     /// runs where the last statement that set them ran.
@@ -132,7 +133,7 @@ fn classify_code(sql: &str, pure: &[String]) -> Classified {
         multi,
         // Session functions are answered where the previous statement ran.
         follows_previous: has("found_rows(") || has("row_count(") || has("show profile"),
-        last_insert_id: has("last_insert_id("),
+        last_insert_id: has("last_insert_id(") || lex.previous_value,
         diagnostics: DIAGNOSTICS.iter().any(|d| lower.contains(d)),
         resets_diagnostics: class != StatementClass::Read || has(" from ") || has("\nfrom ") || has("\tfrom "),
         pins,
@@ -461,6 +462,7 @@ mod tests {
     #[test]
     fn features() {
         assert!(classify("SELECT LAST_INSERT_ID()").last_insert_id);
+        assert!(classify("SELECT PREVIOUS VALUE FOR s").last_insert_id, "the session's sequence value is where it wrote");
         assert!(classify("select found_rows()").follows_previous);
         assert!(classify("SELECT GET_LOCK('a', 1)").pins);
         assert!(classify("CREATE TEMPORARY TABLE tmp (a int)").pins);
@@ -504,6 +506,8 @@ mod tests {
             "SELECT f_with_side_effect(1)",
             "SELECT db.f(1) FROM t",
             "SELECT NEXTVAL(s1)",
+            "SELECT NEXT VALUE FOR s1",
+            "SELECT a FROM t WHERE id = NEXT VALUE FOR s1",
             "SELECT @x := a FROM t",
             "SELECT a INTO @x FROM t",
             "SELECT a FROM t INTO OUTFILE '/tmp/x'",

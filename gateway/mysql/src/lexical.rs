@@ -14,6 +14,9 @@ pub struct Lexical {
     pub user_var: bool,
     /// Assigns with `:=`.
     pub assigns: bool,
+    /// `PREVIOUS VALUE FOR s`: the session's last value of a sequence,
+    /// known where the session last advanced it.
+    pub previous_value: bool,
 }
 
 /// Scan `sql`; `pure` names stored functions the operator declared
@@ -21,8 +24,17 @@ pub struct Lexical {
 pub fn scan(sql: &str, pure: &[String]) -> Lexical {
     let mut out = Lexical::default();
     let mut prev: Option<Tok> = None;
+    let mut before: Option<Tok> = None;
     let mut pending: Option<String> = None;
     for tok in tokens(sql) {
+        // `NEXT VALUE FOR s` advances a sequence (a write, like NEXTVAL(s)).
+        if tok == word("for") && prev == Some(word("value")) {
+            match &before {
+                Some(Tok::Word(w)) if w == "next" => out.calls_routine = true,
+                Some(Tok::Word(w)) if w == "previous" => out.previous_value = true,
+                _ => {}
+            }
+        }
         if let Some(name) = pending.take() {
             if tok == Tok::Open && !is_pure(&name, pure) {
                 out.calls_routine = true;
@@ -41,9 +53,13 @@ pub fn scan(sql: &str, pure: &[String]) -> Lexical {
             Tok::Quoted(w) => pending = Some(format!("`{w}")),
             _ => {}
         }
-        prev = Some(tok);
+        before = prev.replace(tok);
     }
     out
+}
+
+fn word(w: &str) -> Tok {
+    Tok::Word(w.into())
 }
 
 /// `sql` with its executable comments (`/*!`, `/*M!`, a version or not)
@@ -286,6 +302,10 @@ mod tests {
         assert!(calls("SELECT db.f(1)"));
         assert!(calls("SELECT `f`(1)"));
         assert!(calls("SELECT NEXTVAL(s)"));
+        assert!(calls("SELECT NEXT VALUE FOR s"));
+        assert!(calls("SELECT a FROM t WHERE b = next\n  value for db.s"));
+        assert!(!calls("SELECT PREVIOUS VALUE FOR s") && scan("SELECT PREVIOUS VALUE FOR s", &[]).previous_value);
+        assert!(!calls("SELECT 'next value for s'"));
         assert!(calls("SELECT /*!50000 f(1) */"));
         assert!(!calls("SELECT 1 /* f(1) */"));
         assert!(!calls("SELECT 1 -- f(1)\n"));
