@@ -7,7 +7,7 @@
 mod store;
 mod wire;
 
-pub use store::{Entry, Versioned};
+pub use store::{Entry, Expect, Refused, Versioned};
 
 use crate::config::ClusterSpec;
 use crate::metrics::metrics;
@@ -119,6 +119,29 @@ impl Cluster {
             self.enqueue(p, entry.clone());
         }
         Ok(())
+    }
+
+    /// A value and the version `cas` compares.
+    pub fn get_versioned(&self, key: &str) -> Option<(Vec<u8>, u64)> {
+        self.data.lock().versioned(key, now_ms()).map(|(v, version)| (v.to_vec(), version))
+    }
+
+    /// Write `value` if the key holds what `expect` says, decided under
+    /// this node's lock only: two nodes may both accept conflicting writes
+    /// before they hear of each other; the newer version then wins on
+    /// every node. False: the key held something else.
+    pub fn write_if(&self, key: &str, value: Vec<u8>, ttl_s: u32, expect: Expect) -> Result<bool, StoreError> {
+        let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
+        let now = now_ms();
+        let entry = match self.data.lock().write_if(self.id, key, value, now + u64::from(ttl) * 1000, now, expect) {
+            Ok(e) => e,
+            Err(Refused::Changed) => return Ok(false),
+            Err(Refused::Retired) => return Err(StoreError::Retired),
+        };
+        for p in &self.peers {
+            self.enqueue(p, entry.clone());
+        }
+        Ok(true)
     }
 
     fn enqueue(&self, peer: &Peer, e: Entry) {

@@ -23,6 +23,25 @@ pub struct Entry {
     pub expires_ms: u64,
 }
 
+/// What a conditional write (`store.add`, `store.cas`) expects the key
+/// to hold on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing live.
+    Absent,
+    /// The value of this opaque version ([`Versioned::versioned`]).
+    Version(u64),
+}
+
+/// Why a conditional write changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The key holds something else than expected.
+    Changed,
+    /// The key is retired.
+    Retired,
+}
+
 /// The versioned map.
 #[derive(Default)]
 pub struct Versioned {
@@ -43,6 +62,32 @@ impl Versioned {
         let e = Entry { key: key.to_string(), version: (self.clock, node), value, expires_ms };
         self.put(e.clone());
         Some(e)
+    }
+
+    /// A local write of `value` if the key holds what `expect` says, decided
+    /// on this node only (a peer may accept a conflicting write meanwhile;
+    /// then the newer version wins on every node, as for any write).
+    pub fn write_if(&mut self, node: u32, key: &str, value: Vec<u8>, expires_ms: u64, now_ms: u64, expect: Expect) -> Result<Entry, Refused> {
+        if self.retired(key, now_ms) {
+            return Err(Refused::Retired);
+        }
+        let current = self.versioned(key, now_ms).map(|(_, v)| v);
+        let ok = match expect {
+            Expect::Absent => current.is_none(),
+            Expect::Version(v) => current == Some(v),
+        };
+        if !ok {
+            return Err(Refused::Changed);
+        }
+        self.write(node, key, Some(value), expires_ms, now_ms).ok_or(Refused::Retired)
+    }
+
+    /// A live value and its version as one opaque number: the Lamport
+    /// counter's low 32 bits and the node id (exact until a node's clock
+    /// passes 2^32 writes).
+    pub fn versioned(&self, key: &str, now_ms: u64) -> Option<(&[u8], u64)> {
+        let e = self.map.get(key).filter(|e| e.expires_ms > now_ms)?;
+        Some((e.value.as_deref()?, (e.version.0 << 32) | u64::from(e.version.1)))
     }
 
     /// Apply a peer's entry; false if it is stale (not newer than ours).
@@ -163,6 +208,40 @@ mod tests {
         assert!(a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, 0).is_none(), "a local write is refused too");
         assert!(a.write(1, "s", None, u64::MAX, 0).is_none(), "and so is a delete");
         assert!(a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, u64::MAX).is_some(), "an expired retirement frees the key");
+    }
+
+    #[test]
+    fn add_and_cas_decide_on_this_nodes_versions() {
+        let mut a = Versioned::default();
+        let w = |a: &mut Versioned, v: &[u8], expect| a.write_if(1, "n", v.to_vec(), u64::MAX, 0, expect);
+        assert!(w(&mut a, b"1", Expect::Absent).is_ok());
+        assert_eq!(w(&mut a, b"9", Expect::Absent), Err(Refused::Changed), "present");
+        let (_, version) = a.versioned("n", 0).unwrap();
+        assert!(w(&mut a, b"2", Expect::Version(version)).is_ok());
+        assert_eq!(w(&mut a, b"3", Expect::Version(version)), Err(Refused::Changed), "the version read is gone");
+        assert_eq!(a.get("n", 0), Some(&b"2"[..]));
+        // A peer's newer write moves the version too.
+        let (_, mine) = a.versioned("n", 0).unwrap();
+        let mut b = Versioned::default();
+        let theirs = b.write(2, "n", Some(b"7".to_vec()), u64::MAX, 100).unwrap();
+        let theirs = Entry { version: (theirs.version.0 + 10, 2), ..theirs };
+        assert!(a.apply(theirs, 0));
+        assert_eq!(w(&mut a, b"4", Expect::Version(mine)), Err(Refused::Changed));
+        // Deleted or expired: absent again.
+        a.write(1, "n", None, u64::MAX, 0).unwrap();
+        assert!(w(&mut a, b"5", Expect::Absent).is_ok(), "a tombstone is absent");
+        a.write(1, "e", Some(b"x".to_vec()), 10, 0).unwrap();
+        assert!(a.write_if(1, "e", b"y".to_vec(), u64::MAX, 20, Expect::Absent).is_ok(), "an expired value is absent");
+    }
+
+    #[test]
+    fn add_and_cas_on_a_retired_key_are_refused() {
+        let mut a = Versioned::default();
+        a.write(1, "s", Some(b"{}".to_vec()), u64::MAX, 0).unwrap();
+        let (_, version) = a.versioned("s", 0).unwrap();
+        a.write(1, "s", Some(crate::session::RETIRED.to_vec()), u64::MAX, 0).unwrap();
+        assert_eq!(a.write_if(1, "s", b"x".to_vec(), u64::MAX, 0, Expect::Absent), Err(Refused::Retired));
+        assert_eq!(a.write_if(1, "s", b"x".to_vec(), u64::MAX, 0, Expect::Version(version)), Err(Refused::Retired));
     }
 
     proptest! {

@@ -90,6 +90,65 @@ impl Durable {
         .await
     }
 
+    /// Store only if the key holds nothing live: an expired row is cleared
+    /// first, then a plain INSERT, which the primary key makes atomic (a
+    /// duplicate: the key holds a value, or is retired).
+    pub async fn add(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<bool, StoreError> {
+        let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let (now, t) = (now_s(), &self.table);
+            conn.exec_drop(format!("DELETE FROM `{t}` WHERE k = ? AND expires_at <= ?"), (key, now)).await.map_err(unavailable)?;
+            match conn.exec_drop(format!("INSERT INTO `{t}` (k, v, expires_at) VALUES (?, ?, ?)"), (key, value, now + i64::from(ttl))).await {
+                Ok(()) => Ok(true),
+                Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => self.refused(&mut conn, key, None).await,
+                Err(e) => Err(unavailable(e)),
+            }
+        })
+        .await
+    }
+
+    /// A value and its version: the first 8 bytes of its SHA-256 (no
+    /// schema change; a write that puts back the same bytes is no change).
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        Ok(self.get(key).await?.map(|v| {
+            let version = digest(&v);
+            (v, version)
+        }))
+    }
+
+    /// Write only if the live value still has the digest `version`: one
+    /// UPDATE that compares `SHA2(v)` in the row it changes.
+    pub async fn cas(&self, key: &str, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, StoreError> {
+        let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let (now, t) = (now_s(), &self.table);
+            let q = format!("UPDATE `{t}` SET v = ?, expires_at = ? WHERE k = ? AND expires_at > ? AND v <> ? AND LEFT(SHA2(v, 256), 16) = ?");
+            conn.exec_drop(q, (&value, now + i64::from(ttl), key, now, super::RETIRED, format!("{version:016x}"))).await.map_err(unavailable)?;
+            if conn.affected_rows() == 1 {
+                return Ok(true);
+            }
+            // No row changed: refused, or matched a row already holding
+            // these bytes and this expiry (MariaDB counts changed rows).
+            self.refused(&mut conn, key, Some((&value, version))).await
+        })
+        .await
+    }
+
+    /// Why a conditional write changed nothing: `Err(Retired)` for a live
+    /// retired key; `Ok(true)` if it already holds `wrote` and that was the
+    /// version expected (a no-op write); else `Ok(false)`.
+    async fn refused(&self, conn: &mut mysql_async::Conn, key: &str, wrote: Option<(&[u8], u64)>) -> Result<bool, StoreError> {
+        let q = format!("SELECT v FROM `{}` WHERE k = ? AND expires_at > ?", self.table);
+        let current: Option<Vec<u8>> = conn.exec_first(q, (key, now_s())).await.map_err(unavailable)?;
+        match (current, wrote) {
+            (Some(v), _) if v == super::RETIRED => Err(StoreError::Retired),
+            (Some(v), Some((value, version))) => Ok(v == value && digest(&v) == version),
+            _ => Ok(false),
+        }
+    }
+
     /// Delete, unless the key is retired (it stays so until it expires).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.bounded(async {
@@ -101,10 +160,30 @@ impl Durable {
     }
 }
 
+/// MariaDB's duplicate-key error.
+const ER_DUP_ENTRY: u16 = 1062;
+
+/// A durable value's version: the first 8 bytes of its SHA-256, as
+/// `LEFT(SHA2(v, 256), 16)` computes it in SQL.
+fn digest(value: &[u8]) -> u64 {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(value);
+    u64::from_be_bytes(d[..8].try_into().expect("32 bytes"))
+}
+
 fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn unavailable(e: mysql_async::Error) -> StoreError {
     StoreError::Unavailable(format!("mariadb: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_is_the_sha256_prefix_sql_computes() {
+        // SELECT LEFT(SHA2('abc', 256), 16) = 'ba7816bf8f01cfea'
+        assert_eq!(format!("{:016x}", super::digest(b"abc")), "ba7816bf8f01cfea");
+    }
 }

@@ -21,6 +21,9 @@ struct Entry {
     expires: Instant,
     /// Position in the recency order.
     seq: u64,
+    /// The `seq` of the write that stored it: what `cas` compares (a read
+    /// moves `seq`, never this).
+    version: u64,
 }
 
 #[derive(Default)]
@@ -48,6 +51,11 @@ impl Local {
     }
 
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.get_versioned(key).map(|(v, _)| v)
+    }
+
+    /// A value and the version `cas` compares.
+    pub fn get_versioned(&self, key: &str) -> Option<(Vec<u8>, u64)> {
         let mut g = self.inner.lock();
         let now = Instant::now();
         let inner = &mut *g;
@@ -64,10 +72,26 @@ impl Local {
         e.seq = inner.next_seq;
         e.expires = now + self.ttl;
         inner.order.insert(e.seq, key.to_string());
-        Some(e.value.clone())
+        Some((e.value.clone(), e.version))
     }
 
     pub fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
+        self.write_if(key, value, ttl_s, |_| true).map(drop)
+    }
+
+    /// Store only if `key` holds nothing live: false if it does.
+    pub fn add(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<bool, StoreError> {
+        self.write_if(key, value, ttl_s, |current| current.is_none())
+    }
+
+    /// Store only if `key` still holds `version`: false if it changed.
+    pub fn cas(&self, key: &str, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, StoreError> {
+        self.write_if(key, value, ttl_s, |current| current == Some(version))
+    }
+
+    /// Write if `expect` accepts the key's live version (`None`: nothing
+    /// live), all under the mutex; a live retired key refuses every write.
+    fn write_if(&self, key: &str, value: Vec<u8>, ttl_s: u32, expect: impl FnOnce(Option<u64>) -> bool) -> Result<bool, StoreError> {
         let need = size(key, &value);
         if need > self.max_bytes {
             return Err(StoreError::TooLarge);
@@ -75,8 +99,12 @@ impl Local {
         let ttl = if ttl_s == 0 { self.ttl } else { Duration::from_secs(u64::from(ttl_s)) };
         let mut g = self.inner.lock();
         let inner = &mut *g;
-        if inner.map.get(key).is_some_and(|old| old.value == super::RETIRED && old.expires > Instant::now()) {
+        let live = inner.map.get(key).filter(|old| old.expires > Instant::now());
+        if live.is_some_and(|old| old.value == super::RETIRED) {
             return Err(StoreError::Retired);
+        }
+        if !expect(live.map(|old| old.version)) {
+            return Ok(false);
         }
         if let Some(old) = inner.map.remove(key) {
             inner.order.remove(&old.seq);
@@ -93,7 +121,7 @@ impl Local {
         inner.next_seq += 1;
         let seq = inner.next_seq;
         inner.order.insert(seq, key.to_string());
-        inner.map.insert(key.to_string(), Entry { value, expires: Instant::now() + ttl, seq });
+        inner.map.insert(key.to_string(), Entry { value, expires: Instant::now() + ttl, seq, version: seq });
         inner.bytes += need;
         let m = metrics();
         m.session_local_bytes.set(inner.bytes as i64);
@@ -101,7 +129,7 @@ impl Local {
         if evicted > 0 {
             m.session_evictions.with_label_values(&["local"]).inc_by(evicted);
         }
-        Ok(())
+        Ok(true)
     }
 
     pub fn delete(&self, key: &str) {
@@ -209,6 +237,63 @@ mod tests {
         assert_eq!(l.get("s").as_deref(), Some(super::super::RETIRED), "the tier keeps the marker; Stores::get hides it");
         l.inner.lock().map.get_mut("s").unwrap().expires = Instant::now() - Duration::from_millis(1);
         assert_eq!(l.set("s", b"{}".to_vec(), 0), Ok(()), "an expired retirement frees the key");
+    }
+
+    #[test]
+    fn add_stores_only_what_is_absent_and_cas_only_over_the_version_read() {
+        let l = Local::new(1 << 20, 60);
+        assert_eq!(l.add("n", b"1".to_vec(), 0), Ok(true));
+        assert_eq!(l.add("n", b"9".to_vec(), 0), Ok(false), "present: not overwritten");
+        let (v, version) = l.get_versioned("n").unwrap();
+        assert_eq!(v, b"1");
+        assert_eq!(l.get_versioned("n").unwrap().1, version, "a read is not a write");
+        assert_eq!(l.cas("n", b"2".to_vec(), 0, version), Ok(true));
+        assert_eq!(l.cas("n", b"3".to_vec(), 0, version), Ok(false), "the version read is gone");
+        assert_eq!(l.get("n").unwrap(), b"2");
+        let (_, v2) = l.get_versioned("n").unwrap();
+        l.set("n", b"2".to_vec(), 0).unwrap();
+        assert_eq!(l.cas("n", b"4".to_vec(), 0, v2), Ok(false), "a set of the same bytes is still a change");
+        l.delete("n");
+        assert_eq!(l.cas("n", b"5".to_vec(), 0, v2), Ok(false), "deleted since");
+        assert_eq!(l.add("n", b"6".to_vec(), 0), Ok(true), "absent again");
+        l.inner.lock().map.get_mut("n").unwrap().expires = Instant::now() - Duration::from_millis(1);
+        assert_eq!(l.add("n", b"7".to_vec(), 0), Ok(true), "an expired value is absent");
+    }
+
+    #[test]
+    fn add_and_cas_on_a_retired_key_are_refused() {
+        let l = Local::new(1 << 20, 60);
+        l.set("s", b"{}".to_vec(), 0).unwrap();
+        let (_, version) = l.get_versioned("s").unwrap();
+        l.set("s", super::super::RETIRED.to_vec(), 0).unwrap();
+        assert_eq!(l.add("s", b"x".to_vec(), 0), Err(StoreError::Retired));
+        assert_eq!(l.cas("s", b"x".to_vec(), 0, version), Err(StoreError::Retired));
+        let (_, retired) = l.get_versioned("s").unwrap();
+        assert_eq!(l.cas("s", b"x".to_vec(), 0, retired), Err(StoreError::Retired), "even with the marker's own version");
+    }
+
+    #[test]
+    fn concurrent_cas_increments_lose_nothing() {
+        let l = std::sync::Arc::new(Local::new(1 << 20, 60));
+        l.add("c", b"0".to_vec(), 0).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..500 {
+                        loop {
+                            let (v, version) = l.get_versioned("c").unwrap();
+                            let n: u64 = String::from_utf8(v).unwrap().parse().unwrap();
+                            if l.cas("c", (n + 1).to_string().into_bytes(), 0, version).unwrap() {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(l.get("c").unwrap(), b"2000");
     }
 
     #[test]

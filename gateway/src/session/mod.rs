@@ -119,13 +119,57 @@ impl Stores {
     /// either comes first and refuses it, or comes after and wins).
     pub async fn set(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         check_key(key)?;
-        if value.len() > MAX_VALUE {
-            return Err(count(tier, "set", StoreError::TooLarge));
-        }
-        if value == RETIRED {
-            return Err(count(tier, "set", StoreError::Unavailable("this value is reserved for retired keys".into())));
-        }
+        check_value(tier, "set", &value)?;
         timed(tier, "set", self.write(tier, key, value, ttl_s)).await
+    }
+
+    /// Store only if `key` holds nothing: Ok(false) if it holds a value,
+    /// `Err(Retired)` if it is retired. Atomic in each tier (on `replicated`
+    /// on this node only).
+    pub async fn add(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<bool, StoreError> {
+        check_key(key)?;
+        check_value(tier, "add", &value)?;
+        timed(tier, "add", async {
+            match tier {
+                Tier::Local => self.local.add(key, value, ttl_s),
+                Tier::Replicated => self.replicated()?.write_if(key, value, ttl_s, crate::cluster::Expect::Absent),
+                Tier::Central => self.central()?.add(key, value, ttl_s).await,
+                Tier::Durable => self.durable()?.add(key, value, ttl_s).await,
+            }
+        })
+        .await
+    }
+
+    /// A value and the opaque version `cas` compares; a retired key reads
+    /// as absent, as in `get`.
+    pub async fn get_versioned(&self, tier: Tier, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        check_key(key)?;
+        let value = timed(tier, "get_versioned", async {
+            match tier {
+                Tier::Local => Ok(self.local.get_versioned(key)),
+                Tier::Replicated => Ok(self.replicated()?.get_versioned(key)),
+                Tier::Central => self.central()?.get_versioned(key).await,
+                Tier::Durable => self.durable()?.get_versioned(key).await,
+            }
+        })
+        .await?;
+        Ok(value.filter(|(v, _)| v != RETIRED))
+    }
+
+    /// Compare-and-set: write only if `key` still holds `version`. Ok(false)
+    /// if it changed (or is gone), `Err(Retired)` if it is retired.
+    pub async fn cas(&self, tier: Tier, key: &str, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, StoreError> {
+        check_key(key)?;
+        check_value(tier, "cas", &value)?;
+        timed(tier, "cas", async {
+            match tier {
+                Tier::Local => self.local.cas(key, value, ttl_s, version),
+                Tier::Replicated => self.replicated()?.write_if(key, value, ttl_s, crate::cluster::Expect::Version(version)),
+                Tier::Central => self.central()?.cas(key, value, ttl_s, version).await,
+                Tier::Durable => self.durable()?.cas(key, value, ttl_s, version).await,
+            }
+        })
+        .await
     }
 
     /// Retire `key` for `ttl_s` (0: the tier's default): it reads as
@@ -213,6 +257,18 @@ fn check_key(key: &str) -> Result<(), StoreError> {
     }
     if key.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(StoreError::Unavailable(format!("key {key:?}: keys may not contain spaces or control characters")));
+    }
+    Ok(())
+}
+
+/// The value limits every write shares: memcached's item size, and the
+/// retired marker is the tier's own.
+fn check_value(tier: Tier, op: &str, value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE {
+        return Err(count(tier, op, StoreError::TooLarge));
+    }
+    if value == RETIRED {
+        return Err(count(tier, op, StoreError::Unavailable("this value is reserved for retired keys".into())));
     }
     Ok(())
 }

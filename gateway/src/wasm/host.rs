@@ -350,6 +350,30 @@ impl store::Host for HostState {
         out
     }
 
+    async fn add(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<bool, store::StoreError> {
+        self.clock.pause();
+        let stores = self.stores.clone();
+        let out = stores.add(tier(t), &key, value, ttl_s).await.map_err(to_wit);
+        self.clock.resume();
+        out
+    }
+
+    async fn get_versioned(&mut self, t: store::Tier, key: String) -> Result<Option<store::Versioned>, store::StoreError> {
+        self.clock.pause();
+        let stores = self.stores.clone();
+        let out = stores.get_versioned(tier(t), &key).await.map_err(to_wit);
+        self.clock.resume();
+        Ok(out?.map(|(value, version)| store::Versioned { value, version }))
+    }
+
+    async fn cas(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, store::StoreError> {
+        self.clock.pause();
+        let stores = self.stores.clone();
+        let out = stores.cas(tier(t), &key, value, ttl_s, version).await.map_err(to_wit);
+        self.clock.resume();
+        out
+    }
+
     async fn lock(&mut self, t: store::Tier, key: String) -> Result<bool, store::StoreError> {
         let t = tier(t);
         if self.locks.iter().any(|(lt, k, _)| *lt == t && *k == key) {

@@ -173,6 +173,66 @@ impl Central {
         Ok(())
     }
 
+    /// Store only if the key holds nothing (`ms … ME` on the primary, then
+    /// a copy to the backups). The primary is read first, and a value only
+    /// a backup still holds (the primary restarted) is put back there, so
+    /// the add sees it. `Ok(false)`: the key holds a value; a retired key
+    /// answers `Err(Retired)`.
+    pub async fn add(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<bool, StoreError> {
+        let ttl = self.ttl(ttl_s);
+        if let Some((_, flags)) = self.fetch(key, false).await? {
+            return if flags == RETIRED_FLAGS { Err(StoreError::Retired) } else { Ok(false) };
+        }
+        let (targets, r) = self.on_primary(key, |c| c.set(key, &value).ttl_raw(exptime(ttl)).add().send()).await?;
+        if !r.applied() {
+            return self.refused(targets[0], key).await;
+        }
+        self.copy_to_backups(&targets, key, &value, 0, ttl).await;
+        Ok(true)
+    }
+
+    /// A value and its CAS value on the primary (`mg … v c T`, refreshing
+    /// the TTL), the version `cas` compares. A value only a backup holds is
+    /// put back on the primary first, and read there. A retired key reads
+    /// as the marker.
+    pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
+        let ttl = exptime(self.ttl_s);
+        let read = || self.on_primary(key, |c| c.get(key).touch_raw(ttl).meta(Meta::default().cas()).send());
+        let (_, mut r) = read().await?;
+        if !r.hit() && self.servers.len() > 1 && self.fetch(key, false).await?.is_some() {
+            r = read().await?.1;
+        }
+        if !r.hit() {
+            return Ok(None);
+        }
+        let value = if r.client_flags == Some(RETIRED_FLAGS) { RETIRED.to_vec() } else { r.value.unwrap_or_default() };
+        Ok(Some((value, r.item.cas.unwrap_or(0))))
+    }
+
+    /// Write only if the primary still holds the CAS value `version`
+    /// (`ms … C<version>`), then copy to the backups. `Ok(false)`: changed,
+    /// deleted or expired since (or the primary moved: a backup has its
+    /// own CAS values); a retired key answers `Err(Retired)`.
+    pub async fn cas(&self, key: &str, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, StoreError> {
+        let ttl = self.ttl(ttl_s);
+        let (targets, r) = self.on_primary(key, |c| c.set(key, &value).ttl_raw(exptime(ttl)).compare_cas(version).send()).await?;
+        if !r.applied() {
+            return self.refused(targets[0], key).await;
+        }
+        self.copy_to_backups(&targets, key, &value, 0, ttl).await;
+        Ok(true)
+    }
+
+    /// Why a conditional write on server `i` was not applied: the key is
+    /// retired (`Err(Retired)`), or it holds something else (`Ok(false)`).
+    async fn refused(&self, i: usize, key: &str) -> Result<bool, StoreError> {
+        let cur = self.servers[i].call(|c| c.get(key).without_value().send()).await?;
+        if cur.hit() && cur.client_flags == Some(RETIRED_FLAGS) {
+            return Err(StoreError::Retired);
+        }
+        Ok(false)
+    }
+
     /// Delete, unless the key is retired (it stays so until it expires):
     /// a delete conditional on the CAS value read, on every copy.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
