@@ -298,3 +298,20 @@ fn a_login_charset_that_is_not_utf8_keeps_reads_causal() {
         assert!(out.status.success() && text.trim() == "1", "login charset {charset}: {text}");
     }
 }
+
+/// A statement prepared in an 8-bit character set is prepared on another
+/// backend (the primary, when a write sends the next execute there) with
+/// the bytes the client sent, not their UTF-8 reading.
+#[test]
+fn a_statement_prepared_in_an_8bit_charset_runs_as_sent_on_every_backend() {
+    let (_cluster, gw) = delayed_cluster("CREATE TABLE shop.t_ps (a VARCHAR(10)) DEFAULT CHARSET=latin1; INSERT INTO shop.t_ps VALUES (X'636166E9');");
+    block_on(async {
+        let mut c = reader_on_replicas(&gw).await;
+        c.query_drop("SET NAMES latin1").await.unwrap();
+        let stmt = c.prep(&b"SELECT COUNT(*) FROM t_ps WHERE a = 'caf\xe9'"[..]).await.unwrap();
+        assert_eq!(c.exec_first::<i64, _, _>(&stmt, ()).await.unwrap(), Some(1), "before any write, on the replicas");
+        c.query_drop(&b"INSERT INTO t_ps VALUES ('caf\xe9')"[..]).await.unwrap();
+        // The replicas hold the insert back: this execute runs on the primary.
+        assert_eq!(c.exec_first::<i64, _, _>(&stmt, ()).await.unwrap(), Some(2), "after the write");
+    });
+}

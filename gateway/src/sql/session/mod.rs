@@ -116,7 +116,11 @@ type Res<T = ()> = Result<T, Fail>;
 
 /// A statement the client prepared, and where it is prepared.
 struct Prepared {
+    /// The text as UTF-8, for the router.
     sql: String,
+    /// The text as the client sent it (in its character set): what other
+    /// backends prepare.
+    bytes: Vec<u8>,
     class: Classified,
     params: u16,
     /// (node, backend statement id, parameter types sent there).

@@ -23,7 +23,7 @@ impl Session {
         if let (End::Ok(_), Some((backend_id, _, params))) = (end, prepared) {
             self.last_prepared = Some(id);
             self.next_stmt = self.next_stmt.wrapping_add(1).max(1);
-            self.stmts.insert(id, Prepared { sql: text, class: c, params, on: vec![(node, backend_id, false)], types: None, last_node: Some(node), long_data: false });
+            self.stmts.insert(id, Prepared { sql: text, bytes: payload[1..].to_vec(), class: c, params, on: vec![(node, backend_id, false)], types: None, last_node: Some(node), long_data: false });
             if let Some(conn) = self.conns[node].as_mut() {
                 conn.dirty = true;
             }
@@ -108,7 +108,7 @@ impl Session {
         if let Some(&(_, bid, sent)) = ps.on.iter().find(|e| e.0 == node) {
             return Ok((bid, sent));
         }
-        let pkt = [&[COM_STMT_PREPARE][..], ps.sql.as_bytes()].concat();
+        let pkt = [&[COM_STMT_PREPARE][..], &ps.bytes[..]].concat();
         let conn = self.conn(node).await?;
         conn.dirty = true;
         let (_, prepared) = conn.command(&pkt, Expect::Prepare).await?;
