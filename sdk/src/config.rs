@@ -58,6 +58,21 @@ impl Config {
         Self { value: merged }.parse()
     }
 
+    /// Split the table in two: the `keys` listed (those present), and the
+    /// rest. For a plugin that adds keys of its own to a table another type
+    /// parses with `deny_unknown_fields` (a session strategy built on
+    /// `session::stored`, say).
+    pub fn split_off(&self, keys: &[&str]) -> (Config, Config) {
+        let (mut mine, mut rest) = (serde_json::Map::new(), serde_json::Map::new());
+        if let serde_json::Value::Object(m) = &self.value {
+            for (k, v) in m {
+                let side = if keys.contains(&k.as_str()) { &mut mine } else { &mut rest };
+                side.insert(k.clone(), v.clone());
+            }
+        }
+        (Self { value: mine.into() }, Self { value: rest.into() })
+    }
+
     /// The raw JSON value.
     pub fn raw(&self) -> &serde_json::Value {
         &self.value
@@ -109,6 +124,14 @@ fn remove(value: &mut serde_json::Value, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_off_takes_the_listed_keys_and_leaves_the_rest() {
+        let c = Config::from_json(r#"{"every": 3, "cookie": "c", "ttl_s": 60}"#).unwrap();
+        let (mine, rest) = c.split_off(&["every", "absent"]);
+        assert_eq!(mine.raw(), &serde_json::json!({"every": 3}));
+        assert_eq!(rest.raw(), &serde_json::json!({"cookie": "c", "ttl_s": 60}));
+    }
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

@@ -6,7 +6,13 @@
 //! session travels to the backend as base64 JSON in `x-switchyard-session`,
 //! changes come back in `x-switchyard-session-set`, and
 //! `x-switchyard-session-end` ends it. Stores are in [`crate::store`],
-//! signed tokens in [`crate::tokens`].
+//! signed tokens in [`crate::store::tokens`].
+//!
+//! Most strategies keep the session in a store tier under a signed id:
+//! [`stored`] is that logic (the `centralized`, `o-session`, `replicated`
+//! and `centralized-dynamic` plugins are its defaults), with hooks for a
+//! strategy of your own ([`stored::Hooks`]) and its parts public (the id
+//! from a request, loading, signing).
 
 pub use crate::bindings::session::exports::switchyard::policy::session::{Action, Forward, Header, Reply, Response};
 pub use crate::bindings::session::switchyard::policy::types::Request;
@@ -200,10 +206,31 @@ pub fn clear_cookie(name: &str) -> Header {
     header("set-cookie", format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"))
 }
 
-/// Sessions kept in a store tier under a signed id: the logic of the
-/// `centralized` and `o-session` plugins, which differ in defaults (cookie,
-/// key prefix, tier, how the client carries the id).
 pub mod stored {
+    //! Sessions kept in a store tier under a signed id: the logic of the
+    //! `centralized`, `o-session`, `replicated` and `centralized-dynamic`
+    //! plugins, which differ in defaults (cookie, key prefix, tier, how the
+    //! client carries the id, a split into two tiers).
+    //!
+    //! **The id token.** The client holds the session id as a token signed by
+    //! the gateway ([`crate::store::tokens`]): `v1.EXPIRY.PAYLOAD.MAC`, where
+    //! `EXPIRY` is the token's end in seconds since the Unix epoch, `PAYLOAD`
+    //! and `MAC` are unpadded base64url, and `MAC` is HMAC-SHA256 over
+    //! `v1.EXPIRY.PAYLOAD` with the first of the `[session] keys`. The payload
+    //! is `ID|ISSUED` ([`token_payload`]): the 32-hex-digit session id and
+    //! when the token was signed, in seconds since the epoch. A token is
+    //! signed again when it is past half its `ttl_s` (so an active user's
+    //! cookie does not expire), and whenever the id changes.
+    //!
+    //! **Your own strategy.** Export `Strategy<D>` for a [`Defaults`] of your
+    //! own: override [`Defaults::configure`] to read config keys of yours and
+    //! attach [`Hooks`] with [`Stored::with_hooks`] (renew the id when you
+    //! decide; act after each write). Or drive a [`Stored`] from your own
+    //! [`SessionStrategy`]: [`Stored::before`] and [`Stored::after`] are the two
+    //! hooks, [`Context`] what passes between them, and [`Stored::session_id`],
+    //! [`Stored::load`] and [`Stored::sign`] the steps. `plugins/session-rotating`
+    //! is a complete example.
+
     use super::*;
     use crate::store::{self, tokens, Tier};
 
@@ -279,23 +306,97 @@ pub mod stored {
         "reject".into()
     }
 
-    /// What `before` hands to `after`.
-    #[derive(serde::Serialize, serde::Deserialize, Default)]
-    struct Ctx {
-        id: String,
-        /// Sign a fresh id token in the response.
-        renew: bool,
+    /// The id token's payload: `ID|ISSUED`, the session id and when the
+    /// token is signed, in seconds since the Unix epoch.
+    pub fn token_payload(id: &str, issued_s: u64) -> String {
+        format!("{id}|{issued_s}")
+    }
+
+    /// The session id and its issue time from a verified token's payload
+    /// ([`token_payload`]); `None` if it is not `ID|ISSUED`.
+    pub fn parse_token_payload(payload: &[u8]) -> Option<(String, u64)> {
+        let (id, issued) = std::str::from_utf8(payload).ok()?.split_once('|')?;
+        Some((id.to_string(), issued.parse().ok()?))
+    }
+
+    /// One request's session, as [`Stored::before`] loaded it and hands it
+    /// to [`Stored::after`] (through the context of the session seam, as
+    /// JSON: [`Context::to_bytes`], [`Context::from_bytes`]).
+    #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug, PartialEq)]
+    pub struct Context {
+        /// The session id (the key is `prefix + id`).
+        pub id: String,
+        /// Sign the id and hand it to the client in this response: a new
+        /// id, or a token past half its life.
+        pub sign: bool,
         /// The id was made for this request (no session yet): never
         /// handed out, so it needs no renewal.
         #[serde(default)]
-        fresh: bool,
+        pub fresh: bool,
         /// The store failed and the request went on without a session:
         /// write nothing back.
-        degraded: bool,
-        /// The session as loaded: the main part, and the static part when split.
-        attrs: Attributes,
-        statics: Attributes,
+        pub degraded: bool,
+        /// The session as loaded: its main part...
+        pub attrs: Attributes,
+        /// ...and its static part, when split (centralized-dynamic).
+        pub statics: Attributes,
     }
+
+    impl Context {
+        /// The context bytes of the session seam.
+        pub fn to_bytes(&self) -> Vec<u8> {
+            serde_json::to_vec(self).unwrap_or_default()
+        }
+
+        /// Read what [`Self::to_bytes`] wrote; `None` if it is not that.
+        pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+            serde_json::from_slice(bytes).ok()
+        }
+
+        /// Every attribute: the main part and the static part.
+        pub fn merged(&self) -> Attributes {
+            let mut all = self.attrs.clone();
+            all.extend(self.statics.clone());
+            all
+        }
+    }
+
+    /// A session write [`Hooks::after_write`] is told of.
+    #[derive(Debug)]
+    pub struct Written<'a> {
+        /// The id the request came with.
+        pub old_id: &'a str,
+        /// The id the session has now (`old_id` unless `renewed`).
+        pub id: &'a str,
+        /// Every attribute of the session as stored now.
+        pub attrs: &'a Attributes,
+        /// The session moved to a new id ([`renew`]): the old
+        /// id's keys are retired.
+        pub renewed: bool,
+    }
+
+    /// What a strategy of your own adds to [`Stored`]; every method has a
+    /// default that does nothing. One value lives in each Wasm instance
+    /// (the gateway pools them), so keep per-session state in the stores.
+    pub trait Hooks: 'static {
+        /// Move this session to a new id in this response, as a login does?
+        /// Asked after each response to a request that came with a live
+        /// session, before its changes are stored (not for a session made
+        /// by this request, nor on logout or when the store failed). The
+        /// backend's own reasons (a new principal,
+        /// `x-switchyard-session-renew`) renew it whatever this answers.
+        fn renew(&mut self, _session: &Context, _changes: &Changes) -> bool {
+            false
+        }
+
+        /// After the session was stored: the backend's changes, a renewal,
+        /// or both, all acknowledged by the store. Not called when the
+        /// write failed (the client got a `Warning`).
+        fn after_write(&mut self, _write: &Written<'_>) {}
+    }
+
+    /// No hooks.
+    impl Hooks for () {}
 
     /// A store-backed session strategy.
     pub struct Stored {
@@ -303,10 +404,12 @@ pub mod stored {
         tier: Tier,
         /// Split static keys into their own tier (centralized-dynamic).
         split: Option<Tier>,
+        hooks: Box<dyn Hooks>,
     }
 
     /// A store-backed strategy as data: its defaults, and an optional last
-    /// step (split the static keys, refuse a setting). Export it with
+    /// step (split the static keys, refuse a setting, attach [`Hooks`]).
+    /// Export it with
     /// `export_session!(switchyard_sdk::session::stored::Strategy<MyDefaults>)`.
     pub trait Defaults: 'static {
         /// Settings under the operator's config table.
@@ -315,6 +418,14 @@ pub mod stored {
         fn build(settings: Settings) -> Result<Stored, String> {
             Stored::new(settings)
         }
+        /// The strategy from the operator's config table: by default its
+        /// keys over [`Self::defaults`], then [`Self::build`]. Override it to
+        /// read keys of your own: take them out with
+        /// [`Config::split_off`](crate::Config::split_off), since
+        /// [`Settings`] refuses keys it does not know.
+        fn configure(config: &Config) -> Result<Stored, String> {
+            Self::build(config.parse_over(Self::defaults())?)
+        }
     }
 
     /// The [`SessionStrategy`] of a [`Defaults`].
@@ -322,7 +433,7 @@ pub mod stored {
 
     impl<D: Defaults> SessionStrategy for Strategy<D> {
         fn configure(config: &Config) -> Result<Self, String> {
-            Ok(Self(D::build(config.parse_over(D::defaults())?)?, std::marker::PhantomData))
+            Ok(Self(D::configure(config)?, std::marker::PhantomData))
         }
 
         fn before_request(&mut self, req: &Request) -> Action {
@@ -359,7 +470,23 @@ pub mod stored {
             if s.lock && !matches!(tier, Tier::Central | Tier::Local) {
                 return Err(format!("lock: the {} tier has no locks; use tier = \"central\" or \"local\"", s.tier));
             }
-            Ok(Self { s, tier, split: None })
+            Ok(Self { s, tier, split: None, hooks: Box::new(()) })
+        }
+
+        /// Run `hooks` in this strategy (replacing any set before).
+        pub fn with_hooks(mut self, hooks: impl Hooks) -> Self {
+            self.hooks = Box::new(hooks);
+            self
+        }
+
+        /// The settings it runs with.
+        pub fn settings(&self) -> &Settings {
+            &self.s
+        }
+
+        /// The tier of the session's main part.
+        pub fn tier(&self) -> Tier {
+            self.tier
         }
 
         /// Keep `static_keys` in `static_tier` (centralized-dynamic).
@@ -379,7 +506,8 @@ pub mod stored {
         }
 
         /// A stored part; `None` when absent (expired, ended or retired).
-        fn load(&self, tier: Tier, key: &str) -> Result<Option<Attributes>, store::StoreError> {
+        /// Unreadable bytes load as an empty session (and are counted).
+        pub fn load(&self, tier: Tier, key: &str) -> Result<Option<Attributes>, store::StoreError> {
             Ok(store::get(tier, key)?.map(|bytes| {
                 from_bytes(&bytes).unwrap_or_else(|| {
                     crate::host::counter_add("corrupt_sessions", 1);
@@ -388,34 +516,41 @@ pub mod stored {
             }))
         }
 
-        fn key(&self, id: &str) -> String {
+        /// The store key of the session's main part: `prefix + id`.
+        pub fn key(&self, id: &str) -> String {
             format!("{}{id}", self.s.prefix)
         }
 
-        /// The id from a valid signed token, and whether to renew it
-        /// (past half its life).
-        fn id(&self, req: &Request) -> Option<(String, bool)> {
+        /// The session id and when its token was signed (seconds since
+        /// the epoch), from the request's cookie or else the configured
+        /// header; `None` without a token or with one that is forged,
+        /// tampered, expired or not `ID|ISSUED`.
+        pub fn session_id(&self, req: &Request) -> Option<(String, u64)> {
             let token = req.cookie(&self.s.cookie).or_else(|| self.s.header.as_ref().and_then(|h| req.header(h)))?;
-            let payload = String::from_utf8(tokens::verify(&token)?).ok()?;
-            let (id, issued) = payload.split_once('|')?;
-            let age = (crate::host::now_ms() / 1000).saturating_sub(issued.parse().ok()?);
-            Some((id.to_string(), age > u64::from(self.s.ttl_s) / 2))
+            parse_token_payload(&tokens::verify(&token)?)
+        }
+
+        /// The id, and whether to sign it again (past half its life).
+        fn id(&self, req: &Request) -> Option<(String, bool)> {
+            let (id, issued) = self.session_id(req)?;
+            let age = (crate::host::now_ms() / 1000).saturating_sub(issued);
+            Some((id, age > u64::from(self.s.ttl_s) / 2))
         }
 
         fn store_failed(&self, e: &store::StoreError, id: String) -> Action {
             crate::host::counter_add("store_errors", 1);
             crate::host::log_warn(&format!("session {}: {}", self.key(&id), store::describe(e)));
             if self.s.on_store_error == "forward" {
-                let ctx = Ctx { id, degraded: true, ..Ctx::default() };
-                return forward(Vec::new(), serde_json::to_vec(&ctx).unwrap_or_default());
+                let ctx = Context { id, degraded: true, ..Context::default() };
+                return forward(Vec::new(), ctx.to_bytes());
             }
             reply(503, &format!("Service Unavailable: {}; try again", store::describe(e)), vec![header("retry-after", "1")])
         }
 
         /// Load the session (taking its lock if configured) and forward.
         pub fn before(&mut self, req: &Request) -> Action {
-            let Some((id, renew)) = self.id(req) else {
-                let ctx = Ctx { id: tokens::new_id(), renew: true, fresh: true, ..Ctx::default() };
+            let Some((id, sign)) = self.id(req) else {
+                let ctx = Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() };
                 return self.forward_with(ctx);
             };
             let key = self.key(&id);
@@ -436,27 +571,25 @@ pub mod stored {
             match (self.load(self.tier, &key), statics) {
                 // A valid id that holds nothing (expired, ended, or retired
                 // by a renewal): never written again; a new id if needed.
-                (Ok(None), None) => self.forward_with(Ctx { id: tokens::new_id(), renew: true, fresh: true, ..Ctx::default() }),
+                (Ok(None), None) => self.forward_with(Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() }),
                 (Ok(attrs), statics) => {
                     let (attrs, statics) = (attrs.unwrap_or_default(), statics.unwrap_or_default());
                     self.index(&id, &attrs, &statics);
-                    self.forward_with(Ctx { id, renew, fresh: false, degraded: false, attrs, statics })
+                    self.forward_with(Context { id, sign, fresh: false, degraded: false, attrs, statics })
                 }
                 (Err(e), _) => self.store_failed(&e, id),
             }
         }
 
-        fn forward_with(&self, ctx: Ctx) -> Action {
-            let mut merged = ctx.attrs.clone();
-            merged.extend(ctx.statics.clone());
-            let headers = vec![header(SESSION_HEADER, encode(&merged)), header(SESSION_ID_HEADER, ctx.id.clone())];
-            forward(headers, serde_json::to_vec(&ctx).unwrap_or_default())
+        fn forward_with(&self, ctx: Context) -> Action {
+            let headers = vec![header(SESSION_HEADER, encode(&ctx.merged())), header(SESSION_ID_HEADER, ctx.id.clone())];
+            forward(headers, ctx.to_bytes())
         }
 
         /// Store the backend's changes; set the cookie (and header) when
         /// the id is new, renewed or past half its life.
         pub fn after(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
-            let Ok(mut ctx) = serde_json::from_slice::<Ctx>(&context) else { return Vec::new() };
+            let Some(mut ctx) = Context::from_bytes(&context) else { return Vec::new() };
             let changes = Changes::from_response(resp);
             if changes.malformed {
                 crate::host::counter_add("malformed_updates", 1);
@@ -469,19 +602,21 @@ pub mod stored {
                 self.reindex(&ctx.id, self.principal_of(&ctx.attrs, &ctx.statics), "", None);
                 return vec![clear_cookie(&self.s.cookie)];
             }
-            let mut before = ctx.attrs.clone();
-            before.extend(ctx.statics.clone());
-            let new_id = !ctx.fresh && (changes.renew || (!self.s.principal.is_empty() && changes.changes_principal(&self.s.principal, &before)));
+            let before = ctx.merged();
+            // Asked on every request of a live session (a hook may count them).
+            let hooked = !ctx.fresh && self.hooks.renew(&ctx, &changes);
+            let new_id = !ctx.fresh && (hooked || changes.renew || (!self.s.principal.is_empty() && changes.changes_principal(&self.s.principal, &before)));
             if !changes.set.is_empty() || new_id {
                 let (old_id, old_principal) = (ctx.id.clone(), self.principal_of(&ctx.attrs, &ctx.statics));
                 if let Err(warning) = self.store(&mut ctx, &changes, before, new_id) {
                     return vec![warning];
                 }
                 self.reindex(&old_id, old_principal, &ctx.id, self.principal_of(&ctx.attrs, &ctx.statics));
+                self.hooks.after_write(&Written { old_id: &old_id, id: &ctx.id, attrs: &ctx.merged(), renewed: new_id });
             } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
                 return Vec::new(); // a visitor with no session: no cookie
             }
-            if ctx.renew { self.cookies(&ctx.id) } else { Vec::new() }
+            if ctx.sign { self.sign(&ctx.id) } else { Vec::new() }
         }
 
         /// End the session: its keys are retired, so the id reads nothing
@@ -499,7 +634,7 @@ pub mod stored {
         /// Apply `changes` to the session as loaded (`before`: both parts)
         /// and write what changed, under a new id when `new_id`. `Err`: the
         /// warning header for the client; nothing new was kept.
-        fn store(&self, ctx: &mut Ctx, changes: &Changes, before: Attributes, new_id: bool) -> Result<(), Header> {
+        fn store(&self, ctx: &mut Context, changes: &Changes, before: Attributes, new_id: bool) -> Result<(), Header> {
             let mut merged = before;
             changes.apply(&mut merged);
             let total = to_bytes(&merged).len();
@@ -515,7 +650,7 @@ pub mod stored {
                     parts.push(super::Part { tier: t, prefix: &self.s.static_prefix, value: &s });
                 }
                 ctx.id = super::renew(&ctx.id, &parts, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
-                ctx.renew = true;
+                ctx.sign = true;
             } else {
                 let mut writes = Vec::new();
                 if let (Some(t), true) = (self.split, statics != ctx.statics) {
@@ -536,7 +671,7 @@ pub mod stored {
 
         /// The static and the dynamic part of `merged` (all of it is
         /// dynamic unless split).
-        fn split_parts(&self, ctx: &Ctx, merged: Attributes) -> (Attributes, Attributes) {
+        fn split_parts(&self, ctx: &Context, merged: Attributes) -> (Attributes, Attributes) {
             if self.split.is_none() {
                 return (Attributes::new(), merged);
             }
@@ -584,8 +719,9 @@ pub mod stored {
             }
         }
 
-        /// The session's stored parts: the main one first.
-        fn parts(&self, id: &str) -> Vec<(Tier, String)> {
+        /// The session's stored parts (tier and key): the main one first,
+        /// then the static one when split.
+        pub fn parts(&self, id: &str) -> Vec<(Tier, String)> {
             let statics = self.split.map(|t| (t, self.static_key(id)));
             std::iter::once((self.tier, self.key(id))).chain(statics).collect()
         }
@@ -604,9 +740,11 @@ pub mod stored {
             }
         }
 
-        /// The signed id in a cookie (and in the configured header).
-        fn cookies(&self, id: &str) -> Vec<Header> {
-            let payload = format!("{id}|{}", crate::host::now_ms() / 1000);
+        /// `id` signed for the client ([`token_payload`], issued now, for
+        /// `ttl_s`): a `Set-Cookie`, and the configured header if any. Empty
+        /// (and logged) when no signing key is configured.
+        pub fn sign(&self, id: &str) -> Vec<Header> {
+            let payload = token_payload(id, crate::host::now_ms() / 1000);
             match tokens::sign(payload.as_bytes(), self.s.ttl_s) {
                 Ok(t) => {
                     let mut out: Vec<Header> = self.s.header.iter().map(|h| header(h, t.clone())).collect();

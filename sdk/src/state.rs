@@ -5,12 +5,12 @@
 
 use serde::{de::DeserializeOwned, Serialize};
 
-/// Encode `value` for [`crate::lb::LoadBalancer::snapshot`].
+/// Encode `value` for `LoadBalancer::snapshot` (the `lb` seam).
 pub fn save<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).unwrap_or_default()
 }
 
-/// Decode what [`save`] wrote, for [`crate::lb::LoadBalancer::restore`].
+/// Decode what [`save`] wrote, for `LoadBalancer::restore` (the `lb` seam).
 pub fn load<T: DeserializeOwned>(state: &[u8]) -> Result<T, String> {
     postcard::from_bytes(state).map_err(|e| format!("cannot decode the previous version's state: {e}"))
 }

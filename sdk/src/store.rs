@@ -1,10 +1,21 @@
 //! Session store tiers and signed tokens, as configured in the gateway's
 //! `[session]`: `local` (this gateway), `replicated` (every node of
-//! `[cluster]`), `central` (memcached), `durable` (MariaDB). A call suspends the plugin while the store answers; the wait
-//! does not count against the hook's deadline.
+//! `[cluster]`), `central` (memcached), `durable` (MariaDB). A call
+//! suspends the plugin while the store answers; the wait does not count
+//! against the hook's deadline.
+//!
+//! Keys are at most 250 bytes without spaces or control characters and
+//! values at most 1 MiB, on every tier. For a value several requests
+//! update at once (a counter, a guard), use [`add`] and [`cas`] (or
+//! [`update`], the retry loop over them) instead of [`get`] then [`set`],
+//! which loses one of two concurrent updates.
 
 use crate::bindings::host::switchyard::policy as wit;
-pub use wit::store::{StoreError, Tier};
+pub use wit::store::{StoreError, Tier, Versioned};
+
+/// Attempts [`update`] makes before it gives up (each lost race means
+/// another request's update went through).
+const UPDATE_TRIES: usize = 64;
 
 /// Read a value (refreshing its TTL in `central` and `durable`).
 pub fn get(tier: Tier, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -16,6 +27,64 @@ pub fn set(tier: Tier, key: &str, value: &[u8], ttl_s: u32) -> Result<(), StoreE
     wit::store::set(tier, key, value, ttl_s)
 }
 
+/// Store `value` only if `key` holds nothing (absent or expired), as
+/// memcached's `add`: `Ok(true)` if stored, `Ok(false)` if the key holds a
+/// value; a retired key answers [`StoreError::Retired`]. Atomic on
+/// `local`, `central` (decided on the key's primary server) and `durable`.
+/// On `replicated` it is atomic on this node only: two nodes may both add
+/// before they hear of each other, and the later write wins on every node.
+pub fn add(tier: Tier, key: &str, value: &[u8], ttl_s: u32) -> Result<bool, StoreError> {
+    wit::store::add(tier, key, value, ttl_s)
+}
+
+/// Read a value with its version, for [`cas`]; `None` when absent (or
+/// retired). Refreshes the TTL as [`get`] does, which is not a write: the
+/// version stays. The version is opaque: compare it only through [`cas`]
+/// (on `durable` it is a digest of the value, so a write that puts back the
+/// same bytes is no change there).
+pub fn get_versioned(tier: Tier, key: &str) -> Result<Option<Versioned>, StoreError> {
+    wit::store::get_versioned(tier, key)
+}
+
+/// Compare-and-set: write `value` only if `key` still holds the `version`
+/// that [`get_versioned`] returned. `Ok(false)`: it changed (or was deleted
+/// or expired) since; read it again and retry. A retired key answers
+/// [`StoreError::Retired`]. Atomic as [`add`] is (on `replicated`, on this
+/// node only).
+pub fn cas(tier: Tier, key: &str, value: &[u8], ttl_s: u32, version: u64) -> Result<bool, StoreError> {
+    wit::store::cas(tier, key, value, ttl_s, version)
+}
+
+/// Read-modify-write `key` without losing a concurrent update: `f` gets
+/// the current value (`None`: absent) and returns the new one, or `None`
+/// to leave the key as it is (a limit reached, say). Written with [`add`]
+/// or [`cas`], and `f` runs again on the fresh value after a lost race, so
+/// keep it free of side effects. `Ok(Some(new))`: written;
+/// `Ok(None)`: `f` declined.
+///
+/// ```no_run
+/// # use switchyard_sdk::store::{self, Tier};
+/// // A per-user daily counter that stops at 100.
+/// let n = store::update(Tier::Central, "uses:alice:2026-12-05", 86_400, |cur| {
+///     let n: u64 = cur.and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
+///     (n < 100).then(|| (n + 1).to_string().into_bytes())
+/// });
+/// ```
+pub fn update(tier: Tier, key: &str, ttl_s: u32, mut f: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> Result<Option<Vec<u8>>, StoreError> {
+    for _ in 0..UPDATE_TRIES {
+        let current = get_versioned(tier, key)?;
+        let Some(next) = f(current.as_ref().map(|c| c.value.as_slice())) else { return Ok(None) };
+        let written = match &current {
+            None => add(tier, key, &next, ttl_s)?,
+            Some(c) => cas(tier, key, &next, ttl_s, c.version)?,
+        };
+        if written {
+            return Ok(Some(next));
+        }
+    }
+    Err(StoreError::Unavailable(format!("{key} kept changing under {UPDATE_TRIES} compare-and-set attempts")))
+}
+
 /// Remove a value.
 pub fn delete(tier: Tier, key: &str) -> Result<(), StoreError> {
     wit::store::delete(tier, key)
@@ -25,7 +94,7 @@ pub fn delete(tier: Tier, key: &str) -> Result<(), StoreError> {
 /// absent from now on and a [`set`] of it fails with
 /// [`StoreError::Retired`], so no concurrent request can bring it back.
 /// What a renewed session id does to its old key; see
-/// [`crate::session::renew`].
+/// `session::renew` (the `session` seam).
 pub fn retire(tier: Tier, key: &str, ttl_s: u32) -> Result<(), StoreError> {
     wit::store::retire(tier, key, ttl_s)
 }
