@@ -319,3 +319,35 @@ fn add_and_cas_in_memcached_write_the_backup_too() {
     }
     drop(b);
 }
+
+/// A retirement that expired frees its key: a set, an add and a cas
+/// afterwards are kept, on every tier.
+fn an_expired_retirement_frees_the_key(gw: SocketAddr, tier: &str) {
+    let h = |op: &'static str, key: &'static str, value: &'static str, ttl: &'static str| {
+        let r = request(gw, "GET", "/", &[("x-op", op), ("x-tier", tier), ("x-key", key), ("x-value", value), ("x-ttl", ttl)], b"");
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()
+    };
+    for key in ["e-set", "e-add"] {
+        assert_eq!(ok(h("set", key, "old", "")), true);
+        assert_eq!(ok(h("retire", key, "", "1")), true);
+    }
+    // Past the 1 s retirement (memcached and MariaDB count whole seconds).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(ok(h("set", "e-set", "new", "")), true);
+    assert_eq!(ok(h("get", "e-set", "", "")), "new", "{tier}: the set was kept");
+    assert_eq!(ok(h("add", "e-add", "new", "")), true, "{tier}: nothing live: added");
+    let (value, v) = version(gw, tier, "e-add");
+    assert_eq!(value, "new");
+    assert_eq!(ok(op(gw, tier, "cas", "e-add", "newer", &v)), true);
+    assert_eq!(ok(h("get", "e-add", "", "")), "newer");
+}
+
+#[test]
+fn an_expired_retirement_frees_the_key_on_every_tier() {
+    let db = mariadb::Cluster::start(0);
+    let mc = Memcached::start();
+    let gw = probe_gateway(&(session(&[&mc], "") + &durable(&db)));
+    for tier in ["local", "central", "durable"] {
+        an_expired_retirement_frees_the_key(gw.addr, tier);
+    }
+}

@@ -65,8 +65,10 @@ impl Durable {
 
     /// Write, unless the key is retired (a retire is such a write of the
     /// marker, so a key is retired once): one upsert that keeps a live
-    /// marker (`expires_at` is assigned first, so `v`'s test still sees the
-    /// marker's expiry), then a look when it changed nothing.
+    /// marker, then a look when it changed nothing. Whether the row is a
+    /// live marker is decided once, on the row as it was (`@sy_keep`):
+    /// MariaDB assigns left to right, so a second test would see the new
+    /// expiry and revive an expired marker, silently dropping the write.
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         let ttl = if ttl_s == 0 { self.ttl_s } else { ttl_s };
         self.bounded(async {
@@ -74,10 +76,10 @@ impl Durable {
             let (now, m, t) = (now_s(), super::RETIRED, &self.table);
             let q = format!(
                 "INSERT INTO `{t}` (k, v, expires_at) VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE \
-                 expires_at = IF(v = ? AND expires_at > ?, expires_at, VALUES(expires_at)), \
-                 v = IF(v = ? AND expires_at > ?, v, VALUES(v))"
+                 expires_at = IF(@sy_keep := (v = ? AND expires_at > ?), expires_at, VALUES(expires_at)), \
+                 v = IF(@sy_keep, v, VALUES(v))"
             );
-            conn.exec_drop(q, (key, value, now + i64::from(ttl), m, now, m, now)).await.map_err(unavailable)?;
+            conn.exec_drop(q, (key, value, now + i64::from(ttl), m, now)).await.map_err(unavailable)?;
             if conn.affected_rows() == 0 {
                 let q = format!("SELECT v = ? AND expires_at > ? FROM `{t}` WHERE k = ?");
                 let retired: Option<bool> = conn.exec_first(q, (m, now, key)).await.map_err(unavailable)?;
