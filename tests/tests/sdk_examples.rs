@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_tests::browser::Browser;
 use switchyard_tests::memcached::Memcached;
+use switchyard_tests::nodes::Nodes;
 use switchyard_tests::*;
 
 const KEY: &str = "test-session-signing-key-0123456789abcdef";
@@ -196,11 +197,15 @@ fn office_hours_and_a_daily_limit_counted_on_one_node() {
 // ---- store.add / get-versioned / cas through the host imports ----
 
 fn probe_gateway(stores: &str) -> Proc {
-    gateway(&format!(
+    gateway(&probe_config(stores))
+}
+
+fn probe_config(stores: &str) -> String {
+    format!(
         "{SERVER}\n{stores}\n[plugins.probe]\npath = {:?}\nlimits = {{ deadline_ms = 500 }}\n\
          [[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[routes]]\nupstream = \"app\"\nsession = \"probe\"\n",
         plugin("store_probe").to_string_lossy()
-    ))
+    )
 }
 
 /// One store call: `ok` or `error` as the plugin got it.
@@ -294,6 +299,21 @@ fn add_and_cas_in_mariadb() {
 fn add_and_cas_on_the_local_tier() {
     let gw = probe_gateway(&format!("[session]\nkeys = [\"{KEY}\"]\n"));
     add_and_cas(gw.addr, "local");
+}
+
+/// On `replicated` add and cas decide on the node that runs them (the
+/// same promises, node-local), and what they write reaches the other node.
+#[test]
+fn add_and_cas_on_the_replicated_tier_reach_every_node() {
+    let nodes = Nodes::start(2, probe_config(&format!("[session]\nkeys = [\"{KEY}\"]\n")));
+    let (a, b) = (nodes.addr(0), nodes.addr(1));
+    add_and_cas(a, "replicated");
+    eventually(30, "node 2 has node 1's count", || op(b, "replicated", "get", "n", "", "")["ok"] == "48");
+    let (_, v) = version(b, "replicated", "n");
+    assert_eq!(ok(op(b, "replicated", "cas", "n", "49", &v)), true, "cas on node 2 with node 2's version");
+    eventually(30, "node 1 has node 2's cas", || op(a, "replicated", "get", "n", "", "")["ok"] == "49");
+    assert_eq!(ok(op(b, "replicated", "add", "n", "0", "")), false, "present on node 2 too");
+    assert_eq!(op(b, "replicated", "add", "k", "0", ""), serde_json::json!({ "error": "retired" }), "node 1's retirement holds on node 2");
 }
 
 /// With two memcached servers each value has a backup copy: what add and
