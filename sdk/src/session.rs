@@ -382,7 +382,8 @@ pub mod stored {
         /// Move this session to a new id in this response, as a login does?
         /// Asked after each response to a request that came with a live
         /// session, before its changes are stored (not for a session made
-        /// by this request, nor on logout or when the store failed). The
+        /// by this request, on logout, when the store failed or when no
+        /// backend answered). The
         /// backend's own reasons (a new principal,
         /// `x-switchyard-session-renew`) renew it whatever this answers.
         fn renew(&mut self, _session: &Context, _changes: &Changes) -> bool {
