@@ -48,7 +48,8 @@ pub fn get_versioned(tier: Tier, key: &str) -> Result<Option<Versioned>, StoreEr
 
 /// Compare-and-set: write `value` only if `key` still holds the `version`
 /// that [`get_versioned`] returned. `Ok(false)`: it changed (or was deleted
-/// or expired) since; read it again and retry. A retired key answers
+/// or expired, or on `central` moved to another server) since; read it
+/// again and retry. A retired key answers
 /// [`StoreError::Retired`]. Atomic as [`add`] is (on `replicated`, on this
 /// node only).
 pub fn cas(tier: Tier, key: &str, value: &[u8], ttl_s: u32, version: u64) -> Result<bool, StoreError> {

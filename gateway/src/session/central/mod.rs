@@ -191,31 +191,38 @@ impl Central {
         Ok(true)
     }
 
-    /// A value and its CAS value on the primary (`mg … v c T`, refreshing
-    /// the TTL), the version `cas` compares. A value only a backup holds is
-    /// put back on the primary first, and read there. A retired key reads
-    /// as the marker.
+    /// A value and its version: the primary's CAS value (`mg … v c T`,
+    /// refreshing the TTL) tagged with that server ([`Versioned`]). A value
+    /// only a backup holds is put back on the primary first, and read
+    /// there. A retired key reads as the marker.
     pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let ttl = exptime(self.ttl_s);
         let read = || self.on_primary(key, |c| c.get(key).touch_raw(ttl).meta(Meta::default().cas()).send());
-        let (_, mut r) = read().await?;
+        let (mut targets, mut r) = read().await?;
         if !r.hit() && self.servers.len() > 1 && self.fetch(key, false).await?.is_some() {
-            r = read().await?.1;
+            (targets, r) = read().await?;
         }
         if !r.hit() {
             return Ok(None);
         }
         let value = if r.client_flags == Some(RETIRED_FLAGS) { RETIRED.to_vec() } else { r.value.unwrap_or_default() };
-        Ok(Some((value, r.item.cas.unwrap_or(0))))
+        Ok(Some((value, Versioned { server: targets[0], cas: r.item.cas.unwrap_or(0) }.into())))
     }
 
-    /// Write only if the primary still holds the CAS value `version`
-    /// (`ms … C<version>`), then copy to the backups. `Ok(false)`: changed,
-    /// deleted or expired since (or the primary moved: a backup has its
-    /// own CAS values); a retired key answers `Err(Retired)`.
+    /// Write only if the server the version came from is still the key's
+    /// primary and holds that CAS value (`ms … C<cas>`), then copy to the
+    /// backups. `Ok(false)`: changed, deleted or expired since, or the key
+    /// moved to another server (CAS values are per server, and two servers
+    /// that got the same writes may count alike). A failed call is not
+    /// tried on another server, for the same reason. A retired key answers
+    /// `Err(Retired)`.
     pub async fn cas(&self, key: &str, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, StoreError> {
-        let ttl = self.ttl(ttl_s);
-        let (targets, r) = self.on_primary(key, |c| c.set(key, &value).ttl_raw(exptime(ttl)).compare_cas(version).send()).await?;
+        let (ttl, expected, targets) = (self.ttl(ttl_s), Versioned::from(version), self.targets(key));
+        if expected.server != targets[0] {
+            // Moved (its server failed or came back): read it again there.
+            return Ok(false);
+        }
+        let r = self.servers[targets[0]].call(|c| c.set(key, &value).ttl_raw(exptime(ttl)).compare_cas(expected.cas).send()).await?;
         if !r.applied() {
             return self.refused(targets[0], key).await;
         }
@@ -331,6 +338,30 @@ impl Central {
     }
 }
 
+/// A central version: the server that holds the key and its CAS value
+/// there, packed in the `u64` plugins see (the server index in the top 8
+/// bits, so up to 256 servers; memcached's CAS counter stays far below
+/// 2^56).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Versioned {
+    server: usize,
+    cas: u64,
+}
+
+const CAS_BITS: u32 = 56;
+
+impl From<Versioned> for u64 {
+    fn from(v: Versioned) -> u64 {
+        ((v.server as u64) << CAS_BITS) | (v.cas & ((1 << CAS_BITS) - 1))
+    }
+}
+
+impl From<u64> for Versioned {
+    fn from(v: u64) -> Self {
+        Self { server: (v >> CAS_BITS) as usize, cas: v & ((1 << CAS_BITS) - 1) }
+    }
+}
+
 /// On one server: write unless the key holds the retired marker (its
 /// flags say so; the value is not fetched). `Ok(Err(Retired))`: refused.
 async fn write_unless_retired(c: &AsyncMetaClient, key: &str, value: &[u8], flags: u32, ttl_s: u32) -> Result<Result<(), StoreError>, McError> {
@@ -399,6 +430,13 @@ mod tests {
         let abs = u64::from(exptime(31 * 24 * 3600));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         assert!(abs >= now + 31 * 24 * 3600 - 1 && abs <= now + 31 * 24 * 3600 + 1, "{abs}");
+    }
+
+    #[test]
+    fn a_version_names_its_server() {
+        let v = Versioned { server: 3, cas: 123_456_789 };
+        assert_eq!(Versioned::from(u64::from(v)), v);
+        assert_ne!(u64::from(v), u64::from(Versioned { server: 1, cas: 123_456_789 }), "same CAS, other server");
     }
 
     #[test]
