@@ -34,8 +34,33 @@ const RETIRED_FLAGS: u32 = 1;
 /// memcached reads an expiry over 30 days as an absolute Unix time.
 const RELATIVE_TTL_MAX: u64 = 30 * 24 * 3600;
 
+/// The CAS value of each key's last read on its primary, so the write
+/// that usually follows costs one round trip. A stale entry only makes
+/// that write take the general path; past `HINTS_MAX` entries (keys read
+/// but never written) the table starts over.
+#[derive(Default)]
+struct Hints(parking_lot::Mutex<std::collections::HashMap<String, (usize, u64)>>);
+
+const HINTS_MAX: usize = 65_536;
+
+impl Hints {
+    fn remember(&self, key: &str, server: usize, cas: Option<u64>) {
+        let Some(cas) = cas else { return };
+        let mut m = self.0.lock();
+        if m.len() >= HINTS_MAX {
+            m.clear();
+        }
+        m.insert(key.to_string(), (server, cas));
+    }
+
+    fn take(&self, key: &str) -> Option<(usize, u64)> {
+        self.0.lock().remove(key)
+    }
+}
+
 /// The memcached servers.
 pub struct Central {
+    hints: Hints,
     servers: Vec<Server>,
     backups: usize,
     ttl_s: u32,
@@ -49,6 +74,7 @@ impl Central {
     pub fn new(spec: &CentralSpec) -> Result<Self, Error> {
         let timeout = Duration::from_millis(spec.timeout_ms);
         Ok(Self {
+            hints: Hints::default(),
             servers: spec.servers.iter().map(|a| Server::new(*a, spec.pool, timeout)).collect(),
             backups: spec.backups,
             ttl_s: spec.ttl_s,
@@ -92,12 +118,17 @@ impl Central {
         for i in self.targets(key).into_iter().take(self.copies()) {
             let got = self.servers[i]
                 .call(|c| async move {
-                    let get = c.get(key);
+                    let get = c.get(key).meta(Meta::default().cas());
                     if touch { get.touch_raw(ttl).send().await } else { get.send().await }
                 })
                 .await;
             match got {
                 Ok(r) if r.hit() => {
+                    // Never for a retired key: its CAS value would let a write
+                    // that read the session before it was retired replace the mark.
+                    if missed.is_empty() && r.client_flags != Some(RETIRED_FLAGS) {
+                        self.hints.remember(key, i, r.item.cas);
+                    }
                     let found = (r.value.unwrap_or_default(), r.client_flags.unwrap_or(0));
                     for &m in &missed {
                         self.rehome(m, key, &found).await;
@@ -167,10 +198,30 @@ impl Central {
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         let ttl = self.ttl(ttl_s);
         let flags = if value == RETIRED { RETIRED_FLAGS } else { 0 };
+        if let Some(targets) = self.set_as_read(key, &value, flags, ttl).await {
+            self.copy_to_backups(&targets, key, &value, flags, ttl).await;
+            return Ok(());
+        }
         let (targets, out) = self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl)).await?;
         out?;
         self.copy_to_backups(&targets, key, &value, flags, ttl).await;
         Ok(())
+    }
+
+    /// The common write in one round trip: the session was read on its
+    /// primary in this request (or a recent one) and is unchanged since, so
+    /// a compare-and-swap with the CAS value of that read is the check and
+    /// the write at once (a retire since then changed it). `None`: no such
+    /// read, or it changed; the caller takes the general path.
+    async fn set_as_read(&self, key: &str, value: &[u8], flags: u32, ttl_s: u32) -> Option<Vec<usize>> {
+        let (server, cas) = self.hints.take(key)?;
+        let targets = self.targets(key);
+        if targets[0] != server {
+            return None;
+        }
+        let ttl = exptime(ttl_s);
+        let r = self.servers[server].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(flags).compare_cas(cas).send()).await;
+        r.ok().filter(MutationResult::applied).map(|_| targets)
     }
 
     /// Store only if the key holds nothing (`ms … ME` on the primary, then

@@ -104,9 +104,12 @@ impl Server {
             let c = self.client().await?;
             op(c).await
         };
-        let out = match tokio::time::timeout(self.timeout, work).await {
-            Ok(out) => out,
-            Err(_) => Err(McError::Timeout { key: Vec::new() }),
+        // The engine bounds each exchange by `timeout` (and marks a server
+        // that lets it pass down, below). This outer bound also covers the
+        // wait for a free pooled connection: past it the call fails, but a
+        // gateway short of connections or CPU does not mark the server down.
+        let Ok(out) = tokio::time::timeout(self.timeout * 2, work).await else {
+            return Err(StoreError::Timeout);
         };
         match out {
             Ok(v) => {
