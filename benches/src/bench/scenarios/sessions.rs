@@ -53,7 +53,7 @@ pub fn scenarios() -> Vec<Scenario> {
 pub fn node_config(mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc], cluster: Option<(usize, &[u16])>) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
     let mut s = format!(
-        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\n\
+        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\ntimeout_ms = 1000\n\
          [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 64 }}\n[plugins.sess.config]\n{plugin_config}\n\
          [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
         mc.addr,
@@ -267,7 +267,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     series.extend(labels(ctx));
     let mut r = Results::new("sessions", "response time against users per session strategy; bytes between gateway nodes against node count", &series, ctx.reps);
     r.param("baselines", format!("{NO_SESSION}: sticky's nodes and route without the session plugin, the cart in one memory backend; {MEMCACHED_ONLY}: no gateway"));
-    r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store");
+    r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store (pool 32, timeout_ms 1000: at 2,000 closed-loop users every queue is long, sticky's own p50 is about 250 ms)");
     r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
     r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s per point", step.as_secs_f64()));
     r.param("traffic", format!("{TRAFFIC_USERS} users x (log in + 5 adds) over 20 threads; switchyard_cluster_bytes_sent_total of all nodes / successful writes"));
