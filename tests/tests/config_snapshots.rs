@@ -46,6 +46,11 @@ fn missing_upstream() {
 }
 
 #[test]
+fn central_backups_need_servers() {
+    snapshot("central-backups");
+}
+
+#[test]
 fn bad_address() {
     snapshot("bad-address");
 }
