@@ -171,6 +171,10 @@ impl Engine {
         // Compile on one thread: a hot swap under load must leave the other
         // cores to the proxy (measured: parallel compiles tripled p99).
         cfg.parallel_compilation(false);
+        // `perf` names guest functions when asked (/tmp/perf-PID.map).
+        if std::env::var_os("SWITCHYARD_WASM_PERFMAP").is_some() {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let inner = wasmtime::Engine::new(&cfg).map_err(|e| Error::internal(format!("wasm engine: {e}")))?;
         let ticker = Ticker::start(inner.weak())?;
         Ok(Self {
