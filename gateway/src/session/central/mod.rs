@@ -198,12 +198,14 @@ impl Central {
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl_s: u32) -> Result<(), StoreError> {
         let ttl = self.ttl(ttl_s);
         let flags = if value == RETIRED { RETIRED_FLAGS } else { 0 };
-        if let Some(targets) = self.set_as_read(key, &value, flags, ttl).await {
-            self.copy_to_backups(&targets, key, &value, flags, ttl).await;
-            return Ok(());
-        }
-        let (targets, out) = self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl)).await?;
-        out?;
+        let targets = match self.set_as_read(key, &value, flags, ttl).await {
+            Some(targets) => targets,
+            None => {
+                let (targets, out) = self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl)).await?;
+                out?;
+                targets
+            }
+        };
         self.copy_to_backups(&targets, key, &value, flags, ttl).await;
         Ok(())
     }
@@ -427,7 +429,7 @@ async fn write_unless_retired(c: &AsyncMetaClient, key: &str, value: &[u8], flag
             (true, Some(cas)) => set.compare_cas(cas),
             _ => set.add(),
         };
-        if applied(set.send().await?) {
+        if set.send().await?.applied() {
             return Ok(Ok(()));
         }
     }
@@ -447,10 +449,6 @@ async fn delete_unless_retired(c: &AsyncMetaClient, key: &str) -> Result<(), McE
         }
     }
     Ok(())
-}
-
-fn applied(r: MutationResult) -> bool {
-    r.applied()
 }
 
 /// memcached's expiry for a TTL: seconds, or past 30 days an absolute Unix time.
