@@ -38,6 +38,9 @@ fn spec() -> UpstreamSpec {
         retries: 2,
         connect_timeout_ms: 100,
         io: Default::default(),
+        tls: None,
+        protocol: Default::default(),
+        max_streams: 100,
     }
 }
 

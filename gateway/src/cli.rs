@@ -53,6 +53,18 @@ enum Command {
         /// gateway's session headers, or in this process's memory.
         #[arg(long, value_enum, default_value = "header")]
         sessions: crate::demo::cart::Sessions,
+        /// Serve HTTPS (h2 and http/1.1 by ALPN) with this certificate chain...
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// ...and this key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require a client certificate signed by this CA (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
+        /// Accept cleartext HTTP/2 (prior knowledge) too.
+        #[arg(long)]
+        h2c: bool,
     },
     /// Compare plugins on a scenario (runs `switchyard-bench`; `switchyard bench --help`).
     #[command(disable_help_flag = true)]
@@ -162,17 +174,41 @@ pub fn main() -> ExitCode {
         Command::Sessions(SessionsCommand::List { admin, principal }) => report(admin.target().and_then(|t| t.sessions("GET", &principal))),
         Command::Sessions(SessionsCommand::Revoke { admin, principal }) => report(admin.target().and_then(|t| t.sessions("DELETE", &principal))),
         Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
-        Command::DemoBackend { listen, name, delay_ms, status, threads, sessions } => {
+        Command::DemoBackend { listen, name, delay_ms, status, threads, sessions, tls_cert, tls_key, client_ca, h2c } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
             server.bootstrap();
             let mut backend = crate::demo::DemoBackend::new(&name, std::time::Duration::from_millis(delay_ms), status);
             backend.cart = crate::demo::cart::Cart::new(sessions);
-            server.add_service(crate::demo::service(&listen, backend));
+            let tls = match demo_tls(&listen, tls_cert, tls_key, client_ca) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("demo-backend: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            server.add_service(crate::demo::service_over(&listen, backend, tls, h2c));
             server.run_forever()
         }
         Command::Bench { args } => bench(&args),
     }
+}
+
+/// The demo backend's TLS settings, on the gateway's own TLS code.
+fn demo_tls(listen: &str, cert: Option<PathBuf>, key: Option<PathBuf>, client_ca: Option<PathBuf>) -> Result<Option<pingora::listeners::tls::TlsSettings>, String> {
+    let (Some(cert), Some(key)) = (cert, key) else { return Ok(None) };
+    let spec = crate::config::TlsSpec {
+        listen: listen.parse().map_err(|e| format!("--listen {listen}: {e}"))?,
+        certs: vec![crate::config::CertSpec { cert, key, names: Vec::new() }],
+        h2: true,
+        client_ca,
+        client_required: true,
+        hsts_max_age_s: 0,
+        hsts_include_subdomains: false,
+        watch_ms: 0,
+    };
+    let hub = crate::tls::TlsHub::new(&spec).map_err(|e| e.join("; "))?;
+    hub.settings().map(Some)
 }
 
 /// Run `switchyard-bench` (next to this binary, else on PATH) with `args`:

@@ -22,6 +22,8 @@ pub struct Metrics {
     /// Downstream HTTP connections open, and the ones refused past the cap.
     pub http_connections: IntGauge,
     pub http_refused: prometheus::IntCounter,
+    /// Certificate reloads by source (sighup, file, admin) and result (ok, refused).
+    pub tls_reloads: IntCounterVec,
     /// Requests in flight per backend (set at scrape time).
     pub backend_active: IntGaugeVec,
     /// Peak-EWMA latency per backend in seconds (set at scrape time).
@@ -158,6 +160,7 @@ impl Metrics {
             active_requests,
             http_connections,
             http_refused,
+            tls_reloads: counter(&r, "switchyard_tls_reloads_total", "TLS certificate reloads by source and result", &["source", "result"]),
             backend_active: int_gauge(&r, "switchyard_backend_active_requests", "Requests in flight per backend", &["upstream", "backend"]),
             backend_ewma_seconds: gauge(&r, "switchyard_backend_ewma_seconds", "Peak-EWMA latency per backend", &["upstream", "backend"]),
             backend_up: int_gauge(&r, "switchyard_backend_up", "1 while the backend is routable", &["upstream", "backend"]),

@@ -28,6 +28,8 @@ pub struct Built {
     pub gates: Vec<Option<Arc<crate::access::RouteGate>>>,
     /// The session store tiers (the admin API's `/sessions`).
     pub stores: Arc<crate::session::Stores>,
+    /// The HTTPS listener's certificates, when `[server.tls]` is on.
+    pub tls: Option<Arc<crate::tls::TlsHub>>,
 }
 
 /// Load every plugin and build every upstream. Returns every error found,
@@ -37,6 +39,13 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
     let stores = crate::session::Stores::new(&cfg.session, cluster.clone()).map_err(|e| vec![e])?;
     let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?.with_stores(Arc::new(stores));
     let mut errors = Vec::new();
+    let tls = cfg.tls.as_ref().and_then(|spec| match crate::tls::TlsHub::new(spec) {
+        Ok(hub) => Some(hub),
+        Err(es) => {
+            errors.extend(es.into_iter().map(|e| Error::internal(format!("server.tls: {e}"))));
+            None
+        }
+    });
     let mut plugins = Plugins::default();
     for spec in cfg.plugins.values() {
         match PluginSlot::load(&engine, spec) {
@@ -114,7 +123,7 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         });
     }
     if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates, stores: engine.stores().clone() })
+        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates, stores: engine.stores().clone(), tls })
     } else {
         Err(errors)
     }
@@ -182,10 +191,22 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         router: Router::new(&cfg.routes, &built.upstreams, &built.sessions, &built.gates),
         request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
+        hsts: built.tls.as_ref().and_then(|t| t.hsts().map(|v| http::HeaderValue::from_str(v).expect("ascii"))),
+        redirect_https: cfg.redirect_https.then(|| cfg.tls.as_ref().map(|t| t.listen.port())).flatten(),
     };
-    let app = crate::proxy::Capped::new(pingora::proxy::http_proxy(&server.configuration, gateway), cfg.max_connections);
+    let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if cfg.h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        http.server_options = Some(options);
+    }
+    let app = crate::proxy::Capped::new(http, cfg.max_connections);
     let mut proxy = pingora::services::listening::Service::new("switchyard".into(), app);
     proxy.add_listener(unbuffered_tcp(&cfg.listen.to_string()));
+    if let (Some(spec), Some(hub)) = (&cfg.tls, &built.tls) {
+        let settings = hub.settings().map_err(|e| Error::internal(format!("server.tls: {e}")))?;
+        proxy.add_listener(unbuffered_tcp(&spec.listen.to_string()).tls(settings));
+    }
     server.add_service(proxy);
     server.add_service(pingora::services::background::background_service(
         "health",
@@ -195,6 +216,8 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         "plugin watcher",
         PluginWatcher { plugins: built.plugins.clone() },
     ));
+    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone() };
+    server.add_service(pingora::services::background::background_service("reload", reloader.clone()));
     if let Some(sql) = &built.sql {
         server.add_service(crate::sql::service(sql.clone()));
         server.add_service(pingora::services::background::background_service("sql health", SqlHealth(sql.clone())));
@@ -210,6 +233,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
             sql: built.sql.clone(),
             cluster: built.cluster.clone(),
             stores: built.stores.clone(),
+            reloader,
         };
         server.add_service(crate::admin::service(api));
     }

@@ -91,6 +91,15 @@ impl AccessHost {
             Refusal::new(401, format!("invalid token: {e}"))
         })?;
         let mut attrs = claims.unwrap_or_default();
+        // A verified client certificate (mTLS) adds its subject; without a
+        // token its common name is the subject id.
+        if let Some(cert) = &req.client_cert {
+            attrs.insert("tls_subject".into(), json!(cert.subject));
+            if let Some(cn) = &cert.cn {
+                attrs.insert("tls_cn".into(), json!(cn));
+                attrs.entry("sub").or_insert_with(|| json!(cn));
+            }
+        }
         let sub = attrs.get("sub").and_then(Value::as_str).unwrap_or("").to_string();
         if let Some(s) = self.statics.get(&sub) {
             for (k, v) in s {

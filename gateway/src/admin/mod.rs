@@ -31,6 +31,8 @@ pub struct AdminApi {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The session store tiers: `/sessions` lists and ends a user's sessions.
     pub stores: Arc<crate::session::Stores>,
+    /// `POST /reload` and `/tls`: the same reload SIGHUP runs.
+    pub reloader: crate::reload::Reloader,
 }
 
 /// The dashboard: one static page; it asks for the token (login form or
@@ -110,13 +112,29 @@ impl AdminApi {
                 Ok(p) if method == Method::GET => Reply::json(StatusCode::OK, sessions::list(&self.stores, &p).await),
                 Ok(p) => Reply::json(StatusCode::OK, sessions::revoke(&self.stores, &p).await),
             },
+            (&Method::POST, ["reload"]) => {
+                let report = self.reloader.all("admin").await;
+                let status = if report.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+                Reply::json(status, serde_json::to_value(&report).unwrap_or_default())
+            }
+            (&Method::GET, ["tls"]) => match &self.reloader.tls {
+                Some(tls) => Reply::json(StatusCode::OK, tls.status()),
+                None => Reply::error(StatusCode::NOT_FOUND, "no [server.tls] listener is configured"),
+            },
+            (&Method::POST, ["tls", "reload"]) => match &self.reloader.tls {
+                Some(tls) => match self.reloader.tls(tls, "admin") {
+                    Ok(status) => Reply::json(StatusCode::OK, status),
+                    Err(errors) => Reply::json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "error": "reload refused; the old certificates keep serving", "errors": errors })),
+                },
+                None => Reply::error(StatusCode::NOT_FOUND, "no [server.tls] listener is configured"),
+            },
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
             (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["tls"] | ["tls", "reload"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),

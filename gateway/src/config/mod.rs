@@ -3,9 +3,11 @@
 
 mod collect;
 mod model;
+mod tls;
 mod validate;
 
 pub use model::*;
+pub use tls::{CertSpec, Protocol, TlsSpec, UpstreamTls};
 pub use validate::{AccessSpec, AdminSpec, CentralSpec, ClusterSpec, RouteAccessSpec, DurableSpec, IoTimeouts, PluginSpec, RouteSpec, SessionSpec, SqlReplicaSpec, SqlSpec, UpstreamSpec, ValidConfig};
 
 use std::fmt;

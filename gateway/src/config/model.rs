@@ -50,6 +50,54 @@ pub struct ServerSection {
     /// Client connections the HTTP listener serves at once; one more gets
     /// a 503 and is closed.
     pub max_connections: usize,
+    /// Accept cleartext HTTP/2 with prior knowledge (h2c) on `listen`.
+    pub h2c: bool,
+    /// `listen` answers every request with a 308 to the HTTPS listener.
+    pub redirect_https: bool,
+    /// The HTTPS listener (`[server.tls]`).
+    pub tls: Option<TlsSection>,
+}
+
+/// `[server.tls]`: an HTTPS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub listen: Spanned<String>,
+    /// The first is the default (no SNI, or a name no certificate has).
+    pub certs: Spanned<Vec<CertSection>>,
+    /// Offer HTTP/2 in ALPN (with http/1.1).
+    #[serde(default = "yes")]
+    pub h2: bool,
+    /// Ask clients for a certificate signed by one of these CAs (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// `required` (default with `client_ca`) or `optional`.
+    pub client_auth: Option<Spanned<String>>,
+    /// `Strict-Transport-Security: max-age=N` on HTTPS answers; 0 = off.
+    #[serde(default)]
+    pub hsts_max_age_s: u64,
+    #[serde(default)]
+    pub hsts_include_subdomains: bool,
+    /// Poll the certificate, key and CA files; reload when one changes. 0 = off.
+    #[serde(default = "default_tls_watch_ms")]
+    pub watch_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_tls_watch_ms() -> u64 {
+    2000
+}
+
+/// `[[server.tls.certs]]`: one certificate chain and its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// Server names it answers; absent: the DNS names in the certificate.
+    pub names: Option<Spanned<Vec<String>>>,
 }
 
 /// Default of `server.work_stealing` (see the HTTP bench).
@@ -65,6 +113,9 @@ impl Default for ServerSection {
             grace_ms: 5000,
             work_stealing: WORK_STEALING,
             max_connections: 65_536,
+            h2c: false,
+            redirect_https: false,
+            tls: None,
         }
     }
 }
@@ -221,6 +272,32 @@ pub struct UpstreamSection {
     /// A pooled keep-alive connection unused this long is closed.
     #[serde(default = "default_io_timeout")]
     pub idle_timeout_ms: Spanned<u64>,
+    /// Speak TLS to the backends.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent and verified; default: each backend's IP.
+    pub sni: Option<Spanned<String>>,
+    /// Verify backend certificates against this PEM bundle instead of the system roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Verify the backend's certificate and name. Turning it off is logged.
+    #[serde(default = "yes_spanned")]
+    pub verify: Spanned<bool>,
+    /// A client certificate chain and key presented to the backends.
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    /// `http1` (default), `h2` (over TLS, by ALPN) or `h2c` (cleartext, prior knowledge).
+    pub protocol: Option<Spanned<String>>,
+    /// Concurrent streams per HTTP/2 connection to a backend.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: Spanned<usize>,
+}
+
+fn yes_spanned() -> Spanned<bool> {
+    Spanned::new(0..0, true)
+}
+
+fn default_max_streams() -> Spanned<usize> {
+    Spanned::new(0..0, 100)
 }
 
 fn default_io_timeout() -> Spanned<u64> {

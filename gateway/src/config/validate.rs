@@ -18,6 +18,11 @@ pub struct ValidConfig {
     pub grace_ms: u64,
     pub work_stealing: bool,
     pub max_connections: usize,
+    /// Cleartext HTTP/2 (prior knowledge) on `listen`.
+    pub h2c: bool,
+    /// `listen` redirects to the HTTPS listener.
+    pub redirect_https: bool,
+    pub tls: Option<super::TlsSpec>,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -178,6 +183,10 @@ pub struct UpstreamSpec {
     pub retries: usize,
     pub connect_timeout_ms: u64,
     pub io: IoTimeouts,
+    pub tls: Option<super::UpstreamTls>,
+    pub protocol: super::Protocol,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_streams: usize,
 }
 
 /// Backend I/O limits after connecting (`[[upstreams]]`): each ends the
@@ -249,19 +258,19 @@ impl std::fmt::Debug for AccessSpec {
     }
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn err<T>(&mut self, path: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn err<T>(&mut self, path: impl Into<String>, at: &Spanned<T>, message: impl Into<String>) {
         let span = at.span();
         let line = (span.end > 0).then(|| line_of(self.text, span.start));
         self.errors.push(ConfigError { path: path.into(), line, message: message.into() });
     }
 
-    fn addr(&mut self, path: String, v: &Spanned<String>) -> Option<SocketAddr> {
+    pub(super) fn addr(&mut self, path: String, v: &Spanned<String>) -> Option<SocketAddr> {
         match v.get_ref().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
@@ -289,8 +298,17 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.plugin_threads.is_some_and(|n| n == 0 || n > 256) {
         c.errors.push(ConfigError { path: "server.plugin_threads".into(), line: None, message: "must be 1..=256".into() });
     }
+    let tls = raw.server.tls.as_ref().and_then(|t| super::tls::check_server_tls(&mut c, t, base));
+    if raw.server.redirect_https && raw.server.tls.is_none() {
+        c.err("server.redirect_https", &raw.server.listen, "redirects to the HTTPS listener: configure [server.tls]");
+    }
+    if let (Some(t), Some(l)) = (&tls, listen) {
+        if t.listen == l {
+            c.err("server.tls.listen", &raw.server.tls.as_ref().expect("tls").listen, format!("{l} is also server.listen"));
+        }
+    }
     let plugins = check_plugins(&mut c, &raw.plugins, &raw.routes, base);
-    let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins);
+    let upstreams = check_upstreams(&mut c, &raw.upstreams, &plugins, base);
     let session = check_session(&mut c, raw.session.as_ref());
     let cluster = raw.cluster.as_ref().and_then(|cl| check_cluster(&mut c, cl));
     let access = raw.access.as_ref().and_then(|a| check_access(&mut c, a, base, &session));
@@ -316,6 +334,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         grace_ms: raw.server.grace_ms,
         work_stealing: raw.server.work_stealing,
         max_connections: raw.server.max_connections,
+        h2c: raw.server.h2c,
+        redirect_https: raw.server.redirect_https,
+        tls,
         plugins,
         upstreams,
         routes,
@@ -777,6 +798,7 @@ fn check_upstreams(
     c: &mut Checker,
     raw: &[UpstreamSection],
     plugins: &BTreeMap<String, PluginSpec>,
+    base: &Path,
 ) -> Vec<UpstreamSpec> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
@@ -813,7 +835,11 @@ fn check_upstreams(
                 c.err(format!("{key}.{field}"), ms, format!("must be 1..=3600000 (ms), got {}", ms.get_ref()));
             }
         }
+        let (tls, protocol, max_streams) = super::tls::check_upstream_tls(c, &key, u, base);
         out.push(UpstreamSpec {
+            tls,
+            protocol,
+            max_streams,
             name: u.name.get_ref().clone(),
             backends,
             lb: u.lb.as_ref().map(|l| l.get_ref().clone()),

@@ -35,7 +35,15 @@ impl ServeHttp for DemoBackend {
         let req = session.req_header();
         let mut body = format!("{}\n", self.name);
         if req.uri.path().starts_with("/echo") {
-            // Tests read what the gateway forwarded.
+            // Tests read what the gateway forwarded, and how.
+            body.push_str(&format!("version: {:?}\n", req.version));
+            let tls = session.digest().and_then(|d| d.ssl_digest.clone());
+            if let Some(tls) = tls {
+                body.push_str(&format!("tls: {}\n", tls.version));
+                if let Some(cert) = tls.extension.get::<crate::tls::ClientCert>() {
+                    body.push_str(&format!("client-cert: {}\n", cert.subject));
+                }
+            }
             for (k, v) in req.headers.iter() {
                 body.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
             }
@@ -92,10 +100,23 @@ impl DemoBackend {
 
 /// A Pingora service running one demo backend.
 pub fn service(listen: &str, backend: DemoBackend) -> impl pingora::services::ServiceWithDependents {
-    let mut svc = pingora::services::listening::Service::new(
-        format!("demo {}", backend.name),
-        pingora::apps::http_app::HttpServer::new_app(backend),
-    );
-    svc.add_tcp(listen);
+    service_over(listen, backend, None, false)
+}
+
+/// A demo backend over TLS (with h2 by ALPN) or with cleartext HTTP/2
+/// (`h2c`): the backends of the upstream TLS and protocol tests.
+pub fn service_over(listen: &str, backend: DemoBackend, tls: Option<pingora::listeners::tls::TlsSettings>, h2c: bool) -> impl pingora::services::ServiceWithDependents {
+    let mut app = pingora::apps::http_app::HttpServer::new_app(backend);
+    if h2c {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    let mut svc = pingora::services::listening::Service::new(format!("demo {listen}"), app);
+    let l = pingora::listeners::ListenerConfig::tcp(listen);
+    svc.add_listener(match tls {
+        Some(settings) => l.tls(settings),
+        None => l,
+    });
     svc
 }

@@ -123,6 +123,7 @@ impl Ctx {
                     host: super::routes::host_of(h).map(str::to_string),
                     headers: without_internal(&h.headers),
                     client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+                    client_cert: crate::tls::client_cert(session),
                 })
             })
             .clone()

@@ -43,6 +43,10 @@ pub const INTERNAL_PREFIX: &str = "x-switchyard-";
 pub struct Gateway {
     pub router: Router,
     pub request_id_header: http::HeaderName,
+    /// `Strict-Transport-Security` on answers that went out over TLS.
+    pub hsts: Option<http::HeaderValue>,
+    /// Cleartext requests get a 308 to HTTPS on this port.
+    pub redirect_https: Option<u16>,
 }
 
 #[async_trait]
@@ -55,6 +59,10 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.identify(session, &self.request_id_header);
+        if let Some(port) = self.redirect_https.filter(|_| !crate::tls::is_tls(session)) {
+            self.to_https(session, ctx, port).await?;
+            return Ok(true);
+        }
         let Some(matched) = self.router.route(session.req_header()) else {
             let h = session.req_header();
             let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
@@ -90,14 +98,8 @@ impl ProxyHttp for Gateway {
                 Error::explain(HTTPStatus(503), msg)
             })?,
         };
-        let backend = &upstream.backends()[i];
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_millis(upstream.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(upstream.io.read_ms));
-        peer.options.write_timeout = Some(Duration::from_millis(upstream.io.write_ms));
-        peer.options.idle_timeout = Some(Duration::from_millis(upstream.io.idle_ms));
         ctx.begin(i);
-        Ok(Box::new(peer))
+        Ok(Box::new(upstream.backends()[i].peer.clone()))
     }
 
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
@@ -119,6 +121,7 @@ impl ProxyHttp for Gateway {
             req.insert_header("x-forwarded-for", xff)?;
         }
         req.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        req.insert_header("x-forwarded-proto", if crate::tls::is_tls(session) { "https" } else { "http" })?;
         for (name, value) in ctx.session_headers() {
             req.append_header(name.clone(), value.clone())?;
         }
@@ -127,7 +130,10 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if let Some(hsts) = self.hsts.as_ref().filter(|_| crate::tls::is_tls(session)) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+        }
         ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
             let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
@@ -230,6 +236,22 @@ impl Gateway {
         }
     }
 
+    /// A cleartext request's 308 to the same host and path over HTTPS.
+    async fn to_https(&self, session: &mut Session, ctx: &Ctx, port: u16) -> Result<()> {
+        let h = session.req_header();
+        let host = routes::host_of(h).map_or("localhost", strip_port);
+        let authority = if port == 443 { host.to_string() } else { format!("{host}:{port}") };
+        let location = format!("https://{authority}{}", h.uri.path_and_query().map_or("/", |p| p.as_str()));
+        let Ok(location) = http::HeaderValue::from_str(&location) else {
+            return self.answer(session, ctx, 400, "the Host header cannot form an https URL").await;
+        };
+        let mut resp = ResponseHeader::build(308, Some(3))?;
+        resp.insert_header(http::header::LOCATION, location)?;
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        session.write_response_header(Box::new(resp), true).await
+    }
+
     /// An error the gateway answers itself: a short text body naming the
     /// cause and the request id, the id header, and no `Server` header.
     async fn answer(&self, session: &mut Session, ctx: &Ctx, code: u16, why: &str) -> Result<()> {
@@ -243,6 +265,14 @@ impl Gateway {
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
+    }
+}
+
+/// `host` without a `:port` (an IPv6 literal keeps its brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
     }
 }
 

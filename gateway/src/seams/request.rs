@@ -12,6 +12,8 @@ pub struct RequestView {
     pub host: Option<String>,
     pub headers: HeaderMap,
     pub client_ip: Option<IpAddr>,
+    /// The verified client certificate of the connection (mTLS).
+    pub client_cert: Option<std::sync::Arc<crate::tls::ClientCert>>,
 }
 
 impl RequestView {

@@ -121,6 +121,9 @@ impl SqlProxy {
                 retries: 0,
                 connect_timeout_ms: spec.connect_timeout_ms,
                 io: Default::default(),
+                tls: None,
+                protocol: Default::default(),
+                max_streams: 100,
             };
             ReplicaSet { upstream: Arc::new(Upstream::new(&uspec, lb())), nodes: members }
         };

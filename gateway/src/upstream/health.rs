@@ -1,15 +1,18 @@
 //! Active health checks (TCP connect or HTTP GET) run as a Pingora
 //! background service; they also end passive ejections when they expire.
+//! An HTTP check goes through Pingora's connector with the backend's own
+//! peer, so it speaks what requests speak (TLS, h2, h2c).
 
 use super::Upstream;
 use crate::config::CheckKind;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
 use tokio::net::TcpStream;
 
 /// Probes every backend of every upstream on its upstream's interval.
@@ -34,6 +37,7 @@ impl BackgroundService for HealthChecker {
 
 async fn check_loop(u: Arc<Upstream>) {
     let mut streaks = vec![Streak::default(); u.backends().len()];
+    let connector = Connector::new(None);
     let mut tick = tokio::time::interval(Duration::from_millis(u.health.interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -42,7 +46,7 @@ async fn check_loop(u: Arc<Upstream>) {
         // probing them in turn is enough.
         let mut changed = false;
         for (i, streak) in streaks.iter_mut().enumerate() {
-            let ok = probe(&u, u.backends()[i].addr).await;
+            let ok = probe(&u, &connector, &u.backends()[i]).await;
             changed |= apply(&u, i, ok, streak);
         }
         if changed {
@@ -83,13 +87,13 @@ fn apply(u: &Upstream, i: usize, ok: Option<bool>, s: &mut Streak) -> bool {
 }
 
 /// `None` when the upstream has no active check.
-async fn probe(u: &Upstream, addr: SocketAddr) -> Option<bool> {
+async fn probe(u: &Upstream, connector: &Connector, b: &super::Backend) -> Option<bool> {
     let timeout = Duration::from_millis(u.health.timeout_ms);
     let check = async {
         match u.health.check {
             CheckKind::None => None,
-            CheckKind::Tcp => Some(TcpStream::connect(addr).await.is_ok()),
-            CheckKind::Http => Some(http_ok(addr, &u.health.path).await.unwrap_or(false)),
+            CheckKind::Tcp => Some(TcpStream::connect(b.addr).await.is_ok()),
+            CheckKind::Http => Some(http_ok(connector, &b.peer, &b.address, &u.health.path).await.unwrap_or(false)),
         }
     };
     match tokio::time::timeout(timeout, check).await {
@@ -98,21 +102,18 @@ async fn probe(u: &Upstream, addr: SocketAddr) -> Option<bool> {
     }
 }
 
-async fn http_ok(addr: SocketAddr, path: &str) -> std::io::Result<bool> {
-    let mut s = TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: switchyard-health\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await?;
-    let mut buf = [0u8; 16];
-    let mut n = 0;
-    while n < 12 {
-        let r = s.read(&mut buf[n..]).await?;
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
-    // "HTTP/1.1 200" — any 2xx or 3xx status is up.
-    Ok(n >= 12 && buf.starts_with(b"HTTP/1.") && matches!(buf[9], b'2' | b'3'))
+/// Any 2xx or 3xx answer to `GET path` is up. The connection is not kept.
+async fn http_ok(connector: &Connector, peer: &HttpPeer, authority: &str, path: &str) -> pingora::Result<bool> {
+    let (mut session, _) = connector.get_http_session(peer).await?;
+    let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+    req.insert_header(http::header::HOST, authority)?;
+    req.insert_header(http::header::USER_AGENT, "switchyard-health")?;
+    session.write_request_header(Box::new(req)).await?;
+    session.finish_request_body().await?;
+    session.read_response_header().await?;
+    let up = session.response_header().is_some_and(|r| (200..400).contains(&r.status.as_u16()));
+    session.shutdown().await;
+    Ok(up)
 }
 
 #[cfg(test)]

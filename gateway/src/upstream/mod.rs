@@ -2,6 +2,7 @@
 //! health and retry exclusions whatever the lb policy answered.
 
 mod health;
+mod peer;
 mod stats;
 
 pub use health::HealthChecker;
@@ -20,6 +21,8 @@ pub struct Backend {
     pub address: String,
     pub weight: u32,
     pub stats: BackendStats,
+    /// How to reach it (TLS, protocol, timeouts), cloned per request.
+    pub peer: pingora::upstreams::peer::HttpPeer,
 }
 
 impl Backend {
@@ -46,10 +49,13 @@ pub struct Upstream {
 impl Upstream {
     /// Build from its validated spec and chosen policy.
     pub fn new(spec: &UpstreamSpec, lb: Arc<dyn LbPolicy>) -> Self {
+        if spec.tls.as_ref().is_some_and(|t| !t.verify) {
+            tracing::warn!(upstream = %spec.name, "verify = false: backend certificates and names are NOT checked; anyone on the path can pose as these backends");
+        }
         let backends = spec
             .backends
             .iter()
-            .map(|&(addr, weight)| Backend { addr, address: addr.to_string(), weight, stats: BackendStats::default() })
+            .map(|&(addr, weight)| Backend { addr, address: addr.to_string(), weight, stats: BackendStats::default(), peer: peer::template(spec, addr) })
             .collect();
         Self {
             name: spec.name.clone(),
@@ -155,6 +161,9 @@ mod tests {
             retries: 2,
             connect_timeout_ms: 100,
             io: Default::default(),
+            tls: None,
+            protocol: Default::default(),
+            max_streams: 100,
         };
         Upstream::new(&spec, Arc::new(MockLb(parking_lot::Mutex::new(VecDeque::from(answers)))))
     }

@@ -22,7 +22,7 @@ pub use seam::SwapTarget;
 pub use session::WasmSession;
 pub use registry::{sha256_hex, PluginSlot, Plugins, Version};
 pub use sql::WasmSqlRouter;
-pub use watch::PluginWatcher;
+pub use watch::{reload_if_changed, PluginWatcher};
 
 mod bindings {
     wasmtime::component::bindgen!({

@@ -1,5 +1,6 @@
-//! Reload plugins from disk: when a plugin file changes (polled every
-//! `watch_ms`) and on SIGHUP, with the same checks as an admin swap.
+//! Reload plugins from disk when a plugin file changes (polled every
+//! `watch_ms`), with the same checks as an admin swap; SIGHUP reaches
+//! [`reload_if_changed`] through `crate::reload`.
 
 use super::registry::{sha256_hex, PluginSlot, Plugins};
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ fn stamp(slot: &PluginSlot) -> Option<Stamp> {
     Some(Stamp { modified: meta.modified().ok(), len: meta.len() })
 }
 
-/// Watches plugin files and SIGHUP.
+/// Watches plugin files.
 pub struct PluginWatcher {
     pub plugins: Arc<Plugins>,
 }
@@ -28,14 +29,13 @@ pub struct PluginWatcher {
 #[async_trait]
 impl BackgroundService for PluginWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks: Vec<_> = self
+        let tasks: Vec<_> = self
             .plugins
             .iter()
             .filter(|s| s.spec.watch_ms > 0)
             .cloned()
             .map(|slot| tokio::spawn(watch_file(slot)))
             .collect();
-        tasks.push(tokio::spawn(on_sighup(self.plugins.clone())));
         let _ = shutdown.changed().await;
         tasks.iter().for_each(|t| t.abort());
     }
@@ -53,35 +53,24 @@ async fn watch_file(slot: Arc<PluginSlot>) {
             // A writer may still be copying: wait one more tick for the size to settle.
             tokio::time::sleep(Duration::from_millis(slot.spec.watch_ms.min(200))).await;
             seen = stamp(&slot).or(seen);
-            reload(&slot, "file").await;
+            let _ = reload_if_changed(&slot, "file").await;
         }
     }
 }
 
-async fn on_sighup(plugins: Arc<Plugins>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; plugin reload on signal is off");
-        return;
-    };
-    while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading plugins whose files changed");
-        for slot in plugins.iter() {
-            reload(slot, "sighup").await;
-        }
-    }
-}
-
-/// Swap in the file's bytes unless they are what already runs.
-async fn reload(slot: &PluginSlot, source: &'static str) {
+/// Swap in the file's bytes unless they are what already runs: `Ok(true)`
+/// when they were swapped in, `Err` with why the old version is kept.
+pub async fn reload_if_changed(slot: &PluginSlot, source: &'static str) -> Result<bool, String> {
     let bytes = match tokio::fs::read(&slot.spec.path).await {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(plugin = %slot.spec.name, "cannot read {}: {e}; old version kept", slot.spec.path.display());
-            return;
+            return Err(format!("cannot read {}: {e}", slot.spec.path.display()));
         }
     };
-    if sha256_hex(&bytes) != slot.current().sha256 {
-        // The outcome is logged and counted by the swap itself.
-        let _ = slot.swap(&bytes, source).await;
+    if sha256_hex(&bytes) == slot.current().sha256 {
+        return Ok(false);
     }
+    // The outcome is also logged and counted by the swap itself.
+    slot.swap(&bytes, source).await.map(|_| true).map_err(|e| e.to_string())
 }
