@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake chromium memcached
+need_apt cmake chromium memcached curl openssl nghttp2-client nghttp2-server testssl.sh
 need_mariadb
 need_wasm_target
 build_plugins

@@ -35,6 +35,7 @@ pub struct Built {
 /// Load every plugin and build every upstream. Returns every error found,
 /// so `switchyard check` can report them all.
 pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
+    crate::tls::install_provider();
     let cluster = cfg.cluster.as_ref().map(crate::cluster::Cluster::new);
     let stores = crate::session::Stores::new(&cfg.session, cluster.clone()).map_err(|e| vec![e])?;
     let engine = Engine::with_pool_threads(cfg.plugin_threads).map_err(|e| vec![e])?.with_stores(Arc::new(stores));

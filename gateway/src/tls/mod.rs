@@ -6,7 +6,7 @@
 
 mod pem;
 
-pub use pem::{certified, dns_names, not_after, provider as default_provider, read_chain, read_key, ClientCert};
+pub use pem::{certified, dns_names, install_provider, not_after, provider as default_provider, read_chain, read_key, ClientCert};
 
 use crate::config::TlsSpec;
 use arc_swap::ArcSwap;
@@ -140,6 +140,7 @@ pub struct TlsHub {
 impl TlsHub {
     /// Load every file of `spec`; every reason one failed otherwise.
     pub fn new(spec: &TlsSpec) -> Result<Arc<Self>, Vec<String>> {
+        install_provider();
         let loaded = Loaded::load(spec)?;
         let hsts = (spec.hsts_max_age_s > 0).then(|| {
             let sub = if spec.hsts_include_subdomains { "; includeSubDomains" } else { "" };

@@ -40,12 +40,29 @@ fn pem_error(e: rustls_pki_types::pem::Error) -> String {
 }
 
 /// The crypto of every TLS hop: *ring*, the provider Pingora's `rustls`
-/// feature installs (rustls 0.23.48 marks it deprecated because it has no
+/// feature uses (rustls 0.23.48 marks it deprecated because it has no
 /// post-quantum key exchange; aws-lc-rs has, at the cost of a C build:
-/// docs/decisions.md).
+/// docs/decisions.md), with TLS 1.3's three suites and, for TLS 1.2, one
+/// suite per key type: ECDHE with AES-128-GCM, the suite every TLS 1.2
+/// AEAD peer implements (RFC 7525). Pingora builds its rustls configs
+/// without a way to prefer the server's cipher order, so a single TLS 1.2
+/// suite is how the server's choice holds (testssl.sh: no cipher order).
 #[allow(deprecated)]
 pub fn provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
+    use rustls::{CipherSuite as C, SupportedCipherSuite as S};
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites.retain(|s| match s {
+        S::Tls13(_) => true,
+        S::Tls12(_) => matches!(s.suite(), C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 | C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256),
+    });
+    p
+}
+
+/// Make [`provider`] the process's default before Pingora installs its
+/// own (it only installs one when none is): every listener and every
+/// connection to a backend then use it.
+pub fn install_provider() {
+    let _ = rustls::crypto::CryptoProvider::install_default(provider());
 }
 
 /// A chain and its key, checked to belong together.
