@@ -78,7 +78,8 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
         }
         upstreams.push(upstream);
     }
-    let sql = cfg.sql.as_ref().and_then(|spec| match rt.block_on(build_sql(spec, &plugins)) {
+    let sql_tls = tls.as_deref().filter(|_| cfg.sql.as_ref().is_some_and(|s| s.tls));
+    let sql = cfg.sql.as_ref().and_then(|spec| match rt.block_on(build_sql(spec, &plugins, sql_tls)) {
         Ok(p) => Some(p),
         Err(e) => {
             errors.push(e);
@@ -140,7 +141,7 @@ fn locate(e: Error, spec: &crate::config::PluginSpec) -> Error {
 
 /// The SQL listener's shared state: its router plugin (or the builtin
 /// split) and one replica lb policy per replica set.
-async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<Arc<SqlProxy>, Error> {
+async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins, tls: Option<&crate::tls::TlsHub>) -> Result<Arc<SqlProxy>, Error> {
     let slot = |name: &String| plugins.get(name).cloned().ok_or_else(|| Error::internal(format!("plugin {name:?} failed to load")));
     let router: Arc<dyn SqlRouter> = match &spec.router {
         None => Arc::new(ClassicSplit),
@@ -165,7 +166,7 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins) -> Result<A
         }
     }
     let mut it = lbs.into_iter();
-    let proxy = Arc::new(SqlProxy::new(spec, router, || it.next().expect("one policy per replica set")));
+    let proxy = Arc::new(SqlProxy::new(spec, router, || it.next().expect("one policy per replica set")).with_tls(tls));
     if let Some(name) = &spec.replica_lb {
         let slot = slot(name)?;
         for (set, lb) in proxy.replica_sets().zip(wasm_lbs) {

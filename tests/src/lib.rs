@@ -389,6 +389,7 @@ pub mod mariadb;
 pub mod memcached;
 pub mod browser;
 pub mod nodes;
+pub mod pki;
 
 /// Sum of one metric's samples (from an admin `/metrics`) whose labels
 /// contain every `labels` pair.

@@ -3,57 +3,15 @@
 //! gateway, nghttpd as an h2c backend with trailers. Certificates come
 //! from a test CA made per test (rcgen).
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use switchyard_tests::pki::Pki;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard_tests::*;
-
-/// A test CA that signs server and client certificates into a temp dir.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca = p.self_signed(&ca_key).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(format!("{name}.pem")), ca.pem()).unwrap();
-        Self { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        let name = self.ca.params().distinguished_name.get(&DnType::CommonName).map(|v| match v {
-            rcgen::DnValue::Utf8String(s) => s.clone(),
-            other => format!("{other:?}"),
-        });
-        self.dir.path().join(format!("{}.pem", name.unwrap()))
-    }
-
-    /// A leaf for `names` (DNS names or IPs) with common name `cn`,
-    /// written as FILE.pem and FILE.key.
-    fn leaf(&self, file: &str, cn: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
-        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let (c, k) = (self.dir.path().join(format!("{file}.pem")), self.dir.path().join(format!("{file}.key")));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c, k)
-    }
-}
 
 /// Fails with how to install a missing tool: a skipped check is a failed one.
 fn need(tool: &str, package: &str) {

@@ -11,9 +11,10 @@ use mysql_common::scramble::{scramble_native, scramble_sha256};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Capabilities the gateway offers clients. No TLS, compression or
-/// LOAD DATA LOCAL: packets pass through unchanged, so the client's
-/// choices must be ones every backend connection can share.
+/// Capabilities the gateway offers clients. No compression or LOAD DATA
+/// LOCAL: packets pass through unchanged, so the client's choices must be
+/// ones every backend connection can share. TLS (`CLIENT_SSL`) is added
+/// to the greeting when the listener offers it: it ends at the gateway.
 pub const GATEWAY_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
     CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
         | CapabilityFlags::CLIENT_FOUND_ROWS.bits()
@@ -100,8 +101,32 @@ pub struct ClientHello {
     pub ext_caps: u32,
 }
 
+/// Switches a client connection to TLS after its SSL request: the
+/// handshake's first bytes may already sit unread in `io`.
+pub trait StartTls<S>: Sync {
+    fn start<'a>(&'a self, io: &'a mut PacketIo<S>) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send + 'a>>;
+}
+
+/// TLS as a listener offers it.
+pub struct TlsOffer<'a, S> {
+    pub start: &'a dyn StartTls<S>,
+    /// A client that does not switch is refused.
+    pub required: bool,
+}
+
+/// True when a login packet asks for TLS (an SSL request, or a full
+/// response sent after the switch).
+fn asks_tls(p: &[u8]) -> bool {
+    p.len() >= 4 && CapabilityFlags::from_bits_truncate(u32::from_le_bytes([p[0], p[1], p[2], p[3]])).contains(CapabilityFlags::CLIENT_SSL)
+}
+
 /// Parse a client's handshake response; a clear reason when it is not one.
+/// `tls`: the connection already switched to TLS.
 pub fn parse_handshake_response(p: &[u8]) -> Result<ClientHello, String> {
+    parse_response(p, false)
+}
+
+fn parse_response(p: &[u8], tls: bool) -> Result<ClientHello, String> {
     if p.len() < 32 {
         return Err(format!("handshake response of {} bytes is too short (TLS is not offered)", p.len()));
     }
@@ -109,8 +134,8 @@ pub fn parse_handshake_response(p: &[u8]) -> Result<ClientHello, String> {
     if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         return Err("the client does not speak protocol 4.1".into());
     }
-    if caps.contains(CapabilityFlags::CLIENT_SSL) {
-        return Err("the client asked for TLS, which the gateway does not offer".into());
+    if caps.contains(CapabilityFlags::CLIENT_SSL) && !tls {
+        return Err("the client asked for TLS, which this listener does not offer ([sql] tls)".into());
     }
     let r: HandshakeResponse<'_> = ParseBuf(p).parse(()).map_err(|e| format!("malformed handshake response: {e}"))?;
     Ok(ClientHello {
@@ -159,8 +184,10 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     version: &str,
     conn_id: u32,
     autocommit: bool,
+    tls: Option<TlsOffer<'_, S>>,
 ) -> Result<Login, SqlError> {
     let status = if autocommit { StatusFlags::SERVER_STATUS_AUTOCOMMIT } else { StatusFlags::empty() };
+    let offered = if tls.is_some() { GATEWAY_CAPS | CapabilityFlags::CLIENT_SSL } else { GATEWAY_CAPS };
     let n = nonce();
     let greeting = HandshakePacket::new(
         10,
@@ -169,7 +196,7 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         n[..8].try_into().expect("8 bytes"),
         // Part 2 of the scramble goes out NUL-terminated (13 bytes).
         Some([&n[8..], &[0]].concat()),
-        GATEWAY_CAPS,
+        offered,
         DEFAULT_COLLATION,
         status,
         Some(NATIVE),
@@ -183,15 +210,22 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         buf[at..at + 4].copy_from_slice(&GATEWAY_EXT_CAPS.to_le_bytes());
     }
     io.send(0, &buf).await.map_err(SqlError::io)?;
-    let (seq, payload) = match io.read_packet(MAX_HANDSHAKE).await {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            let e = SqlError::new(1043, "08S01", format!("Bad handshake: the login packet is larger than {MAX_HANDSHAKE} bytes"));
-            return Err(reply_err(io, 2, e).await);
+    let (mut seq, mut payload) = read_login(io).await?;
+    let switched = match &tls {
+        // An SSL request is the response's first 32 bytes: switch, then the
+        // whole response arrives over TLS.
+        Some(offer) if asks_tls(&payload) && payload.len() == 32 => {
+            offer.start.start(io).await.map_err(|e| SqlError::new(2026, "08S01", format!("TLS handshake failed: {e}")))?;
+            (seq, payload) = read_login(io).await?;
+            true
         }
-        Err(e) => return Err(SqlError::io(e)),
+        Some(offer) if offer.required && !asks_tls(&payload) => {
+            let e = SqlError::new(3159, "08004", "Connections using insecure transport are prohibited: this listener requires TLS ([sql] require_tls)".into());
+            return Err(reply_err(io, seq.wrapping_add(1), e).await);
+        }
+        _ => false,
     };
-    let hello = match parse_handshake_response(&payload) {
+    let hello = match parse_response(&payload, switched) {
         Ok(h) => h,
         Err(msg) => return Err(reply_err(io, seq + 1, SqlError::new(1043, "08S01", format!("Bad handshake: {msg}"))).await),
     };
@@ -314,6 +348,18 @@ fn check_native(nonce: &[u8], password: &str, scramble: &[u8]) -> bool {
     match scramble_native(nonce, password.as_bytes()) {
         Some(want) => eq_ct(&want, scramble),
         None => scramble.is_empty(),
+    }
+}
+
+/// A login packet, bounded by `MAX_HANDSHAKE`.
+async fn read_login<S: AsyncRead + AsyncWrite + Unpin>(io: &mut PacketIo<S>) -> Result<(u8, Vec<u8>), SqlError> {
+    match io.read_packet(MAX_HANDSHAKE).await {
+        Ok(p) => Ok(p),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            let e = SqlError::new(1043, "08S01", format!("Bad handshake: the login packet is larger than {MAX_HANDSHAKE} bytes"));
+            Err(reply_err(io, 2, e).await)
+        }
+        Err(e) => Err(SqlError::io(e)),
     }
 }
 

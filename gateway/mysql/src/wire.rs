@@ -53,6 +53,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         Ok(())
     }
 
+    /// The bytes read past the last packet, taken out (the start of a TLS
+    /// handshake that followed an SSL request).
+    pub fn take_unread(&mut self) -> BytesMut {
+        std::mem::take(&mut self.rbuf)
+    }
+
     /// True when no bytes are buffered (a clean point between packets).
     pub fn drained(&self) -> bool {
         self.rbuf.is_empty()

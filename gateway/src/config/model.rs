@@ -383,6 +383,12 @@ pub struct SqlSection {
     pub replica_lb: Option<Spanned<String>>,
     /// The primary, `host:port`.
     pub primary: Spanned<String>,
+    /// Answer clients' SSL requests with `[server.tls]`'s certificates.
+    #[serde(default)]
+    pub tls: Option<Spanned<bool>>,
+    /// Refuse clients that do not switch to TLS.
+    #[serde(default)]
+    pub require_tls: Option<Spanned<bool>>,
     #[serde(default)]
     pub replicas: Vec<SqlReplicaSection>,
     /// Client logins; the gateway logs in to the backends as the same user.

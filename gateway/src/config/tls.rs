@@ -2,7 +2,7 @@
 //! file is read here, so `switchyard check` names a bad certificate, key
 //! or CA before the gateway starts.
 
-use super::model::{TlsSection, UpstreamSection};
+use super::model::{SqlSection, TlsSection, UpstreamSection};
 use super::validate::Checker;
 use super::ConfigError;
 use std::net::SocketAddr;
@@ -119,6 +119,17 @@ pub(super) fn check_server_tls(c: &mut Checker, t: &TlsSection, base: &Path) -> 
         hsts_include_subdomains: t.hsts_include_subdomains,
         watch_ms: t.watch_ms,
     })
+}
+
+/// `[sql] tls` takes its certificates from `[server.tls]`.
+pub(super) fn check_sql_tls(c: &mut Checker, s: &SqlSection, server_tls: bool) {
+    let tls = s.tls.as_ref().is_some_and(|t| *t.get_ref());
+    if let Some(t) = s.tls.as_ref().filter(|_| tls && !server_tls) {
+        c.err("sql.tls", t, "uses the certificates of [server.tls]: configure it");
+    }
+    if let Some(r) = s.require_tls.as_ref().filter(|r| *r.get_ref() && !tls) {
+        c.err("sql.require_tls", r, "needs tls = true");
+    }
 }
 
 fn valid_name(n: &str) -> bool {

@@ -92,6 +92,10 @@ impl std::fmt::Debug for SessionSpec {
 #[derive(Clone)]
 pub struct SqlSpec {
     pub listen: SocketAddr,
+    /// Clients may switch to TLS (the `[server.tls]` certificates).
+    pub tls: bool,
+    /// Clients must.
+    pub require_tls: bool,
     pub router: Option<String>,
     pub replica_lb: Option<String>,
     pub primary: SocketAddr,
@@ -315,6 +319,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session, access.is_some());
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
+    if let Some(s) = &raw.sql {
+        super::tls::check_sql_tls(&mut c, s, tls.is_some());
+    }
     let demo = raw.demo.as_ref().map_or_else(Vec::new, |d| {
         d.backends
             .iter()
@@ -703,6 +710,8 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         }
     }
     Some(SqlSpec {
+        tls: s.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        require_tls: s.require_tls.as_ref().is_some_and(|t| *t.get_ref()),
         listen: listen?,
         router: s.router.as_ref().map(|r| r.get_ref().clone()),
         replica_lb: s.replica_lb.as_ref().map(|r| r.get_ref().clone()),

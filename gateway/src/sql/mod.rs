@@ -9,6 +9,7 @@
 pub mod backend;
 mod health;
 mod session;
+mod tls;
 
 pub use switchyard_mysql::{auth, classify, wire, SqlError};
 
@@ -66,6 +67,8 @@ pub struct SqlProxy {
     pub rejected: [prometheus::IntCounter; 6],
     /// Client connections being served, against `spec.max_connections`.
     clients: Arc<std::sync::atomic::AtomicUsize>,
+    /// TLS for clients that ask (`[sql] tls`).
+    pub tls: Option<tls::SqlTls>,
 }
 
 /// Read-your-writes outcomes, each a `switchyard_sql_causal_total` label.
@@ -105,6 +108,12 @@ pub struct SessionHandle {
 impl SqlProxy {
     /// Build from the spec, the router and a factory of replica lb policies
     /// (one per replica set).
+    /// Answer clients' SSL requests with `hub`'s certificates.
+    pub fn with_tls(mut self, hub: Option<&crate::tls::TlsHub>) -> Self {
+        self.tls = hub.map(|h| tls::SqlTls(tokio_rustls::TlsAcceptor::from(h.server_config())));
+        self
+    }
+
     pub fn new(spec: &SqlSpec, router: Arc<dyn SqlRouter>, mut lb: impl FnMut() -> Arc<dyn LbPolicy>) -> Self {
         let timeout = Duration::from_millis(spec.connect_timeout_ms);
         // Gateway-issued commands include causal waits of up to causal_timeout_ms.
@@ -153,6 +162,7 @@ impl SqlProxy {
             rejected: backend::statement_counters("rejected"),
             causal_counters: CausalCounters::new(),
             clients: Arc::default(),
+            tls: None,
         }
     }
 

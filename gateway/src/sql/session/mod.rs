@@ -21,7 +21,7 @@ use crate::config::CausalMode;
 use crate::metrics::metrics;
 use crate::seams::{ConnInfo, RequestView, Route, Statement, StatementClass};
 use mysql_common::constants::StatusFlags;
-use pingora::protocols::Stream;
+use super::tls::{ClientStream, SqlTls};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,8 +55,8 @@ const LAST_GTID_SQL: &str = "SELECT IF(@@last_gtid = '', NULL, CAST(SUBSTRING_IN
      IF(@@last_gtid = '', NULL, CAST(SUBSTRING_INDEX(@@last_gtid, '-', -1) AS UNSIGNED))";
 
 /// Serve one client connection until it quits or fails.
-pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
-    let mut client = PacketIo::new(stream);
+pub async fn serve(proxy: Arc<SqlProxy>, stream: pingora::protocols::Stream) {
+    let mut client = PacketIo::new(Box::new(stream) as ClientStream);
     let Some(_slot) = proxy.client_slot() else {
         metrics().sql_clients.with_label_values(&["too_many"]).inc();
         let e = SqlError::new(1040, "08004", format!("Too many connections (the gateway serves at most {})", proxy.spec.max_connections));
@@ -73,11 +73,12 @@ pub async fn serve(proxy: Arc<SqlProxy>, stream: Stream) {
 
 /// The client's login within `login_timeout_ms`; `None` once it was
 /// refused (and told why) or timed out.
-async fn login(proxy: &SqlProxy, client: &mut PacketIo<Stream>) -> Option<Login> {
+async fn login(proxy: &SqlProxy, client: &mut PacketIo<ClientStream>) -> Option<Login> {
     let version = proxy.version.load_full();
     let autocommit = proxy.global_autocommit.load(std::sync::atomic::Ordering::Relaxed);
     let limit = std::time::Duration::from_millis(proxy.spec.login_timeout_ms);
-    let accept = auth::accept(client, &proxy.spec.users, &version, proxy.next_conn_id(), autocommit);
+    let tls = proxy.tls.as_ref().map(|t| auth::TlsOffer { start: t as &SqlTls, required: proxy.spec.require_tls });
+    let accept = auth::accept(client, &proxy.spec.users, &version, proxy.next_conn_id(), autocommit, tls);
     let outcome = match tokio::time::timeout(limit, accept).await {
         Ok(Ok(l)) => return Some(l),
         Err(_) => {
@@ -88,6 +89,14 @@ async fn login(proxy: &SqlProxy, client: &mut PacketIo<Stream>) -> Option<Login>
         Ok(Err(e)) if e.code == 2013 => {
             tracing::debug!("SQL client left before logging in: {e}");
             "closed_before_login"
+        }
+        Ok(Err(e)) if e.code == 2026 => {
+            tracing::info!("SQL client's TLS handshake failed: {e}");
+            "tls_failed"
+        }
+        Ok(Err(e)) if e.code == 3159 => {
+            tracing::info!("SQL client refused: {e}");
+            "tls_required"
         }
         Ok(Err(e)) => {
             tracing::info!("SQL login refused: {e}");
@@ -137,7 +146,7 @@ struct Prepared {
 struct Session {
     proxy: Arc<SqlProxy>,
     handle: Arc<SessionHandle>,
-    client: PacketIo<Stream>,
+    client: PacketIo<ClientStream>,
     login: Login,
     key: PoolKey,
     req: Arc<RequestView>,
@@ -181,7 +190,7 @@ fn malformed(what: &str) -> Fail {
 }
 
 impl Session {
-    fn new(proxy: Arc<SqlProxy>, client: PacketIo<Stream>, login: Login) -> Self {
+    fn new(proxy: Arc<SqlProxy>, client: PacketIo<ClientStream>, login: Login) -> Self {
         let handle = Arc::new(SessionHandle {
             user: login.user.clone(),
             backends: parking_lot::Mutex::new(Vec::new()),

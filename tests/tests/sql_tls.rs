@@ -1,0 +1,67 @@
+//! The SQL listener over TLS, with the `mariadb` CLI nobody here wrote:
+//! `--ssl-verify-server-cert` against a test CA, `[sql] require_tls`
+//! refusing a client that stays in cleartext, and reads and writes still
+//! split across a real primary and replica under TLS.
+
+use std::net::SocketAddr;
+use switchyard_tests::mariadb::{cli, Cluster, SqlGateway, APP_PASSWORD, APP_USER, DB};
+use switchyard_tests::pki::Pki;
+use switchyard_tests::free_port;
+
+/// `[sql]` keys and the `[server.tls]` they use.
+fn tls_extra(pki: &Pki, require: bool) -> String {
+    let (cert, key) = pki.leaf("sql", "localhost", &["localhost", "127.0.0.1"], false);
+    let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    format!("tls = true\nrequire_tls = {require}\n\n[server.tls]\nlisten = \"{https}\"\n[[server.tls.certs]]\ncert = {cert:?}\nkey = {key:?}\n")
+}
+
+#[test]
+fn mariadb_clients_switch_to_tls_and_require_tls_refuses_cleartext() {
+    let cluster = Cluster::start(1);
+    let pki = Pki::new("ca-sql");
+    let ca = pki.ca_file();
+    let ca = ca.to_str().unwrap();
+    let gw = SqlGateway::start(&cluster, None, &tls_extra(&pki, true));
+    let ssl = ["--ssl", &format!("--ssl-ca={ca}"), "--ssl-verify-server-cert"];
+
+    // The CLI's own status line says the connection is encrypted.
+    let mut args = ssl.to_vec();
+    args.extend(["-e", "status"]);
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &args);
+    assert!(ok, "{out}");
+    let cipher = out.lines().find(|l| l.starts_with("SSL:")).unwrap_or("");
+    assert!(cipher.contains("Cipher in use is TLS_"), "the client reports a TLS cipher: {out}");
+
+    // Statements still split: a write on the primary, a read on the replica.
+    let mut args = ssl.to_vec();
+    let sql = format!("CREATE TABLE IF NOT EXISTS {DB}.tls_t (id INT PRIMARY KEY); REPLACE INTO {DB}.tls_t VALUES (7); SELECT @@server_id;");
+    args.extend(["-e", &sql]);
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &args);
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "2", "a plain SELECT after autocommit writes reads on the replica: {out}");
+
+    // A client that does not switch is refused with the server's error.
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["--skip-ssl", "-e", "SELECT 1"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("3159") && out.contains("insecure transport"), "{out}");
+    // A client that verifies the certificate against another CA stops.
+    let other = Pki::new("ca-other-sql");
+    let wrong = format!("--ssl-ca={}", other.ca_file().to_str().unwrap());
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["--ssl", &wrong, "--ssl-verify-server-cert", "-e", "SELECT 1"]);
+    assert!(!ok && out.to_lowercase().contains("ssl"), "{out}");
+    let counted = gw.metrics().lines().filter(|l| l.starts_with("switchyard_sql_clients_total")).collect::<Vec<_>>().join("\n");
+    assert_eq!(gw.metric("switchyard_sql_clients_total", &[("outcome", "tls_required")]) as u32, 1, "the cleartext client, counted: {counted}");
+    assert_eq!(gw.metric("switchyard_sql_clients_total", &[("outcome", "tls_failed")]) as u32, 1, "the client that distrusted the certificate, counted");
+}
+
+#[test]
+fn tls_is_optional_unless_required() {
+    let cluster = Cluster::start(0);
+    let pki = Pki::new("ca-sql-optional");
+    let ca = pki.ca_file();
+    let gw = SqlGateway::start(&cluster, None, &tls_extra(&pki, false));
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["--skip-ssl", "-e", "status"]);
+    assert!(ok && out.lines().any(|l| l.starts_with("SSL:") && l.contains("Not in use")), "{out}");
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["--ssl", &format!("--ssl-ca={}", ca.to_str().unwrap()), "--ssl-verify-server-cert", "-e", "SELECT 40 + 2"]);
+    assert!(ok && out.trim() == "42", "{out}");
+}
