@@ -48,6 +48,11 @@ build_polyglot_plugins() {
     bash plugins/js/round-robin/build.sh "$SWITCHYARD_PLUGIN_DIR"
 }
 
+# PyMySQL, a Python driver the SQL tests use as a client nobody here wrote.
+need_pymysql() {
+    python3 -c 'import pymysql' 2>/dev/null || python3 -m pip install -q --root-user-action=ignore pymysql
+}
+
 # MariaDB server, CLI and MariaDB's own client test suite for the SQL tests
 # (the harness starts its own instances on spare ports; the machine's own
 # server is not touched).

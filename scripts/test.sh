@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 need_apt cmake chromium memcached curl openssl nghttp2-client nghttp2-server testssl.sh
 need_mariadb
+need_pymysql
 need_wasm_target
 build_plugins
 build_polyglot_plugins

@@ -11,9 +11,10 @@ use mysql_common::scramble::{scramble_native, scramble_sha256};
 use std::collections::BTreeMap;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Capabilities the gateway offers clients. No compression or LOAD DATA
-/// LOCAL: packets pass through unchanged, so the client's choices must be
-/// ones every backend connection can share. TLS (`CLIENT_SSL`) is added
+/// Capabilities the gateway offers clients. No compression: packets pass
+/// through unchanged, so the client's choices must be ones every backend
+/// connection can share. `CLIENT_LOCAL_FILES` passes to the backend
+/// login of a client that offered it; the file is relayed packet by packet. TLS (`CLIENT_SSL`) is added
 /// to the greeting when the listener offers it: it ends at the gateway.
 pub const GATEWAY_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
     CapabilityFlags::CLIENT_LONG_PASSWORD.bits()
@@ -21,6 +22,7 @@ pub const GATEWAY_CAPS: CapabilityFlags = CapabilityFlags::from_bits_truncate(
         | CapabilityFlags::CLIENT_LONG_FLAG.bits()
         | CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits()
         | CapabilityFlags::CLIENT_ODBC.bits()
+        | CapabilityFlags::CLIENT_LOCAL_FILES.bits()
         | CapabilityFlags::CLIENT_IGNORE_SPACE.bits()
         | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
         | CapabilityFlags::CLIENT_INTERACTIVE.bits()

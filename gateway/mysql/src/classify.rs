@@ -426,8 +426,54 @@ fn looks_multi(sql: &str) -> bool {
     false
 }
 
+/// True for `LOAD DATA ... LOCAL INFILE` and `LOAD XML ... LOCAL INFILE`:
+/// the only statements a server may answer with a local file request.
+/// Leading comments are skipped; anything else (a SELECT a hostile server
+/// answers with a file request) is not one.
+pub fn loads_local_file(sql: &str) -> bool {
+    let words: Vec<String> = strip_leading_comments(sql).split_whitespace().take(5).map(str::to_ascii_uppercase).collect();
+    let w = |i: usize| words.get(i).map(String::as_str);
+    if w(0) != Some("LOAD") || !matches!(w(1), Some("DATA" | "XML")) {
+        return false;
+    }
+    // LOAD DATA [LOW_PRIORITY | CONCURRENT] LOCAL INFILE
+    let at = if matches!(w(2), Some("LOW_PRIORITY" | "CONCURRENT")) { 3 } else { 2 };
+    w(at) == Some("LOCAL") && w(at + 1).is_some_and(|x| x.starts_with("INFILE"))
+}
+
+fn strip_leading_comments(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("/*") {
+            match rest.find("*/") {
+                Some(end) => s = &rest[end + 2..],
+                None => return "",
+            }
+        } else if s.starts_with("-- ") || s.starts_with('#') {
+            match s.find('\n') {
+                Some(end) => s = &s[end + 1..],
+                None => return "",
+            }
+        } else {
+            return s;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_load_local_statements_may_be_answered_with_a_file_request() {
+        use super::loads_local_file as l;
+        assert!(l("LOAD DATA LOCAL INFILE '/tmp/x' INTO TABLE t"));
+        assert!(l("  /* bulk */ load data low_priority local infile 'x' into table t"));
+        assert!(l("-- import\nLOAD XML LOCAL INFILE 'x.xml' INTO TABLE t"));
+        assert!(!l("LOAD DATA INFILE '/tmp/x' INTO TABLE t"), "a server-side file is not the client's");
+        assert!(!l("SELECT 'LOAD DATA LOCAL INFILE'"));
+        assert!(!l("SELECT * FROM t"));
+        assert!(!l("/* unterminated LOAD DATA LOCAL INFILE"));
+    }
+
     use super::*;
     use StatementClass::*;
 

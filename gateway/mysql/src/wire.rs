@@ -204,12 +204,24 @@ pub struct Scanner {
     pub prepared: Option<(u32, u16, u16)>,
     /// Warnings the final OK or EOF reported.
     pub warnings: u16,
+    /// The server asked for a local file (LOAD DATA LOCAL INFILE): the
+    /// client's file packets go to the server, then its OK or ERR follows.
+    pub file_request: bool,
+    /// The `last_gtid` a final OK reported in its session-state changes
+    /// (the primary's connections track it).
+    pub last_gtid: Option<String>,
 }
 
 impl Scanner {
     pub fn new(caps: CapabilityFlags, expect: Expect) -> Self {
         let state = if matches!(expect, Expect::Rows | Expect::FieldList) { State::Rows } else { State::First };
-        Self { caps, state, continuing: false, prepared: None, warnings: 0 }
+        Self { caps, state, continuing: false, prepared: None, warnings: 0, file_request: false, last_gtid: None }
+    }
+
+    /// After a file request was answered: the server's OK or ERR is next.
+    pub fn file_sent(&mut self) {
+        self.file_request = false;
+        self.state = State::First;
     }
 
     fn deprecate_eof(&self) -> bool {
@@ -242,7 +254,11 @@ impl Scanner {
                 // COM_SET_OPTION answers with an EOF.
                 (0xFE, Expect::Simple) if payload.len() < 9 => Ok(Some(End::Ok(self.eof_status(payload)?))),
                 (_, Expect::Simple) => Err(ProtocolError(format!("expected OK or ERR, got a packet starting 0x{head:02x}"))),
-                (0xFB, _) => Err(ProtocolError("LOAD DATA LOCAL INFILE is not supported through the gateway".into())),
+                (0xFB, Expect::Result) => {
+                    self.file_request = true;
+                    Ok(None)
+                }
+                (0xFB, _) => Err(ProtocolError("a local file request answers only a query".into())),
                 (_, Expect::Prepare) => Err(ProtocolError(format!("expected a prepare OK, got 0x{head:02x}"))),
                 _ => {
                     let n = ParseBuf(payload).checked_eat_lenenc_int().filter(|&n| n > 0).ok_or_else(|| ProtocolError("bad column count".into()))?;
@@ -338,6 +354,9 @@ impl Scanner {
                 .parse::<OkPacketDeserializer<CommonOkPacket>>(self.caps)
                 .map_err(|e| ProtocolError(format!("bad OK packet: {e}")))?
                 .into_inner();
+            if ok.status_flags().contains(StatusFlags::SERVER_SESSION_STATE_CHANGED) {
+                self.last_gtid = tracked_gtid(&ok).or(self.last_gtid.take());
+            }
             (ok.status_flags(), ok.warnings())
         };
         self.warnings = warnings;
@@ -387,6 +406,19 @@ pub fn parse_err(p: &[u8]) -> (u16, String) {
     let code = u16::from_le_bytes([p[1], p[2]]);
     let msg = if p.get(3) == Some(&b'#') && p.len() >= 9 { &p[9..] } else { &p[3..] };
     (code, String::from_utf8_lossy(msg).into_owned())
+}
+
+/// `last_gtid` among an OK packet's tracked system variables.
+fn tracked_gtid(ok: &mysql_common::packets::OkPacket<'_>) -> Option<String> {
+    use mysql_common::packets::session_state_change::SessionStateChange;
+    for info in ok.session_state_info().ok()? {
+        if let Ok(SessionStateChange::SystemVariables(vars)) = info.decode() {
+            if let Some(v) = vars.iter().find(|v| v.name_bytes() == b"last_gtid") {
+                return Some(String::from_utf8_lossy(v.value_bytes()).into_owned()).filter(|g| !g.is_empty());
+            }
+        }
+    }
+    None
 }
 
 /// The text-protocol row: each column as text or NULL.

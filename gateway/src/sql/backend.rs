@@ -243,7 +243,7 @@ impl Node {
         let (caps, server_version, _, thread_id) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.ext, key.collation))
             .await
             .map_err(|_| fail("login timed out".into()))??;
-        Ok(BackendConn {
+        let mut conn = BackendConn {
             io,
             caps,
             key: key.clone(),
@@ -253,7 +253,28 @@ impl Node {
             server_version,
             thread_id,
             command_timeout: self.command_timeout,
-        })
+        };
+        self.track_gtid(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// On the primary, have every OK report the session's `last_gtid`:
+    /// a write's GTID then comes with its OK, with no statement of the
+    /// gateway's own (MaxScale's causal reads do the same). A client
+    /// without session tracking, or a server that refuses, leaves the
+    /// gateway asking `SELECT @@last_gtid` instead.
+    async fn track_gtid(&self, conn: &mut BackendConn) -> Result<(), SqlError> {
+        if self.role != "primary" || !conn.caps.contains(CapabilityFlags::CLIENT_SESSION_TRACK) {
+            return Ok(());
+        }
+        match conn.query("SET SESSION session_track_system_variables = CONCAT(@@session_track_system_variables, ',last_gtid')").await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 2013 => Err(e),
+            Err(e) => {
+                tracing::debug!("the primary does not track last_gtid ({e}); the gateway asks for it");
+                Ok(())
+            }
+        }
     }
 
     /// Return a connection after a client session: reset if its session
@@ -264,7 +285,7 @@ impl Node {
         }
         if conn.dirty {
             // COM_RESET_CONNECTION: drops variables, temporary tables, locks and statements.
-            if conn.command(&[0x1F], Expect::Simple).await.is_err() {
+            if conn.command(&[0x1F], Expect::Simple).await.is_err() || self.track_gtid(&mut conn).await.is_err() {
                 return;
             }
             conn.dirty = false;

@@ -87,7 +87,8 @@ impl Session {
         expect: Expect,
         rewrite_id: Option<u32>,
     ) -> Res<(End, Option<(u32, u16, u16)>)> {
-        let role = &self.proxy.nodes[node].role;
+        let proxy = self.proxy.clone();
+        let role = &proxy.nodes[node].role;
         let lost = |e: &dyn std::fmt::Display| SqlError::new(2013, "HY000", format!("lost connection to {role} during the statement: {e}"));
         conn.io.send(0, payload).await.map_err(|e| lost(&e))?;
         let mut scanner = Scanner::new(conn.caps, expect);
@@ -103,6 +104,15 @@ impl Session {
             let end = scanner
                 .feed(&frame, expect)
                 .map_err(|e| failed(SqlError::new(2027, "HY000", format!("malformed response from {role}: {e}"))))?;
+            if scanner.file_request {
+                self.relay_file(conn, node, &frame, payload).await.map_err(|e| match e {
+                    Fail::Client(e) => Fail::Close(e.message),
+                    close => close,
+                })?;
+                scanner.file_sent();
+                sent = true;
+                continue;
+            }
             if let (Some(id), false, Some(0x00)) = (rewrite_id, sent, frame.get(4).copied()) {
                 frame[5..9].copy_from_slice(&id.to_le_bytes());
             }
@@ -112,9 +122,44 @@ impl Session {
                 // Flushed by `run` after `after`: a write is acknowledged
                 // only once its GTID is known.
                 self.warnings = scanner.warnings;
+                self.ok_gtid = scanner.last_gtid.take();
                 return Ok((end, scanner.prepared));
             }
             self.client.flush_if_full().await.map_err(|e| Fail::Close(format!("client gone mid-result: {e}")))?;
+        }
+    }
+
+    /// LOAD DATA LOCAL INFILE: the server's file request goes to the
+    /// client, and the client's file packets to the server, frame by frame
+    /// as they arrive, until the empty packet that ends the file. A request
+    /// for a file the statement did not name (a hostile or confused server
+    /// answering a SELECT) gets an empty file and never reaches the client.
+    async fn relay_file(&mut self, conn: &mut BackendConn, node: usize, request: &[u8], statement: &[u8]) -> Res<()> {
+        let role = self.proxy.nodes[node].role.clone();
+        let lost = |e: &dyn std::fmt::Display| Fail::Close(format!("lost connection to {role} during LOAD DATA LOCAL: {e}"));
+        let text = String::from_utf8_lossy(statement.get(1..).unwrap_or_default());
+        if !switchyard_mysql::classify::loads_local_file(&text) {
+            tracing::warn!(backend = %role, "a SQL backend asked for a local file the statement did not name; it got an empty file");
+            conn.io.send(request[3].wrapping_add(1), &[]).await.map_err(|e| lost(&e))?;
+            return Ok(());
+        }
+        self.client.push_raw(request);
+        self.client.flush().await.map_err(|e| Fail::Close(format!("client gone before sending its file: {e}")))?;
+        let limit = std::time::Duration::from_millis(self.proxy.spec.read_timeout_ms);
+        let mut continuing = false;
+        loop {
+            let frame = match tokio::time::timeout(limit, self.client.read_frame()).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return Err(Fail::Close(format!("client gone while sending its file: {e}"))),
+                Err(_) => return Err(Fail::Close(format!("the client sent no file data within read_timeout_ms ({} ms)", limit.as_millis()))),
+            };
+            let len = frame.len() - 4;
+            conn.io.push_raw(&frame);
+            if len == 0 && !continuing {
+                return conn.io.flush().await.map_err(|e| lost(&e));
+            }
+            continuing = len == switchyard_mysql::wire::MAX_FRAME;
+            conn.io.flush_if_full().await.map_err(|e| lost(&e))?;
         }
     }
 
@@ -136,11 +181,20 @@ impl Session {
         if let End::Ok(status) = end {
             self.track(node, status, c, payload).await;
         }
-        // The write's GTID (`ran` marked it pending). Asking now would
-        // clear the statement's warnings or error before the client reads
-        // them (SHOW WARNINGS): then it waits until a read needs it.
-        if self.gtid_pending && self.txn.is_none() && self.warnings == 0 && end != End::Err {
-            self.fetch_gtid().await;
+        // The write's GTID (`ran` marked it pending): from the OK itself
+        // when the primary tracks `last_gtid` (no statement of the
+        // gateway's own, which would reset ROW_COUNT(), FOUND_ROWS() and
+        // the warnings the client may ask for next); else asked now. Asking
+        // would clear the statement's warnings or error before the client
+        // reads them (SHOW WARNINGS): then it waits until a read needs it.
+        let reported = self.ok_gtid.take().filter(|_| node == PRIMARY).and_then(|g| Gtid::parse(&g));
+        if self.gtid_pending && self.txn.is_none() && end != End::Err {
+            if let Some(g) = reported {
+                self.last_gtid = Some(g);
+                self.gtid_pending = false;
+            } else if self.warnings == 0 {
+                self.fetch_gtid().await;
+            }
         }
     }
 

@@ -165,6 +165,8 @@ struct Session {
     gtid_pending: bool,
     /// The primary connection (backend thread id) that ran that write.
     gtid_conn: Option<u32>,
+    /// The `last_gtid` the last statement's OK reported, if any.
+    ok_gtid: Option<String>,
     last_gtid: Option<Gtid>,
     /// A statement that may set user variables ran on the primary without
     /// being replayed: reads that use user variables follow it there.
@@ -216,6 +218,7 @@ impl Session {
             last_write: None,
             gtid_pending: false,
             gtid_conn: None,
+            ok_gtid: None,
             last_gtid: None,
             vars_on_primary: false,
             warnings: 0,
