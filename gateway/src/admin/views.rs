@@ -118,7 +118,25 @@ pub fn sql(proxy: &crate::sql::SqlProxy) -> Value {
             })
         })
         .collect();
-    json!({ "listen": proxy.spec.listen.to_string(), "backends": nodes })
+    // Client connections: the id the gateway gave each (what KILL takes
+    // through the gateway) and the backend thread ids it holds (what
+    // CONNECTION_ID() and SHOW PROCESSLIST show there).
+    let mut sessions: Vec<(u32, Value)> = proxy
+        .sessions
+        .lock()
+        .iter()
+        .map(|(id, h)| {
+            let held: Vec<Value> = h.backends.lock().iter().map(|&(node, tid)| json!({ "backend": proxy.nodes[node].role, "thread_id": tid })).collect();
+            (*id, json!({ "id": id, "user": h.user, "backends": held }))
+        })
+        .collect();
+    sessions.sort_by_key(|(id, _)| *id);
+    json!({
+        "listen": proxy.spec.listen.to_string(),
+        "tls": if proxy.spec.require_tls { "required" } else if proxy.spec.tls { "optional" } else { "off" },
+        "backends": nodes,
+        "sessions": sessions.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+    })
 }
 
 /// Copy per-backend live values into their gauges before a scrape.

@@ -106,14 +106,14 @@ pub struct SessionHandle {
 }
 
 impl SqlProxy {
-    /// Build from the spec, the router and a factory of replica lb policies
-    /// (one per replica set).
     /// Answer clients' SSL requests with `hub`'s certificates.
     pub fn with_tls(mut self, hub: Option<&crate::tls::TlsHub>) -> Self {
         self.tls = hub.map(|h| tls::SqlTls(tokio_rustls::TlsAcceptor::from(h.server_config())));
         self
     }
 
+    /// Build from the spec, the router and a factory of replica lb policies
+    /// (one per replica set).
     pub fn new(spec: &SqlSpec, router: Arc<dyn SqlRouter>, mut lb: impl FnMut() -> Arc<dyn LbPolicy>) -> Self {
         let timeout = Duration::from_millis(spec.connect_timeout_ms);
         // Gateway-issued commands include causal waits of up to causal_timeout_ms.

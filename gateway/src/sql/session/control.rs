@@ -67,7 +67,11 @@ impl Session {
     pub(super) async fn kill(&mut self, id: u32, query_only: bool) -> Res {
         let target = self.proxy.sessions.lock().get(&id).cloned();
         let Some(target) = target else {
-            return Err(Fail::Client(SqlError::new(1094, "HY000", format!("Unknown thread id: {id}"))));
+            let why = format!(
+                "Unknown thread id: {id}. Through the gateway, KILL takes the id the gateway gave the connection; \
+                 CONNECTION_ID() and SHOW PROCESSLIST show a backend's own thread ids (the admin API's GET /sql maps one to the other)"
+            );
+            return Err(Fail::Client(SqlError::new(1094, "HY000", why)));
         };
         if target.user != self.login.user {
             return Err(Fail::Client(SqlError::new(1095, "HY000", format!("You are not owner of thread {id}"))));
