@@ -7,6 +7,7 @@ use std::path::PathBuf;
 /// A test CA that signs server and client certificates into a temp dir.
 pub struct Pki {
     pub dir: tempfile::TempDir,
+    ca_path: PathBuf,
     pub ca: rcgen::Certificate,
     pub ca_key: KeyPair,
 }
@@ -20,16 +21,14 @@ impl Pki {
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca = p.self_signed(&ca_key).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(format!("{name}.pem")), ca.pem()).unwrap();
-        Self { dir, ca, ca_key }
+        let ca_path = dir.path().join(format!("{name}.pem"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        Self { dir, ca_path, ca, ca_key }
     }
 
+    /// The CA certificate (PEM) to trust.
     pub fn ca_file(&self) -> PathBuf {
-        let name = self.ca.params().distinguished_name.get(&DnType::CommonName).map(|v| match v {
-            rcgen::DnValue::Utf8String(s) => s.clone(),
-            other => format!("{other:?}"),
-        });
-        self.dir.path().join(format!("{}.pem", name.unwrap()))
+        self.ca_path.clone()
     }
 
     /// A leaf for `names` (DNS names or IPs) with common name `cn`,

@@ -54,6 +54,26 @@ fn mariadb_clients_switch_to_tls_and_require_tls_refuses_cleartext() {
     assert_eq!(gw.metric("switchyard_sql_clients_total", &[("outcome", "tls_failed")]) as u32, 1, "the client that distrusted the certificate, counted");
 }
 
+/// PyMySQL, a driver nobody here wrote, over TLS with the CA verified.
+#[test]
+fn a_python_driver_connects_over_tls() {
+    let ok = std::process::Command::new("python3").args(["-c", "import pymysql"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "PyMySQL is not installed: python3 -m pip install pymysql (bash scripts/test.sh installs it)");
+    let cluster = Cluster::start(0);
+    let pki = Pki::new("ca-sql-python");
+    let gw = SqlGateway::start(&cluster, None, &tls_extra(&pki, true));
+    let script = format!(
+        "import pymysql\nc = pymysql.connect(host='127.0.0.1', port={}, user='{APP_USER}', password='{APP_PASSWORD}', ssl_ca='{}', ssl_verify_cert=True, ssl_verify_identity=True)\n\
+         cur = c.cursor()\ncur.execute('SELECT 6 * 7')\nprint(cur.fetchone()[0], c._sock.version())\n",
+        gw.sql.port(),
+        pki.ca_file().display()
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["42", "TLSv1.3"], "{text}");
+}
+
 #[test]
 fn tls_is_optional_unless_required() {
     let cluster = Cluster::start(0);
