@@ -1,9 +1,13 @@
 //! The HTTP listener's connection cap: past `server.max_connections` a new
 //! connection gets a 503 naming the limit and is closed; the connections
-//! being served are not disturbed.
+//! being served are not disturbed. Also the HTTP/1.1 keep-alive loop, so an
+//! idle client costs its stream and little more.
 
 use crate::metrics::metrics;
-use pingora::apps::ServerApp;
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::ALPN;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,22 +68,69 @@ impl<A> Capped<A> {
     }
 }
 
+/// How long a keep-alive connection may sit idle between requests
+/// (Pingora's default for HTTP/1).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
 #[async_trait::async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
-    /// Serve the connection, keep-alive requests included, while it holds a slot.
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
+    /// Serve the connection, keep-alive requests included, while it holds
+    /// a slot. HTTP/1.1 runs Pingora's keep-alive loop here, so that an
+    /// idle connection holds only its stream and one byte: Pingora's own
+    /// loop waits for the next request inside the boxed request future
+    /// (the whole proxy state machine, tens of KiB per idle client).
+    /// HTTP/2 and h2c keep Pingora's loop.
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Some(_slot) = self.slot() else {
             self.refuse(stream).await;
             return None;
         };
-        let mut next = self.inner.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.inner.process_new(stream, shutdown).await;
+        let h2c = self.inner.server_options().is_some_and(|o| o.h2c);
+        if h2c || stream.selected_alpn_proto().is_some_and(|p| p != ALPN::H1) {
+            return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        None
+        let (mut stream, mut settings) = (stream, None);
+        loop {
+            let first = first_byte(&mut stream, shutdown).await?;
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
+                None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            session.set_pipelined_prefix(first);
+            (stream, settings) = self.inner.process_new_http(session, shutdown).await?.consume();
+        }
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
+        self.inner.http_cleanup().await;
     }
 }
+
+/// Wait for a request's first byte: `None` when the client closes, stays
+/// idle past `KEEPALIVE`, or the gateway shuts down. The byte comes back in
+/// a buffer the size Pingora would have read the header into.
+async fn first_byte(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow() {
+        return None;
+    }
+    let mut byte = [0u8; 1];
+    tokio::select! {
+        read = tokio::time::timeout(KEEPALIVE, stream.read(&mut byte)) => match read {
+            Ok(Ok(1)) => {
+                let mut buf = BytesMut::with_capacity(HEADER_BUF);
+                buf.extend_from_slice(&byte);
+                Some(buf)
+            }
+            _ => None,
+        },
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// Pingora's initial request-header buffer.
+const HEADER_BUF: usize = 4096;
