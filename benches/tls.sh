@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# HTTPS data path, side by side in one run: nginx (one worker, TLS 1.3,
+# HTTP/1.1 keep-alive to the backends) against Switchyard's [server.tls]
+# (rustls, threads = 1, builtin round robin), both in front of the same two
+# nginx backends serving a 1 KB file, with the same ECDSA P-256 certificate.
+# Three loads per balancer:
+#   wrk     wrk -t1 -c64, HTTP/1.1 over TLS, keep-alive
+#   h2      h2load -c10 -m100, HTTP/2 over TLS, 100 streams per connection
+#   newconn h2load --h1 -c50 with "Connection: close": one TLS handshake
+#           (full, no resumption) per request
+# Reports median req/s and the balancer's CPU per request (utime + stime of
+# its processes over requests served) over REPS rounds, run in turn so that
+# machine noise hits every row alike. CPU per request is the steadier figure
+# on a shared machine.
+# Usage: bash benches/tls.sh [seconds per load, default 5] [rounds, default 3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+need_apt wrk nghttp2-client nginx-light openssl
+DUR=${1:-5}
+REPS=${2:-3}
+cargo build --release -p switchyard -q
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+BIN=$TARGET/release/switchyard
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    sleep 0.3
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
+    echo "port $1 never opened" >&2; exit 1
+}
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
+# nginx workers run as nobody: they must reach the file.
+chmod 755 "$WORK"; chmod 644 "$WORK/1k"
+
+# A CA and an ECDSA P-256 leaf for localhost / 127.0.0.1 (webpki refuses a
+# self-signed CA certificate as a server's own).
+(
+    cd "$WORK"
+    openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 2 -subj /CN=bench-ca \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign -out ca.pem
+    openssl ecparam -name prime256v1 -genkey -noout | openssl pkcs8 -topk8 -nocrypt -out key.pem
+    openssl req -new -key key.pem -subj /CN=localhost -out leaf.csr
+    printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >leaf.ext
+    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -sha256 \
+        -extfile leaf.ext -out leaf.pem 2>/dev/null
+    cat leaf.pem ca.pem >cert.pem
+    chmod 644 cert.pem key.pem
+) >/dev/null
+
+nginx_conf() { # $1 name, $2 listen line, $3 server block body
+    cat >"$WORK/$1.conf" <<EOF
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream web { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
+    server { $2 $3 }
+}
+EOF
+}
+B1=$(port); B2=$(port)
+for b in $B1 $B2; do
+    nginx_conf "backend$b" "listen 127.0.0.1:$b;" "location / { root $WORK; try_files /1k =404; }"
+    nginx -c "$WORK/backend$b.conf" -p "$WORK"
+    wait_port "$b"
+done
+
+gw_config() { # $1 plain port, $2 TLS port
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
+    printf '[server.tls]\nlisten = "127.0.0.1:%s"\n' "$2"
+    printf '[[server.tls.certs]]\ncert = "%s"\nkey = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem"
+    printf '[[upstreams]]\nname = "web"\n'
+    printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    printf '[[routes]]\nupstream = "web"\n'
+}
+
+start() { # $1 row -> sets LB_PIDS and LB_PORT
+    LB_PORT=$(port)
+    case "$1" in
+        nginx)
+            # nginx 1.22: http2 is a listen parameter.
+            nginx_conf lb "listen 127.0.0.1:$LB_PORT ssl http2;
+        ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3;
+        keepalive_requests 1000000;" \
+                'location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+            nginx -c "$WORK/lb.conf" -p "$WORK"; wait_port "$LB_PORT"
+            LB_PIDS="$(cat "$WORK/lb.pid") $(pgrep -P "$(cat "$WORK/lb.pid")" | tr '\n' ' ')" ;;
+        switchyard)
+            gw_config "$(port)" "$LB_PORT" >"$WORK/gw.toml"
+            "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
+            LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
+    esac
+}
+stop() {
+    case "$1" in
+        nginx) kill "$(cat "$WORK/lb.pid")"; rm -f "$WORK/lb.pid" ;;
+        *) kill -INT $LB_PIDS; wait $LB_PIDS 2>/dev/null || true ;;
+    esac
+    sleep 0.3
+}
+cpu() { # total utime+stime ticks of the pids
+    local t=0
+    for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo $t
+}
+
+# One load against https://127.0.0.1:$LB_PORT/; prints "requests req/s".
+# wrk runs DUR seconds; h2load runs a fixed request count (sized to take
+# about DUR seconds on the 2-core development machine). timeout(1) bounds
+# every load in time.
+H2_N=$((DUR * 30000))
+NC_N=$((DUR * 4000))
+h2load_count() { # parse h2load's summary: 2xx count and 2xx per second
+    awk '/^finished in/ {t=$3; sub(/,$/,"",t); if (t ~ /ms$/) {sub(/ms$/,"",t); t/=1000} else sub(/s$/,"",t)}
+         /^requests:/ {bad=$10 + $12 + $14}
+         /^status codes:/ {n=$3; bad+=$5 + $7 + $9}
+         END {if (bad > 0 || n == 0) {print "h2load: " bad " failed, errored, timed out or non-2xx" > "/dev/stderr"; exit 1}
+              printf "%d %.2f\n", n, n / t}'
+}
+load() { # $1 load
+    local url="https://127.0.0.1:$LB_PORT/" out
+    case "$1" in
+        wrk)
+            out=$(timeout $((DUR + 10)) wrk -t1 -c64 -d"${DUR}s" "$url" 2>&1)
+            if echo "$out" | grep -q Non-2xx; then echo "wrk: non-2xx: $out" >&2; exit 1; fi
+            echo "$out" | awk '/requests in/ {n=$1} /Requests\/sec/ {r=$2} END {print n, r}' ;;
+        h2)
+            out=$(timeout $((DUR * 6 + 10)) h2load -t1 -c10 -m100 -n"$H2_N" "$url" 2>&1) || { echo "h2load: $out" >&2; exit 1; }
+            echo "$out" | grep -q 'Application protocol: h2' || { echo "h2load: no h2: $out" >&2; exit 1; }
+            echo "$out" | h2load_count ;;
+        newconn)
+            out=$(timeout $((DUR * 6 + 10)) h2load -t1 -c50 -n"$NC_N" --h1 -H 'Connection: close' "$url" 2>&1) || { echo "h2load: $out" >&2; exit 1; }
+            echo "$out" | h2load_count ;;
+    esac
+}
+
+ROWS=(nginx switchyard)
+LOADS=(wrk h2 newconn)
+TICK=$(getconf CLK_TCK)
+echo ">> ${DUR}s per load, 1 KB file, 2 nginx backends (1 worker each), each balancer 1 worker, TLS 1.3 ECDSA P-256; $REPS rounds" >&2
+for rep in $(seq "$REPS"); do
+    for row in "${ROWS[@]}"; do
+        start "$row"
+        timeout 10 wrk -t1 -c64 -d1s "https://127.0.0.1:$LB_PORT/" >/dev/null 2>&1  # warm the pools
+        for l in "${LOADS[@]}"; do
+            before=$(cpu $LB_PIDS)
+            read -r reqs rps < <(load "$l")
+            after=$(cpu $LB_PIDS)
+            echo "$rep $row $l $rps $reqs $((after - before))" >>"$WORK/results"
+            printf '  round %s %-10s %-8s %10s req/s  %8s requests\n' "$rep" "$row" "$l" "$rps" "$reqs" >&2
+        done
+        stop "$row"
+    done
+done
+
+python3 - "$WORK/results" "$TICK" <<'PY'
+import sys, statistics
+res, tick = {}, int(sys.argv[2])
+for line in open(sys.argv[1]):
+    rep, row, load, rps, reqs, ticks = line.split()
+    r = res.setdefault((row, load), {"rps": [], "cpu": []})
+    r["rps"].append(float(rps))
+    r["cpu"].append(int(ticks) / tick / max(int(reqs), 1) * 1e6)
+med = statistics.median
+loads = {"wrk": "wrk -t1 -c64 (h1)", "h2": "h2load -c10 -m100 (h2)", "newconn": "h2load -c50, new TLS conn per req"}
+rows = sorted({row for row, _ in res}, key=lambda r: r != "nginx")
+for load, title in loads.items():
+    ng = res[("nginx", load)]
+    print(f"\n{title}")
+    print("| balancer | req/s (median, min–max) | CPU µs/req | req/s vs nginx | CPU vs nginx |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        r = res[(row, load)]
+        print(f"| {row} | {med(r['rps']):,.0f} ({min(r['rps']):,.0f}–{max(r['rps']):,.0f}) | "
+              f"{med(r['cpu']):.1f} | {med(r['rps'])/med(ng['rps']):.2f} | {med(r['cpu'])/med(ng['cpu']):.2f} |")
+PY
