@@ -7,7 +7,10 @@
 # without tokio work stealing. Reports median req/s, p99 and the balancer's
 # CPU per request (utime + stime of its processes over requests served)
 # over REPS rounds, run in turn so that machine noise hits every row alike.
+# Rows with an h2c upstream (to the same nginx backends, which serve both
+# protocols) and with 2 worker threads follow.
 # Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
+# (E2E_ROWS="nginx switchyard-wasm ..." runs only those rows.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -55,8 +58,12 @@ http {
 EOF
 }
 B1=$(port); B2=$(port)
+# Each backend also serves cleartext HTTP/2 (prior knowledge) on a second
+# port, for the rows whose upstream speaks h2c.
+declare -A H2C
 for b in $B1 $B2; do
-    nginx_conf "backend$b" "$b" "location / { root $WORK; try_files /1k =404; }"
+    H2C[$b]=$(port)
+    nginx_conf "backend$b" "$b" "listen 127.0.0.1:${H2C[$b]} http2; location / { root $WORK; try_files /1k =404; }"
     nginx -c "$WORK/backend$b.conf" -p "$WORK"
     wait_port "$b"
 done
@@ -80,11 +87,15 @@ backend be
     server b1 127.0.0.1:$B1
     server b2 127.0.0.1:$B2
 EOF
-gw_config() { # $1 port, $2 lb line, $3 work stealing
-    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\nwork_stealing = %s\n' "$1" "$3"
+gw_config() { # $1 port, $2 lb line, $3 work stealing, $4 threads, $5 h2c (true|false)
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = %s\nwork_stealing = %s\n' "$1" "$4" "$3"
     printf '[plugins.rr]\npath = "%s"\n' "$RR"
     printf '[[upstreams]]\nname = "web"\n%s\n' "$2"
-    printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    if [ "$5" = true ]; then
+        printf 'protocol = "h2c"\nbackends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "${H2C[$B1]}" "${H2C[$B2]}"
+    else
+        printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    fi
     printf '[[routes]]\nupstream = "web"\n'
 }
 
@@ -102,14 +113,17 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             haproxy -f "$WORK/haproxy.cfg" -D -p "$WORK/haproxy.pid"; wait_port "$LB_PORT"
             LB_PIDS=$(cat "$WORK/haproxy.pid") ;;
         bare-pingora*)
-            local ws=true; [ "$1" = "bare-pingora-nosteal" ] && ws=false
-            "$BARE" "127.0.0.1:$LB_PORT" 1 $ws "127.0.0.1:$B1" "127.0.0.1:$B2" >"$WORK/bare.log" 2>&1 &
+            local ws=true t=1; [ "$1" = "bare-pingora-nosteal" ] && ws=false
+            case "$1" in *-t2) t=2 ;; esac
+            "$BARE" "127.0.0.1:$LB_PORT" $t $ws "127.0.0.1:$B1" "127.0.0.1:$B2" >"$WORK/bare.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
         switchyard-*)
-            local lb='' ws=true
+            local lb='' ws=true t=1 h2c=false
             case "$1" in *wasm*) lb='lb = "rr"' ;; esac
             case "$1" in *nosteal*) ws=false ;; esac
-            gw_config "$LB_PORT" "$lb" "$ws" >"$WORK/gw.toml"
+            case "$1" in *-t2) t=2 ;; esac
+            case "$1" in *-h2c) h2c=true ;; esac
+            gw_config "$LB_PORT" "$lb" "$ws" "$t" "$h2c" >"$WORK/gw.toml"
             "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
@@ -128,7 +142,11 @@ cpu() { # total utime+stime ticks of the pids
     echo $t
 }
 
-ROWS=(direct nginx haproxy bare-pingora bare-pingora-nosteal switchyard-builtin switchyard-wasm switchyard-builtin-nosteal switchyard-wasm-nosteal)
+# -h2c: the upstream speaks cleartext HTTP/2 to the same nginx backends;
+# -t2: two worker threads (wrk shares the 2 cores, so these show contention).
+ROWS=(direct nginx haproxy bare-pingora bare-pingora-nosteal switchyard-builtin switchyard-wasm switchyard-builtin-nosteal switchyard-wasm-nosteal
+      switchyard-builtin-h2c switchyard-wasm-h2c bare-pingora-t2 switchyard-builtin-t2 switchyard-wasm-t2)
+[ -n "${E2E_ROWS:-}" ] && read -r -a ROWS <<<"$E2E_ROWS"
 TICK=$(getconf CLK_TCK)
 echo ">> wrk -t1 -c64 -d${DUR}s, 1 KB file, 2 nginx backends (1 worker each), each balancer 1 worker; $REPS rounds" >&2
 for rep in $(seq "$REPS"); do

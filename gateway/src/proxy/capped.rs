@@ -76,7 +76,7 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     /// Serve the connection, keep-alive requests included, while it holds
     /// a slot. HTTP/1.1 runs Pingora's keep-alive loop here, so that an
-    /// idle connection holds only its stream and one byte: Pingora's own
+    /// idle connection holds only its stream and a 512-byte read: Pingora's own
     /// loop waits for the next request inside the boxed request future
     /// (the whole proxy state machine, tens of KiB per idle client).
     /// HTTP/2 and h2c keep Pingora's loop.
@@ -91,7 +91,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
         }
         let (mut stream, mut settings) = (stream, None);
         loop {
-            let first = first_byte(&mut stream, shutdown).await?;
+            let first = first_bytes(&mut stream, shutdown).await?;
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
@@ -110,20 +110,21 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     }
 }
 
-/// Wait for a request's first byte: `None` when the client closes, stays
-/// idle past `KEEPALIVE`, or the gateway shuts down. The byte comes back in
-/// a buffer the size Pingora would have read the header into.
-async fn first_byte(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
+/// Wait for a request's first bytes: `None` when the client closes, stays
+/// idle past `KEEPALIVE`, or the gateway shuts down. What arrived (a whole
+/// small request, usually, in the one read Pingora would have made) goes
+/// into a buffer the size Pingora reads headers into.
+async fn first_bytes(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
     let mut shutdown = shutdown.clone();
     if *shutdown.borrow() {
         return None;
     }
-    let mut byte = [0u8; 1];
+    let mut head = [0u8; FIRST_READ];
     tokio::select! {
-        read = tokio::time::timeout(KEEPALIVE, stream.read(&mut byte)) => match read {
-            Ok(Ok(1)) => {
-                let mut buf = BytesMut::with_capacity(HEADER_BUF);
-                buf.extend_from_slice(&byte);
+        read = tokio::time::timeout(KEEPALIVE, stream.read(&mut head)) => match read {
+            Ok(Ok(n)) if n > 0 => {
+                let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+                buf.extend_from_slice(&head[..n]);
                 Some(buf)
             }
             _ => None,
@@ -134,3 +135,7 @@ async fn first_byte(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<Byt
 
 /// Pingora's initial request-header buffer.
 const HEADER_BUF: usize = 4096;
+
+/// Bytes an idle connection waits with: a request line and a few headers
+/// (most API requests whole); a longer header takes Pingora a second read.
+const FIRST_READ: usize = 512;
