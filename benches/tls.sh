@@ -71,18 +71,26 @@ http {
 EOF
 }
 B1=$(port); B2=$(port)
+# Each backend also serves cleartext HTTP/2 on a second port (the
+# switchyard-h2c row's upstream protocol).
+declare -A H2C
 for b in $B1 $B2; do
-    nginx_conf "backend$b" "listen 127.0.0.1:$b;" "location / { root $WORK; try_files /1k =404; }"
+    H2C[$b]=$(port)
+    nginx_conf "backend$b" "listen 127.0.0.1:$b; listen 127.0.0.1:${H2C[$b]} http2;" "location / { root $WORK; try_files /1k =404; }"
     nginx -c "$WORK/backend$b.conf" -p "$WORK"
     wait_port "$b"
 done
 
-gw_config() { # $1 plain port, $2 TLS port
+gw_config() { # $1 plain port, $2 TLS port, $3 h2c upstream (true|false)
     printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
     printf '[server.tls]\nlisten = "127.0.0.1:%s"\n' "$2"
     printf '[[server.tls.certs]]\ncert = "%s"\nkey = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem"
     printf '[[upstreams]]\nname = "web"\n'
-    printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    if [ "$3" = true ]; then
+        printf 'protocol = "h2c"\nbackends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "${H2C[$B1]}" "${H2C[$B2]}"
+    else
+        printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
+    fi
     printf '[[routes]]\nupstream = "web"\n'
 }
 
@@ -97,8 +105,9 @@ start() { # $1 row -> sets LB_PIDS and LB_PORT
                 'location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }'
             nginx -c "$WORK/lb.conf" -p "$WORK"; wait_port "$LB_PORT"
             LB_PIDS="$(cat "$WORK/lb.pid") $(pgrep -P "$(cat "$WORK/lb.pid")" | tr '\n' ' ')" ;;
-        switchyard)
-            gw_config "$(port)" "$LB_PORT" >"$WORK/gw.toml"
+        switchyard*)
+            local h2c=false; [ "$1" = switchyard-h2c ] && h2c=true
+            gw_config "$(port)" "$LB_PORT" "$h2c" >"$WORK/gw.toml"
             "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
@@ -146,7 +155,8 @@ load() { # $1 load
     esac
 }
 
-ROWS=(nginx switchyard)
+# switchyard-h2c: the same, with an h2c upstream to the same backends.
+ROWS=(nginx switchyard switchyard-h2c)
 LOADS=(wrk h2 newconn)
 TICK=$(getconf CLK_TCK)
 echo ">> ${DUR}s per load, 1 KB file, 2 nginx backends (1 worker each), each balancer 1 worker, TLS 1.3 ECDSA P-256; $REPS rounds" >&2
