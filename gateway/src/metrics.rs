@@ -22,6 +22,8 @@ pub struct Metrics {
     /// Downstream HTTP connections open, and the ones refused past the cap.
     pub http_connections: IntGauge,
     pub http_refused: prometheus::IntCounter,
+    /// Access log lines dropped because the writer's queue was full.
+    pub access_log_dropped: prometheus::IntCounter,
     /// Certificate reloads by source (sighup, file, admin) and result (ok, refused).
     pub tls_reloads: IntCounterVec,
     /// Requests in flight per backend (set at scrape time).
@@ -154,12 +156,15 @@ impl Metrics {
         r.register(Box::new(http_connections.clone())).expect("unique metric name");
         let http_refused = prometheus::IntCounter::new("switchyard_http_connections_refused_total", "HTTP connections refused past server.max_connections").expect("static");
         r.register(Box::new(http_refused.clone())).expect("unique metric name");
+        let access_log_dropped = prometheus::IntCounter::new("switchyard_access_log_dropped_total", "Access log lines dropped: the writer's queue ([log] queue) was full").expect("static");
+        r.register(Box::new(access_log_dropped.clone())).expect("unique metric name");
         Self {
             requests: counter(&r, "switchyard_requests_total", "Requests by route, upstream, backend and status", &["route", "upstream", "backend", "status"]),
             request_seconds: histogram(&r, "switchyard_request_duration_seconds", "Request latency", &["route", "upstream"], exponential_buckets(0.0005, 2.0, 16).expect("static")),
             active_requests,
             http_connections,
             http_refused,
+            access_log_dropped,
             tls_reloads: counter(&r, "switchyard_tls_reloads_total", "TLS certificate reloads by source and result", &["source", "result"]),
             backend_active: int_gauge(&r, "switchyard_backend_active_requests", "Requests in flight per backend", &["upstream", "backend"]),
             backend_ewma_seconds: gauge(&r, "switchyard_backend_ewma_seconds", "Peak-EWMA latency per backend", &["upstream", "backend"]),
@@ -280,7 +285,11 @@ pub fn plugin_fault(plugin: &str, hook: &str, fault: crate::error::PluginFault) 
     let vec = match fault {
         Trap | MemoryCap => &m.plugin_traps,
         Deadline => &m.plugin_deadline_hits,
-        BadReturn => &m.plugin_bad_returns,
+        BadReturn => {
+            // Raised in the request's own task: the access log counts it.
+            crate::accesslog::fault();
+            &m.plugin_bad_returns
+        }
         Load | Config => return,
     };
     vec.with_label_values(&[plugin, hook]).inc();

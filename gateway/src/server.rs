@@ -195,6 +195,7 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
         hsts: built.tls.as_ref().and_then(|t| t.hsts().map(|v| http::HeaderValue::from_str(v).expect("ascii"))),
         redirect_https: cfg.redirect_https.then(|| cfg.tls.as_ref().map(|t| t.listen.port())).flatten(),
+        access_log: cfg.log.as_ref().map(crate::accesslog::AccessLog::start).transpose()?,
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
     if cfg.h2c {

@@ -210,12 +210,14 @@ pub struct Scanner {
     /// The `last_gtid` a final OK reported in its session-state changes
     /// (the primary's connections track it).
     pub last_gtid: Option<String>,
+    /// Rows a result set carried, or the rows an OK says were affected.
+    pub rows: u64,
 }
 
 impl Scanner {
     pub fn new(caps: CapabilityFlags, expect: Expect) -> Self {
         let state = if matches!(expect, Expect::Rows | Expect::FieldList) { State::Rows } else { State::First };
-        Self { caps, state, continuing: false, prepared: None, warnings: 0, file_request: false, last_gtid: None }
+        Self { caps, state, continuing: false, prepared: None, warnings: 0, file_request: false, last_gtid: None, rows: 0 }
     }
 
     /// After a file request was answered: the server's OK or ERR is next.
@@ -250,7 +252,10 @@ impl Scanner {
         match self.state {
             State::First => match (head, expect) {
                 (0x00, Expect::Prepare) => self.prepare_ok(payload),
-                (0x00, _) => self.terminator(payload, false),
+                (0x00, _) => {
+                    self.rows = ParseBuf(&payload[1..]).checked_eat_lenenc_int().unwrap_or(0);
+                    self.terminator(payload, false)
+                }
                 // COM_SET_OPTION answers with an EOF.
                 (0xFE, Expect::Simple) if payload.len() < 9 => Ok(Some(End::Ok(self.eof_status(payload)?))),
                 (_, Expect::Simple) => Err(ProtocolError(format!("expected OK or ERR, got a packet starting 0x{head:02x}"))),
@@ -285,7 +290,10 @@ impl Scanner {
                 Ok(None)
             }
             State::Rows if head == 0xFE && short => self.terminator(payload, true),
-            State::Rows => Ok(None),
+            State::Rows => {
+                self.rows += 1;
+                Ok(None)
+            }
             State::Params { left, cols } => {
                 self.state = match (left - 1, self.deprecate_eof()) {
                     (0, false) => State::ParamsEof { cols },

@@ -2,10 +2,12 @@
 //! the key path and the line, and every error is reported, not just the first.
 
 mod collect;
+mod log;
 mod model;
 mod tls;
 mod validate;
 
+pub use log::{default_fields, Field, LogFormat, LogSpec};
 pub use model::*;
 pub use tls::{CertSpec, Protocol, TlsSpec, UpstreamTls};
 pub use validate::{AccessSpec, AdminSpec, CentralSpec, ClusterSpec, RouteAccessSpec, DurableSpec, IoTimeouts, PluginSpec, RouteSpec, SessionSpec, SqlReplicaSpec, SqlSpec, UpstreamSpec, ValidConfig};

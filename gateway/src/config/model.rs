@@ -28,6 +28,25 @@ pub struct RawConfig {
     pub cluster: Option<ClusterSection>,
     #[serde(default)]
     pub access: Option<AccessSection>,
+    /// `[log]`: the access log; absent = off.
+    #[serde(default)]
+    pub log: Option<LogSection>,
+}
+
+/// `[log]`: one line per HTTP request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `json` (default) or `combined`.
+    pub format: Option<Spanned<String>>,
+    /// A file (relative to the config), or `-` for stdout (default).
+    pub path: Option<Spanned<String>>,
+    /// Fields of a JSON line, in order; default all but `query`.
+    pub fields: Option<Spanned<Vec<String>>>,
+    /// Share of requests logged, 0..=1 (default 1).
+    pub sample: Option<Spanned<f64>>,
+    /// Lines waiting for the writer; past it lines are dropped.
+    pub queue: Option<Spanned<i64>>,
 }
 
 /// `[server]`
@@ -439,6 +458,9 @@ pub struct SqlSection {
     /// replay on other backends.
     #[serde(default = "default_max_session_log")]
     pub max_session_log: Spanned<usize>,
+    /// Statements slower than this are logged (warn); 0 = off.
+    #[serde(default = "default_slow_ms")]
+    pub slow_ms: Spanned<u64>,
 }
 
 fn default_login_timeout_ms() -> Spanned<u64> {
@@ -455,6 +477,9 @@ fn default_max_connections() -> Spanned<usize> {
 }
 fn default_max_prepared() -> Spanned<usize> {
     Spanned::new(0..0, 16_382)
+}
+fn default_slow_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 0)
 }
 fn default_max_session_log() -> Spanned<usize> {
     Spanned::new(0..0, 1024)

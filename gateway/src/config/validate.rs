@@ -32,6 +32,8 @@ pub struct ValidConfig {
     pub session: SessionSpec,
     pub cluster: Option<ClusterSpec>,
     pub access: Option<AccessSpec>,
+    /// The access log (`[log]`); absent = off.
+    pub log: Option<super::LogSpec>,
 }
 
 /// `[cluster]`, validated.
@@ -119,6 +121,8 @@ pub struct SqlSpec {
     pub max_connections: usize,
     pub max_prepared: usize,
     pub max_session_log: usize,
+    /// Statements slower than this are logged; 0 = off.
+    pub slow_ms: u64,
 }
 
 impl std::fmt::Debug for SqlSpec {
@@ -318,6 +322,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let access = raw.access.as_ref().and_then(|a| check_access(&mut c, a, base, &session));
     let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session, access.is_some());
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
+    let log = raw.log.as_ref().and_then(|l| super::log::check_log(&mut c, l, base));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
     if let Some(s) = &raw.sql {
         super::tls::check_sql_tls(&mut c, s, tls.is_some());
@@ -353,6 +358,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         session,
         cluster,
         access,
+        log,
     })
 }
 
@@ -688,6 +694,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         ("sql.login_timeout_ms", &s.login_timeout_ms, 100, 600_000),
         ("sql.idle_timeout_ms", &s.idle_timeout_ms, 1_000, 31_536_000_000),
         ("sql.read_timeout_ms", &s.read_timeout_ms, 100, 604_800_000),
+        ("sql.slow_ms", &s.slow_ms, 0, 86_400_000),
     ] {
         if !(lo..=hi).contains(v.get_ref()) {
             c.err(key, v, format!("must be {lo}..={hi}"));
@@ -733,6 +740,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
         max_connections: *s.max_connections.get_ref(),
         max_prepared: *s.max_prepared.get_ref(),
         max_session_log: *s.max_session_log.get_ref(),
+        slow_ms: *s.slow_ms.get_ref(),
     })
 }
 

@@ -6,8 +6,9 @@ use crate::seams::session::Headers;
 use crate::seams::{Forward, Outcome, RequestView, SessionRun};
 use crate::upstream::Upstream;
 use pingora::proxy::Session;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A request in flight to one backend; ending it (drop) lowers `active`.
 pub struct Inflight {
@@ -62,6 +63,24 @@ pub struct Ctx {
     pub sent: bool,
     /// The backend's own response status.
     pub upstream_status: Option<u16>,
+    /// What the route's access check decided, for the access log.
+    pub decision: Decision,
+    /// Plugin faults during this request, counted while the access log is on.
+    pub faults: Option<Arc<AtomicU32>>,
+    /// The last backend attempt's time, once the request is over.
+    upstream_time: Option<Duration>,
+}
+
+/// The access decision on a request.
+#[derive(Debug, Default)]
+pub enum Decision {
+    /// The route has no access check (or it never ran).
+    #[default]
+    None,
+    Permit,
+    Deny(String),
+    /// An ongoing decision revoked the usage mid-response.
+    Revoked,
 }
 
 /// One request's session: what `before-request` asked for, and the run
@@ -90,6 +109,9 @@ impl Ctx {
             access: None,
             sent: false,
             upstream_status: None,
+            decision: Decision::None,
+            faults: None,
+            upstream_time: None,
         }
     }
 
@@ -153,6 +175,7 @@ impl Ctx {
     /// reached a backend and what the backend answered.
     pub async fn finish_access(&mut self, status: u16, failed: bool) {
         if let Some((gate, admitted)) = self.access.take() {
+            self.decision = if admitted.revoked.load(std::sync::atomic::Ordering::Relaxed) { Decision::Revoked } else { Decision::Permit };
             gate.finish(&admitted, status, failed, self.sent, self.upstream_status).await;
         }
     }
@@ -229,12 +252,61 @@ impl Ctx {
     pub fn finish(&mut self, status: u16, upstream_failed: bool) {
         if let Some(cur) = self.current.take() {
             let failed = upstream_failed || status >= 500;
-            cur.upstream.observe(cur.backend, cur.started.elapsed(), failed);
+            let took = cur.started.elapsed();
+            self.upstream_time = Some(took);
+            cur.upstream.observe(cur.backend, took, failed);
         }
         match (&self.route, &self.upstream) {
             (Some(route), Some(upstream)) => route.observe(upstream, self.backend, status, self.received.elapsed()),
             // No route matched (a rare 404): labelled empty, looked up here.
             _ => super::routes::observe_unrouted(status, self.received.elapsed()),
+        }
+    }
+}
+
+impl Ctx {
+    /// The finished request as the access log writes it.
+    pub fn log_record<'a>(&'a self, session: &'a Session, status: u16) -> crate::accesslog::Record<'a> {
+        let h = session.req_header();
+        let header = |name| h.headers.get(name).map(|v: &http::HeaderValue| v.as_bytes());
+        let (access, access_reason) = match &self.decision {
+            Decision::None => (None, None),
+            Decision::Permit => (Some("permit"), None),
+            Decision::Deny(why) => (Some("deny"), Some(why.as_str())),
+            Decision::Revoked => (Some("revoked"), Some("revoked by an ongoing access decision")),
+        };
+        crate::accesslog::Record {
+            request_id: &self.request_id,
+            client: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+            method: h.method.as_str(),
+            host: super::routes::host_of(h),
+            path: h.uri.path(),
+            query: h.uri.query(),
+            protocol: match h.version {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_09 => "HTTP/0.9",
+                _ => "HTTP/1.1",
+            },
+            tls: crate::tls::is_tls(session),
+            status: if status == 0 { 499 } else { status },
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            duration: self.received.elapsed(),
+            upstream_time: self.upstream_time,
+            route: self.route.as_ref().map(|r| &*r.label),
+            upstream: self.upstream.as_ref().map(|u| u.name()),
+            backend: match (&self.upstream, self.backend) {
+                (Some(u), Some(i)) => Some(u.backends()[i].address.as_str()),
+                _ => None,
+            },
+            retries: self.tried.len(),
+            session: self.session.as_ref().and_then(|s| s.run.outcome()).map(|o| o.as_str()),
+            access,
+            access_reason,
+            plugin_faults: self.faults.as_ref().map_or(0, |f| f.load(std::sync::atomic::Ordering::Relaxed)),
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
         }
     }
 }

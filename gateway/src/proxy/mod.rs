@@ -16,7 +16,8 @@
 //! | `response_body_filter`   | a usage revoked by an ongoing decision, or a  |
 //! |                          | user whose sessions were revoked, stops       |
 //! | `logging`                | session `after-response` if the upstream      |
-//! |                          | failed; access post-update; stats, metrics    |
+//! |                          | failed; access post-update; stats, metrics;   |
+//! |                          | the access log line                           |
 //! | `fail_to_proxy`          | the gateway's own error answer (cause, id)    |
 
 mod capped;
@@ -27,12 +28,14 @@ pub use capped::Capped;
 pub use ctx::Ctx;
 pub use routes::{label as route_label, Router};
 
+use crate::accesslog::counting;
 use crate::seams::{LbError, SessionAction};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::FailToProxy;
 use pingora::prelude::*;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Headers the gateway owns: stripped from client requests and from
@@ -47,6 +50,8 @@ pub struct Gateway {
     pub hsts: Option<http::HeaderValue>,
     /// Cleartext requests get a 308 to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// `[log]`; `None` costs a request one branch.
+    pub access_log: Option<Arc<crate::accesslog::AccessLog>>,
 }
 
 #[async_trait]
@@ -54,7 +59,11 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new()
+        let mut ctx = Ctx::new();
+        if self.access_log.is_some() {
+            ctx.faults = Some(Arc::default());
+        }
+        ctx
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -72,16 +81,17 @@ impl ProxyHttp for Gateway {
         ctx.start(matched);
         if let Some(gate) = &matched.access {
             let req = ctx.view(session);
-            match gate.admit(&req).await {
+            match counting(ctx.faults.clone(), gate.admit(&req)).await {
                 Ok(admitted) => ctx.access = Some((gate.clone(), admitted)),
                 Err(refusal) => {
+                    ctx.decision = ctx::Decision::Deny(refusal.reason.clone());
                     self.answer(session, ctx, refusal.status, &refusal.reason).await?;
                     return Ok(true);
                 }
             }
         }
         match &matched.session {
-            Some(policy) => self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label).await,
+            Some(policy) => counting(ctx.faults.clone(), self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label)).await,
             None => Ok(false),
         }
     }
@@ -90,7 +100,7 @@ impl ProxyHttp for Gateway {
         let upstream = ctx.upstream();
         let i = match ctx.pinned() {
             Some(i) => i,
-            None => upstream.pick(&ctx.view_for_lb(session), &ctx.tried).await.map_err(|e| {
+            None => counting(ctx.faults.clone(), upstream.pick(&ctx.view_for_lb(session), &ctx.tried)).await.map_err(|e| {
                 let msg = match e {
                     LbError::NoBackend(m) => m,
                     LbError::Plugin(e) => e.message,
@@ -137,7 +147,7 @@ impl ProxyHttp for Gateway {
         ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
             let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-            ctx.finish_session(resp.status.as_u16(), seen).await
+            counting(ctx.faults.clone(), ctx.finish_session(resp.status.as_u16(), seen)).await
         } else {
             Vec::new()
         };
@@ -201,9 +211,12 @@ impl ProxyHttp for Gateway {
         let upstream_failed = e.is_some_and(|e| matches!(e.esource, pingora::ErrorSource::Upstream));
         // No response reached `response_filter`: the session still learns
         // the outcome (and frees its locks); its headers have nowhere to go.
-        ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new()).await;
-        ctx.finish_access(status, e.is_some()).await;
+        counting(ctx.faults.clone(), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new())).await;
+        counting(ctx.faults.clone(), ctx.finish_access(status, e.is_some())).await;
         ctx.finish(status, upstream_failed);
+        if let Some(log) = &self.access_log {
+            log.write(&ctx.log_record(session, status));
+        }
     }
 }
 

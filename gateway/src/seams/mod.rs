@@ -10,5 +10,5 @@ pub mod sql;
 pub use access::{AccessCheck, AccessDecision, AttrUpdate, Usage, UsageOutcome};
 pub use lb::{LbError, LbPolicy, RoundRobin};
 pub use request::RequestView;
-pub use session::{Forward, NoSession, Outcome, Reply, SessionAction, SessionPolicy, SessionRun};
+pub use session::{Forward, NoSession, Outcome, Reply, SessionAction, SessionOutcome, SessionPolicy, SessionRun};
 pub use sql::{ClassicSplit, ConnInfo, Route, SqlRouter, Statement, StatementClass};

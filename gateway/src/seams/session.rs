@@ -59,7 +59,53 @@ pub trait SessionRun: Send + Sync {
     fn revoked(&self) -> bool {
         false
     }
+
+    /// What the strategy did with its store, for the access log.
+    fn outcome(&self) -> Option<SessionOutcome> {
+        None
+    }
 }
+
+/// A request's session as the host saw its store calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    /// Stored a session without loading one.
+    New,
+    Loaded,
+    /// Retired a session id (rotation, as at a login).
+    Renewed,
+    /// A store call failed.
+    StoreError,
+}
+
+impl SessionOutcome {
+    /// Store calls seen during a request's hooks (`SEEN_*` bits).
+    pub fn of(seen: u8) -> Option<Self> {
+        match seen {
+            s if s & SEEN_STORE_ERROR != 0 => Some(Self::StoreError),
+            s if s & SEEN_RENEWED != 0 => Some(Self::Renewed),
+            s if s & SEEN_LOADED != 0 => Some(Self::Loaded),
+            s if s & SEEN_STORED != 0 => Some(Self::New),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Loaded => "loaded",
+            Self::Renewed => "renewed",
+            Self::StoreError => "store_error",
+        }
+    }
+}
+
+/// A read found a session (a store value, or a valid signed token).
+pub const SEEN_LOADED: u8 = 1;
+/// A write or a signed token.
+pub const SEEN_STORED: u8 = 2;
+pub const SEEN_RENEWED: u8 = 4;
+pub const SEEN_STORE_ERROR: u8 = 8;
 
 /// A route's session strategy.
 #[async_trait::async_trait]

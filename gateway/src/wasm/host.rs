@@ -3,6 +3,7 @@
 
 use super::{clock, log, metrics, shared, store, tokens, types};
 use crate::config::PluginSpec;
+use crate::seams::session::{SEEN_LOADED, SEEN_RENEWED, SEEN_STORED, SEEN_STORE_ERROR};
 use crate::seams::RequestView;
 use crate::session::{StoreError, Stores, Tier};
 use parking_lot::Mutex;
@@ -145,6 +146,9 @@ pub struct HostState {
     /// plugin told `store.index`; the session adapter moves it to the
     /// request (a revoke of that principal cuts its response).
     pub(crate) principal: Option<String>,
+    /// The store calls of the current session hook (`SEEN_*` bits of
+    /// `seams::session`), for the access log's session outcome.
+    pub(crate) seen: u8,
 }
 
 impl HostState {
@@ -170,6 +174,7 @@ impl HostState {
             stores,
             locks: Vec::new(),
             principal: None,
+            seen: 0,
         }
     }
 
@@ -177,6 +182,16 @@ impl HostState {
     /// Put a request in the table for the duration of one call.
     pub(crate) fn lend(&mut self, req: &RequestRef) -> wasmtime::Result<Resource<RequestRef>> {
         Ok(self.table.push(req.clone())?)
+    }
+
+    /// Note a store call for the session outcome: `bit` if it succeeded
+    /// and `hit`, a store error if it failed.
+    fn saw<T, E>(&mut self, out: &Result<T, E>, hit: bool, bit: u8) {
+        self.seen |= match out {
+            Ok(_) if hit => bit,
+            Ok(_) => 0,
+            Err(_) => SEEN_STORE_ERROR,
+        };
     }
 
     fn req(&self, r: &Resource<RequestRef>) -> &RequestView {
@@ -323,6 +338,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.get(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
         out
     }
 
@@ -331,6 +347,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.set(tier(t), &key, value, ttl_s).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, true, SEEN_STORED);
         out
     }
 
@@ -339,6 +356,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.delete(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, false, 0);
         out
     }
 
@@ -347,6 +365,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.retire(tier(t), &key, ttl_s).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, true, SEEN_RENEWED);
         out
     }
 
@@ -355,6 +374,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.add(tier(t), &key, value, ttl_s).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
         out
     }
 
@@ -363,6 +383,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.get_versioned(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
         Ok(out?.map(|(value, version)| store::Versioned { value, version }))
     }
 
@@ -371,6 +392,7 @@ impl store::Host for HostState {
         let stores = self.stores.clone();
         let out = stores.cas(tier(t), &key, value, ttl_s, version).await.map_err(to_wit);
         self.clock.resume();
+        self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
         out
     }
 
@@ -430,10 +452,16 @@ impl store::Host for HostState {
 
 impl tokens::Host for HostState {
     fn sign(&mut self, payload: Vec<u8>, ttl_s: u32) -> Result<String, String> {
-        self.stores.tokens.sign(&payload, ttl_s)
+        let out = self.stores.tokens.sign(&payload, ttl_s);
+        self.saw(&out, true, SEEN_STORED);
+        out
     }
     fn verify(&mut self, token: String) -> Option<Vec<u8>> {
-        self.stores.tokens.verify(&token)
+        let out = self.stores.tokens.verify(&token);
+        if out.is_some() {
+            self.seen |= SEEN_LOADED;
+        }
+        out
     }
     fn new_id(&mut self) -> String {
         crate::session::new_id()

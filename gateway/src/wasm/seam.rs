@@ -166,8 +166,14 @@ impl<S: Seam> Generation<S> {
             })
             .await;
         let Some((mut inst, out)) = out else {
+            crate::accesslog::fault();
             return Err(Error::plugin(PluginFault::Trap, &self.plugin.spec.name, format!("{hook}: the plugin pool lost the call")));
         };
+        if out.is_err() {
+            // Here, not where the fault is counted: the call may have
+            // finished on the plugin pool, outside the request's task.
+            crate::accesslog::fault();
+        }
         let checked = check(out.map_err(|e| LoadedPlugin::with_panic(e, &mut inst.store))?)?;
         self.checkin(inst);
         Ok(checked)

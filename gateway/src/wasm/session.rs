@@ -11,7 +11,7 @@ use crate::error::{Error, PluginFault};
 use crate::metrics::plugin_fault;
 use crate::proxy::INTERNAL_PREFIX;
 use crate::seams::session::Headers;
-use crate::seams::{Forward, NoSession, Outcome, Reply, RequestView, SessionAction, SessionPolicy, SessionRun};
+use crate::seams::{Forward, NoSession, Outcome, Reply, RequestView, SessionAction, SessionOutcome, SessionPolicy, SessionRun};
 use crate::session::{Stores, Tier};
 use http::{HeaderName, HeaderValue};
 use std::sync::Arc;
@@ -45,6 +45,9 @@ type Locks = Vec<(Tier, String, String)>;
 /// The principal a hook said the request's session belongs to.
 type Principal = Option<String>;
 
+/// The store calls a hook made (`SEEN_*` bits), for the session outcome.
+type Seen = u8;
+
 /// A Wasm session plugin serving one route.
 pub struct WasmSession {
     hosted: Hosted<SessionSeam>,
@@ -60,40 +63,42 @@ impl WasmSession {
 }
 
 /// `before-request` on one generation.
-async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks, Principal), Error> {
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
     let req = req.clone();
-    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks, Principal), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks, Principal, Seen), _>(move |inst, ()| {
         Box::pin(async move {
             inst.store.data_mut().locks.clear();
             inst.store.data_mut().principal = None;
+            inst.store.data_mut().seen = 0;
             let handle = inst.store.data_mut().lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
             let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
             inst.store.data_mut().table.delete(handle)?;
             let locks = std::mem::take(&mut inst.store.data_mut().locks);
             let principal = inst.store.data_mut().principal.take();
-            Ok((out?, locks, principal))
+            Ok((out?, locks, principal, inst.store.data().seen))
         })
     });
     generation.call("before-request", arm, call, Ok).await
 }
 
 /// `after-response` on one generation, with the request's locks.
-async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks, Principal), Error> {
+async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks, Principal, Seen), Error> {
     let resp = wit::Response {
         status: outcome.status,
         headers: outcome.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
         backend: outcome.backend,
         pin_lost: outcome.pin_lost,
     };
-    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks, Principal), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks, Principal, Seen), _>(move |inst, ()| {
         Box::pin(async move {
             inst.store.data_mut().locks = locks;
             inst.store.data_mut().principal = None;
+            inst.store.data_mut().seen = 0;
             let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
             let locks = std::mem::take(&mut inst.store.data_mut().locks);
             let principal = inst.store.data_mut().principal.take();
-            Ok((out?, locks, principal))
+            Ok((out?, locks, principal, inst.store.data().seen))
         })
     });
     generation.call("after-response", LoadedPlugin::arm, call, Ok).await
@@ -140,6 +145,8 @@ struct Run {
     name: String,
     /// The request of a principal: a revoke of theirs cuts it.
     watch: Option<crate::session::index::Watch>,
+    /// The store calls of both hooks.
+    seen: Seen,
 }
 
 #[async_trait::async_trait]
@@ -148,11 +155,16 @@ impl SessionRun for Run {
         self.watch.as_ref().is_some_and(|w| w.revoked())
     }
 
+    fn outcome(&self) -> Option<SessionOutcome> {
+        SessionOutcome::of(self.seen)
+    }
+
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers {
         let locks = std::mem::take(&mut self.locks);
         let out = after(&self.generation, context, outcome, locks).await;
-        let answer = out.and_then(|(list, locks, principal)| {
+        let answer = out.and_then(|(list, locks, principal, seen)| {
             self.locks = locks;
+            self.seen |= seen;
             self.watch_principal(principal);
             headers(&self.name, "after-response", list, false)
         });
@@ -207,10 +219,10 @@ impl SessionPolicy for WasmSession {
 
     async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
         let generation = self.hosted.current();
-        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p)| Ok((action(&self.hosted.name, a)?, locks, p)));
+        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
-            Ok((action, locks, principal)) => {
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None };
+            Ok((action, locks, principal, seen)) => {
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
@@ -230,7 +242,7 @@ impl SwapTarget for WasmSession {
     /// empty request (no cookie: a new visitor).
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
         let next = self.hosted.next(plugin).await?;
-        let (a, locks, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
+        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
         for (tier, key, owner) in locks {
             let _ = self.stores.unlock(tier, &key, &owner).await;
         }

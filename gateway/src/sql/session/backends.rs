@@ -122,6 +122,7 @@ impl Session {
                 // Flushed by `run` after `after`: a write is acknowledged
                 // only once its GTID is known.
                 self.warnings = scanner.warnings;
+                self.rows = scanner.rows;
                 self.ok_gtid = scanner.last_gtid.take();
                 return Ok((end, scanner.prepared));
             }

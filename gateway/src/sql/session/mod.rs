@@ -173,6 +173,8 @@ struct Session {
     vars_on_primary: bool,
     /// Warnings the last response reported.
     warnings: u16,
+    /// Rows the last response carried (or affected).
+    rows: u64,
     /// Where the statement that last set the diagnostics ran.
     diag_node: Option<usize>,
     /// Where the client's last statement that may write ran.
@@ -222,6 +224,7 @@ impl Session {
             last_gtid: None,
             vars_on_primary: false,
             warnings: 0,
+            rows: 0,
             diag_node: None,
             write_node: None,
             last_prepared: None,
@@ -278,8 +281,10 @@ impl Session {
                 Some(cmd) => {
                     let active = &metrics().sql_active_commands;
                     active.inc();
+                    let started = Instant::now();
                     let out = self.command(cmd, &payload).await;
                     active.dec();
+                    self.slow(cmd, &payload, started);
                     out
                 }
             };
@@ -302,6 +307,27 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// `[sql] slow_ms`: a statement (query or execute) that took longer
+    /// is logged at warn with its digest, where it ran, rows and time.
+    fn slow(&self, cmd: u8, payload: &[u8], started: Instant) {
+        let limit = self.proxy.spec.slow_ms;
+        let took = started.elapsed();
+        if limit == 0 || took.as_millis() < u128::from(limit) {
+            return;
+        }
+        let text = match cmd {
+            COM_QUERY => lossy(&payload[1..]),
+            COM_STMT_EXECUTE => match Self::u32_at(payload, 1).and_then(|id| self.stmts.get(&id)) {
+                Some(ps) => ps.sql.clone(),
+                None => return,
+            },
+            _ => return,
+        };
+        let digest = switchyard_mysql::digest::digest(&text).unwrap_or_else(|| "(not digestible)".into());
+        let destination = self.last_node.map_or("-", |n| self.proxy.nodes[n].role.as_str());
+        tracing::warn!(target: "switchyard::sql::slow", digest = %digest, destination, rows = self.rows, ms = took.as_millis() as u64, user = %self.login.user, "slow statement");
     }
 
     async fn command(&mut self, cmd: u8, payload: &[u8]) -> Res {
