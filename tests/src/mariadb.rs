@@ -30,6 +30,8 @@ pub struct Maria {
     dir: PathBuf,
     child: Option<Child>,
     watchdog: Option<Child>,
+    /// Extra server options (TLS).
+    extra: Vec<String>,
 }
 
 impl Maria {
@@ -63,7 +65,7 @@ impl Maria {
             eprintln!("mariadb-install-db failed, retrying:\n{failure}");
         }
         assert!(failure.is_empty(), "mariadb-install-db failed 3 times:\n{failure}");
-        let mut m = Self { port: free_port(), server_id, dir, child: None, watchdog: None };
+        let mut m = Self { port: free_port(), server_id, dir, child: None, watchdog: None, extra: Vec::new() };
         m.start();
         m
     }
@@ -84,6 +86,7 @@ impl Maria {
             .args(["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M", "--innodb-flush-log-at-trx-commit=2", "--sync-binlog=0"])
             .args(["--max-connections=500", "--performance-schema=0", "--skip-log-error"])
             .args(user_arg())
+            .args(&self.extra)
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         if self.server_id != 1 {
@@ -103,6 +106,13 @@ impl Maria {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("mariadbd on port {} did not start within 60 s", self.port);
+    }
+
+    /// Restart with TLS on (this certificate chain and key), keeping its data.
+    pub fn restart_with_tls(&mut self, cert: &Path, key: &Path) {
+        self.extra = vec![format!("--ssl-cert={}", cert.display()), format!("--ssl-key={}", key.display())];
+        self.kill();
+        self.start();
     }
 
     /// The server's process id (for CPU limits in benchmarks).

@@ -66,7 +66,7 @@ fn the_scanner_ends_real_responses_exactly() {
             caps.set(CapabilityFlags::CLIENT_DEPRECATE_EOF, deprecate_eof);
             let stream = tokio::net::TcpStream::connect(cluster.primary.addr()).await.unwrap();
             let mut io = PacketIo::new(stream);
-            let (caps, _, _, _) = login(&mut io, APP_USER, APP_PASSWORD, caps, 0, 45).await.expect("raw login");
+            let (caps, _, _, _) = login(&mut io, APP_USER, APP_PASSWORD, caps, 0, 45, None).await.expect("raw login");
             assert_eq!(caps.contains(CapabilityFlags::CLIENT_DEPRECATE_EOF), deprecate_eof);
             record(&mut io, &[&[0x02u8][..], DB.as_bytes()].concat()).await;
             for (name, payload, expect) in commands() {

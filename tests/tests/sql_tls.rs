@@ -1,7 +1,8 @@
 //! The SQL listener over TLS, with the `mariadb` CLI nobody here wrote:
 //! `--ssl-verify-server-cert` against a test CA, `[sql] require_tls`
 //! refusing a client that stays in cleartext, and reads and writes still
-//! split across a real primary and replica under TLS.
+//! split across a real primary and replica under TLS. And TLS from the
+//! gateway to a MariaDB primary that refuses insecure transport.
 
 use std::net::SocketAddr;
 use switchyard_tests::mariadb::{cli, Cluster, SqlGateway, APP_PASSWORD, APP_USER, DB};
@@ -84,4 +85,34 @@ fn tls_is_optional_unless_required() {
     assert!(ok && out.lines().any(|l| l.starts_with("SSL:") && l.contains("Not in use")), "{out}");
     let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["--ssl", &format!("--ssl-ca={}", ca.to_str().unwrap()), "--ssl-verify-server-cert", "-e", "SELECT 40 + 2"]);
     assert!(ok && out.trim() == "42", "{out}");
+}
+
+#[test]
+fn the_gateway_speaks_tls_to_a_backend_that_requires_it() {
+    let mut cluster = Cluster::start(0);
+    let pki = Pki::new("ca-sql-backend");
+    let (cert, key) = pki.leaf("primary", "primary", &["127.0.0.1"], false);
+    cluster.primary.restart_with_tls(&cert, &key);
+    cluster.primary.sql("SET GLOBAL require_secure_transport = ON");
+    let ca = pki.ca_file();
+
+    let gw = SqlGateway::start(&cluster, None, &format!("\n[sql.backend_tls]\nca_file = {ca:?}\n"));
+    let (ok, out) = cli(gw.sql, APP_USER, APP_PASSWORD, &["-e", "SHOW SESSION STATUS LIKE 'Ssl_version'"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("TLSv1.3"), "the backend session is encrypted: {out}");
+
+    // Without [sql.backend_tls] the primary refuses the gateway's logins
+    // (it answers "access denied" to a cleartext one): the client is told
+    // the primary is unreachable, with the server error that means it.
+    let plain = SqlGateway::start(&cluster, None, "");
+    let (ok, out) = cli(plain.sql, APP_USER, APP_PASSWORD, &["-e", "SELECT 1"]);
+    assert!(!ok && out.contains("ERROR 1429") && out.contains("primary"), "{out}\n{}", plain.proc.log_text());
+
+    // A certificate from a CA the gateway does not trust is refused.
+    let other = Pki::new("ca-sql-untrusted");
+    let wrong = SqlGateway::start(&cluster, None, &format!("\n[sql.backend_tls]\nca_file = {:?}\n", other.ca_file()));
+    let (ok, out) = cli(wrong.sql, APP_USER, APP_PASSWORD, &["-e", "SELECT 1"]);
+    assert!(!ok && out.contains("ERROR 1429"), "{out}");
+    let log = wrong.proc.log_text();
+    assert!(log.contains("TLS to the backend failed") && log.contains("certificate"), "the log says why: {log}");
 }

@@ -379,6 +379,7 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     caps: CapabilityFlags,
     ext_caps: u32,
     collation: u8,
+    tls: Option<&dyn StartTls<S>>,
 ) -> Result<(CapabilityFlags, String, u32, u32), SqlError> {
     let (_, payload) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;
     if payload.first() == Some(&0xFF) {
@@ -402,6 +403,12 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     if ext == 0 {
         caps |= CapabilityFlags::CLIENT_LONG_PASSWORD;
     }
+    if tls.is_some() {
+        if !hs.capabilities().contains(CapabilityFlags::CLIENT_SSL) {
+            return Err(SqlError::new(2026, "HY000", format!("the backend ({version}) does not offer TLS, which [sql.backend_tls] asks for")));
+        }
+        caps |= CapabilityFlags::CLIENT_SSL;
+    }
     let nonce = hs.nonce();
     let scramble = scramble_native(&nonce, password.as_bytes()).map(|s| s.to_vec());
     let resp = HandshakeResponse::new(
@@ -420,7 +427,17 @@ pub async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     if ext != 0 && buf.len() >= RESPONSE_EXT_AT + 4 {
         buf[RESPONSE_EXT_AT..RESPONSE_EXT_AT + 4].copy_from_slice(&ext.to_le_bytes());
     }
-    io.send(1, &buf).await.map_err(SqlError::io)?;
+    let mut seq = 1;
+    if let Some(tls) = tls {
+        // The SSL request is the response's first 32 bytes (capabilities,
+        // packet size, collation, MariaDB's extended capabilities); the
+        // whole response follows over TLS.
+        io.send(seq, &buf[..32]).await.map_err(SqlError::io)?;
+        tls.start(io).await.map_err(|e| SqlError::new(2026, "HY000", format!("TLS to the backend failed: {e}")))?;
+        seq = 2;
+    }
+    io.send(seq, &buf).await.map_err(SqlError::io)?;
+    let caps = caps - CapabilityFlags::CLIENT_SSL;
     let mut answers = 0;
     loop {
         let (seq, reply) = io.read_packet(1 << 16).await.map_err(SqlError::io)?;

@@ -61,9 +61,28 @@ impl SqlError {
         Self::new(2013, "HY000", format!("lost connection: {e}"))
     }
 
-    /// The ERR packet payload.
+    /// The ERR packet payload. Codes 2000-2999 are client-library errors
+    /// (CR_*): MariaDB's Connector/C reads one from a server as a
+    /// malformed packet (the `mariadb` CLI printed "Received malformed
+    /// packet" instead of "the primary is down"), so on the wire they
+    /// become the server errors that mean the same to a client.
     pub fn payload(&self) -> Vec<u8> {
-        wire::err_payload(self.code, &self.state, &self.message)
+        wire::err_payload(self.wire_code(), &self.state, &self.message)
+    }
+
+    /// The code a client is sent for this error.
+    pub fn wire_code(&self) -> u16 {
+        match self.code {
+            // CR_CONN_HOST_ERROR: ER_CONNECT_TO_FOREIGN_DATA_SOURCE ("Unable to
+            // connect to foreign data source"), what FEDERATED and Spider say.
+            2003 => 1429,
+            // CR_SERVER_LOST: ER_NET_READ_ERROR.
+            2013 => 1158,
+            // CR_MALFORMED_PACKET: ER_NET_PACKETS_OUT_OF_ORDER.
+            2027 => 1156,
+            2000..=2999 => 1105,
+            code => code,
+        }
     }
 }
 
@@ -76,6 +95,16 @@ impl std::fmt::Display for SqlError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clients_are_never_sent_client_library_error_codes() {
+        for code in 2000..=2999 {
+            let w = super::SqlError::new(code, "HY000", String::new()).wire_code();
+            assert!(!(2000..=2999).contains(&w), "{code} -> {w}");
+        }
+        assert_eq!(super::SqlError::new(3159, "08004", String::new()).wire_code(), 3159);
+        assert_eq!(super::SqlError::new(1045, "28000", String::new()).wire_code(), 1045);
+    }
+
     use super::StatementClass;
 
     #[test]

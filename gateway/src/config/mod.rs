@@ -9,7 +9,7 @@ mod validate;
 
 pub use log::{default_fields, Field, LogFormat, LogSpec};
 pub use model::*;
-pub use tls::{CertSpec, Protocol, TlsSpec, UpstreamTls};
+pub use tls::{CertSpec, Protocol, SqlBackendTls, TlsSpec, UpstreamTls};
 pub use validate::{AccessSpec, AdminSpec, CentralSpec, ClusterSpec, RouteAccessSpec, DurableSpec, IoTimeouts, PluginSpec, RouteSpec, SessionSpec, SqlReplicaSpec, SqlSpec, UpstreamSpec, ValidConfig};
 
 use std::fmt;

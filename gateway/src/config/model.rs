@@ -109,6 +109,21 @@ fn default_tls_watch_ms() -> u64 {
     2000
 }
 
+/// `[sql.backend_tls]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlBackendTlsSection {
+    /// Trust these CAs instead of the system roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Check the backend's certificate and name (false is logged).
+    #[serde(default = "yes_spanned")]
+    pub verify: Spanned<bool>,
+    /// The name verified; default: each backend's IP.
+    pub server_name: Option<Spanned<String>>,
+    /// `primary`, `replica-N`: the backends that speak TLS; default all.
+    pub backends: Option<Spanned<Vec<String>>>,
+}
+
 /// `[[server.tls.certs]]`: one certificate chain and its key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -408,6 +423,9 @@ pub struct SqlSection {
     /// Refuse clients that do not switch to TLS.
     #[serde(default)]
     pub require_tls: Option<Spanned<bool>>,
+    /// TLS from the gateway to the SQL backends (`[sql.backend_tls]`).
+    #[serde(default)]
+    pub backend_tls: Option<SqlBackendTlsSection>,
     #[serde(default)]
     pub replicas: Vec<SqlReplicaSection>,
     /// Client logins; the gateway logs in to the backends as the same user.

@@ -121,6 +121,57 @@ pub(super) fn check_server_tls(c: &mut Checker, t: &TlsSection, base: &Path) -> 
     })
 }
 
+/// TLS from the gateway to the SQL backends.
+#[derive(Clone)]
+pub struct SqlBackendTls {
+    /// DER CA certificates; `None`: the system roots.
+    pub ca: Option<Vec<Vec<u8>>>,
+    pub verify: bool,
+    pub server_name: Option<String>,
+    /// Roles (`primary`, `replica-N`) that speak TLS; `None`: all.
+    pub backends: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for SqlBackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlBackendTls").field("ca", &self.ca.as_ref().map(Vec::len)).field("verify", &self.verify).field("server_name", &self.server_name).field("backends", &self.backends).finish()
+    }
+}
+
+impl SqlBackendTls {
+    /// Does the backend in `role` speak TLS?
+    pub fn covers(&self, role: &str) -> bool {
+        self.backends.as_ref().is_none_or(|b| b.iter().any(|r| r == role))
+    }
+}
+
+pub(super) fn check_sql_backend_tls(c: &mut Checker, t: &super::model::SqlBackendTlsSection, replicas: usize, base: &Path) -> Option<SqlBackendTls> {
+    let ca = t.ca_file.as_ref().and_then(|f| match crate::tls::read_chain(&base.join(f.get_ref())) {
+        Ok(chain) => Some(chain.into_iter().map(|c| c.to_vec()).collect()),
+        Err(e) => {
+            c.err("sql.backend_tls.ca_file", f, e);
+            None
+        }
+    });
+    if let Some(n) = &t.server_name {
+        if !valid_name(n.get_ref()) && n.get_ref().parse::<std::net::IpAddr>().is_err() {
+            c.err("sql.backend_tls.server_name", n, format!("{:?} is not a DNS name or IP address", n.get_ref()));
+        }
+    }
+    if let Some(b) = &t.backends {
+        let known: Vec<String> = std::iter::once("primary".to_string()).chain((0..replicas).map(|i| format!("replica-{i}"))).collect();
+        if let Some(bad) = b.get_ref().iter().find(|r| !known.contains(r)) {
+            c.err("sql.backend_tls.backends", b, format!("{bad:?} is not a backend; they are {}", known.join(", ")));
+        }
+    }
+    Some(SqlBackendTls {
+        ca,
+        verify: *t.verify.get_ref(),
+        server_name: t.server_name.as_ref().map(|n| n.get_ref().clone()),
+        backends: t.backends.as_ref().map(|b| b.get_ref().clone()),
+    })
+}
+
 /// `[sql] tls` takes its certificates from `[server.tls]`.
 pub(super) fn check_sql_tls(c: &mut Checker, s: &SqlSection, server_tls: bool) {
     let tls = s.tls.as_ref().is_some_and(|t| *t.get_ref());

@@ -98,6 +98,8 @@ pub struct SqlSpec {
     pub tls: bool,
     /// Clients must.
     pub require_tls: bool,
+    /// TLS to the backends.
+    pub backend_tls: Option<super::SqlBackendTls>,
     pub router: Option<String>,
     pub replica_lb: Option<String>,
     pub primary: SocketAddr,
@@ -323,7 +325,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session, access.is_some());
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let log = raw.log.as_ref().and_then(|l| super::log::check_log(&mut c, l, base));
-    let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins));
+    let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins, base));
     if let Some(s) = &raw.sql {
         super::tls::check_sql_tls(&mut c, s, tls.is_some());
     }
@@ -642,7 +644,8 @@ fn secret(c: &mut Checker, key: &str, inline: &Option<Spanned<String>>, env: &Op
     }
 }
 
-fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginSpec>) -> Option<SqlSpec> {
+fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginSpec>, base: &Path) -> Option<SqlSpec> {
+    let backend_tls = s.backend_tls.as_ref().and_then(|t| super::tls::check_sql_backend_tls(c, t, s.replicas.len(), base));
     let listen = match &s.listen {
         Some(l) => c.addr("sql.listen".into(), l),
         None => Some(SocketAddr::from(([127, 0, 0, 1], 6033))),
@@ -719,6 +722,7 @@ fn check_sql(c: &mut Checker, s: &SqlSection, plugins: &BTreeMap<String, PluginS
     Some(SqlSpec {
         tls: s.tls.as_ref().is_some_and(|t| *t.get_ref()),
         require_tls: s.require_tls.as_ref().is_some_and(|t| *t.get_ref()),
+        backend_tls,
         listen: listen?,
         router: s.router.as_ref().map(|r| r.get_ref().clone()),
         replica_lb: s.replica_lb.as_ref().map(|r| r.get_ref().clone()),

@@ -26,7 +26,7 @@ pub struct PoolKey {
 
 /// One authenticated connection to a backend.
 pub struct BackendConn {
-    pub io: PacketIo<TcpStream>,
+    pub io: PacketIo<super::tls::ClientStream>,
     pub caps: CapabilityFlags,
     pub key: PoolKey,
     /// Session-log entries replayed on this connection (see `Session`).
@@ -105,10 +105,16 @@ impl BackendConn {
         Ok(self.command(&p, Expect::Result).await?.0)
     }
 
-    /// True if the peer has closed or sent something unasked.
-    fn is_stale(&self) -> bool {
+    /// True if the peer has closed or sent something unasked: one read
+    /// attempt that must find nothing to read yet.
+    fn is_stale(&mut self) -> bool {
+        if !self.io.drained() {
+            return true;
+        }
         let mut b = [0u8; 1];
-        !self.io.drained() || !matches!(self.io.stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let mut buf = tokio::io::ReadBuf::new(&mut b);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        !tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.io.stream), &mut cx, &mut buf).is_pending()
     }
 }
 
@@ -131,6 +137,8 @@ pub struct Node {
     command_timeout: Duration,
     /// `switchyard_sql_statements_total` for this node by class, resolved once.
     statements: [prometheus::IntCounter; 6],
+    /// TLS to this backend (`[sql.backend_tls]`).
+    tls: Option<super::tls::BackendTls>,
 }
 
 /// `switchyard_sql_statements_total{backend}` by class, `index` order.
@@ -182,7 +190,14 @@ impl Node {
             command_timeout,
             statements: statement_counters(&role),
             role,
+            tls: None,
         }
+    }
+
+    /// Speak TLS to this backend.
+    pub fn with_tls(mut self, tls: Option<super::tls::BackendTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Count a statement of class `c` sent here.
@@ -222,8 +237,10 @@ impl Node {
         loop {
             let pooled = self.idle.lock().get_mut(key).and_then(Vec::pop);
             match pooled {
-                Some(c) if c.is_stale() => continue,
-                Some(c) => {
+                Some(mut c) => {
+                    if c.is_stale() {
+                        continue;
+                    }
                     self.gauge_idle();
                     return Ok(c);
                 }
@@ -238,9 +255,10 @@ impl Node {
             .map_err(|_| fail(format!("no answer within {} ms", self.connect_timeout.as_millis())))?
             .map_err(|e| fail(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let mut io = PacketIo::new(stream);
+        let mut io = PacketIo::new(Box::new(stream) as super::tls::ClientStream);
         let caps = CapabilityFlags::from_bits_truncate(key.caps);
-        let (caps, server_version, _, thread_id) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.ext, key.collation))
+        let tls = self.tls.as_ref().map(|t| t as &dyn switchyard_mysql::auth::StartTls<super::tls::ClientStream>);
+        let (caps, server_version, _, thread_id) = tokio::time::timeout(self.connect_timeout, login(&mut io, &key.user, password, caps, key.ext, key.collation, tls))
             .await
             .map_err(|_| fail("login timed out".into()))??;
         let mut conn = BackendConn {
@@ -332,7 +350,7 @@ mod tests {
         let held = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut conn = BackendConn {
-            io: PacketIo::new(stream),
+            io: PacketIo::new(Box::new(stream) as super::super::tls::ClientStream),
             caps: CapabilityFlags::CLIENT_PROTOCOL_41,
             key: PoolKey { user: "u".into(), caps: 0, ext: 0, collation: 45 },
             applied: 0,

@@ -9,7 +9,7 @@
 pub mod backend;
 mod health;
 mod session;
-mod tls;
+pub mod tls;
 
 pub use switchyard_mysql::{auth, classify, wire, SqlError};
 
@@ -118,7 +118,16 @@ impl SqlProxy {
         let timeout = Duration::from_millis(spec.connect_timeout_ms);
         // Gateway-issued commands include causal waits of up to causal_timeout_ms.
         let command = Duration::from_millis(spec.connect_timeout_ms + spec.causal_timeout_ms + 1000);
-        let node = |addr, role| Arc::new(Node::new(addr, role, spec.pool_idle, timeout, command));
+        let node = |addr, role: String| {
+            let tls = spec.backend_tls.as_ref().and_then(|t| match tls::BackendTls::for_backend(t, &role, addr) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::error!(backend = %role, "no TLS to this backend: {e}");
+                    None
+                }
+            });
+            Arc::new(Node::new(addr, role, spec.pool_idle, timeout, command).with_tls(tls))
+        };
         let mut nodes = vec![node(spec.primary, "primary".into())];
         nodes.extend(spec.replicas.iter().enumerate().map(|(i, r)| node(r.addr, format!("replica-{i}"))));
         let mut set = |name: String, members: Vec<usize>| {

@@ -1,6 +1,8 @@
-//! The SQL listener's switch to TLS: after a client's SSL request, the
-//! connection continues over rustls with the HTTPS listener's
-//! certificates (one `TlsHub`, one reload path). TLS ends at the gateway.
+//! TLS on the SQL listener and toward the SQL backends. After a client's
+//! SSL request, the connection continues over rustls with the HTTPS
+//! listener's certificates (one `TlsHub`, one reload path); toward a
+//! backend in `[sql.backend_tls]`, the gateway sends the SSL request
+//! itself and verifies the backend's certificate.
 
 use super::wire::PacketIo;
 use bytes::{Buf, BytesMut};
@@ -30,6 +32,89 @@ impl StartTls<ClientStream> for SqlTls {
             io.stream = Box::new(tls);
             Ok(())
         })
+    }
+}
+
+/// The client side, toward the backends of `[sql.backend_tls]`.
+pub struct BackendTls {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls_pki_types::ServerName<'static>,
+}
+
+impl BackendTls {
+    /// For the backend at `addr`, or `None` when it does not speak TLS.
+    pub fn for_backend(spec: &crate::config::SqlBackendTls, role: &str, addr: std::net::SocketAddr) -> Result<Option<Self>, String> {
+        if !spec.covers(role) {
+            return Ok(None);
+        }
+        let name = spec.server_name.clone().unwrap_or_else(|| addr.ip().to_string());
+        let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| format!("sql.backend_tls.server_name {name:?}: {e}"))?;
+        let provider = std::sync::Arc::new(crate::tls::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+            .map_err(|e| e.to_string())?;
+        let config = if spec.verify {
+            let mut roots = rustls::RootCertStore::empty();
+            match &spec.ca {
+                Some(ca) => {
+                    for der in ca {
+                        roots.add(rustls_pki_types::CertificateDer::from(der.clone())).map_err(|e| format!("sql.backend_tls.ca_file: {e}"))?;
+                    }
+                }
+                None => {
+                    let native = rustls_native_certs::load_native_certs();
+                    roots.add_parsable_certificates(native.certs);
+                }
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        } else {
+            tracing::warn!(backend = role, "sql.backend_tls.verify = false: the backend's certificate and name are NOT checked");
+            builder.dangerous().with_custom_certificate_verifier(std::sync::Arc::new(NoVerify(provider))).with_no_client_auth()
+        };
+        Ok(Some(Self { connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)), name }))
+    }
+}
+
+impl StartTls<ClientStream> for BackendTls {
+    fn start<'a>(&'a self, io: &'a mut PacketIo<ClientStream>) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            let unread = io.take_unread();
+            let placeholder: ClientStream = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
+            let raw = std::mem::replace(&mut io.stream, placeholder);
+            let tls = self.connector.connect(self.name.clone(), Prefixed { unread, inner: raw }).await?;
+            io.stream = Box::new(tls);
+            Ok(())
+        })
+    }
+}
+
+/// `verify = false`: any certificate, still with a valid signature over
+/// the handshake (the channel is encrypted, the peer not authenticated).
+#[derive(Debug)]
+struct NoVerify(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &rustls_pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &rustls_pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
