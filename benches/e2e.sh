@@ -8,7 +8,8 @@
 # CPU per request (utime + stime of its processes over requests served)
 # over REPS rounds, run in turn so that machine noise hits every row alike.
 # Rows with an h2c upstream (to the same nginx backends, which serve both
-# protocols) and with 2 worker threads follow.
+# protocols) and with 2 worker threads follow. switchyard-builtin-log is the
+# builtin row with the JSON access log on, to a file: its cost per request.
 # Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
 # (E2E_ROWS="nginx switchyard-wasm ..." runs only those rows.)
 set -euo pipefail
@@ -124,6 +125,7 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             case "$1" in *-t2) t=2 ;; esac
             case "$1" in *-h2c) h2c=true ;; esac
             gw_config "$LB_PORT" "$lb" "$ws" "$t" "$h2c" >"$WORK/gw.toml"
+            case "$1" in *-log) printf '[log]\npath = "%s"\n' "$WORK/access.log" >>"$WORK/gw.toml" ;; esac
             "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
@@ -144,8 +146,8 @@ cpu() { # total utime+stime ticks of the pids
 
 # -h2c: the upstream speaks cleartext HTTP/2 to the same nginx backends;
 # -t2: two worker threads (wrk shares the 2 cores, so these show contention).
-ROWS=(direct nginx haproxy bare-pingora bare-pingora-nosteal switchyard-builtin switchyard-wasm switchyard-builtin-nosteal switchyard-wasm-nosteal
-      switchyard-builtin-h2c switchyard-wasm-h2c bare-pingora-t2 switchyard-builtin-t2 switchyard-wasm-t2)
+ROWS=(direct nginx haproxy bare-pingora bare-pingora-nosteal switchyard-builtin switchyard-builtin-log switchyard-wasm switchyard-builtin-nosteal
+      switchyard-wasm-nosteal switchyard-builtin-h2c switchyard-wasm-h2c bare-pingora-t2 switchyard-builtin-t2 switchyard-wasm-t2)
 [ -n "${E2E_ROWS:-}" ] && read -r -a ROWS <<<"$E2E_ROWS"
 TICK=$(getconf CLK_TCK)
 echo ">> wrk -t1 -c64 -d${DUR}s, 1 KB file, 2 nginx backends (1 worker each), each balancer 1 worker; $REPS rounds" >&2
@@ -157,6 +159,7 @@ for rep in $(seq "$REPS"); do
         out=$(wrk -t1 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$LB_PORT/" 2>&1)
         after=$(cpu $LB_PIDS)
         [ "$row" = direct ] || stop "$row"
+        case "$row" in *-log) echo "  access log: $(wc -l <"$WORK/access.log") lines so far (requests served: see reqs)" >&2 ;; esac
         reqs=$(echo "$out" | awk '/requests in/ {print $1}')
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         p99=$(echo "$out" | awk '$1=="99%" {print $2}')

@@ -173,3 +173,36 @@ fn bad_log_config_is_refused_with_its_key_path() {
     let (ok, out) = check(&file);
     assert!(ok, "{out}");
 }
+
+/// The session outcome comes from the store calls the route's session
+/// plugin made: a login stores a new session, the next requests load it,
+/// and with memcached down the line says store_error.
+#[test]
+fn session_outcomes_are_logged() {
+    let mut mc = switchyard_tests::memcached::Memcached::start();
+    let b = backend("b1", &["--sessions", "header"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let cfg = format!(
+        "{SERVER}[session]\nkeys = [\"test-session-signing-key-0123456789abcdef\"]\n[session.central]\nservers = [\"{}\"]\ntimeout_ms = 200\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\n[[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}]\n\
+         [[routes]]\nupstream = \"app\"\nsession = \"sess\"\n[log]\npath = {:?}\nfields = [\"path\", \"status\", \"session\", \"plugin_faults\"]\n",
+        mc.addr,
+        plugin("session_centralized").to_string_lossy(),
+        b.addr,
+        file.to_string_lossy()
+    );
+    let gw = gateway(&cfg);
+    let mut alice = switchyard_tests::browser::Browser::new(gw.addr);
+    assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
+    assert_eq!(alice.json("POST", "/cart/add?item=x").0, 200);
+    let got = wait_lines(&file, 2);
+    let v: Vec<serde_json::Value> = got.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(["new", "renewed"].contains(&v[0]["session"].as_str().unwrap_or("")), "{got:?}");
+    assert_eq!(v[1]["session"], "loaded", "{got:?}");
+    mc.stop();
+    alice.json("GET", "/cart");
+    let got = wait_lines(&file, 3);
+    let last: serde_json::Value = serde_json::from_str(&got[2]).unwrap();
+    assert_eq!(last["session"], "store_error", "{got:?}");
+}

@@ -65,6 +65,8 @@ pub struct Ctx {
     pub upstream_status: Option<u16>,
     /// What the route's access check decided, for the access log.
     pub decision: Decision,
+    /// The session outcome of a request the session plugin answered itself.
+    pub replied_session: Option<crate::seams::SessionOutcome>,
     /// Plugin faults during this request, counted while the access log is on.
     pub faults: Option<Arc<AtomicU32>>,
     /// The last backend attempt's time, once the request is over.
@@ -110,6 +112,7 @@ impl Ctx {
             sent: false,
             upstream_status: None,
             decision: Decision::None,
+            replied_session: None,
             faults: None,
             upstream_time: None,
         }
@@ -301,7 +304,7 @@ impl Ctx {
                 _ => None,
             },
             retries: self.tried.len(),
-            session: self.session.as_ref().and_then(|s| s.run.outcome()).map(|o| o.as_str()),
+            session: self.session.as_ref().and_then(|s| s.run.outcome()).or(self.replied_session).map(|o| o.as_str()),
             access,
             access_reason,
             plugin_faults: self.faults.as_ref().map_or(0, |f| f.load(std::sync::atomic::Ordering::Relaxed)),

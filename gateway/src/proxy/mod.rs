@@ -230,7 +230,8 @@ impl Gateway {
                 ctx.with_session(run, f);
                 Ok(false)
             }
-            Ok((SessionAction::Reply(r), _)) => {
+            Ok((SessionAction::Reply(r), run)) => {
+                ctx.replied_session = run.outcome();
                 crate::metrics::metrics().session_replies.with_label_values(&[route, &r.status.to_string()]).inc();
                 let mut resp = ResponseHeader::build(r.status, Some(r.headers.len() + 3))?;
                 for (name, value) in r.headers {
