@@ -20,6 +20,11 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: PathBuf,
+        /// Take over the listening sockets of a running gateway with the
+        /// same `[server] upgrade_sock` (send it SIGQUIT once this one says
+        /// "Bootstrap starting"): a binary upgrade without a refused connection.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config and load every plugin; print each error and exit 1.
     Check {
@@ -169,7 +174,7 @@ pub fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Run { config, upgrade } => run(&config, upgrade),
         Command::Plugin(cmd) => plugin(cmd),
         Command::Sessions(SessionsCommand::List { admin, principal }) => report(admin.target().and_then(|t| t.sessions("GET", &principal))),
         Command::Sessions(SessionsCommand::Revoke { admin, principal }) => report(admin.target().and_then(|t| t.sessions("DELETE", &principal))),
@@ -325,13 +330,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
     let (cfg, built) = match load(path) {
         Ok(x) => x,
         Err(code) => return code,
     };
     tracing::info!(listen = %cfg.listen, upstreams = built.upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
-    match crate::server::server(&cfg, built) {
+    match crate::server::server(&cfg, built, upgrade) {
         Ok(server) => {
             crate::server::exit_when_drained();
             crate::server::run(server)

@@ -177,7 +177,7 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins, tls: Option
 }
 
 /// A ready-to-run Pingora server.
-pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
+pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, Error> {
     // SIGTERM: stop accepting, give in-flight requests the grace, then stop
     // the runtimes within 2 s more (Pingora would wait 300 s).
     let conf = ServerConf {
@@ -185,9 +185,13 @@ pub fn server(cfg: &ValidConfig, built: Built) -> Result<Server, Error> {
         grace_period_seconds: Some(cfg.grace_ms.div_ceil(1000)),
         graceful_shutdown_timeout_seconds: Some(2),
         work_stealing: cfg.work_stealing,
+        upgrade_sock: cfg.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    // With `upgrade`, bootstrap waits for the old process's listening
+    // sockets; everything above (plugins, stores, cluster) is already up.
+    let opt = Opt { upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let gateway = Gateway {
         router: Router::new(&cfg.routes, &built.upstreams, &built.sessions, &built.gates),

@@ -111,6 +111,18 @@ impl Proc {
         self.child.id()
     }
 
+    /// Wait up to `secs` for the process to exit on its own.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Stop it now (a backend going down).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -75,6 +75,8 @@ pub struct ServerSection {
     pub redirect_https: bool,
     /// The HTTPS listener (`[server.tls]`).
     pub tls: Option<TlsSection>,
+    /// Where a new process (`run --upgrade`) receives the listening sockets.
+    pub upgrade_sock: Option<Spanned<String>>,
 }
 
 /// `[server.tls]`: an HTTPS listener.
@@ -150,6 +152,7 @@ impl Default for ServerSection {
             h2c: false,
             redirect_https: false,
             tls: None,
+            upgrade_sock: None,
         }
     }
 }

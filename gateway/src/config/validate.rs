@@ -23,6 +23,8 @@ pub struct ValidConfig {
     /// `listen` redirects to the HTTPS listener.
     pub redirect_https: bool,
     pub tls: Option<super::TlsSpec>,
+    /// The binary upgrade's Unix socket.
+    pub upgrade_sock: PathBuf,
     pub plugins: BTreeMap<String, PluginSpec>,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -350,6 +352,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         max_connections: raw.server.max_connections,
         h2c: raw.server.h2c,
         redirect_https: raw.server.redirect_https,
+        upgrade_sock: raw.server.upgrade_sock.as_ref().map_or_else(
+            || std::env::temp_dir().join(format!("switchyard-{}.upgrade.sock", listen.map_or(0, |l| l.port()))),
+            |p| base.join(p.get_ref()),
+        ),
         tls,
         plugins,
         upstreams,

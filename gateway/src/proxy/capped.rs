@@ -116,22 +116,34 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
 /// into a buffer the size Pingora reads headers into.
 async fn first_bytes(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
     let mut shutdown = shutdown.clone();
-    if *shutdown.borrow() {
-        return None;
-    }
+    // Already shutting down: wait only `LINGER` (closing at once would
+    // reset a request the client sent after the last answer).
+    let wait = if *shutdown.borrow() { LINGER } else { KEEPALIVE };
     let mut head = [0u8; FIRST_READ];
-    tokio::select! {
-        read = tokio::time::timeout(KEEPALIVE, stream.read(&mut head)) => match read {
-            Ok(Ok(n)) if n > 0 => {
-                let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
-                buf.extend_from_slice(&head[..n]);
-                Some(buf)
+    let n = {
+        let read = async {
+            match tokio::time::timeout(wait, stream.read(&mut head)).await {
+                Ok(Ok(n)) if n > 0 => Some(n),
+                _ => None,
             }
-            _ => None,
-        },
-        _ = shutdown.changed() => None,
-    }
+        };
+        tokio::pin!(read);
+        tokio::select! {
+            n = &mut read => n,
+            // Shutting down (SIGTERM, or SIGQUIT handing the sockets to a
+            // new process): a request already on its way still gets an
+            // answer, with `Connection: close`, rather than a reset; a
+            // quiet client is let go after `LINGER`.
+            _ = shutdown.changed() => tokio::time::timeout(LINGER, &mut read).await.ok().flatten(),
+        }
+    }?;
+    let mut buf = BytesMut::with_capacity(HEADER_BUF.max(n));
+    buf.extend_from_slice(&head[..n]);
+    Some(buf)
 }
+
+/// How long an idle connection is kept once the gateway shuts down.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Pingora's initial request-header buffer.
 const HEADER_BUF: usize = 4096;
