@@ -338,8 +338,9 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
     tracing::info!(listen = %cfg.listen, upstreams = built.upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
     match crate::server::server(&cfg, built, upgrade) {
         Ok(server) => {
-            crate::server::exit_when_drained();
-            crate::server::run(server)
+            let delay = std::time::Duration::from_millis(cfg.drain_delay_ms);
+            crate::server::exit_when_drained(delay);
+            crate::server::run(server, delay)
         }
         Err(e) => {
             eprintln!("{e}");

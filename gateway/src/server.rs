@@ -256,8 +256,8 @@ pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, 
 /// `grace_ms`: an idle gateway stops at once. Pingora's own grace still
 /// bounds a drain that never ends, and it has already stopped accepting.
 /// A second SIGINT exits at once (130).
-pub fn exit_when_drained() {
-    let watcher = || {
+pub fn exit_when_drained(drain_delay: std::time::Duration) {
+    let watcher = move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
@@ -266,6 +266,16 @@ pub fn exit_when_drained() {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
+            // `/healthz` says 503 while the gateway still serves (`Signals`
+            // holds Pingora's shutdown back as long).
+            DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(drain_delay) => {}
+                _ = int.recv() => {
+                    tracing::warn!("{name}, then SIGINT: exiting without waiting for what is in flight");
+                    std::process::exit(130);
+                }
+            }
             let m = crate::metrics::metrics();
             let mut quiet = 0;
             while quiet < 3 {
@@ -288,11 +298,17 @@ pub fn exit_when_drained() {
     }
 }
 
+/// Set on SIGTERM or SIGINT, before anything stops: `/healthz` answers 503.
+pub static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Shutdown signals: SIGTERM (a service manager's stop) and SIGINT (Ctrl-C)
-/// both drain, as `exit_when_drained` and `grace_ms` describe; Pingora's
-/// own watcher would make SIGINT drop what is in flight. SIGQUIT keeps its
-/// Pingora meaning (graceful upgrade).
-pub struct Signals;
+/// both drain, as `exit_when_drained` and `grace_ms` describe, after
+/// `drain_delay_ms` of answering `/healthz` with 503; Pingora's own watcher
+/// would make SIGINT drop what is in flight. SIGQUIT keeps its Pingora
+/// meaning (graceful upgrade).
+pub struct Signals {
+    pub drain_delay: std::time::Duration,
+}
 
 #[async_trait::async_trait]
 impl pingora::server::ShutdownSignalWatch for Signals {
@@ -303,17 +319,20 @@ impl pingora::server::ShutdownSignalWatch for Signals {
             tracing::error!("cannot watch shutdown signals; stop the gateway with SIGKILL");
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+        let signal = tokio::select! {
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
-        }
+        };
+        DRAINING.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(self.drain_delay).await;
+        signal
     }
 }
 
 /// Serve until a shutdown signal has drained the gateway, then exit.
-pub fn run(server: Server) -> ! {
-    server.run(pingora::server::RunArgs { shutdown_signal: Box::new(Signals) });
+pub fn run(server: Server, drain_delay: std::time::Duration) -> ! {
+    server.run(pingora::server::RunArgs { shutdown_signal: Box::new(Signals { drain_delay }) });
     std::process::exit(0)
 }
 

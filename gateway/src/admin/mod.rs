@@ -83,6 +83,9 @@ impl AdminApi {
     async fn handle(&self, session: &mut ServerSession) -> Reply {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if method == Method::GET && path == "/healthz" && crate::server::DRAINING.load(std::sync::atomic::Ordering::Relaxed) {
+            return Reply::text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into());
+        }
         if method == Method::GET && path == "/healthz" {
             let detail = self.cluster.as_ref().map_or_else(String::new, |c| c.health());
             return Reply::text(StatusCode::OK, "text/plain", format!("ok\n{detail}"));

@@ -63,6 +63,10 @@ pub struct ServerSection {
     /// runtimes stop (Pingora's default is 300 s, longer than any service
     /// manager waits). Whole seconds: Pingora's granularity.
     pub grace_ms: u64,
+    /// On SIGTERM or SIGINT: how long `/healthz` answers 503 (so keepalived
+    /// or a load balancer moves traffic away) while the gateway still
+    /// serves, before it stops accepting and drains.
+    pub drain_delay_ms: u64,
     /// One tokio runtime per thread, each serving the connections it
     /// accepted (Pingora's no-steal runtimes): fewer cross-thread wake-ups.
     pub work_stealing: bool,
@@ -147,6 +151,7 @@ impl Default for ServerSection {
             plugin_threads: None,
             request_id_header: "x-request-id".into(),
             grace_ms: 5000,
+            drain_delay_ms: 0,
             work_stealing: WORK_STEALING,
             max_connections: 65_536,
             h2c: false,

@@ -16,6 +16,7 @@ pub struct ValidConfig {
     pub plugin_threads: usize,
     pub request_id_header: String,
     pub grace_ms: u64,
+    pub drain_delay_ms: u64,
     pub work_stealing: bool,
     pub max_connections: usize,
     /// Cleartext HTTP/2 (prior knowledge) on `listen`.
@@ -301,6 +302,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.threads == 0 || raw.server.threads > 256 {
         c.errors.push(ConfigError { path: "server.threads".into(), line: None, message: "must be 1..=256".into() });
     }
+    if raw.server.drain_delay_ms > 600_000 {
+        c.errors.push(ConfigError { path: "server.drain_delay_ms".into(), line: None, message: "must be 0..=600000".into() });
+    }
     if raw.server.grace_ms > 3_600_000 {
         c.errors.push(ConfigError { path: "server.grace_ms".into(), line: None, message: "must be 0..=3600000".into() });
     }
@@ -348,6 +352,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
         plugin_threads: raw.server.plugin_threads.unwrap_or((raw.server.threads / 2).max(1)),
         request_id_header: raw.server.request_id_header.to_ascii_lowercase(),
         grace_ms: raw.server.grace_ms,
+        drain_delay_ms: raw.server.drain_delay_ms,
         work_stealing: raw.server.work_stealing,
         max_connections: raw.server.max_connections,
         h2c: raw.server.h2c,
