@@ -12,6 +12,7 @@
 # builtin row with the JSON access log on, to a file: its cost per request.
 # Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
 # (E2E_ROWS="nginx switchyard-wasm ..." runs only those rows.)
+# (E2E_KEEP=FILE keeps the raw per-round results: round row req/s p99 requests CPU-ticks.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -32,7 +33,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
     for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
     sleep 0.3
-    rm -rf "$WORK"
+    [ -n "${E2E_KEEP:-}" ] && cp "$WORK/results" "$E2E_KEEP"; rm -rf "$WORK"
 }
 trap cleanup EXIT
 
