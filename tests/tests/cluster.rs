@@ -37,12 +37,26 @@ fn cart_across_nodes(nodes: &Nodes, b: &mut Browser, user: &str) -> usize {
     let mut backends = std::collections::BTreeSet::new();
     for i in 0..5 {
         last = live[(i + 1) % live.len()];
+        replicated_to(nodes, last, b, user, i);
         let (s, v) = on(nodes, last, b, "POST", &format!("/cart/add?item={user}-{i}"));
         assert_eq!(s, 200, "add {i} on node {}: {v}", last + 1);
         backends.insert(v["backend"].as_str().unwrap().to_string());
     }
     assert!(backends.len() >= 2, "the adds spread over backends: {backends:?}");
     last
+}
+
+/// Wait until `node` holds the session as the last write left it (`n`
+/// items): replication between nodes is asynchronous, and a write on a
+/// node that has not caught up would build on an older cart. A copy of the
+/// browser looks, so its cookies stay as they are.
+fn replicated_to(nodes: &Nodes, node: usize, b: &Browser, user: &str, n: usize) {
+    eventually(10, &format!("node {} holds {user}'s cart with {n} items", node + 1), || {
+        let mut probe = b.clone();
+        probe.addr = nodes.addr(node);
+        let (s, v) = probe.json("GET", "/cart");
+        s == 200 && v["user"] == user && v["cart"].as_array().is_some_and(|c| c.len() == n)
+    });
 }
 
 fn items(user: &str, n: usize) -> serde_json::Value {
