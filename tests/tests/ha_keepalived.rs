@@ -7,6 +7,11 @@
 //! client namespace records every request; the figures are printed
 //! (`--nocapture`).
 //!
+//! Active-active: two VIPs (198.18.0.100 and .101), two vrrp_instances per
+//! node, gw1 MASTER for one and gw2 for the other; the survivor holds both.
+//! Sessions: centralized (memcached) and replicated (`[cluster]` over the
+//! bridge addresses) carts survive a killed MASTER.
+//!
 //! Only loopback and 198.18.0.0/24 addresses inside the test's own
 //! namespaces are used. Every namespace and process is removed on drop,
 //! also when a test fails. Needs root, iproute2 (`ip netns`), keepalived,
@@ -19,6 +24,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchyard_tests::*;
 
 const VIP: &str = "198.18.0.100";
+/// Active-active: gw2's VIP (gw1 is MASTER for `VIP`).
+const VIP_B: &str = "198.18.0.101";
+/// Replicated sessions: `[cluster]` listens here on each node's bridge address.
+const CLUSTER_PORT: u16 = 7946;
+const CLUSTER_KEY: &str = "test-cluster-shared-key-0123456789abcdef";
 const MEMCACHED: &str = "198.18.0.50:11211";
 const ADMIN_PORT: u16 = 9000;
 const BACKEND_PORT: u16 = 8081;
@@ -36,6 +46,25 @@ const DRAIN_DELAY_MS: u64 = 3000;
 
 /// The scenarios time failovers: one at a time even without --test-threads=1.
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The session strategy of a node.
+#[derive(Clone, Copy, PartialEq)]
+enum Sessions {
+    None,
+    /// `session_centralized` over the memcached in namespace `m`.
+    Central,
+    /// `session_replicated`; gw1 and gw2 are `[cluster]` peers over the bridge.
+    Replicated,
+}
+
+/// A bridge address of a gateway namespace.
+fn bridge_ip(n: &str) -> &'static str {
+    match n {
+        "g1" => "198.18.0.1",
+        "g2" => "198.18.0.2",
+        _ => panic!("no gateway namespace {n}"),
+    }
+}
 
 const HOW_TO_INSTALL: &str = "install them with `apt-get install -y keepalived iproute2 curl` (scripts/test.sh does it); the test needs root";
 
@@ -134,7 +163,12 @@ impl Topo {
     }
 
     fn has_vip(&self, n: &str) -> bool {
-        run("ip", &["-n", &self.ns(n), "-4", "addr", "show"]).contains(&format!("{VIP}/"))
+        self.holds(n, VIP)
+    }
+
+    /// Whether namespace `n` holds address `vip`.
+    fn holds(&self, n: &str, vip: &str) -> bool {
+        run("ip", &["-n", &self.ns(n), "-4", "addr", "show"]).contains(&format!("{vip}/"))
     }
 
     /// Poll until `f` (at most `secs`, every 20 ms); returns how long it took.
@@ -154,6 +188,12 @@ impl Topo {
     /// 127.0.0.1:9000; `sessions` adds the centralized session plugin over
     /// the memcached in namespace `m`. Returns the gateway's index.
     fn node(&mut self, n: &str, sessions: bool) -> usize {
+        self.node_with(n, if sessions { Sessions::Central } else { Sessions::None })
+    }
+
+    /// [`Topo::node`] with any session strategy.
+    fn node_with(&mut self, n: &str, strategy: Sessions) -> usize {
+        let sessions = strategy != Sessions::None;
         let bin = switchyard_bin();
         let bin = bin.to_str().unwrap();
         let listen = format!("127.0.0.1:{BACKEND_PORT}");
@@ -161,7 +201,20 @@ impl Topo {
         let mut args = vec!["demo-backend", "--listen", &listen, "--name", n];
         args.extend_from_slice(mode);
         self.spawn(n, &format!("backend-{n}"), bin, &args);
-        let session = if sessions {
+        let session = if strategy == Sessions::Replicated {
+            let peer = if n == "g1" { (2, "g2") } else { (1, "g1") };
+            format!(
+                "[session]\nkeys = [\"{KEY}\"]\n\
+                 [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n\
+                 [cluster]\nid = {}\nlisten = \"{}:{CLUSTER_PORT}\"\nkey = \"{CLUSTER_KEY}\"\n\
+                 [[cluster.peers]]\nid = {}\naddress = \"{}:{CLUSTER_PORT}\"\n",
+                plugin("session_replicated").to_string_lossy(),
+                if n == "g1" { 1 } else { 2 },
+                bridge_ip(n),
+                peer.0,
+                bridge_ip(peer.1)
+            )
+        } else if sessions {
             format!(
                 "[session]\nkeys = [\"{KEY}\"]\n[session.central]\nservers = [\"{MEMCACHED}\"]\nlock_timeout_ms = 10000\n\
                  [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n",
@@ -198,13 +251,25 @@ impl Topo {
     /// node that comes back does not take the VIP back); the higher
     /// priority wins the first election.
     fn keepalived(&mut self, n: &str, priority: u32) -> usize {
-        let conf = format!(
+        self.keepalived_with(n, &[("VI_1", 51, priority, VIP)], true)
+    }
+
+    /// keepalived in `n` with one `vrrp_instance` per (name,
+    /// virtual_router_id, priority, VIP), all tracking the gateway's
+    /// `/healthz`; `nopreempt` or (the default) preemption.
+    fn keepalived_with(&mut self, n: &str, instances: &[(&str, u32, u32, &str)], nopreempt: bool) -> usize {
+        let mut conf = format!(
             "global_defs {{\n  enable_script_security\n  script_user root\n  vrrp_version 3\n}}\n\
              vrrp_script gateway_healthz {{\n  script \"/usr/bin/curl -sf -o /dev/null --max-time 0.8 http://127.0.0.1:{ADMIN_PORT}/healthz\"\n  \
-             interval {CHECK_INTERVAL}\n  timeout {CHECK_TIMEOUT}\n  fall {CHECK_FALL}\n  rise {CHECK_RISE}\n}}\n\
-             vrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 51\n  priority {priority}\n  \
-             advert_int {ADVERT_INT}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n  track_script {{\n    gateway_healthz\n  }}\n}}\n"
+             interval {CHECK_INTERVAL}\n  timeout {CHECK_TIMEOUT}\n  fall {CHECK_FALL}\n  rise {CHECK_RISE}\n}}\n"
         );
+        let preempt = if nopreempt { "  nopreempt\n" } else { "" };
+        for (name, vrid, priority, vip) in instances {
+            conf += &format!(
+                "vrrp_instance {name} {{\n  state BACKUP\n{preempt}  interface eth0\n  virtual_router_id {vrid}\n  priority {priority}\n  \
+                 advert_int {ADVERT_INT}\n  virtual_ipaddress {{\n    {vip}/24\n  }}\n  track_script {{\n    gateway_healthz\n  }}\n}}\n"
+            );
+        }
         let d = self.dir.path();
         let f = |s: &str| d.join(format!("keepalived-{n}.{s}")).to_string_lossy().to_string();
         std::fs::write(f("conf"), conf).unwrap();
@@ -227,12 +292,17 @@ impl Topo {
     /// A bounded load: one curl after another (new connection each, 1 s
     /// timeout, 10 ms apart) from the client namespace for `secs`.
     fn load(&mut self, secs: u32, path: &str) -> usize {
+        self.load_to(VIP, secs, path)
+    }
+
+    /// [`Topo::load`] against `vip` (one loop per VIP can run at once).
+    fn load_to(&mut self, vip: &str, secs: u32, path: &str) -> usize {
         let script = format!(
             "end=$((SECONDS+{secs})); i=0; while [ $i -lt 5000 ] && [ $SECONDS -lt $end ]; do \
-             t=$EPOCHREALTIME; r=$(curl -s --max-time 1 -w '\\n%{{http_code}}' http://{VIP}:8080{path}); \
+             t=$EPOCHREALTIME; r=$(curl -s --max-time 1 -w '\\n%{{http_code}}' http://{vip}:8080{path}); \
              echo \"$t ${{r##*$'\\n'}} ${{r%%$'\\n'*}}\"; i=$((i+1)); sleep 0.01; done"
         );
-        self.spawn("c", "load", "bash", &["-c", &script])
+        self.spawn("c", &format!("load-{vip}"), "bash", &["-c", &script])
     }
 
     /// Wait for the load to end (bounded) and parse it.
@@ -407,7 +477,33 @@ fn cart(t: &Topo, jar: &Path, method: &str, path: &str) -> (u16, serde_json::Val
         .arg(format!("http://{VIP}:8080{path}"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    parse_cart(&out.stdout)
+}
+
+/// A GET of `path` on `host` from the client namespace with the cookies the
+/// jar holds for the VIP (a jar sends them to that host only), leaving the
+/// jar as it is.
+fn peek(t: &Topo, jar: &Path, host: &str, path: &str) -> (u16, serde_json::Value) {
+    let jar = std::fs::read_to_string(jar).unwrap_or_default();
+    let cookies: Vec<String> = jar
+        .lines()
+        .map(|l| l.strip_prefix("#HttpOnly_").unwrap_or(l))
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() >= 7).then(|| format!("{}={}", f[5], f[6].trim()))
+        })
+        .collect();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &t.ns("c"), "curl", "-s", "--max-time", "2", "-b", &cookies.join("; "), "-w", "\n%{http_code}"])
+        .arg(format!("http://{host}:8080{path}"))
+        .output()
+        .unwrap();
+    parse_cart(&out.stdout)
+}
+
+fn parse_cart(stdout: &[u8]) -> (u16, serde_json::Value) {
+    let text = String::from_utf8_lossy(stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())))
 }
@@ -452,4 +548,96 @@ fn centralized_sessions_survive_a_killed_master() {
     assert_eq!(v["cart"], serde_json::json!(items), "the complete cart survives the failover: {v}");
     let samples = t.samples(load, 30);
     figures("SIGKILL with centralized sessions", &samples, event);
+}
+
+#[test]
+fn active_active_survivor_holds_both_vips() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Topo::new("a");
+    let gw1 = t.node("g1", false);
+    t.node("g2", false);
+    // Each node MASTER (150) for its own VIP and BACKUP (100) for the
+    // other's; with preemption each VIP settles on its home node whatever
+    // keepalived starts first.
+    t.keepalived_with("g1", &[("VI_A", 51, 150, VIP), ("VI_B", 52, 100, VIP_B)], false);
+    t.keepalived_with("g2", &[("VI_A", 51, 100, VIP), ("VI_B", 52, 150, VIP_B)], false);
+    let home = |t: &Topo| t.holds("g1", VIP) && !t.holds("g1", VIP_B) && t.holds("g2", VIP_B) && !t.holds("g2", VIP);
+    t.wait(20.0, "VIP A on gw1 and VIP B on gw2", home);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(home(&t), "each VIP stays on its home node");
+    assert!(t.curl("c", &format!("http://{VIP}:8080/")).is_some_and(|b| b.starts_with("g1")), "VIP A answers from gw1");
+    assert!(t.curl("c", &format!("http://{VIP_B}:8080/")).is_some_and(|b| b.starts_with("g2")), "VIP B answers from gw2");
+
+    let (la, lb) = (t.load_to(VIP, 8, "/"), t.load_to(VIP_B, 8, "/"));
+    std::thread::sleep(Duration::from_millis(2000));
+    let event = now();
+    t.signal(gw1, "KILL");
+    let took = t.wait(10.0, "gw2 holds both VIPs", |t| t.holds("g2", VIP) && t.holds("g2", VIP_B));
+    assert!(!t.holds("g1", VIP) && !t.holds("g1", VIP_B), "gw1 holds no VIP");
+    println!("active-active: gw2 holds both VIPs {:.3} s after gw1's gateway was killed", took.as_secs_f64());
+    let a = figures("active-active, VIP A (gw1's)", &t.samples(la, 30), event);
+    assert!(a.failed <= 100, "failed requests on VIP A are bounded: {a:?}");
+    assert!(a.takeover_from_event < 5.0, "{a:?}");
+    // VIP B never moved: gw2 answered it all along.
+    let b = t.samples(lb, 30);
+    let failed_b = b.iter().filter(|s| s.1 != 200).count();
+    println!("active-active, VIP B (gw2's): requests {}, failed {failed_b}", b.len());
+    assert!(b.len() >= 50, "load ran against VIP B ({} requests)", b.len());
+    assert!(b.iter().filter(|s| s.1 == 200).all(|s| s.2.starts_with("g2")), "VIP B is answered by gw2 only");
+    assert_eq!(failed_b, 0, "losing gw1 costs VIP B nothing");
+    // Both VIPs answer from gw2 afterwards.
+    for vip in [VIP, VIP_B] {
+        assert!(t.curl("c", &format!("http://{vip}:8080/")).is_some_and(|b| b.starts_with("g2")), "{vip} answers from gw2");
+    }
+}
+
+#[test]
+fn replicated_sessions_survive_a_killed_master() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = Topo::new("r");
+    // No memcached: the session lives only on the nodes, replicated over
+    // the bridge (`[cluster]` on 198.18.0.1/.2:7946).
+    let gw1 = t.node_with("g1", Sessions::Replicated);
+    t.node_with("g2", Sessions::Replicated);
+    let healthz = format!("http://127.0.0.1:{ADMIN_PORT}/healthz");
+    t.wait(30.0, "both cluster nodes caught up", |t| {
+        ["g1", "g2"].iter().all(|n| t.curl(n, &healthz).is_some_and(|b| b.contains("caught up")))
+    });
+    t.start_ha();
+    let jar = t.dir.path().join("cookies.txt");
+    let (s, v) = cart(&t, &jar, "POST", "/cart/login?user=alice");
+    assert_eq!(s, 200, "{v}");
+    let items: Vec<String> = (0..5).map(|i| format!("alice-{i}")).collect();
+    for item in &items {
+        let (s, v) = cart(&t, &jar, "POST", &format!("/cart/add?item={item}"));
+        assert_eq!((s, v["backend"].as_str()), (200, Some("g1")), "added on gw1: {v}");
+    }
+    // Replication is asynchronous: wait (bounded) until gw2's own address
+    // shows the whole cart.
+    let replicated = t.wait(10.0, "gw2 holds the complete cart", |t| {
+        let (s, v) = peek(t, &jar, bridge_ip("g2"), "/cart");
+        s == 200 && v["backend"] == "g2" && v["cart"] == serde_json::json!(items)
+    });
+    println!("sessions (replicated): the cart was complete on gw2 {:.3} s after the last add (polled every 20 ms)", replicated.as_secs_f64());
+    let load = t.load(6, "/");
+    std::thread::sleep(Duration::from_millis(1000));
+    let event = now();
+    t.signal(gw1, "KILL");
+    t.wait(10.0, "the VIP moves to gw2", |t| t.has_vip("g2"));
+    let mut last = (0, serde_json::Value::Null);
+    for _ in 0..50 {
+        last = cart(&t, &jar, "GET", "/cart");
+        if last.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, v) = last;
+    let lost = if s == 200 && v["cart"] == serde_json::json!(items) { 0 } else { 1 };
+    println!("sessions (replicated, [cluster] over the bridge): carts 1, sessions lost {lost}, served after failover by {}", v["backend"]);
+    assert_eq!((s, v["backend"].as_str()), (200, Some("g2")), "the cart is read on gw2: {v}");
+    assert_eq!(v["cart"], serde_json::json!(items), "the complete cart survives the failover: {v}");
+    assert_eq!(v["user"], "alice", "{v}");
+    let samples = t.samples(load, 30);
+    figures("SIGKILL with replicated sessions", &samples, event);
 }
