@@ -132,12 +132,13 @@ impl AdminApi {
                 None => Reply::error(StatusCode::NOT_FOUND, "no [server.tls] listener is configured"),
             },
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
+            (&Method::PUT, ["plugins", name, "config"]) => self.put_config(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
             (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["tls"] | ["tls", "reload"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["tls"] | ["tls", "reload"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
@@ -158,6 +159,27 @@ impl AdminApi {
             Err(reply) => return reply,
         };
         match slot.swap(&bytes, "admin").await {
+            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+
+    /// `PUT /plugins/NAME/config`: the body is the plugin's new `config`
+    /// table as a JSON object; the running bytes are configured with it.
+    async fn put_config(&self, session: &mut ServerSession, name: &str) -> Reply {
+        let Some(slot) = self.plugins.get(name) else {
+            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        };
+        let body = match read_body(session, self.spec.max_body).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+        let table = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            Ok(_) => return Reply::error(StatusCode::BAD_REQUEST, "the body must be a JSON object: the plugin's config table"),
+            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+        };
+        match slot.reconfigure(table.to_string(), "admin").await {
             Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }

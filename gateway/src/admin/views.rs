@@ -21,6 +21,7 @@ pub fn version(name: &str, v: &Version) -> Value {
         "source": v.source,
         "origin": v.origin,
         "loaded_at_ms": unix_ms(v.loaded_at),
+        "config": serde_json::from_str::<Value>(&v.plugin.spec.config_json).unwrap_or(Value::Null),
     })
 }
 

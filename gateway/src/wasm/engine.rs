@@ -266,6 +266,23 @@ pub struct LoadedPlugin {
     call_seconds: parking_lot::RwLock<Vec<(&'static str, prometheus::Histogram)>>,
 }
 
+impl LoadedPlugin {
+    /// The same compiled component with another `config` table (JSON): no
+    /// recompile; `configure` runs with it at the next instantiation.
+    pub fn with_config(&self, config_json: String) -> Self {
+        Self {
+            spec: PluginSpec { config_json, config_line: None, ..self.spec.clone() },
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            shared: self.shared.clone(),
+            world: self.world,
+            reads_request: self.reads_request,
+            slow_until_ns: AtomicU64::new(0),
+            call_seconds: parking_lot::RwLock::new(Vec::new()),
+        }
+    }
+}
+
 /// Whether `component` imports any method of the `request` resource.
 pub(crate) fn reads_request(engine: &wasmtime::Engine, component: &Component) -> bool {
     use wasmtime::component::types::ComponentItem;

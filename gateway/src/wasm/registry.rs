@@ -139,14 +139,40 @@ impl PluginSlot {
         let _one = self.swapping.lock().await;
         let sha256 = sha256_hex(bytes);
         let result = async {
-            let plugin = self.compile(bytes, &sha256).await?;
+            let mut plugin = self.compile(bytes, &sha256).await?;
             self.check_world(&plugin)?;
+            // New bytes run with the config table running now (an admin
+            // `PUT /plugins/NAME/config` may have changed the file's).
+            let config = self.current().plugin.spec.config_json.clone();
+            if plugin.spec.config_json != config {
+                plugin = Arc::new(plugin.with_config(config));
+            }
             let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
             let origin = if source == "admin" { "admin upload".to_string() } else { self.spec.path.display().to_string() };
             let version = Version { number, sha256, loaded_at: SystemTime::now(), source, origin, plugin };
             self.install(Arc::new(version), false).await
         }
         .await;
+        self.record(source, &result);
+        result
+    }
+
+    /// The running bytes with a new `config` table (JSON text), proved the
+    /// way a swap is (instantiate, `configure`, smoke calls) before it
+    /// serves; a table the plugin rejects changes nothing.
+    pub async fn reconfigure(&self, config_json: String, source: &'static str) -> Result<Arc<Version>, Error> {
+        let _one = self.swapping.lock().await;
+        let current = self.current();
+        let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
+        let version = Version {
+            number,
+            sha256: current.sha256.clone(),
+            loaded_at: SystemTime::now(),
+            source,
+            origin: format!("{} with a new config", current.origin),
+            plugin: Arc::new(current.plugin.with_config(config_json)),
+        };
+        let result = self.install(Arc::new(version), false).await;
         self.record(source, &result);
         result
     }

@@ -1,0 +1,60 @@
+//! `PUT /plugins/NAME/config`: a live plugin's config table changes without
+//! a restart and without new bytes; a table the plugin rejects changes
+//! nothing; a rollback brings the old table back; new bytes keep the
+//! running table.
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use std::time::{SystemTime, UNIX_EPOCH};
+use switchyard_tests::*;
+
+const KEY: &str = "plugin-config-jwt-signing-key-0123456789ab";
+
+fn token(roles: &[&str]) -> String {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 600;
+    encode(&Header::default(), &serde_json::json!({ "sub": "ann", "roles": roles, "exp": exp }), &EncodingKey::from_secret(KEY.as_bytes())).unwrap()
+}
+
+#[test]
+fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
+    let app = backend("app", &[]);
+    let cfg = format!(
+        "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
+         [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
+        plugin("access_rbac"),
+        upstream("web", None, &[(&app, 1)], "")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let auth = format!("Bearer {}", token(&["viewer"]));
+    let doc = || get(gw.addr, "/doc", &[("Authorization", auth.as_str())]);
+    assert_eq!(doc().status, 200);
+
+    let (k, v) = bearer();
+    let put = |body: &str| request(admin, "PUT", "/plugins/rbac/config", &[(k, v.as_str()), ("Content-Type", "application/json")], body.as_bytes());
+    let r = put(r#"{"grants": {"editor": ["read:doc"]}}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("\"editor\""), "the answer shows the config now running: {}", r.body);
+    let denied = doc();
+    assert_eq!(denied.status, 403, "viewers no longer read: {denied:?}");
+    assert!(denied.body.contains("no role grants read:doc"), "{}", denied.body);
+
+    // The plugin rejects this table: 400 with its reason, nothing changes.
+    let r = put(r#"{"grants": {"editor": ["read-doc"]}}"#);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.body.contains("grants.editor") && r.body.contains("is not right:kind"), "{}", r.body);
+    assert_eq!(doc().status, 403, "the accepted table still runs");
+    let r = put("[1, 2]");
+    assert!(r.status == 400 && r.body.contains("JSON object"), "{r:?}");
+
+    // Rollback: the table from the file again.
+    let r = request(admin, "POST", "/plugins/rbac/rollback", &[(k, v.as_str())], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(doc().status, 200);
+
+    // New bytes keep the running table.
+    put(r#"{"grants": {"editor": ["read:doc"]}}"#);
+    let bytes = std::fs::read(plugin("access_rbac")).unwrap();
+    let r = request(admin, "PUT", "/plugins/rbac", &[(k, v.as_str())], &bytes);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("\"editor\""), "{}", r.body);
+    assert_eq!(doc().status, 403, "still the admin's table");
+}
