@@ -27,24 +27,7 @@ TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 BIN=$TARGET/release/switchyard
 BARE=$TARGET/release/examples/bare_pingora
 RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-    sleep 0.3
-    [ -n "${E2E_KEEP:-}" ] && cp "$WORK/results" "$E2E_KEEP"; rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
-    echo "port $1 never opened" >&2; exit 1
-}
-head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
-# nginx workers run as nobody: they must reach the file.
-chmod 755 "$WORK"; chmod 644 "$WORK/1k"
+. benches/lib.sh
 
 nginx_conf() { # $1 name, $2 port, $3 server block body
     cat >"$WORK/$1.conf" <<EOF
@@ -130,19 +113,6 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
-}
-stop() {
-    case "$1" in
-        nginx) kill "$(cat "$WORK/lb.pid")"; rm -f "$WORK/lb.pid" ;;
-        haproxy) kill "$(cat "$WORK/haproxy.pid")"; rm -f "$WORK/haproxy.pid" ;;
-        *) kill -INT $LB_PIDS; wait $LB_PIDS 2>/dev/null || true ;;
-    esac
-    sleep 0.3
-}
-cpu() { # total utime+stime ticks of the pids
-    local t=0
-    for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-    echo $t
 }
 
 # -h2c: the upstream speaks cleartext HTTP/2 to the same nginx backends;

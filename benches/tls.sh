@@ -22,24 +22,7 @@ REPS=${2:-3}
 cargo build --release -p switchyard -q
 TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN=$TARGET/release/switchyard
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-    for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
-    sleep 0.3
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
-    echo "port $1 never opened" >&2; exit 1
-}
-head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
-# nginx workers run as nobody: they must reach the file.
-chmod 755 "$WORK"; chmod 644 "$WORK/1k"
+. benches/lib.sh
 
 # A CA and an ECDSA P-256 leaf for localhost / 127.0.0.1 (webpki refuses a
 # self-signed CA certificate as a server's own).
@@ -111,18 +94,6 @@ start() { # $1 row -> sets LB_PIDS and LB_PORT
             "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
-}
-stop() {
-    case "$1" in
-        nginx) kill "$(cat "$WORK/lb.pid")"; rm -f "$WORK/lb.pid" ;;
-        *) kill -INT $LB_PIDS; wait $LB_PIDS 2>/dev/null || true ;;
-    esac
-    sleep 0.3
-}
-cpu() { # total utime+stime ticks of the pids
-    local t=0
-    for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
-    echo $t
 }
 
 # One load against https://127.0.0.1:$LB_PORT/; prints "requests req/s".

@@ -1,0 +1,36 @@
+# Shared by benches/e2e.sh and benches/tls.sh (sourced): a scratch
+# directory removed on exit with every process a run started, free ports,
+# a wait for a port, the 1 KB file the nginx backends serve, stopping a
+# balancer and its CPU ticks.
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+    for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
+    sleep 0.3
+    # E2E_KEEP=FILE keeps the raw results.
+    [ -n "${E2E_KEEP:-}" ] && cp "$WORK/results" "$E2E_KEEP"; rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
+    echo "port $1 never opened" >&2; exit 1
+}
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
+# nginx workers run as nobody: they must reach the file.
+chmod 755 "$WORK"; chmod 644 "$WORK/1k"
+stop() {
+    case "$1" in
+        nginx) kill "$(cat "$WORK/lb.pid")"; rm -f "$WORK/lb.pid" ;;
+        haproxy) kill "$(cat "$WORK/haproxy.pid")"; rm -f "$WORK/haproxy.pid" ;;
+        *) kill -INT $LB_PIDS; wait $LB_PIDS 2>/dev/null || true ;;
+    esac
+    sleep 0.3
+}
+cpu() { # total utime+stime ticks of the pids
+    local t=0
+    for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo $t
+}
