@@ -37,6 +37,12 @@ enum Command {
     /// List a user's sessions on a running gateway, or end them all (every tier and node).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Reload a running gateway's changed plugin files and its TLS certificates,
+    /// as SIGHUP does (admin `POST /reload`).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Show a running gateway's upstreams: health, weights, active requests, latency, errors.
     Upstreams {
         #[command(flatten)]
@@ -142,6 +148,14 @@ enum PluginCommand {
         admin: AdminArgs,
         name: String,
     },
+    /// Give plugin NAME a new config table, FILE holding it as a JSON object
+    /// (admin `PUT /plugins/NAME/config`); the running bytes stay.
+    Config {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +193,7 @@ pub fn main() -> ExitCode {
         Command::Sessions(SessionsCommand::List { admin, principal }) => report(admin.target().and_then(|t| t.sessions("GET", &principal))),
         Command::Sessions(SessionsCommand::Revoke { admin, principal }) => report(admin.target().and_then(|t| t.sessions("DELETE", &principal))),
         Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
+        Command::Reload { admin } => report(admin.target().and_then(|t| t.reload())),
         Command::DemoBackend { listen, name, delay_ms, status, threads, sessions, tls_cert, tls_key, client_ca, h2c } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
@@ -361,6 +376,7 @@ fn plugin(cmd: PluginCommand) -> ExitCode {
         PluginCommand::Push { admin, name, file } => admin.target().and_then(|t| t.push(&name, &file)),
         PluginCommand::Rollback { admin, name } => admin.target().and_then(|t| t.rollback(&name)),
         PluginCommand::History { admin, name } => admin.target().and_then(|t| t.history(&name)),
+        PluginCommand::Config { admin, name, file } => admin.target().and_then(|t| t.config(&name, &file)),
     })
 }
 

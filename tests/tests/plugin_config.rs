@@ -58,3 +58,36 @@ fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
     assert!(r.body.contains("\"editor\""), "{}", r.body);
     assert_eq!(doc().status, 403, "still the admin's table");
 }
+
+/// The same through the CLI: `switchyard plugin config` and `switchyard reload`.
+#[test]
+fn the_cli_sets_a_config_table_and_reloads() {
+    let app = backend("app", &[]);
+    let cfg = format!(
+        "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
+         [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
+        plugin("access_rbac"),
+        upstream("web", None, &[(&app, 1)], "")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let auth = format!("Bearer {}", token(&["viewer"]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rbac.json");
+    std::fs::write(&file, r#"{"grants": {"editor": ["read:doc"]}}"#).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(switchyard_bin())
+            .args(args)
+            .args(["--admin", &format!("http://{admin}"), "--token", ADMIN_TOKEN])
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, out) = cli(&["plugin", "config", "rbac", file.to_str().unwrap()]);
+    assert!(ok && out.contains("\"editor\""), "{out}");
+    assert_eq!(get(gw.addr, "/doc", &[("Authorization", auth.as_str())]).status, 403);
+    std::fs::write(&file, "[1]").unwrap();
+    let (ok, out) = cli(&["plugin", "config", "rbac", file.to_str().unwrap()]);
+    assert!(!ok && out.contains("not a JSON object"), "{out}");
+    let (ok, out) = cli(&["reload"]);
+    assert!(ok && out.contains("\"plugins\"") && out.contains("\"errors\": []"), "{out}");
+}

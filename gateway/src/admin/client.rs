@@ -1,5 +1,5 @@
-//! The admin API's client side, for the `switchyard plugin`, `sessions`
-//! and `upstreams` commands.
+//! The admin API's client side, for the `switchyard plugin`, `sessions`,
+//! `reload` and `upstreams` commands.
 
 use std::path::Path;
 
@@ -17,7 +17,10 @@ impl AdminTarget {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
         let auth = format!("Bearer {}", self.token);
         let sent = match (method, body) {
-            ("PUT", Some(bytes)) => agent.put(&url).header("Authorization", &auth).header("Content-Type", "application/wasm").send(bytes),
+            ("PUT", Some(bytes)) => {
+                let kind = if bytes.starts_with(b"\0asm") { "application/wasm" } else { "application/json" };
+                agent.put(&url).header("Authorization", &auth).header("Content-Type", kind).send(bytes)
+            }
             ("POST", _) => agent.post(&url).header("Authorization", &auth).send_empty(),
             ("DELETE", _) => agent.delete(&url).header("Authorization", &auth).call(),
             _ => agent.get(&url).header("Authorization", &auth).call(),
@@ -56,6 +59,18 @@ impl AdminTarget {
     /// `GET` (list) or `DELETE` (revoke) `/sessions?principal=U`.
     pub fn sessions(&self, method: &str, principal: &str) -> Result<String, String> {
         self.call(method, &format!("/sessions?principal={}", encode(principal)), None)
+    }
+
+    /// `PUT /plugins/{name}/config` with the file's JSON object.
+    pub fn config(&self, name: &str, file: &Path) -> Result<String, String> {
+        let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&text).map_err(|e| format!("{}: not a JSON object: {e}", file.display()))?;
+        self.call("PUT", &format!("/plugins/{name}/config"), Some(&text))
+    }
+
+    /// `POST /reload`.
+    pub fn reload(&self) -> Result<String, String> {
+        self.call("POST", "/reload", None)
     }
 
     /// `GET /upstreams`.
