@@ -29,29 +29,7 @@ BARE=$TARGET/release/examples/bare_pingora
 RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
 . benches/lib.sh
 
-nginx_conf() { # $1 name, $2 port, $3 server block body
-    cat >"$WORK/$1.conf" <<EOF
-worker_processes 1;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream web { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
-    server { listen 127.0.0.1:$2; $3 }
-}
-EOF
-}
-B1=$(port); B2=$(port)
-# Each backend also serves cleartext HTTP/2 (prior knowledge) on a second
-# port, for the rows whose upstream speaks h2c.
-declare -A H2C
-for b in $B1 $B2; do
-    H2C[$b]=$(port)
-    nginx_conf "backend$b" "$b" "listen 127.0.0.1:${H2C[$b]} http2; location / { root $WORK; try_files /1k =404; }"
-    nginx -c "$WORK/backend$b.conf" -p "$WORK"
-    wait_port "$b"
-done
+start_backends
 
 HAPROXY=$(port)
 cat >"$WORK/haproxy.cfg" <<EOF
@@ -90,7 +68,7 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
     LB_PORT=$(port)
     case "$1" in
         nginx)
-            nginx_conf lb "$LB_PORT" 'location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+            nginx_conf lb "listen 127.0.0.1:$LB_PORT;" 'location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection ""; }'
             nginx -c "$WORK/lb.conf" -p "$WORK"; wait_port "$LB_PORT"
             LB_PIDS="$(cat "$WORK/lb.pid") $(pgrep -P "$(cat "$WORK/lb.pid")" | tr '\n' ' ')" ;;
         haproxy)

@@ -1,7 +1,7 @@
 # Shared by benches/e2e.sh and benches/tls.sh (sourced): a scratch
 # directory removed on exit with every process a run started, free ports,
 # a wait for a port, the 1 KB file the nginx backends serve, stopping a
-# balancer and its CPU ticks.
+# balancer and its CPU ticks, the nginx config and the two nginx backends.
 WORK=$(mktemp -d)
 pids=()
 cleanup() {
@@ -33,4 +33,31 @@ cpu() { # total utime+stime ticks of the pids
     local t=0
     for p in $*; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
     echo $t
+}
+
+nginx_conf() { # $1 name, $2 listen directives, $3 server block body; upstream web = the backends
+    cat >"$WORK/$1.conf" <<EOF
+worker_processes 1;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream web { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
+    server { $2 $3 }
+}
+EOF
+}
+
+# Two nginx backends (one worker each) serving the 1 KB file on B1 and B2,
+# each also serving cleartext HTTP/2 (prior knowledge) on ${H2C[port]}.
+B1=$(port); B2=$(port)
+declare -A H2C
+start_backends() {
+    for b in $B1 $B2; do
+        H2C[$b]=$(port)
+        nginx_conf "backend$b" "listen 127.0.0.1:$b; listen 127.0.0.1:${H2C[$b]} http2;" "location / { root $WORK; try_files /1k =404; }"
+        nginx -c "$WORK/backend$b.conf" -p "$WORK"
+        wait_port "$b"
+    done
 }

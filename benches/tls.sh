@@ -40,29 +40,7 @@ BIN=$TARGET/release/switchyard
     chmod 644 cert.pem key.pem
 ) >/dev/null
 
-nginx_conf() { # $1 name, $2 listen line, $3 server block body
-    cat >"$WORK/$1.conf" <<EOF
-worker_processes 1;
-pid $WORK/$1.pid;
-error_log $WORK/$1-error.log;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    upstream web { server 127.0.0.1:$B1; server 127.0.0.1:$B2; keepalive 64; }
-    server { $2 $3 }
-}
-EOF
-}
-B1=$(port); B2=$(port)
-# Each backend also serves cleartext HTTP/2 on a second port (the
-# switchyard-h2c row's upstream protocol).
-declare -A H2C
-for b in $B1 $B2; do
-    H2C[$b]=$(port)
-    nginx_conf "backend$b" "listen 127.0.0.1:$b; listen 127.0.0.1:${H2C[$b]} http2;" "location / { root $WORK; try_files /1k =404; }"
-    nginx -c "$WORK/backend$b.conf" -p "$WORK"
-    wait_port "$b"
-done
+start_backends
 
 gw_config() { # $1 plain port, $2 TLS port, $3 h2c upstream (true|false)
     printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"

@@ -14,16 +14,20 @@ fn token(roles: &[&str]) -> String {
     encode(&Header::default(), &serde_json::json!({ "sub": "ann", "roles": roles, "exp": exp }), &EncodingKey::from_secret(KEY.as_bytes())).unwrap()
 }
 
-#[test]
-fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
-    let app = backend("app", &[]);
-    let cfg = format!(
+/// rbac on `/doc`, granting `read:doc` to viewers, in front of `app`.
+fn config(app: &Proc) -> String {
+    format!(
         "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
          [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
         plugin("access_rbac"),
-        upstream("web", None, &[(&app, 1)], "")
-    );
-    let (gw, admin) = gateway_with_admin(&cfg, "");
+        upstream("web", None, &[(app, 1)], "")
+    )
+}
+
+#[test]
+fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
+    let app = backend("app", &[]);
+    let (gw, admin) = gateway_with_admin(&config(&app), "");
     let auth = format!("Bearer {}", token(&["viewer"]));
     let doc = || get(gw.addr, "/doc", &[("Authorization", auth.as_str())]);
     assert_eq!(doc().status, 200);
@@ -63,13 +67,7 @@ fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
 #[test]
 fn the_cli_sets_a_config_table_and_reloads() {
     let app = backend("app", &[]);
-    let cfg = format!(
-        "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
-         [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
-        plugin("access_rbac"),
-        upstream("web", None, &[(&app, 1)], "")
-    );
-    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let (gw, admin) = gateway_with_admin(&config(&app), "");
     let auth = format!("Bearer {}", token(&["viewer"]));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rbac.json");

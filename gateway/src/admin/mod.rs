@@ -150,12 +150,17 @@ impl AdminApi {
         given.is_some_and(|t| constant_time_eq(t.trim().as_bytes(), self.spec.token.as_bytes()))
     }
 
-    async fn put_plugin(&self, session: &mut ServerSession, name: &str) -> Reply {
-        let Some(slot) = self.plugins.get(name) else {
-            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+    /// The plugin a `PUT /plugins/NAME…` names, and the request's body.
+    async fn slot_and_body(&self, session: &mut ServerSession, name: &str) -> Result<(Arc<crate::wasm::PluginSlot>, Vec<u8>), Reply> {
+        let Some(slot) = self.plugins.get(name).cloned() else {
+            return Err(Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")));
         };
-        let bytes = match read_body(session, self.spec.max_body).await {
-            Ok(b) => b,
+        Ok((slot, read_body(session, self.spec.max_body).await?))
+    }
+
+    async fn put_plugin(&self, session: &mut ServerSession, name: &str) -> Reply {
+        let (slot, bytes) = match self.slot_and_body(session, name).await {
+            Ok(x) => x,
             Err(reply) => return reply,
         };
         match slot.swap(&bytes, "admin").await {
@@ -167,11 +172,8 @@ impl AdminApi {
     /// `PUT /plugins/NAME/config`: the body is the plugin's new `config`
     /// table as a JSON object; the running bytes are configured with it.
     async fn put_config(&self, session: &mut ServerSession, name: &str) -> Reply {
-        let Some(slot) = self.plugins.get(name) else {
-            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
-        };
-        let body = match read_body(session, self.spec.max_body).await {
-            Ok(b) => b,
+        let (slot, body) = match self.slot_and_body(session, name).await {
+            Ok(x) => x,
             Err(reply) => return reply,
         };
         let table = match serde_json::from_slice::<serde_json::Value>(&body) {

@@ -24,14 +24,7 @@ pub struct SqlTls(pub tokio_rustls::TlsAcceptor);
 
 impl StartTls<ClientStream> for SqlTls {
     fn start<'a>(&'a self, io: &'a mut PacketIo<ClientStream>) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let unread = io.take_unread();
-            let placeholder: ClientStream = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
-            let raw = std::mem::replace(&mut io.stream, placeholder);
-            let tls = self.0.accept(Prefixed { unread, inner: raw }).await?;
-            io.stream = Box::new(tls);
-            Ok(())
-        })
+        Box::pin(switch(io, |plain| self.0.accept(plain)))
     }
 }
 
@@ -77,14 +70,7 @@ impl BackendTls {
 
 impl StartTls<ClientStream> for BackendTls {
     fn start<'a>(&'a self, io: &'a mut PacketIo<ClientStream>) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>> {
-        Box::pin(async move {
-            let unread = io.take_unread();
-            let placeholder: ClientStream = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
-            let raw = std::mem::replace(&mut io.stream, placeholder);
-            let tls = self.connector.connect(self.name.clone(), Prefixed { unread, inner: raw }).await?;
-            io.stream = Box::new(tls);
-            Ok(())
-        })
+        Box::pin(switch(io, |plain| self.connector.connect(self.name.clone(), plain)))
     }
 }
 
@@ -116,6 +102,21 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Take `io`'s plain stream out (with the bytes read ahead of it), run
+/// `handshake` on it, and put the TLS stream in its place.
+async fn switch<T, F, Fut>(io: &mut PacketIo<ClientStream>, handshake: F) -> io::Result<()>
+where
+    T: ClientIo + 'static,
+    F: FnOnce(Prefixed) -> Fut,
+    Fut: Future<Output = io::Result<T>>,
+{
+    let unread = io.take_unread();
+    let placeholder: ClientStream = Box::new(tokio::io::join(tokio::io::empty(), tokio::io::sink()));
+    let inner = std::mem::replace(&mut io.stream, placeholder);
+    io.stream = Box::new(handshake(Prefixed { unread, inner }).await?);
+    Ok(())
 }
 
 /// `inner` with bytes already read from it put back in front.
