@@ -92,7 +92,10 @@ impl AccessHost {
         })?;
         let mut attrs = claims.unwrap_or_default();
         // A verified client certificate (mTLS) adds its subject; without a
-        // token its common name is the subject id.
+        // token its common name is the subject id. The gateway owns these
+        // names: a token's own `tls_*` claims never stand in for a certificate.
+        attrs.remove("tls_subject");
+        attrs.remove("tls_cn");
         if let Some(cert) = &req.client_cert {
             attrs.insert("tls_subject".into(), json!(cert.subject));
             if let Some(cn) = &cert.cn {
