@@ -37,11 +37,15 @@ enum Command {
     /// List a user's sessions on a running gateway, or end them all (every tier and node).
     #[command(subcommand)]
     Sessions(SessionsCommand),
-    /// Reload a running gateway's changed plugin files and its TLS certificates,
-    /// as SIGHUP does (admin `POST /reload`).
+    /// Reload a running gateway's config file, changed plugin files and TLS
+    /// certificates, as SIGHUP does (admin `POST /reload`); with `--config-only`,
+    /// the config file alone (`POST /config/reload`).
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+        /// Only the config file: routes, upstreams, plugins and their config tables.
+        #[arg(long)]
+        config_only: bool,
     },
     /// Show a running gateway's upstreams: health, weights, active requests, latency, errors.
     Upstreams {
@@ -135,6 +139,9 @@ enum PluginCommand {
         admin: AdminArgs,
         name: String,
         file: PathBuf,
+        /// A JSON file with the new bytes' config table (else the running table stays).
+        #[arg(long, value_name = "TABLE.json")]
+        config_table: Option<PathBuf>,
     },
     /// Step plugin NAME back to the version before the running one.
     Rollback {
@@ -193,7 +200,7 @@ pub fn main() -> ExitCode {
         Command::Sessions(SessionsCommand::List { admin, principal }) => report(admin.target().and_then(|t| t.sessions("GET", &principal))),
         Command::Sessions(SessionsCommand::Revoke { admin, principal }) => report(admin.target().and_then(|t| t.sessions("DELETE", &principal))),
         Command::Upstreams { admin } => report(admin.target().and_then(|t| t.upstreams())),
-        Command::Reload { admin } => report(admin.target().and_then(|t| t.reload())),
+        Command::Reload { admin, config_only } => report(admin.target().and_then(|t| t.reload(config_only))),
         Command::DemoBackend { listen, name, delay_ms, status, threads, sessions, tls_cert, tls_key, client_ca, h2c } => {
             let conf = pingora::server::configuration::ServerConf { threads, ..Default::default() };
             let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
@@ -332,7 +339,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 "{}: ok ({} plugins, {} upstreams, {} routes)",
                 path.display(),
                 built.plugins.len(),
-                built.upstreams.len(),
+                built.live.routing().upstreams.len(),
                 cfg.routes.len()
             );
             // Not errors: the defaults the file leaves implicit.
@@ -350,8 +357,8 @@ fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
         Ok(x) => x,
         Err(code) => return code,
     };
-    tracing::info!(listen = %cfg.listen, upstreams = built.upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
-    match crate::server::server(&cfg, built, upgrade) {
+    tracing::info!(listen = %cfg.listen, upstreams = built.live.routing().upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
+    match crate::server::server(&cfg, path, built, upgrade) {
         Ok(server) => {
             let delay = std::time::Duration::from_millis(cfg.drain_delay_ms);
             crate::server::exit_when_drained(delay);
@@ -373,7 +380,7 @@ fn plugin(cmd: PluginCommand) -> ExitCode {
                 crate::wasm::inspect(&engine, &bytes).map_err(|e| format!("{}: {e}", file.display()))
             }),
         PluginCommand::List { admin } => admin.target().and_then(|t| t.plugins()),
-        PluginCommand::Push { admin, name, file } => admin.target().and_then(|t| t.push(&name, &file)),
+        PluginCommand::Push { admin, name, file, config_table } => admin.target().and_then(|t| t.push(&name, &file, config_table.as_deref())),
         PluginCommand::Rollback { admin, name } => admin.target().and_then(|t| t.rollback(&name)),
         PluginCommand::History { admin, name } => admin.target().and_then(|t| t.history(&name)),
         PluginCommand::Config { admin, name, file } => admin.target().and_then(|t| t.config(&name, &file)),

@@ -4,28 +4,25 @@
 
 use crate::config::ValidConfig;
 use crate::error::Error;
-use crate::proxy::{Gateway, Router};
-use crate::seams::{LbPolicy, RoundRobin};
-use crate::upstream::{HealthChecker, Upstream};
-use crate::seams::{ClassicSplit, SqlRouter};
+use crate::live::{Live, Routing};
+use crate::proxy::Gateway;
+use crate::seams::{ClassicSplit, LbPolicy, RoundRobin, SqlRouter};
+use crate::upstream::HealthChecker;
 use crate::sql::{SqlHealth, SqlProxy};
-use crate::seams::SessionPolicy;
-use crate::wasm::{Engine, LbUser, PluginSlot, PluginWatcher, Plugins, WasmAccess, WasmLb, WasmSession, WasmSqlRouter};
+use crate::wasm::{Engine, LbUser, PluginSlot, PluginWatcher, Plugins, Slots, WasmLb, WasmSqlRouter};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use std::sync::Arc;
 
 /// Everything built from a config, before any socket is bound.
 pub struct Built {
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes and upstreams: what a config reload replaces.
+    pub live: Arc<Live>,
     pub plugins: Arc<Plugins>,
+    pub engine: Engine,
     pub sql: Option<Arc<SqlProxy>>,
-    /// Each route's session strategy, parallel to the config's routes.
-    pub sessions: Vec<Option<Arc<dyn SessionPolicy>>>,
     /// This node of `[cluster]` (the replicated tier).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Each route's access check, parallel to the config's routes.
-    pub gates: Vec<Option<Arc<crate::access::RouteGate>>>,
     /// The session store tiers (the admin API's `/sessions`).
     pub stores: Arc<crate::session::Stores>,
     /// The HTTPS listener's certificates, when `[server.tls]` is on.
@@ -47,37 +44,19 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
             None
         }
     });
-    let mut plugins = Plugins::default();
+    let mut slots = Slots::new();
     for spec in cfg.plugins.values() {
         match PluginSlot::load(&engine, spec) {
-            Ok(slot) => plugins.insert(slot),
+            Ok(slot) => {
+                slots.insert(spec.name.clone(), slot);
+            }
             Err(e) => errors.push(e),
         }
     }
     // Plugins are instantiated once here to surface config errors now.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| vec![Error::internal(e.to_string())])?;
-    let mut upstreams = Vec::new();
-    for u in &cfg.upstreams {
-        let (lb, slot): (Arc<dyn LbPolicy>, _) = match u.lb.as_ref().map(|name| plugins.get(name)) {
-            None => (Arc::new(RoundRobin::default()), None),
-            Some(None) => continue, // its plugin failed to load; already reported
-            Some(Some(slot)) => match rt.block_on(WasmLb::new(slot.current().plugin.clone())) {
-                Ok(lb) => {
-                    let lb = Arc::new(lb);
-                    (lb.clone() as Arc<dyn LbPolicy>, Some((slot.clone(), lb)))
-                }
-                Err(e) => {
-                    errors.push(locate(e, &slot.spec));
-                    continue;
-                }
-            },
-        };
-        let upstream = Arc::new(Upstream::new(u, lb));
-        if let Some((slot, lb)) = slot {
-            slot.add_user(Arc::new(LbUser { upstream: upstream.clone(), lb }));
-        }
-        upstreams.push(upstream);
-    }
+    let routing = rt.block_on(Routing::build(cfg, &slots, engine.stores(), None));
+    let plugins = Plugins::new(slots);
     let sql_tls = tls.as_deref().filter(|_| cfg.sql.as_ref().is_some_and(|s| s.tls));
     let sql = cfg.sql.as_ref().and_then(|spec| match rt.block_on(build_sql(spec, &plugins, sql_tls)) {
         Ok(p) => Some(p),
@@ -86,68 +65,28 @@ pub fn build(cfg: &ValidConfig) -> Result<Built, Vec<Error>> {
             None
         }
     });
-    let mut sessions = Vec::new();
-    for r in &cfg.routes {
-        sessions.push(match r.session.as_ref().and_then(|name| plugins.get(name)) {
-            None => None,
-            Some(slot) => match rt.block_on(WasmSession::new(slot.current().plugin.clone(), &crate::proxy::route_label(r))) {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    slot.add_user(s.clone());
-                    Some(s as Arc<dyn SessionPolicy>)
-                }
-                Err(e) => {
-                    errors.push(locate(e, &slot.spec));
-                    None
-                }
-            },
-        });
-    }
-    let host = cfg.access.as_ref().map(|a| Arc::new(crate::access::AccessHost::new(a, engine.stores().clone())));
-    let mut gates = Vec::new();
-    for r in &cfg.routes {
-        gates.push(match (r.access.as_ref(), &host) {
-            (Some(spec), Some(host)) => match plugins.get(&spec.plugin) {
-                None => None, // its plugin failed to load; already reported
-                Some(slot) => match rt.block_on(WasmAccess::new(slot.current().plugin.clone(), &crate::proxy::route_label(r))) {
-                    Ok(a) => {
-                        let a = Arc::new(a);
-                        slot.add_user(a.clone());
-                        Some(Arc::new(crate::access::RouteGate { host: host.clone(), policy: a, spec: spec.clone() }))
-                    }
-                    Err(e) => {
-                        errors.push(locate(e, &slot.spec));
-                        None
-                    }
-                },
-            },
-            _ => None,
-        });
-    }
-    if errors.is_empty() {
-        Ok(Built { upstreams, plugins: Arc::new(plugins), sql, sessions, cluster, gates, stores: engine.stores().clone(), tls })
-    } else {
-        Err(errors)
-    }
-}
-
-/// A plugin's rejection of its config names the line of that config.
-fn locate(e: Error, spec: &crate::config::PluginSpec) -> Error {
-    match (e.fault, spec.config_line) {
-        (Some(crate::error::PluginFault::Config), Some(line)) => Error { message: format!("line {line}: plugins.{}.config: {}", spec.name, e.message), ..e },
-        _ => e,
+    match routing {
+        Ok(routing) if errors.is_empty() => {
+            let stores = engine.stores().clone();
+            Ok(Built { live: Live::new(routing), plugins: Arc::new(plugins), engine, sql, cluster, stores, tls })
+        }
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
     }
 }
 
 /// The SQL listener's shared state: its router plugin (or the builtin
 /// split) and one replica lb policy per replica set.
 async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins, tls: Option<&crate::tls::TlsHub>) -> Result<Arc<SqlProxy>, Error> {
-    let slot = |name: &String| plugins.get(name).cloned().ok_or_else(|| Error::internal(format!("plugin {name:?} failed to load")));
+    let slot = |name: &String| plugins.get(name).ok_or_else(|| Error::internal(format!("plugin {name:?} failed to load")));
     let router: Arc<dyn SqlRouter> = match &spec.router {
         None => Arc::new(ClassicSplit),
         Some(name) => {
             let slot = slot(name)?;
-            let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await.map_err(|e| locate(e, &slot.spec))?);
+            let r = Arc::new(WasmSqlRouter::new(slot.current().plugin.clone()).await.map_err(|e| crate::live::locate(e, &slot.spec))?);
             slot.add_user(r.clone());
             r
         }
@@ -176,8 +115,8 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins, tls: Option
     Ok(proxy)
 }
 
-/// A ready-to-run Pingora server.
-pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, Error> {
+/// A ready-to-run Pingora server for the config read from `file`.
+pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: bool) -> Result<Server, Error> {
     // SIGTERM: stop accepting, give in-flight requests the grace, then stop
     // the runtimes within 2 s more (Pingora would wait 300 s).
     let conf = ServerConf {
@@ -194,7 +133,7 @@ pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let gateway = Gateway {
-        router: Router::new(&cfg.routes, &built.upstreams, &built.sessions, &built.gates),
+        live: built.live.clone(),
         request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
             .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
         hsts: built.tls.as_ref().and_then(|t| t.hsts().map(|v| http::HeaderValue::from_str(v).expect("ascii"))),
@@ -217,13 +156,14 @@ pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, 
     server.add_service(proxy);
     server.add_service(pingora::services::background::background_service(
         "health",
-        HealthChecker { upstreams: built.upstreams.clone() },
+        HealthChecker { live: built.live.clone() },
     ));
     server.add_service(pingora::services::background::background_service(
         "plugin watcher",
-        PluginWatcher { plugins: built.plugins.clone() },
+        PluginWatcher { plugins: built.plugins.clone(), live: built.live.clone() },
     ));
-    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone() };
+    let config = crate::reload::ConfigReload::new(file.to_path_buf(), built.live.clone(), built.plugins.clone(), built.engine.clone(), built.stores.clone());
+    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone(), config: Arc::new(config) };
     server.add_service(pingora::services::background::background_service("reload", reloader.clone()));
     if let Some(sql) = &built.sql {
         server.add_service(crate::sql::service(sql.clone()));
@@ -236,7 +176,7 @@ pub fn server(cfg: &ValidConfig, built: Built, upgrade: bool) -> Result<Server, 
         let api = crate::admin::AdminApi {
             spec: spec.clone(),
             plugins: built.plugins.clone(),
-            upstreams: built.upstreams.clone(),
+            live: built.live.clone(),
             sql: built.sql.clone(),
             cluster: built.cluster.clone(),
             stores: built.stores.clone(),

@@ -61,6 +61,14 @@ fn a_plugin_config_table_changes_live_and_a_bad_one_changes_nothing() {
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.contains("\"editor\""), "{}", r.body);
     assert_eq!(doc().status, 403, "still the admin's table");
+
+    // New bytes with their own table, in one PUT (the query's `config`).
+    let query = "/plugins/rbac?config=%7B%22grants%22%3A%7B%22viewer%22%3A%5B%22read%3Adoc%22%5D%7D%7D";
+    let r = request(admin, "PUT", query, &[(k, v.as_str())], &bytes);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(doc().status, 200, "the table that came with the bytes runs");
+    let r = request(admin, "PUT", "/plugins/rbac?config=%5B1%5D", &[(k, v.as_str())], &bytes);
+    assert!(r.status == 400 && r.body.contains("config query parameter must be a JSON object"), "{r:?}");
 }
 
 /// The same through the CLI: `switchyard plugin config` and `switchyard reload`.
@@ -88,4 +96,11 @@ fn the_cli_sets_a_config_table_and_reloads() {
     assert!(!ok && out.contains("not a JSON object"), "{out}");
     let (ok, out) = cli(&["reload"]);
     assert!(ok && out.contains("\"plugins\"") && out.contains("\"errors\": []"), "{out}");
+    assert!(out.contains("\"unchanged\": true"), "the file did not change: {out}");
+    // `plugin push --config-table`: new bytes with the table in the file.
+    std::fs::write(&file, r#"{"grants": {"viewer": ["read:doc"]}}"#).unwrap();
+    let wasm = plugin("access_rbac");
+    let (ok, out) = cli(&["plugin", "push", "rbac", wasm.to_str().unwrap(), "--config-table", file.to_str().unwrap()]);
+    assert!(ok && out.contains("\"viewer\""), "{out}");
+    assert_eq!(get(gw.addr, "/doc", &[("Authorization", auth.as_str())]).status, 200);
 }

@@ -36,9 +36,13 @@ impl AdminTarget {
     }
 
     /// `PUT /plugins/{name}` with the file's bytes.
-    pub fn push(&self, name: &str, file: &Path) -> Result<String, String> {
+    pub fn push(&self, name: &str, file: &Path, config: Option<&Path>) -> Result<String, String> {
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        self.call("PUT", &format!("/plugins/{name}"), Some(&bytes))
+        let query = match config {
+            None => String::new(),
+            Some(c) => format!("?config={}", encode(&String::from_utf8_lossy(&table(c)?))),
+        };
+        self.call("PUT", &format!("/plugins/{name}{query}"), Some(&bytes))
     }
 
     /// `GET /plugins`.
@@ -63,14 +67,12 @@ impl AdminTarget {
 
     /// `PUT /plugins/{name}/config` with the file's JSON object.
     pub fn config(&self, name: &str, file: &Path) -> Result<String, String> {
-        let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&text).map_err(|e| format!("{}: not a JSON object: {e}", file.display()))?;
-        self.call("PUT", &format!("/plugins/{name}/config"), Some(&text))
+        self.call("PUT", &format!("/plugins/{name}/config"), Some(&table(file)?))
     }
 
-    /// `POST /reload`.
-    pub fn reload(&self) -> Result<String, String> {
-        self.call("POST", "/reload", None)
+    /// `POST /reload`, or `POST /config/reload` for the config file alone.
+    pub fn reload(&self, config_only: bool) -> Result<String, String> {
+        self.call("POST", if config_only { "/config/reload" } else { "/reload" }, None)
     }
 
     /// `GET /upstreams`.
@@ -79,13 +81,14 @@ impl AdminTarget {
     }
 }
 
-/// Percent-encode a query value (every byte but unreserved ones).
+/// A config table file: its bytes, once they are known to be a JSON object.
+fn table(file: &Path) -> Result<Vec<u8>, String> {
+    let text = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&text).map_err(|e| format!("{}: not a JSON object: {e}", file.display()))?;
+    Ok(text)
+}
+
+/// Percent-encode a query value.
 fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }

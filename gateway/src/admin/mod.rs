@@ -12,7 +12,6 @@ pub use client::AdminTarget;
 
 use crate::config::AdminSpec;
 use crate::metrics::metrics;
-use crate::upstream::Upstream;
 use crate::wasm::Plugins;
 use async_trait::async_trait;
 use http::{Method, StatusCode};
@@ -24,7 +23,8 @@ use std::sync::Arc;
 pub struct AdminApi {
     pub spec: AdminSpec,
     pub plugins: Arc<Plugins>,
-    pub upstreams: Vec<Arc<Upstream>>,
+    /// Routes and upstreams as the last config reload left them.
+    pub live: Arc<crate::live::Live>,
     /// The SQL listener, when `[sql]` is on.
     pub sql: Option<Arc<crate::sql::SqlProxy>>,
     /// This node of `[cluster]`, for the `/healthz` detail.
@@ -99,14 +99,14 @@ impl AdminApi {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["plugins"]) => Reply::json(StatusCode::OK, views::plugins(&self.plugins)),
-            (&Method::GET, ["upstreams"]) => Reply::json(StatusCode::OK, views::upstreams(&self.upstreams)),
+            (&Method::GET, ["upstreams"]) => Reply::json(StatusCode::OK, views::upstreams(&self.live.routing().upstreams)),
             (&Method::GET, ["sql"]) => match &self.sql {
                 Some(sql) => Reply::json(StatusCode::OK, views::sql(sql)),
                 None => Reply::error(StatusCode::NOT_FOUND, "no [sql] listener is configured"),
             },
             (&Method::GET, ["stores"]) => Reply::json(StatusCode::OK, views::stores(&self.stores)),
             (&Method::GET, ["metrics"]) => {
-                views::refresh_backend_gauges(&self.upstreams);
+                views::refresh_backend_gauges(&self.live.routing().upstreams);
                 Reply::text(StatusCode::OK, "text/plain; version=0.0.4", metrics().render())
             }
             (&Method::GET, ["sessions", "counts"]) => Reply::json(StatusCode::OK, sessions::counts(&self.stores)),
@@ -120,6 +120,10 @@ impl AdminApi {
                 let status = if report.errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
                 Reply::json(status, serde_json::to_value(&report).unwrap_or_default())
             }
+            (&Method::POST, ["config", "reload"]) => match self.reloader.config.reload().await {
+                Ok(report) => Reply::json(StatusCode::OK, serde_json::to_value(&report).unwrap_or_default()),
+                Err(errors) => Reply::json(StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!({ "error": "reload refused; the running config keeps serving", "errors": errors })),
+            },
             (&Method::GET, ["tls"]) => match &self.reloader.tls {
                 Some(tls) => Reply::json(StatusCode::OK, tls.status()),
                 None => Reply::error(StatusCode::NOT_FOUND, "no [server.tls] listener is configured"),
@@ -138,7 +142,7 @@ impl AdminApi {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["tls"] | ["tls", "reload"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["config", "reload"] | ["tls"] | ["tls", "reload"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
@@ -152,18 +156,24 @@ impl AdminApi {
 
     /// The plugin a `PUT /plugins/NAME…` names, and the request's body.
     async fn slot_and_body(&self, session: &mut ServerSession, name: &str) -> Result<(Arc<crate::wasm::PluginSlot>, Vec<u8>), Reply> {
-        let Some(slot) = self.plugins.get(name).cloned() else {
+        let Some(slot) = self.plugins.get(name) else {
             return Err(Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")));
         };
         Ok((slot, read_body(session, self.spec.max_body).await?))
     }
 
+    /// `PUT /plugins/NAME[?config=JSON]`: new bytes, with a new config
+    /// table when the query gives one (else the running table).
     async fn put_plugin(&self, session: &mut ServerSession, name: &str) -> Reply {
+        let config = match config_query(session.req_header().uri.query()) {
+            Ok(c) => c,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        };
         let (slot, bytes) = match self.slot_and_body(session, name).await {
             Ok(x) => x,
             Err(reply) => return reply,
         };
-        match slot.swap(&bytes, "admin").await {
+        match slot.swap_with(&bytes, config, "admin").await {
             Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
@@ -176,12 +186,11 @@ impl AdminApi {
             Ok(x) => x,
             Err(reply) => return reply,
         };
-        let table = match serde_json::from_slice::<serde_json::Value>(&body) {
-            Ok(v @ serde_json::Value::Object(_)) => v,
-            Ok(_) => return Reply::error(StatusCode::BAD_REQUEST, "the body must be a JSON object: the plugin's config table"),
-            Err(e) => return Reply::error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
+        let table = match config_table(&body, "the body") {
+            Ok(t) => t,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
         };
-        match slot.reconfigure(table.to_string(), "admin").await {
+        match slot.reconfigure(table, "admin").await {
             Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
@@ -199,6 +208,22 @@ impl AdminApi {
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }
+}
+
+/// A config table given as JSON text: a JSON object, normalized.
+fn config_table(text: &[u8], what: &str) -> Result<String, String> {
+    match serde_json::from_slice::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string()),
+        Ok(_) => Err(format!("{what} must be a JSON object: the plugin's config table")),
+        Err(e) => Err(format!("{what} is not JSON: {e}")),
+    }
+}
+
+/// The `config=` query parameter of a `PUT /plugins/NAME`, decoded.
+fn config_query(query: Option<&str>) -> Result<Option<String>, String> {
+    let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes());
+    let Some((_, value)) = pairs.into_iter().find(|(k, _)| k == "config") else { return Ok(None) };
+    config_table(value.as_bytes(), "the config query parameter").map(Some)
 }
 
 /// Read a request body of at most `limit` bytes; 413 past it, 400 if the

@@ -37,7 +37,8 @@ pub fn history(name: &str, current: &Version, older: &[Arc<Version>]) -> Value {
 pub fn plugins(plugins: &Plugins) -> Value {
     let m = metrics();
     let list: Vec<Value> = plugins
-        .iter()
+        .all()
+        .values()
         .map(|slot| {
             let name = slot.spec.name.as_str();
             let hooks: serde_json::Map<String, Value> = slot

@@ -194,7 +194,7 @@ pub enum OnError {
 }
 
 /// `[plugins.NAME.limits]`
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
     /// Wall-clock budget of one call.

@@ -170,7 +170,7 @@ impl std::fmt::Debug for AdminSpec {
 pub const MIN_TOKEN_LEN: usize = 16;
 
 /// A plugin to load.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     pub name: String,
     pub path: PathBuf,

@@ -26,7 +26,7 @@ mod routes;
 
 pub use capped::Capped;
 pub use ctx::Ctx;
-pub use routes::{label as route_label, Router};
+pub use routes::{label as route_label, Matched, Router};
 
 use crate::accesslog::counting;
 use crate::seams::{LbError, SessionAction};
@@ -44,7 +44,8 @@ pub const INTERNAL_PREFIX: &str = "x-switchyard-";
 
 /// The gateway's HTTP proxy.
 pub struct Gateway {
-    pub router: Router,
+    /// Routes and upstreams; a config reload swaps them.
+    pub live: Arc<crate::live::Live>,
     pub request_id_header: http::HeaderName,
     /// `Strict-Transport-Security` on answers that went out over TLS.
     pub hsts: Option<http::HeaderValue>,
@@ -72,13 +73,13 @@ impl ProxyHttp for Gateway {
             self.to_https(session, ctx, port).await?;
             return Ok(true);
         }
-        let Some(matched) = self.router.route(session.req_header()) else {
+        let Some(matched) = self.live.route(session.req_header()) else {
             let h = session.req_header();
             let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
             self.answer(session, ctx, 404, &why).await?;
             return Ok(true);
         };
-        ctx.start(matched);
+        ctx.start(&matched);
         if let Some(gate) = &matched.access {
             let req = ctx.view(session);
             match counting(ctx.faults.clone(), gate.admit(&req)).await {

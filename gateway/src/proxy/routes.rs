@@ -20,7 +20,7 @@ pub struct Matched {
 
 /// Routes, longest prefix first.
 pub struct Router {
-    routes: Vec<(RouteSpec, Matched)>,
+    routes: Vec<(RouteSpec, Arc<Matched>)>,
 }
 
 impl Router {
@@ -37,7 +37,7 @@ impl Router {
                     session: sessions.get(i).cloned().flatten(),
                     access: gates.get(i).cloned().flatten(),
                 };
-                (r.clone(), m)
+                (r.clone(), Arc::new(m))
             })
             .collect();
         // Host-specific routes before any-host ones, then longer prefixes first.
@@ -46,7 +46,7 @@ impl Router {
     }
 
     /// What a request matches, if any route does.
-    pub fn route(&self, req: &RequestHeader) -> Option<&Matched> {
+    pub fn route(&self, req: &RequestHeader) -> Option<&Arc<Matched>> {
         // Route hosts are lower case; the request's is compared without a copy.
         let host = host_of(req).map(|h| h.split(':').next().unwrap_or(h));
         let path = req.uri.path();

@@ -15,9 +15,11 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::net::TcpStream;
 
-/// Probes every backend of every upstream on its upstream's interval.
+/// Probes every backend of every upstream on its upstream's interval; a
+/// config reload restarts it on the new upstreams (verdicts carry over
+/// with the backends' stats).
 pub struct HealthChecker {
-    pub upstreams: Vec<Arc<Upstream>>,
+    pub live: Arc<crate::live::Live>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -28,10 +30,9 @@ struct Streak {
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self.upstreams.iter().cloned().map(|u| tokio::spawn(check_loop(u))).collect();
-        let _ = shutdown.changed().await;
-        tasks.iter().for_each(|t| t.abort());
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let probes = |r: &crate::live::Routing| r.upstreams.iter().cloned().map(|u| tokio::spawn(check_loop(u))).collect();
+        self.live.per_generation(shutdown, probes).await;
     }
 }
 

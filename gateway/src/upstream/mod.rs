@@ -20,7 +20,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub address: String,
     pub weight: u32,
-    pub stats: BackendStats,
+    /// Shared with the same backend in the config before a reload, so
+    /// health and stats carry over.
+    pub stats: Arc<BackendStats>,
     /// How to reach it (TLS, protocol, timeouts), cloned per request.
     pub peer: pingora::upstreams::peer::HttpPeer,
 }
@@ -31,6 +33,9 @@ impl Backend {
         self.stats.is_healthy()
     }
 }
+
+/// The next upstream's version epoch.
+static EPOCHS: AtomicU64 = AtomicU64::new(1);
 
 /// A named pool of backends with its policy.
 pub struct Upstream {
@@ -49,18 +54,31 @@ pub struct Upstream {
 impl Upstream {
     /// Build from its validated spec and chosen policy.
     pub fn new(spec: &UpstreamSpec, lb: Arc<dyn LbPolicy>) -> Self {
+        Self::carrying(spec, lb, None)
+    }
+
+    /// As [`Self::new`]; a backend that `previous` (the same upstream
+    /// before a config reload) also had keeps its health and stats.
+    pub fn carrying(spec: &UpstreamSpec, lb: Arc<dyn LbPolicy>, previous: Option<&Upstream>) -> Self {
         if spec.tls.as_ref().is_some_and(|t| !t.verify) {
             tracing::warn!(upstream = %spec.name, "verify = false: backend certificates and names are NOT checked; anyone on the path can pose as these backends");
         }
         let backends = spec
             .backends
             .iter()
-            .map(|&(addr, weight)| Backend { addr, address: addr.to_string(), weight, stats: BackendStats::default(), peer: peer::template(spec, addr) })
+            .map(|&(addr, weight)| {
+                let kept = previous.and_then(|p| p.backends.iter().find(|b| b.addr == addr));
+                let stats = kept.map_or_else(Arc::default, |b| b.stats.clone());
+                Backend { addr, address: addr.to_string(), weight, stats, peer: peer::template(spec, addr) }
+            })
             .collect();
         Self {
             name: spec.name.clone(),
             backends,
-            version: AtomicU64::new(1),
+            // Each upstream counts from its own epoch: a policy instance
+            // carried over from the upstream before a reload never takes
+            // this set for the one it saw.
+            version: AtomicU64::new(EPOCHS.fetch_add(1, Ordering::Relaxed) << 32),
             lb,
             health: spec.health.clone(),
             retries: spec.retries,

@@ -56,8 +56,21 @@ pub struct PluginSlot {
     /// Recently compiled versions by sha256: pushing known bytes again
     /// (a revert, an A/B flip) skips the compile.
     compiled: Mutex<Vec<(String, Arc<LoadedPlugin>)>>,
-    /// One swap at a time per plugin.
-    swapping: tokio::sync::Mutex<()>,
+    /// One swap at a time per plugin; a config reload holds every one.
+    swapping: Arc<tokio::sync::Mutex<()>>,
+    /// The `config` table the config file last gave it (an admin `PUT`
+    /// may run another): a reload applies the file's only when it moved.
+    file_config: Mutex<String>,
+}
+
+/// A version proved on every user it will serve, not yet serving:
+/// [`Staged::commit`] switches them all at once and cannot fail.
+pub struct Staged {
+    slot: Arc<PluginSlot>,
+    version: Arc<Version>,
+    prepared: Vec<(Arc<dyn SwapTarget>, Box<dyn std::any::Any + Send>)>,
+    /// The config file's table this version runs, when a reload staged it.
+    file_config: Option<String>,
 }
 
 /// The hex SHA-256 of a plugin's bytes.
@@ -85,7 +98,8 @@ impl PluginSlot {
             numbers: AtomicU64::new(1),
             users: Mutex::new(Vec::new()),
             compiled,
-            swapping: tokio::sync::Mutex::new(()),
+            swapping: Arc::default(),
+            file_config: Mutex::new(spec.config_json.clone()),
         }))
     }
 
@@ -129,13 +143,62 @@ impl PluginSlot {
         self.users.lock().push(user);
     }
 
+    /// Forget users a retired config generation registered.
+    pub fn remove_users(&self, gone: &[Arc<dyn SwapTarget>]) {
+        self.users.lock().retain(|u| !gone.iter().any(|g| same_user(u, g)));
+    }
+
+    /// The users that stay when `gone` retire.
+    pub fn users_except(&self, gone: &[Arc<dyn SwapTarget>]) -> Vec<Arc<dyn SwapTarget>> {
+        self.users.lock().iter().filter(|u| !gone.iter().any(|g| same_user(u, g))).cloned().collect()
+    }
+
+    /// Hold this plugin's swaps (admin, file, rollback) until dropped.
+    pub async fn hold(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.swapping.clone().lock_owned().await
+    }
+
+    /// The `config` table (JSON) the config file last gave this plugin.
+    pub fn file_config(&self) -> String {
+        self.file_config.lock().clone()
+    }
+
+    /// The running bytes with the file's new `config` table, proved on
+    /// `users` (those that stay and those a reload adds). The caller holds
+    /// [`Self::hold`]; nothing changes until the commit.
+    pub async fn stage_config(self: &Arc<Self>, config_json: String, users: Vec<Arc<dyn SwapTarget>>) -> Result<Staged, Error> {
+        let current = self.current();
+        let version = Version {
+            number: self.numbers.fetch_add(1, Ordering::AcqRel) + 1,
+            sha256: current.sha256.clone(),
+            loaded_at: SystemTime::now(),
+            source: "config",
+            origin: format!("{} with the config file's new table", current.origin),
+            plugin: Arc::new(current.plugin.with_config(config_json.clone())),
+        };
+        let staged = self.stage(Arc::new(version), users).await;
+        match staged {
+            Ok(staged) => Ok(Staged { file_config: Some(config_json), ..staged }),
+            Err(e) => {
+                self.record("config", &Err(e.clone()));
+                Err(e)
+            }
+        }
+    }
+
     /// Who uses this plugin: upstream names, `sql`, `route /prefix`.
     pub fn user_names(&self) -> Vec<String> {
         self.users.lock().iter().map(|u| u.user()).collect()
     }
 
     /// Check, prove and install new bytes. `source` labels logs and metrics.
-    pub async fn swap(&self, bytes: &[u8], source: &'static str) -> Result<Arc<Version>, Error> {
+    pub async fn swap(self: &Arc<Self>, bytes: &[u8], source: &'static str) -> Result<Arc<Version>, Error> {
+        self.swap_with(bytes, None, source).await
+    }
+
+    /// As [`Self::swap`], with a new `config` table (JSON text) for the
+    /// new bytes; `None` keeps the table running now.
+    pub async fn swap_with(self: &Arc<Self>, bytes: &[u8], config_json: Option<String>, source: &'static str) -> Result<Arc<Version>, Error> {
         let _one = self.swapping.lock().await;
         let sha256 = sha256_hex(bytes);
         let result = async {
@@ -143,7 +206,7 @@ impl PluginSlot {
             self.check_world(&plugin)?;
             // New bytes run with the config table running now (an admin
             // `PUT /plugins/NAME/config` may have changed the file's).
-            let config = self.current().plugin.spec.config_json.clone();
+            let config = config_json.unwrap_or_else(|| self.current().plugin.spec.config_json.clone());
             if plugin.spec.config_json != config {
                 plugin = Arc::new(plugin.with_config(config));
             }
@@ -160,7 +223,7 @@ impl PluginSlot {
     /// The running bytes with a new `config` table (JSON text), proved the
     /// way a swap is (instantiate, `configure`, smoke calls) before it
     /// serves; a table the plugin rejects changes nothing.
-    pub async fn reconfigure(&self, config_json: String, source: &'static str) -> Result<Arc<Version>, Error> {
+    pub async fn reconfigure(self: &Arc<Self>, config_json: String, source: &'static str) -> Result<Arc<Version>, Error> {
         let _one = self.swapping.lock().await;
         let current = self.current();
         let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
@@ -179,7 +242,7 @@ impl PluginSlot {
 
     /// Step back to the version before the current one; the current one
     /// is dropped from the history, so a second rollback goes further back.
-    pub async fn rollback(&self) -> Result<Arc<Version>, Error> {
+    pub async fn rollback(self: &Arc<Self>) -> Result<Arc<Version>, Error> {
         let _one = self.swapping.lock().await;
         let result = match self.previous() {
             None => Err(Error::plugin(PluginFault::Load, &self.spec.name, "has no previous version to roll back to")),
@@ -220,30 +283,23 @@ impl PluginSlot {
     }
 
     /// Prepare every user first; store only if all succeeded.
-    async fn install(&self, version: Arc<Version>, rollback: bool) -> Result<Arc<Version>, Error> {
+    async fn install(self: &Arc<Self>, version: Arc<Version>, rollback: bool) -> Result<Arc<Version>, Error> {
         let users = self.users.lock().clone();
+        Ok(self.stage(version, users).await?.commit(rollback))
+    }
+
+    /// Prove `version` on each of `users` (or alone, when there are none).
+    async fn stage(self: &Arc<Self>, version: Arc<Version>, users: Vec<Arc<dyn SwapTarget>>) -> Result<Staged, Error> {
         let mut prepared = Vec::with_capacity(users.len());
-        for user in &users {
-            prepared.push(user.prepare(version.plugin.clone()).await?);
+        for user in users {
+            let next = user.prepare(version.plugin.clone()).await?;
+            prepared.push((user, next));
         }
-        if users.is_empty() {
+        if prepared.is_empty() {
             // Nobody calls it yet: still prove it instantiates and configures.
             super::prove(version.plugin.clone()).await?;
         }
-        for (user, next) in users.iter().zip(prepared) {
-            user.commit(next);
-        }
-        let old = self.current.swap(version.clone());
-        let mut history = self.history.lock();
-        if rollback {
-            history.pop();
-        } else {
-            history.push(old);
-            if history.len() > HISTORY {
-                history.remove(0);
-            }
-        }
-        Ok(version)
+        Ok(Staged { slot: self.clone(), version, prepared, file_config: None })
     }
 
     fn record(&self, source: &str, result: &Result<Arc<Version>, Error>) {
@@ -256,30 +312,71 @@ impl PluginSlot {
     }
 }
 
-/// Every plugin of the running config, by name.
+impl Staged {
+    /// Serve the staged version on every prepared user; the old one goes
+    /// to the history (a rollback pops it instead).
+    pub fn commit(self, rollback: bool) -> Arc<Version> {
+        let slot = self.slot;
+        for (user, next) in self.prepared {
+            user.commit(next);
+        }
+        let old = slot.current.swap(self.version.clone());
+        if let Some(table) = self.file_config {
+            *slot.file_config.lock() = table;
+            slot.record("config", &Ok(self.version.clone()));
+        }
+        let mut history = slot.history.lock();
+        if rollback {
+            history.pop();
+        } else {
+            history.push(old);
+            if history.len() > HISTORY {
+                history.remove(0);
+            }
+        }
+        self.version
+    }
+}
+
+/// The same user, whatever vtable the `Arc` carries.
+fn same_user(a: &Arc<dyn SwapTarget>, b: &Arc<dyn SwapTarget>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// The plugins of one config, by name.
+pub type Slots = BTreeMap<String, Arc<PluginSlot>>;
+
+/// Every plugin of the running config, by name; a config reload replaces
+/// the set in one step.
 #[derive(Default)]
 pub struct Plugins {
-    slots: BTreeMap<String, Arc<PluginSlot>>,
+    slots: ArcSwap<Slots>,
 }
 
 impl Plugins {
-    pub fn insert(&mut self, slot: Arc<PluginSlot>) {
-        self.slots.insert(slot.spec.name.clone(), slot);
+    pub fn new(slots: Slots) -> Self {
+        Self { slots: ArcSwap::from_pointee(slots) }
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<PluginSlot>> {
-        self.slots.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<PluginSlot>> {
+        self.slots.load().get(name).cloned()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<PluginSlot>> {
-        self.slots.values()
+    /// The plugins now, by name.
+    pub fn all(&self) -> Arc<Slots> {
+        self.slots.load_full()
+    }
+
+    /// Serve this set from now on.
+    pub fn replace(&self, slots: Slots) {
+        self.slots.store(Arc::new(slots));
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.load().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.load().is_empty()
     }
 }

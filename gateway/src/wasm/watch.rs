@@ -21,23 +21,20 @@ fn stamp(slot: &PluginSlot) -> Option<Stamp> {
     Some(Stamp { modified: meta.modified().ok(), len: meta.len() })
 }
 
-/// Watches plugin files.
+/// Watches plugin files (the set a config reload left).
 pub struct PluginWatcher {
     pub plugins: Arc<Plugins>,
+    pub live: Arc<crate::live::Live>,
 }
 
 #[async_trait]
 impl BackgroundService for PluginWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .plugins
-            .iter()
-            .filter(|s| s.spec.watch_ms > 0)
-            .cloned()
-            .map(|slot| tokio::spawn(watch_file(slot)))
-            .collect();
-        let _ = shutdown.changed().await;
-        tasks.iter().for_each(|t| t.abort());
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let watched = |_: &crate::live::Routing| {
+            let slots = self.plugins.all();
+            slots.values().filter(|s| s.spec.watch_ms > 0).cloned().map(|slot| tokio::spawn(watch_file(slot))).collect()
+        };
+        self.live.per_generation(shutdown, watched).await;
     }
 }
 
@@ -60,7 +57,7 @@ async fn watch_file(slot: Arc<PluginSlot>) {
 
 /// Swap in the file's bytes unless they are what already runs: `Ok(true)`
 /// when they were swapped in, `Err` with why the old version is kept.
-pub async fn reload_if_changed(slot: &PluginSlot, source: &'static str) -> Result<bool, String> {
+pub async fn reload_if_changed(slot: &Arc<PluginSlot>, source: &'static str) -> Result<bool, String> {
     let bytes = match tokio::fs::read(&slot.spec.path).await {
         Ok(b) => b,
         Err(e) => {

@@ -1,6 +1,11 @@
 //! One reload path for what changes without a restart: SIGHUP, a changed
-//! file and the admin API (`POST /reload`, `POST /tls/reload`) all reload
-//! plugins and TLS certificates through [`Reloader`].
+//! file and the admin API (`POST /reload`, `POST /config/reload`,
+//! `POST /tls/reload`) all reload the config file, plugins and TLS
+//! certificates through [`Reloader`].
+
+mod config;
+
+pub use config::{ConfigReload, ConfigReport};
 
 use crate::tls::TlsHub;
 use crate::wasm::Plugins;
@@ -15,11 +20,16 @@ use std::time::Duration;
 pub struct Reloader {
     pub plugins: Arc<Plugins>,
     pub tls: Option<Arc<TlsHub>>,
+    /// The config file the gateway runs.
+    pub config: Arc<ConfigReload>,
 }
 
 /// The outcome of one reload, as the admin API answers it.
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
+    /// What the config file's reload applied (absent when it was refused:
+    /// see `errors`).
+    pub config: Option<ConfigReport>,
     /// Plugins whose file changed and were swapped (or refused: see their history).
     pub plugins: Vec<String>,
     /// The certificates serving now, when TLS is on.
@@ -29,10 +39,16 @@ pub struct Report {
 }
 
 impl Reloader {
-    /// Every plugin whose file changed, then the certificates.
+    /// The config file, then every plugin whose file changed, then the
+    /// certificates. A refused part leaves its old version serving and
+    /// does not hold the others back.
     pub async fn all(&self, source: &'static str) -> Report {
-        let mut report = Report { plugins: Vec::new(), tls: None, errors: Vec::new() };
-        for slot in self.plugins.iter() {
+        let mut report = Report { config: None, plugins: Vec::new(), tls: None, errors: Vec::new() };
+        match self.config.reload().await {
+            Ok(r) => report.config = Some(r),
+            Err(e) => report.errors.extend(e),
+        }
+        for slot in self.plugins.all().values() {
             match crate::wasm::reload_if_changed(slot, source).await {
                 Ok(true) => report.plugins.push(slot.spec.name.clone()),
                 Ok(false) => {}
@@ -73,7 +89,7 @@ async fn on_sighup(r: Reloader) {
         return;
     };
     while hup.recv().await.is_some() {
-        tracing::info!("SIGHUP: reloading changed plugins and the TLS certificates");
+        tracing::info!("SIGHUP: reloading the config, changed plugins and the TLS certificates");
         let report = r.all("sighup").await;
         for e in &report.errors {
             tracing::error!("SIGHUP reload: {e}");
