@@ -187,7 +187,7 @@ fn same_but_config(running: &PluginSpec, new: &PluginSpec) -> bool {
 /// The restart-only sections of a config text.
 fn restart_only(text: &str) -> toml::Table {
     let mut table = text.parse::<toml::Table>().unwrap_or_default();
-    table.retain(|k, _| RESTART_ONLY.iter().any(|r| *r == k));
+    table.retain(|k, _| RESTART_ONLY.contains(&k));
     table
 }
 
