@@ -143,6 +143,35 @@ enum PluginCommand {
         #[arg(long, value_name = "TABLE.json")]
         config_table: Option<PathBuf>,
     },
+    /// Run FILE beside plugin NAME's running version for PERCENT % of the clients
+    /// (admin `PUT /plugins/NAME?canary=P`); with --window, promoted or rolled back
+    /// on its figures after that many calls.
+    Canary {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
+        file: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=99))]
+        percent: u32,
+        /// Canary calls before the automatic verdict (off when absent).
+        #[arg(long)]
+        window: Option<u64>,
+        /// A JSON file with the canary's config table (else the running table).
+        #[arg(long, value_name = "TABLE.json")]
+        config_table: Option<PathBuf>,
+    },
+    /// Make plugin NAME's canary the running version (admin `POST /plugins/NAME/canary/promote`).
+    Promote {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
+    },
+    /// Stop plugin NAME's canary: every client on the running version (admin `DELETE /plugins/NAME/canary`).
+    Abort {
+        #[command(flatten)]
+        admin: AdminArgs,
+        name: String,
+    },
     /// Step plugin NAME back to the version before the running one.
     Rollback {
         #[command(flatten)]
@@ -381,6 +410,15 @@ fn plugin(cmd: PluginCommand) -> ExitCode {
             }),
         PluginCommand::List { admin } => admin.target().and_then(|t| t.plugins()),
         PluginCommand::Push { admin, name, file, config_table } => admin.target().and_then(|t| t.push(&name, &file, config_table.as_deref())),
+        PluginCommand::Canary { admin, name, file, percent, window, config_table } => {
+            let mut query = format!("canary={percent}");
+            if let Some(w) = window {
+                query += &format!("&window={w}");
+            }
+            admin.target().and_then(|t| t.canary(&name, &file, &query, config_table.as_deref()))
+        }
+        PluginCommand::Promote { admin, name } => admin.target().and_then(|t| t.call_plain("POST", &format!("/plugins/{name}/canary/promote"))),
+        PluginCommand::Abort { admin, name } => admin.target().and_then(|t| t.call_plain("DELETE", &format!("/plugins/{name}/canary"))),
         PluginCommand::Rollback { admin, name } => admin.target().and_then(|t| t.rollback(&name)),
         PluginCommand::History { admin, name } => admin.target().and_then(|t| t.history(&name)),
         PluginCommand::Config { admin, name, file } => admin.target().and_then(|t| t.config(&name, &file)),

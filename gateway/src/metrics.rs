@@ -48,6 +48,7 @@ pub struct Metrics {
     pub plugin_offloads: IntCounterVec,
     /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
     pub plugin_swaps: IntCounterVec,
+    pub plugin_canary_decisions: IntCounterVec,
     /// Counters a plugin defines through the `metrics` import.
     pub plugin_counter: CounterVec,
     /// Gauges a plugin defines through the `metrics` import.
@@ -177,6 +178,7 @@ impl Metrics {
             plugin_fallbacks: counter(&r, "switchyard_plugin_fallbacks_total", "Calls answered by the builtin after a plugin failure", hook),
             plugin_offloads: counter(&r, "switchyard_plugin_offloaded_calls_total", "Plugin calls that ran long and finished on the plugin pool", &["plugin"]),
             plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
+            plugin_canary_decisions: counter(&r, "switchyard_plugin_canary_decisions_total", "Canary versions ended, by outcome and by whom", &["plugin", "decision", "by"]),
             plugin_counter: {
                 let c = CounterVec::new(Opts::new("switchyard_plugin_counter", "Counters defined by plugins"), &["plugin", "name"]).expect("static");
                 r.register(Box::new(c.clone())).expect("unique metric name");

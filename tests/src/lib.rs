@@ -402,6 +402,7 @@ pub mod memcached;
 pub mod browser;
 pub mod nodes;
 pub mod pki;
+pub mod ha;
 
 /// Sum of one metric's samples (from an admin `/metrics`) whose labels
 /// contain every `labels` pair.

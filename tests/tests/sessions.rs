@@ -239,7 +239,10 @@ fn forged_expired_and_tampered_tokens_are_refused_and_counted() {
     junk.cookies.insert("sy_session".into(), "not-a-token".into());
     assert_eq!(cart(&mut junk).0, 401);
     assert!(metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "malformed")]) >= 1.0);
-    // Expired: the token lives 2 s.
+    // Expired: the token lives 2 s (a fresh login: starting the other
+    // gateway above may itself take longer than that on a busy machine).
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
     assert_eq!(cart(&mut alice).0, 200);
     std::thread::sleep(std::time::Duration::from_millis(3100));
     assert_eq!(cart(&mut alice).0, 401, "an expired cookie is no session");

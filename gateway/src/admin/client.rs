@@ -37,12 +37,24 @@ impl AdminTarget {
 
     /// `PUT /plugins/{name}` with the file's bytes.
     pub fn push(&self, name: &str, file: &Path, config: Option<&Path>) -> Result<String, String> {
+        self.canary(name, file, "", config)
+    }
+
+    /// `PUT /plugins/{name}?QUERY` with FILE's bytes (and a config table).
+    pub fn canary(&self, name: &str, file: &Path, query: &str, config: Option<&Path>) -> Result<String, String> {
         let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let query = match config {
-            None => String::new(),
-            Some(c) => format!("?config={}", encode(&String::from_utf8_lossy(&table(c)?))),
-        };
+        let mut query = query.to_string();
+        if let Some(c) = config {
+            let sep = if query.is_empty() { "" } else { "&" };
+            query += &format!("{sep}config={}", encode(&String::from_utf8_lossy(&table(c)?)));
+        }
+        let query = if query.is_empty() { query } else { format!("?{query}") };
         self.call("PUT", &format!("/plugins/{name}{query}"), Some(&bytes))
+    }
+
+    /// A body-less call (`POST`, `DELETE`).
+    pub fn call_plain(&self, method: &str, path: &str) -> Result<String, String> {
+        self.call(method, path, None)
     }
 
     /// `GET /plugins`.

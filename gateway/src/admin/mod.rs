@@ -4,6 +4,7 @@
 //! everything but `GET /healthz` and the dashboard page itself (static; its
 //! data calls carry the token).
 
+mod canary;
 mod client;
 mod sessions;
 mod views;
@@ -136,13 +137,37 @@ impl AdminApi {
                 None => Reply::error(StatusCode::NOT_FOUND, "no [server.tls] listener is configured"),
             },
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
+            (&Method::GET, ["plugins", name]) => match self.plugins.get(name) {
+                Some(_) => {
+                    let all = views::plugins(&self.plugins);
+                    let one = all.as_array().and_then(|l| l.iter().find(|p| p["name"] == *name)).cloned().unwrap_or_default();
+                    Reply::json(StatusCode::OK, one)
+                }
+                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+            },
+            (&Method::GET, ["plugins", name, "canary"]) => match self.plugins.get(name) {
+                Some(slot) => Reply::json(StatusCode::OK, slot.canary_json()),
+                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+            },
+            (&Method::POST, ["plugins", name, "canary", "promote"]) => match self.plugins.get(name) {
+                Some(slot) => match slot.promote_canary("admin", "promoted through the admin API").await {
+                    Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+                    Err(e) => Reply::error(StatusCode::CONFLICT, e),
+                },
+                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+            },
+            (&Method::DELETE, ["plugins", name, "canary"]) => match self.plugins.get(name) {
+                Some(slot) if slot.end_canary("admin", "rolled back through the admin API").await => Reply::json(StatusCode::OK, slot.canary_json()),
+                Some(_) => Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no canary running")),
+                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
+            },
             (&Method::PUT, ["plugins", name, "config"]) => self.put_config(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
             (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["config", "reload"] | ["tls"] | ["tls", "reload"]) => {
+            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["plugins", _, "canary"] | ["plugins", _, "canary", "promote"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["config", "reload"] | ["tls"] | ["tls", "reload"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
@@ -162,17 +187,25 @@ impl AdminApi {
         Ok((slot, read_body(session, self.spec.max_body).await?))
     }
 
-    /// `PUT /plugins/NAME[?config=JSON]`: new bytes, with a new config
-    /// table when the query gives one (else the running table).
+    /// `PUT /plugins/NAME[?config=JSON][&canary=P…]`: new bytes, with a
+    /// new config table when the query gives one (else the running table);
+    /// with `canary`, beside the running version for P % of the keys.
     async fn put_plugin(&self, session: &mut ServerSession, name: &str) -> Reply {
-        let config = match config_query(session.req_header().uri.query()) {
-            Ok(c) => c,
-            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        let query = session.req_header().uri.query().map(str::to_string);
+        let (config, canary) = match (config_query(query.as_deref()), canary::query(query.as_deref())) {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(why), _) | (_, Err(why)) => return Reply::error(StatusCode::BAD_REQUEST, why),
         };
         let (slot, bytes) = match self.slot_and_body(session, name).await {
             Ok(x) => x,
             Err(reply) => return reply,
         };
+        if let Some((percent, auto)) = canary {
+            return match slot.start_canary(&bytes, config, percent, auto).await {
+                Ok(run) => Reply::json(StatusCode::OK, run.json()),
+                Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
+            };
+        }
         match slot.swap_with(&bytes, config, "admin").await {
             Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),

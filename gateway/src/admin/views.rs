@@ -68,6 +68,7 @@ pub fn plugins(plugins: &Plugins) -> Value {
             v["previous_version"] = json!(slot.previous().map(|p| p.number));
             v["history"] = json!(slot.history().iter().rev().map(|h| version(name, h)).collect::<Vec<_>>());
             v["upstreams"] = json!(slot.user_names());
+            v["canary"] = slot.canary_json();
             v["hooks"] = Value::Object(hooks);
             v
         })

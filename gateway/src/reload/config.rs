@@ -97,7 +97,10 @@ impl ConfigReload {
         let next = self.next_slots(&cfg, &running, &previous).await?;
         let routing = Routing::build(&cfg, &next.slots, &self.stores, Some(&previous)).await.map_err(|es| self.located(es))?;
         let staged = stage(&next.restage, &previous, &routing).await.map_err(|es| self.located(es))?;
-        // Nothing below can fail.
+        // Nothing below can fail. A canary was compared with what changes here.
+        for slot in running.values() {
+            slot.end_canary_held("reload", "the config was reloaded");
+        }
         let reconfigured = staged.into_iter().map(|s| s.commit(false).plugin.spec.name.clone()).collect();
         let mut slots = next.slots;
         let mut removed = Vec::new();

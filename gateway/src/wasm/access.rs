@@ -74,7 +74,7 @@ impl AccessCheck for WasmAccess {
     }
 
     async fn pre(&self, usage: &Usage) -> Result<AccessDecision, Error> {
-        let out = pre(&self.hosted.current(), LoadedPlugin::arm, usage).await;
+        let out = pre(&self.hosted.pick(Some(&usage.subject)), LoadedPlugin::arm, usage).await;
         if let Err(e) = &out {
             super::faults::log_fault(&self.hosted.name, "pre-decision", e, false);
         }
@@ -84,14 +84,14 @@ impl AccessCheck for WasmAccess {
     async fn ongoing(&self, usage: &Usage, elapsed_ms: u64) -> Result<Result<(), String>, Error> {
         let u = to_wit(usage);
         let call = seam::hint::<AccessSeam, (), _, _>(move |inst, ()| Box::pin(async move { inst.guest.call_ongoing_decision(&mut inst.store, &u, elapsed_ms).await }));
-        self.hosted.current().call("ongoing-decision", LoadedPlugin::arm, call, Ok).await
+        self.hosted.pick(Some(&usage.subject)).call("ongoing-decision", LoadedPlugin::arm, call, Ok).await
     }
 
     async fn post(&self, usage: &Usage, outcome: UsageOutcome) -> Result<Vec<AttrUpdate>, Error> {
         let u = to_wit(usage);
         let o = wit::Outcome { status: outcome.status, completed: outcome.completed, sent: outcome.sent, upstream_status: outcome.upstream_status };
         let call = seam::hint::<AccessSeam, (), _, _>(move |inst, ()| Box::pin(async move { inst.guest.call_post_update(&mut inst.store, &u, o).await }));
-        self.hosted.current().call("post-update", LoadedPlugin::arm, call, |l| Ok(updates(l))).await
+        self.hosted.pick(Some(&usage.subject)).call("post-update", LoadedPlugin::arm, call, |l| Ok(updates(l))).await
     }
 }
 
@@ -112,5 +112,9 @@ impl SwapTarget for WasmAccess {
 
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
         seam::commit_any(&self.hosted, prepared);
+    }
+
+    fn canary(&self, op: seam::CanaryOp) {
+        self.hosted.canary(op);
     }
 }

@@ -230,6 +230,7 @@ impl Engine {
             reads_request,
             slow_until_ns: AtomicU64::new(0),
             call_seconds: Default::default(),
+            score: Default::default(),
         }))
     }
 
@@ -264,6 +265,8 @@ pub struct LoadedPlugin {
     slow_until_ns: AtomicU64,
     /// `plugin_call_seconds` per hook, resolved at the hook's first call.
     call_seconds: parking_lot::RwLock<Vec<(&'static str, prometheus::Histogram)>>,
+    /// Calls, faults and latency of this version (a canary's evidence).
+    pub score: super::canary::Scorecard,
 }
 
 impl LoadedPlugin {
@@ -279,6 +282,7 @@ impl LoadedPlugin {
             reads_request: self.reads_request,
             slow_until_ns: AtomicU64::new(0),
             call_seconds: parking_lot::RwLock::new(Vec::new()),
+            score: Default::default(),
         }
     }
 }

@@ -165,11 +165,12 @@ impl LbPolicy for WasmLb {
     /// Read off the component: a plugin that imports none of the request's
     /// methods cannot read it. The current version decides (swaps change it).
     fn reads_request(&self) -> bool {
-        self.hosted.current().plugin.reads_request
+        // A canary splits by client address: the view carries it.
+        self.hosted.current().plugin.reads_request || self.hosted.has_canary()
     }
 
     async fn select(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
-        match select(&self.hosted.current(), LoadedPlugin::arm, req, upstream).await {
+        match select(&self.hosted.pick(req.client_ip), LoadedPlugin::arm, req, upstream).await {
             Ok(Ok(i)) => Ok(i),
             Ok(Err(msg)) => Err(LbError::NoBackend(format!("plugin {:?}: {msg}", self.hosted.name))),
             Err(e) if self.hosted.fell_back("select", &e) => self.fallback.select(req, upstream).await,
@@ -200,5 +201,9 @@ impl SwapTarget for LbUser {
 
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
         seam::commit_any(&self.lb.hosted, prepared);
+    }
+
+    fn canary(&self, op: seam::CanaryOp) {
+        self.lb.hosted.canary(op);
     }
 }

@@ -2,6 +2,7 @@
 //! per-call limits and the host imports.
 
 mod access;
+pub mod canary;
 mod engine;
 mod faults;
 mod host;
@@ -18,7 +19,7 @@ pub use engine::{Engine, LoadedPlugin, World};
 pub use host::{HostState, PluginShared};
 pub use inspect::report as inspect;
 pub use lb::{LbUser, WasmLb};
-pub use seam::SwapTarget;
+pub use seam::{CanaryOp, SwapTarget};
 pub use session::WasmSession;
 pub use registry::{sha256_hex, PluginSlot, Plugins, Slots, Staged, Version};
 pub use sql::WasmSqlRouter;

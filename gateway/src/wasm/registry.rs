@@ -9,7 +9,8 @@
 
 use super::engine::{Engine, LoadedPlugin};
 use super::host::PluginShared;
-use super::seam::SwapTarget;
+use super::canary::{judge, Auto, Score, Verdict};
+use super::seam::{CanaryOp, SwapTarget};
 use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
@@ -61,6 +62,44 @@ pub struct PluginSlot {
     /// The `config` table the config file last gave it (an admin `PUT`
     /// may run another): a reload applies the file's only when it moved.
     file_config: Mutex<String>,
+    /// A canary version running beside the current one.
+    canary: Mutex<Option<Arc<CanaryRun>>>,
+    /// How the last canary ended.
+    last_canary: Mutex<Option<serde_json::Value>>,
+}
+
+/// A canary version taking `percent` % of the keys, and its baseline.
+pub struct CanaryRun {
+    pub version: Arc<Version>,
+    pub percent: u32,
+    pub started: SystemTime,
+    /// The version it is compared with, and its score at the start.
+    baseline: Arc<Version>,
+    baseline_start: Score,
+    /// Judged on its own when set.
+    pub auto: Option<Auto>,
+}
+
+impl CanaryRun {
+    /// Both versions' figures since the canary started.
+    pub fn scores(&self) -> (Score, Score) {
+        (self.baseline.plugin.score.read().since(&self.baseline_start), self.version.plugin.score.read())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let (baseline, canary) = self.scores();
+        serde_json::json!({
+            "state": "running",
+            "version": self.version.number,
+            "sha256": self.version.sha256,
+            "percent": self.percent,
+            "started_unix": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "baseline_version": self.baseline.number,
+            "auto": self.auto,
+            "baseline": baseline.json(),
+            "canary": canary.json(),
+        })
+    }
 }
 
 /// A version proved on every user it will serve, not yet serving:
@@ -100,6 +139,8 @@ impl PluginSlot {
             compiled,
             swapping: Arc::default(),
             file_config: Mutex::new(spec.config_json.clone()),
+            canary: Mutex::new(None),
+            last_canary: Mutex::new(None),
         }))
     }
 
@@ -184,6 +225,101 @@ impl PluginSlot {
                 Err(e)
             }
         }
+    }
+
+    /// Load `bytes` beside the running version, with the same checks as a
+    /// swap (world, `configure`, restore of the baseline's state, a smoke
+    /// call per user), and send it `percent` % of the keys. With `auto`,
+    /// it is promoted or rolled back on its own figures.
+    pub async fn start_canary(self: &Arc<Self>, bytes: &[u8], config_json: Option<String>, percent: u32, auto: Option<Auto>) -> Result<Arc<CanaryRun>, Error> {
+        let _one = self.swapping.lock().await;
+        let sha256 = sha256_hex(bytes);
+        let plugin = self.compile(bytes, &sha256).await?;
+        self.check_world(&plugin)?;
+        let baseline = self.current();
+        // Its own scorecard, even for the running bytes and table.
+        let config = config_json.unwrap_or_else(|| baseline.plugin.spec.config_json.clone());
+        let plugin = Arc::new(plugin.with_config(config));
+        let number = self.numbers.fetch_add(1, Ordering::AcqRel) + 1;
+        let version = Arc::new(Version { number, sha256, loaded_at: SystemTime::now(), source: "canary", origin: "admin upload (canary)".into(), plugin });
+        let users = self.users.lock().clone();
+        let staged = self.stage(version.clone(), users).await;
+        self.record("canary", &staged.as_ref().map(|s| s.version.clone()).map_err(Clone::clone));
+        let staged = staged?;
+        self.end_canary_held("canary", "replaced by a new canary");
+        for (user, next) in staged.prepared {
+            user.canary(CanaryOp::Start(next, percent));
+        }
+        let run = Arc::new(CanaryRun { version, percent, started: SystemTime::now(), baseline_start: baseline.plugin.score.read(), baseline, auto });
+        *self.canary.lock() = Some(run.clone());
+        if let Some(auto) = auto {
+            tokio::spawn(judge_loop(self.clone(), run.clone(), auto));
+        }
+        tracing::info!(plugin = %self.spec.name, version = number, percent, "canary started");
+        Ok(run)
+    }
+
+    /// The canary running now.
+    pub fn canary(&self) -> Option<Arc<CanaryRun>> {
+        self.canary.lock().clone()
+    }
+
+    /// The running canary, or how the last one ended.
+    pub fn canary_json(&self) -> serde_json::Value {
+        match self.canary() {
+            Some(run) => run.json(),
+            None => self.last_canary.lock().clone().unwrap_or(serde_json::json!({ "state": "none" })),
+        }
+    }
+
+    /// Make the canary the running version (into the history, so a
+    /// rollback steps back to the baseline). `by`: `admin` or `auto`.
+    pub async fn promote_canary(self: &Arc<Self>, by: &str, evidence: &str) -> Result<Arc<Version>, Error> {
+        let _one = self.swapping.lock().await;
+        let Some(run) = self.canary.lock().take() else {
+            return Err(Error::plugin(PluginFault::Load, &self.spec.name, "has no canary to promote"));
+        };
+        for user in self.users.lock().iter() {
+            user.canary(CanaryOp::Promote);
+        }
+        let old = self.current.swap(run.version.clone());
+        let mut history = self.history.lock();
+        history.push(old);
+        if history.len() > HISTORY {
+            history.remove(0);
+        }
+        drop(history);
+        self.finish(&run, "promoted", by, evidence);
+        self.record("canary-promote", &Ok(run.version.clone()));
+        Ok(run.version.clone())
+    }
+
+    /// Stop the canary: every call runs the current version again.
+    pub async fn end_canary(&self, by: &str, evidence: &str) -> bool {
+        let _one = self.swapping.lock().await;
+        self.end_canary_held(by, evidence)
+    }
+
+    /// As [`Self::end_canary`], for a caller that holds the swap lock
+    /// (a swap, a config reload).
+    pub fn end_canary_held(&self, by: &str, evidence: &str) -> bool {
+        let Some(run) = self.canary.lock().take() else { return false };
+        for user in self.users.lock().iter() {
+            user.canary(CanaryOp::End);
+        }
+        self.finish(&run, "rolled-back", by, evidence);
+        true
+    }
+
+    /// Keep and log how a canary ended, with its figures.
+    fn finish(&self, run: &CanaryRun, state: &str, by: &str, evidence: &str) {
+        let mut outcome = run.json();
+        outcome["state"] = serde_json::json!(state);
+        outcome["by"] = serde_json::json!(by);
+        outcome["evidence"] = serde_json::json!(evidence);
+        metrics().plugin_canary_decisions.with_label_values(&[self.spec.name.as_str(), state, by]).inc();
+        tracing::warn!(plugin = %self.spec.name, version = run.version.number, state, by, evidence, "canary ended");
+        *self.last_canary.lock() = Some(outcome);
     }
 
     /// Who uses this plugin: upstream names, `sql`, `route /prefix`.
@@ -282,8 +418,10 @@ impl PluginSlot {
         Ok(())
     }
 
-    /// Prepare every user first; store only if all succeeded.
+    /// Prepare every user first; store only if all succeeded. A running
+    /// canary ends first: it was compared with the version replaced here.
     async fn install(self: &Arc<Self>, version: Arc<Version>, rollback: bool) -> Result<Arc<Version>, Error> {
+        self.end_canary_held("swap", "the running version it was compared with was replaced");
         let users = self.users.lock().clone();
         Ok(self.stage(version, users).await?.commit(rollback))
     }
@@ -335,6 +473,28 @@ impl Staged {
             }
         }
         self.version
+    }
+}
+
+/// Judge a canary every 100 ms until it is decided or ended otherwise.
+async fn judge_loop(slot: Arc<PluginSlot>, run: Arc<CanaryRun>, auto: Auto) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if !slot.canary().is_some_and(|now| Arc::ptr_eq(&now, &run)) {
+            return;
+        }
+        let (baseline, canary) = run.scores();
+        match judge(&baseline, &canary, &auto) {
+            Verdict::Wait => continue,
+            Verdict::Promote(evidence) => {
+                let _ = slot.promote_canary("auto", &evidence).await;
+            }
+            Verdict::RollBack(evidence) => {
+                slot.end_canary("auto", &evidence).await;
+            }
+        }
+        return;
     }
 }
 

@@ -153,6 +153,7 @@ impl<S: Seam> Generation<S> {
         f: impl for<'a> FnOnce(&'a mut Instance<S>, P) -> CallFuture<'a, T> + Send + 'static,
         check: impl FnOnce(T) -> Result<U, Error>,
     ) -> Result<U, Error> {
+        let started = std::time::Instant::now();
         let mut inst = self.checkout().await?;
         let input = prep(&mut inst.local);
         let plugin = self.plugin.clone();
@@ -165,6 +166,7 @@ impl<S: Seam> Generation<S> {
                 (inst, out)
             })
             .await;
+        self.plugin.score.record(started.elapsed(), !matches!(out, Some((_, Ok(_)))));
         let Some((mut inst, out)) = out else {
             crate::accesslog::fault();
             return Err(Error::plugin(PluginFault::Trap, &self.plugin.spec.name, format!("{hook}: the plugin pool lost the call")));
@@ -201,24 +203,72 @@ impl<S: Seam> Generation<S> {
     }
 }
 
-/// A seam's plugin serving one user: the generation calls start on, the
-/// `on_error` policy, and the fallback counting.
+/// A seam's plugin serving one user: the generation calls start on (and a
+/// canary's, for its share of keys), the `on_error` policy, and the
+/// fallback counting.
 pub struct Hosted<S: Seam> {
     pub name: String,
     pub on_error: OnError,
     generation: ArcSwap<Generation<S>>,
+    canary: arc_swap::ArcSwapOption<Canary<S>>,
+}
+
+/// A second version beside the current one, for `percent` % of keys.
+pub struct Canary<S: Seam> {
+    generation: Arc<Generation<S>>,
+    percent: u32,
+}
+
+/// What a canary operation asks of each user of the plugin.
+pub enum CanaryOp {
+    /// Serve a prepared generation (from `prepare`) to this share of keys.
+    Start(Box<dyn std::any::Any + Send>, u32),
+    /// The canary becomes the version every call starts on.
+    Promote,
+    /// Back to the current version alone.
+    End,
 }
 
 impl<S: Seam> Hosted<S> {
     /// Start serving `plugin` (one configured instance now).
     pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, Error> {
         let generation = Generation::start(plugin.clone(), None).await?;
-        Ok(Self { name: plugin.spec.name.clone(), on_error: plugin.spec.on_error, generation: ArcSwap::from_pointee(generation) })
+        Ok(Self { name: plugin.spec.name.clone(), on_error: plugin.spec.on_error, generation: ArcSwap::from_pointee(generation), canary: Default::default() })
     }
 
     /// The version new calls start on.
     pub fn current(&self) -> Arc<Generation<S>> {
         self.generation.load_full()
+    }
+
+    /// The version a call keyed by `key` starts on: the canary's for its
+    /// share of keys (see [`super::canary::in_share`]), else the current.
+    pub fn pick<K: std::hash::Hash>(&self, key: Option<K>) -> Arc<Generation<S>> {
+        match &*self.canary.load() {
+            Some(c) if super::canary::in_share(key, c.percent) => c.generation.clone(),
+            _ => self.current(),
+        }
+    }
+
+    pub fn has_canary(&self) -> bool {
+        self.canary.load().is_some()
+    }
+
+    /// Apply a canary operation (a prepared generation of another seam is
+    /// refused and logged).
+    pub fn canary(&self, op: CanaryOp) {
+        match op {
+            CanaryOp::Start(prepared, percent) => match prepared.downcast::<Generation<S>>() {
+                Ok(g) => self.canary.store(Some(Arc::new(Canary { generation: Arc::new(*g), percent }))),
+                Err(_) => tracing::error!(plugin = %self.name, "internal: a canary prepared a generation of another seam; not started"),
+            },
+            CanaryOp::Promote => {
+                if let Some(c) = self.canary.swap(None) {
+                    self.generation.store(c.generation.clone());
+                }
+            }
+            CanaryOp::End => self.canary.store(None),
+        }
     }
 
     /// The next version, with this one's state carried over; nothing
@@ -255,6 +305,8 @@ pub trait SwapTarget: Send + Sync {
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error>;
     /// Switch to what `prepare` built.
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>);
+    /// Start, promote or end a canary version (see [`Hosted::canary`]).
+    fn canary(&self, op: CanaryOp);
 }
 
 /// Commit a prepared generation of seam `S` into `hosted`.

@@ -218,7 +218,7 @@ impl SessionPolicy for WasmSession {
     }
 
     async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
-        let generation = self.hosted.current();
+        let generation = self.hosted.pick(req.client_ip);
         let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
             Ok((action, locks, principal, seen)) => {
@@ -252,5 +252,9 @@ impl SwapTarget for WasmSession {
 
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
         seam::commit_any(&self.hosted, prepared);
+    }
+
+    fn canary(&self, op: seam::CanaryOp) {
+        self.hosted.canary(op);
     }
 }

@@ -86,7 +86,7 @@ impl SqlRouter for WasmSqlRouter {
     }
 
     async fn route(&self, stmt: &Statement<'_>, conn: &ConnInfo<'_>) -> Result<Route, Error> {
-        match route(&self.hosted.current(), LoadedPlugin::arm, stmt, conn).await {
+        match route(&self.hosted.pick(Some(conn.user)), LoadedPlugin::arm, stmt, conn).await {
             Ok(r) => Ok(r),
             Err(e) if self.hosted.fell_back("route", &e) => Ok(ClassicSplit::decide(stmt)),
             Err(e) => Err(e),
@@ -111,5 +111,9 @@ impl SwapTarget for WasmSqlRouter {
 
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
         seam::commit_any(&self.hosted, prepared);
+    }
+
+    fn canary(&self, op: seam::CanaryOp) {
+        self.hosted.canary(op);
     }
 }

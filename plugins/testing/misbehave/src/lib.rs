@@ -7,7 +7,8 @@ use switchyard_sdk::Config;
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// "trap", "spin", "hog", "out-of-range" or "reject-config".
+    /// "trap", "trap-half" (every other call), "spin", "hog",
+    /// "out-of-range" or "reject-config".
     mode: String,
 }
 
@@ -15,6 +16,7 @@ struct Settings {
 pub struct Misbehave {
     mode: String,
     hoard: Vec<Vec<u8>>,
+    calls: u64,
 }
 
 impl LoadBalancer for Misbehave {
@@ -22,14 +24,19 @@ impl LoadBalancer for Misbehave {
         let s: Settings = config.parse()?;
         match s.mode.as_str() {
             "reject-config" => Err("misbehave: this config is rejected on purpose".into()),
-            "trap" | "spin" | "hog" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new() }),
+            "trap" | "trap-half" | "spin" | "hog" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new(), calls: 0 }),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
 
     fn select(&mut self, _req: &Request, backends: &[Backend], _live: &[LiveStat]) -> Option<usize> {
+        self.calls += 1;
         match self.mode.as_str() {
             "trap" => panic!("misbehave: trapping on purpose"),
+            // A trap loses the instance and the count starts again: each
+            // instance answers once (a smoke call passes), then traps.
+            "trap-half" if self.calls % 2 == 0 => panic!("misbehave: trapping on every other call"),
+            "trap-half" => Some(0),
             "spin" => {
                 let mut x = 0u64;
                 loop {

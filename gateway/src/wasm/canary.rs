@@ -1,0 +1,218 @@
+//! Canary versions: a second version of a plugin takes a stable share of
+//! the calls beside the running one. Every version keeps a scorecard
+//! (calls, faults, latency), and a verdict compares the canary's with the
+//! baseline's over the same window to promote it or roll it back.
+
+use serde::Serialize;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in µs (the last is open).
+const BOUNDS_US: [u64; 14] = [2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, u64::MAX];
+
+/// Whether a call keyed by `key` goes to a canary taking `percent` % of
+/// keys. A key always lands on the same side (a user never flips between
+/// versions); a call without one is drawn at random.
+pub fn in_share<K: Hash>(key: Option<K>, percent: u32) -> bool {
+    let point = match key {
+        // SipHash with fixed keys: the same split on every node and restart.
+        Some(k) => {
+            let mut h = std::hash::DefaultHasher::new();
+            k.hash(&mut h);
+            h.finish() % 100
+        }
+        None => random() % 100,
+    };
+    point < u64::from(percent)
+}
+
+/// A cheap per-thread xorshift draw (no system call per request).
+fn random() -> u64 {
+    thread_local!(static STATE: std::cell::Cell<u64> = std::cell::Cell::new(crate::upstream::now_ns() | 1));
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
+/// Calls, faults and latency of one plugin version, over all its users.
+#[derive(Default)]
+pub struct Scorecard {
+    calls: AtomicU64,
+    faults: AtomicU64,
+    buckets: [AtomicU64; BOUNDS_US.len()],
+}
+
+/// A reading of a [`Scorecard`].
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Score {
+    pub calls: u64,
+    pub faults: u64,
+    buckets: [u64; BOUNDS_US.len()],
+}
+
+impl Scorecard {
+    pub fn record(&self, took: Duration, fault: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if fault {
+            self.faults.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = took.as_micros() as u64;
+        let i = BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(BOUNDS_US.len() - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> Score {
+        Score {
+            calls: self.calls.load(Ordering::Relaxed),
+            faults: self.faults.load(Ordering::Relaxed),
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl Score {
+    /// What happened after `start` was read.
+    pub fn since(&self, start: &Score) -> Score {
+        Score {
+            calls: self.calls.saturating_sub(start.calls),
+            faults: self.faults.saturating_sub(start.faults),
+            buckets: std::array::from_fn(|i| self.buckets[i].saturating_sub(start.buckets[i])),
+        }
+    }
+
+    pub fn fault_rate(&self) -> f64 {
+        if self.calls == 0 { 0.0 } else { self.faults as f64 / self.calls as f64 }
+    }
+
+    /// The bucket bound under which a share `q` of calls finished (µs).
+    pub fn quantile_us(&self, q: f64) -> u64 {
+        let want = (self.calls as f64 * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return BOUNDS_US[i.min(BOUNDS_US.len() - 2)];
+            }
+        }
+        0
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "calls": self.calls,
+            "faults": self.faults,
+            "fault_rate": (self.fault_rate() * 10_000.0).round() / 10_000.0,
+            "p50_us_at_most": self.quantile_us(0.5),
+            "p99_us_at_most": self.quantile_us(0.99),
+        })
+    }
+}
+
+/// When a canary is judged, and what it must show to be promoted.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Auto {
+    /// Canary calls before the verdict.
+    pub window: u64,
+    /// Largest fault-rate excess over the baseline, in percentage points.
+    pub max_fault_points: f64,
+    /// Largest ratio of the canary's p99 call latency to the baseline's.
+    pub max_p99_ratio: f64,
+}
+
+impl Default for Auto {
+    fn default() -> Self {
+        Self { window: 200, max_fault_points: 1.0, max_p99_ratio: 2.0 }
+    }
+}
+
+/// What the figures say.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Wait,
+    Promote(String),
+    RollBack(String),
+}
+
+/// Compare the canary with the baseline over the same window. A canary
+/// whose faults already exceed the allowance by far is rolled back before
+/// the window ends, to bound the damage.
+pub fn judge(baseline: &Score, canary: &Score, auto: &Auto) -> Verdict {
+    let points = 100.0 * (canary.fault_rate() - baseline.fault_rate());
+    let evidence = |what: &str| {
+        format!(
+            "{what}: canary {} calls, {:.2} % faults, p99 <= {} us; baseline {} calls, {:.2} % faults, p99 <= {} us (allowed: +{} points of faults, {}x p99)",
+            canary.calls,
+            100.0 * canary.fault_rate(),
+            canary.quantile_us(0.99),
+            baseline.calls,
+            100.0 * baseline.fault_rate(),
+            baseline.quantile_us(0.99),
+            auto.max_fault_points,
+            auto.max_p99_ratio
+        )
+    };
+    let early = canary.faults >= 10 && points > (10.0 * auto.max_fault_points).max(20.0);
+    if canary.calls < auto.window && !early {
+        return Verdict::Wait;
+    }
+    if points > auto.max_fault_points {
+        return Verdict::RollBack(evidence("more faults than the baseline"));
+    }
+    // Latency is judged only past the timer's floor (a few µs of noise).
+    let (p99, base) = (canary.quantile_us(0.99), baseline.quantile_us(0.99));
+    if baseline.calls > 0 && p99 > 50 && p99 as f64 > auto.max_p99_ratio * base as f64 {
+        return Verdict::RollBack(evidence("slower than the baseline"));
+    }
+    Verdict::Promote(evidence("no worse than the baseline"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn score(calls: u64, faults: u64, us: u64) -> Score {
+        let card = Scorecard::default();
+        for i in 0..calls {
+            card.record(Duration::from_micros(us), i < faults);
+        }
+        card.read()
+    }
+
+    #[test]
+    fn a_key_stays_on_its_side_and_the_share_is_near_the_percent() {
+        let on: Vec<bool> = (0..10_000u32).map(|k| in_share(Some(k), 20)).collect();
+        assert!((0..10_000u32).all(|k| in_share(Some(k), 20) == on[k as usize]), "stable per key");
+        let share = on.iter().filter(|&&b| b).count() as f64 / 100.0;
+        assert!((17.0..=23.0).contains(&share), "{share} %");
+        assert!((0..1000u32).all(|k| !in_share(Some(k), 0) && in_share(Some(k), 100)));
+        let drawn = (0..10_000).filter(|_| in_share(None::<u32>, 30)).count() as f64 / 100.0;
+        assert!((25.0..=35.0).contains(&drawn), "{drawn} %");
+    }
+
+    #[test]
+    fn verdicts_follow_faults_latency_and_the_window() {
+        let auto = Auto { window: 100, ..Auto::default() };
+        assert_eq!(judge(&score(1000, 0, 10), &score(50, 0, 10), &auto), Verdict::Wait);
+        assert!(matches!(judge(&score(1000, 0, 10), &score(100, 0, 10), &auto), Verdict::Promote(_)));
+        assert!(matches!(judge(&score(1000, 10, 10), &score(100, 1, 10), &auto), Verdict::Promote(_)), "as good as the baseline");
+        assert!(matches!(judge(&score(1000, 0, 10), &score(100, 5, 10), &auto), Verdict::RollBack(e) if e.contains("more faults")));
+        assert!(matches!(judge(&score(1000, 0, 80), &score(100, 0, 900), &auto), Verdict::RollBack(e) if e.contains("slower")));
+        assert!(matches!(judge(&score(1000, 0, 10), &score(30, 15, 10), &auto), Verdict::RollBack(_)), "half of its calls trap: no need to wait");
+    }
+
+    #[test]
+    fn a_window_is_read_from_a_start() {
+        let card = Scorecard::default();
+        card.record(Duration::from_micros(3), true);
+        let start = card.read();
+        card.record(Duration::from_micros(3), false);
+        let w = card.read().since(&start);
+        assert_eq!((w.calls, w.faults, w.quantile_us(0.99)), (1, 0, 5));
+    }
+}

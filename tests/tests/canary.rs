@@ -1,0 +1,178 @@
+//! Canary versions of a plugin on live traffic: `PUT /plugins/NAME?canary=P`
+//! sends P % of the client addresses to the upload beside the running
+//! version, stable per address; each version keeps a scorecard; a canary
+//! is promoted or rolled back by hand or on its figures, and a trapping
+//! canary costs no client request (the lb fallback answers).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchyard_tests::*;
+
+/// One GET from the loopback address `from`; the backend that answered.
+async fn get_from(gw: SocketAddr, from: std::net::Ipv4Addr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(gw)).await??;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    Ok((status, body.lines().next().unwrap_or("").to_string()))
+}
+
+/// `n` distinct loopback client addresses (127.1.0.1 …).
+fn clients(n: usize) -> Vec<std::net::Ipv4Addr> {
+    (0..n).map(|i| std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)).collect()
+}
+
+/// One request from each of `from`, in turn: (status, backend) each.
+fn from_each(gw: SocketAddr, from: &[std::net::Ipv4Addr]) -> Vec<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut out = Vec::with_capacity(from.len());
+        for ip in from {
+            out.push(get_from(gw, *ip, "/").await.unwrap_or_else(|e| (0, format!("error: {e}"))));
+        }
+        out
+    })
+}
+
+fn put(admin: SocketAddr, query: &str, wasm: &str) -> Response {
+    let (k, v) = bearer();
+    request(admin, "PUT", &format!("/plugins/lb{query}"), &[(k, v.as_str())], &std::fs::read(plugin(wasm)).unwrap())
+}
+
+fn canary_state(admin: SocketAddr) -> serde_json::Value {
+    let (k, v) = bearer();
+    serde_json::from_str(&get(admin, "/plugins/lb/canary", &[(k, v.as_str())]).body).unwrap()
+}
+
+/// `lb` = `baseline` over backends a and b.
+fn start(baseline: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
+    let cfg = format!(
+        "{SERVER}{}{}",
+        plugin_table("lb", baseline, "on_error = \"fallback\""),
+        upstream("web", Some("lb"), &[(a, 1), (b, 1)], "health = { check = \"none\", max_failures = 1000000 }")
+    );
+    gateway_with_admin(&cfg, "")
+}
+
+#[test]
+fn a_canary_takes_its_share_of_clients_and_each_client_stays_on_its_side() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let (gw, admin) = start("pin_last", &a, &b);
+    assert!(from_each(gw.addr, &clients(20)).iter().all(|(s, n)| *s == 200 && n == "b"));
+
+    let r = put(admin, "?canary=20", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    let state: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!((state["state"].as_str(), state["percent"].as_u64(), state["baseline_version"].as_u64()), (Some("running"), Some(20), Some(1)), "{state}");
+
+    let ips = clients(1000);
+    let first = from_each(gw.addr, &ips);
+    assert!(first.iter().all(|(s, _)| *s == 200), "every request answered");
+    let on_canary = first.iter().filter(|(_, n)| n == "a").count();
+    assert!((170..=230).contains(&on_canary), "20 ± 3 % of 1000 clients on the canary: {on_canary}");
+    // Each client stays where it was.
+    let again = from_each(gw.addr, &ips[..200]);
+    assert_eq!(again, first[..200].to_vec(), "a client never flips between versions");
+
+    let state = canary_state(admin);
+    let canary_calls = state["canary"]["calls"].as_u64().unwrap();
+    let baseline_calls = state["baseline"]["calls"].as_u64().unwrap();
+    assert!(canary_calls >= on_canary as u64 && baseline_calls >= (1000 - on_canary) as u64, "per-version scorecards: {state}");
+
+    // Rolled back by hand: every client on the baseline again.
+    let (k, v) = bearer();
+    let r = request(admin, "DELETE", "/plugins/lb/canary", &[(k, v.as_str())], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    let state = canary_state(admin);
+    assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("rolled-back"), Some("admin")), "{state}");
+    assert!(from_each(gw.addr, &ips[..100]).iter().all(|(s, n)| *s == 200 && n == "b"));
+    let r = request(admin, "DELETE", "/plugins/lb/canary", &[(k, v.as_str())], b"");
+    assert_eq!(r.status, 409, "nothing left to roll back: {r:?}");
+}
+
+#[test]
+fn a_canary_that_traps_on_half_its_calls_is_rolled_back_with_no_failed_request() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let (gw, admin) = start("round_robin", &a, &b);
+    let config = "%7B%22mode%22%3A%22trap-half%22%7D"; // {"mode":"trap-half"}
+    let r = put(admin, &format!("?canary=50&window=100&config={config}"), "misbehave");
+    assert_eq!(r.status, 200, "{r:?}");
+    let ips = clients(200);
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.extend(from_each(gw.addr, &ips));
+        if canary_state(admin)["state"] != "running" {
+            break;
+        }
+    }
+    let failed: Vec<_> = answers.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), answers.len(), &failed[..failed.len().min(5)]);
+    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
+    let state = canary_state(admin);
+    assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("rolled-back"), Some("auto")), "{state}");
+    assert!(state["evidence"].as_str().unwrap().contains("more faults than the baseline"), "{state}");
+    assert!(state["canary"]["faults"].as_u64().unwrap() >= 10, "{state}");
+    assert_eq!(metric(admin, "switchyard_plugin_canary_decisions_total", &[("plugin", "lb"), ("decision", "rolled-back"), ("by", "auto")]), 1.0);
+    // The baseline alone serves again, still round robin.
+    let seen: std::collections::BTreeSet<String> = from_each(gw.addr, &ips[..20]).into_iter().map(|(_, n)| n).collect();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+#[test]
+fn a_good_canary_is_promoted_on_its_figures_and_a_rollback_returns_the_baseline() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let (gw, admin) = start("pin_last", &a, &b);
+    let r = put(admin, "?canary=50&window=50&max_p99_ratio=1000", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    let ips = clients(100);
+    for _ in 0..10 {
+        from_each(gw.addr, &ips);
+        if canary_state(admin)["state"] != "running" {
+            break;
+        }
+    }
+    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
+    let state = canary_state(admin);
+    assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("promoted"), Some("auto")), "{state}");
+    assert!(from_each(gw.addr, &ips[..30]).iter().all(|(s, n)| *s == 200 && n == "a"), "every client on the promoted version");
+    let (k, v) = bearer();
+    let lb: serde_json::Value = serde_json::from_str(&get(admin, "/plugins/lb", &[(k, v.as_str())]).body).unwrap();
+    assert_eq!((lb["version"].as_u64(), lb["source"].as_str(), lb["previous_version"].as_u64()), (Some(2), Some("canary"), Some(1)), "{lb}");
+    let r = request(admin, "POST", "/plugins/lb/rollback", &[(k, v.as_str())], b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(from_each(gw.addr, &ips[..30]).iter().all(|(s, n)| *s == 200 && n == "b"), "the baseline again");
+    // Bad canary requests name what is wrong.
+    let r = put(admin, "?canary=150", "pin_first");
+    assert!(r.status == 400 && r.body.contains("1 to 99"), "{r:?}");
+    let r = put(admin, "?canary=10", "session_sticky");
+    assert!(r.status == 400 && r.body.contains("world"), "a canary of another seam is refused: {r:?}");
+}
+
+/// The same through the CLI: `plugin canary`, `plugin promote`, `plugin abort`.
+#[test]
+fn the_cli_starts_promotes_and_aborts_canaries() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let (gw, admin) = start("pin_last", &a, &b);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(switchyard_bin()).args(args).args(["--admin", &format!("http://{admin}"), "--token", ADMIN_TOKEN]).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let wasm = plugin("pin_first");
+    let (ok, out) = cli(&["plugin", "canary", "lb", wasm.to_str().unwrap(), "--percent", "30"]);
+    assert!(ok && out.contains("\"percent\": 30"), "{out}");
+    let (ok, out) = cli(&["plugin", "abort", "lb"]);
+    assert!(ok && out.contains("rolled-back"), "{out}");
+    let (ok, out) = cli(&["plugin", "abort", "lb"]);
+    assert!(!ok && out.contains("no canary running"), "{out}");
+    let (ok, _) = cli(&["plugin", "canary", "lb", wasm.to_str().unwrap(), "--percent", "30"]);
+    assert!(ok);
+    let (ok, out) = cli(&["plugin", "promote", "lb"]);
+    assert!(ok && out.contains("\"source\": \"canary\""), "{out}");
+    assert!(from_each(gw.addr, &clients(10)).iter().all(|(s, n)| *s == 200 && n == "a"));
+}
