@@ -39,8 +39,8 @@ pub const CHECK_INTERVAL: &str = "1";
 pub const CHECK_TIMEOUT: &str = "1";
 pub const CHECK_FALL: u32 = 2;
 pub const CHECK_RISE: u32 = 2;
-/// > interval x fall (2 s): the VIP moves (priority 0 advert on FAULT, within
-/// ms) while gw1 still serves; 1 s of margin for the check itself.
+/// More than interval x fall (2 s): the VIP moves (priority 0 advert on
+/// FAULT, within ms) while gw1 still serves; 1 s of margin for the check itself.
 pub const DRAIN_DELAY_MS: u64 = 3000;
 
 /// The client's load around a failover: [`LOAD_SECS`] of requests, the
@@ -86,8 +86,8 @@ pub fn bridge_ip(n: &str) -> &'static str {
     }
 }
 
-pub const HOW_TO_INSTALL: &str =
-    "install them with `apt-get install -y keepalived iproute2 curl memcached` (scripts/test.sh does it) and run as root (sudo)";
+/// Where the tools come from.
+pub const INSTALL: &str = "`apt-get install -y keepalived iproute2 curl memcached` (scripts/test.sh does it)";
 
 /// Unix time in seconds.
 pub fn now() -> f64 {
@@ -96,7 +96,7 @@ pub fn now() -> f64 {
 
 /// Run `cmd args`; its stdout, or a panic with its output.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}; {HOW_TO_INSTALL}"));
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}; install it with {INSTALL}"));
     assert!(out.status.success(), "{cmd} {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
@@ -114,15 +114,15 @@ fn euid() -> Option<u32> {
 /// Root, `ip netns`, keepalived and curl; Err says how to get them.
 pub fn require_tools() -> Result<(), String> {
     if euid() != Some(0) {
-        return Err(format!("namespaces and keepalived need root; {HOW_TO_INSTALL}"));
+        return Err(format!("network namespaces and keepalived need root: run as root (sudo); the tools come from {INSTALL}"));
     }
     let missing = [("ip", "netns"), ("keepalived", "--version"), ("curl", "--version")].into_iter().find(|(c, a)| !works(c, &[a]));
-    missing.map_or(Ok(()), |(c, _)| Err(format!("`{c}` is missing or does not work here; {HOW_TO_INSTALL}")))
+    missing.map_or(Ok(()), |(c, _)| Err(format!("`{c}` is missing or does not work here: install it with {INSTALL}")))
 }
 
 /// memcached, for centralized sessions; Err says how to get it.
 pub fn require_memcached() -> Result<(), String> {
-    if works("memcached", &["--version"]) { Ok(()) } else { Err(format!("memcached is missing; {HOW_TO_INSTALL}")) }
+    if works("memcached", &["--version"]) { Ok(()) } else { Err(format!("memcached is missing: install it with {INSTALL}")) }
 }
 
 /// Kill every process in `namespaces` and delete them.
@@ -475,7 +475,7 @@ impl Figures {
     /// answered before or gw2 never answered after.
     pub fn of(samples: &[(f64, u16, String)], event: f64) -> Result<Self, String> {
         let first_g2 = samples.iter().find(|s| answered_by(s, "g2")).ok_or("no request was answered by gw2")?;
-        let last_g1 = samples.iter().filter(|s| answered_by(s, "g1")).last().ok_or("no request was answered by gw1 first")?;
+        let last_g1 = samples.iter().rev().find(|s| answered_by(s, "g1")).ok_or("no request was answered by gw1 first")?;
         let failed: Vec<_> = samples.iter().filter(|s| s.1 != 200).collect();
         Ok(Figures {
             requests: samples.len(),

@@ -56,6 +56,8 @@ pub enum Family {
     Session,
     Access,
     Sql,
+    /// High availability: the session strategies a failover is measured with.
+    Ha,
 }
 
 impl Family {
@@ -66,6 +68,7 @@ impl Family {
             Self::Session => &["session-replicated", "session-centralized", "session-centralized-dynamic", "session-sticky", "session-o-session"],
             Self::Access => &["access-s-ucon", "access-rbac"],
             Self::Sql => &["rw-split", "primary-only"],
+            Self::Ha => &["session-centralized", "session-replicated"],
         }
     }
 }
@@ -133,6 +136,7 @@ pub fn registry() -> Vec<Scenario> {
     all.extend(scenarios::sessions::scenarios());
     all.extend(scenarios::access::scenarios());
     all.extend(scenarios::sql::scenarios());
+    all.extend(scenarios::ha::scenarios());
     all
 }
 
@@ -195,7 +199,7 @@ fn resolve(spec: &str, scenario: &Scenario) -> Result<Plugin, String> {
 }
 
 fn find_shipped(name: &str, scenario: &Scenario) -> Result<PathBuf, String> {
-    let all = [Family::Lb, Family::Session, Family::Access, Family::Sql];
+    let all = [Family::Lb, Family::Session, Family::Access, Family::Sql, Family::Ha];
     if !all.iter().any(|f| f.shipped().contains(&name)) {
         return Err(format!(
             "unknown plugin {name:?}; {} takes {} or a path to a .wasm file",

@@ -210,7 +210,7 @@ impl Results {
         for t in &self.tables {
             let _ = write!(s, "### {}\n\n{}\n", t.title, self.table_markdown(t));
         }
-        if self.reps > 1 {
+        if self.aggregates.iter().any(|a| a.metrics.values().any(|m| m.n > 1)) {
             s += "Cells: median [min–max] over the repetitions.\n";
         }
         for n in self.reps_note().iter().chain(&self.notes) {
@@ -297,7 +297,8 @@ impl Results {
     }
 }
 
-fn spread(v: &[f64]) -> Spread {
+/// min / median / max of `v` (not empty).
+pub fn spread(v: &[f64]) -> Spread {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();

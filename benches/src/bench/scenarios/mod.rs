@@ -1,6 +1,7 @@
-//! The scenarios, one file per family: `lb`, `sessions`, `access`, `sql`.
+//! The scenarios, one file per family: `lb`, `sessions`, `access`, `sql`, `ha`.
 
 pub mod access;
+pub mod ha;
 pub mod lb;
 pub mod sessions;
 pub mod sql;
