@@ -13,6 +13,8 @@
 # Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
 # (E2E_ROWS="nginx switchyard-wasm ..." runs only those rows.)
 # (E2E_KEEP=FILE keeps the raw per-round results: round row req/s p99 requests CPU-ticks.)
+# (E2E_BASE_BIN=PATH: rows ending in -base run that switchyard binary, an
+# earlier build, so a change to the request path is measured side by side.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -88,7 +90,8 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             case "$1" in *-h2c) h2c=true ;; esac
             gw_config "$LB_PORT" "$lb" "$ws" "$t" "$h2c" >"$WORK/gw.toml"
             case "$1" in *-log) printf '[log]\npath = "%s"\n' "$WORK/access.log" >>"$WORK/gw.toml" ;; esac
-            "$BIN" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
+            local bin=$BIN; case "$1" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
+            "$bin" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
     esac
 }
