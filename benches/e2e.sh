@@ -89,7 +89,7 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             case "$1" in *-t2) t=2 ;; esac
             case "$1" in *-h2c) h2c=true ;; esac
             gw_config "$LB_PORT" "$lb" "$ws" "$t" "$h2c" >"$WORK/gw.toml"
-            case "$1" in *-log) printf '[log]\npath = "%s"\n' "$WORK/access.log" >>"$WORK/gw.toml" ;; esac
+            case "$1" in *-log*) printf '[log]\npath = "%s"\n' "$WORK/access.log" >>"$WORK/gw.toml" ;; esac
             local bin=$BIN; case "$1" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
             "$bin" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
             LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
@@ -111,7 +111,7 @@ for rep in $(seq "$REPS"); do
         out=$(wrk -t1 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$LB_PORT/" 2>&1)
         after=$(cpu $LB_PIDS)
         [ "$row" = direct ] || stop "$row"
-        case "$row" in *-log) echo "  access log: $(wc -l <"$WORK/access.log") lines so far (requests served: see reqs)" >&2 ;; esac
+        case "$row" in *-log*) echo "  access log: $(wc -l <"$WORK/access.log") lines so far (requests served: see reqs)" >&2 ;; esac
         reqs=$(echo "$out" | awk '/requests in/ {print $1}')
         rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
         p99=$(echo "$out" | awk '$1=="99%" {print $2}')
