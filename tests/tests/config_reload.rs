@@ -45,10 +45,13 @@ fn routes(members: &[(&Proc, u32)], extra: Option<&Proc>) -> String {
     text
 }
 
+/// One config's `web` members and its `/extra` backend, if any.
+type Shape<'a> = (&'a [(&'a Proc, u32)], Option<&'a Proc>);
+
 #[test]
 fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
     let (a, b, c) = (backend("a", &[]), backend("b", &[]), backend("c", &[]));
-    let shapes: [(&[(&Proc, u32)], Option<&Proc>); 4] =
+    let shapes: [Shape; 4] =
         [(&[(&a, 1), (&b, 1)], None), (&[(&a, 1), (&b, 2), (&c, 1)], Some(&c)), (&[(&b, 1), (&c, 3)], None), (&[(&a, 2), (&c, 1)], Some(&a))];
     let (gw, admin) = gateway_with_admin(&format!("{SERVER}{}", routes(shapes[0].0, shapes[0].1)), "");
     let file = config_file(&gw);
@@ -58,7 +61,6 @@ fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
         std::fs::write(&file, text).unwrap();
     };
     let load = Load::start(gw.addr, "/app", 4, 200_000, Duration::from_secs(120));
-    let mut generation = 1;
     for i in 1..=20 {
         write(i);
         let (members, extra) = shapes[i % shapes.len()];
@@ -67,7 +69,7 @@ fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
                 let r = post_reload(admin);
                 assert_eq!(r.status, 200, "reload {i}: {r:?}");
                 let report: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                assert_eq!(report["generation"], generation + 1, "{report}");
+                assert_eq!(report["generation"], i + 1, "each applied reload is a generation: {report}");
                 assert_eq!(report["needs_restart"], serde_json::json!([]), "only routes and upstreams changed: {report}");
             }
             1 => {
@@ -82,7 +84,6 @@ fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
                 assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             }
         }
-        generation += 1;
         // The new shape serves: the same backends, the route there or not.
         let want: std::collections::BTreeSet<String> = members.iter().map(|(p, _)| p.addr.to_string()).collect();
         eventually(20, &format!("reload {i} applied"), || {
@@ -109,6 +110,7 @@ fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
     let bad: Vec<_> = samples.iter().filter(|s| s.status != 200).map(|s| s.status).collect();
     assert!(bad.is_empty(), "{} of {} answers were not 200: {:?}", bad.len(), samples.len(), &bad[..bad.len().min(10)]);
     assert!(samples.len() > 200, "the load ran through the reloads: {} requests", samples.len());
+    eprintln!("20 reloads under 4 keep-alive clients: {} requests, 0 failed", samples.len());
 }
 
 #[test]
