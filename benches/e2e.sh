@@ -13,6 +13,9 @@
 # Usage: bash benches/e2e.sh [seconds per run, default 8] [rounds, default 3]
 # (E2E_ROWS="nginx switchyard-wasm ..." runs only those rows.)
 # (E2E_KEEP=FILE keeps the raw per-round results: round row req/s p99 requests CPU-ticks.)
+# (switchyard-wasm-canary: the same plugin's bytes again as a 20 % canary
+# beside it; wrk's one client address stays on one side, so the row shows
+# what a running canary costs the requests it does not take.)
 # (E2E_BASE_BIN=PATH: rows ending in -base run that switchyard binary, an
 # earlier build, so a change to the request path is measured side by side.)
 set -euo pipefail
@@ -29,6 +32,7 @@ TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 BIN=$TARGET/release/switchyard
 BARE=$TARGET/release/examples/bare_pingora
 RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
+BENCH_TOKEN=bench-admin-token-0123456789abcdef
 . benches/lib.sh
 
 start_backends
@@ -90,9 +94,14 @@ start() { # $1 label -> sets LB_PIDS and LB_PORT
             case "$1" in *-h2c) h2c=true ;; esac
             gw_config "$LB_PORT" "$lb" "$ws" "$t" "$h2c" >"$WORK/gw.toml"
             case "$1" in *-log*) printf '[log]\npath = "%s"\n' "$WORK/access.log" >>"$WORK/gw.toml" ;; esac
+            local admin=''; case "$1" in *-canary) admin=$(port); printf '[admin]\nlisten = "127.0.0.1:%s"\ntoken = "%s"\n' "$admin" "$BENCH_TOKEN" >>"$WORK/gw.toml" ;; esac
             local bin=$BIN; case "$1" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
             "$bin" run --config "$WORK/gw.toml" >"$WORK/gw.log" 2>&1 &
-            LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT" ;;
+            LB_PIDS=$!; pids+=($!); wait_port "$LB_PORT"
+            if [ -n "$admin" ]; then
+                wait_port "$admin"
+                curl -sf -X PUT -H "Authorization: Bearer $BENCH_TOKEN" --data-binary @"$RR" "http://127.0.0.1:$admin/plugins/rr?canary=20" >/dev/null
+            fi ;;
     esac
 }
 
