@@ -165,3 +165,27 @@ fn the_dashboard_counts_sessions_and_signs_a_user_out() {
     let after: Vec<u16> = users.iter_mut().map(|u| u.json("GET", "/cart").0).collect();
     assert_eq!(after, [401, 401, 200], "alice is signed out, bob is not");
 }
+
+/// A running canary shows beside its baseline with both scorecards, and
+/// its Promote button makes it the running version.
+#[test]
+fn the_dashboard_shows_a_canary_and_promotes_it() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let cfg = format!("{SERVER}{}{}", plugin_table("lb", "pin_last", ""), upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""));
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let (k, v) = bearer();
+    let r = request(admin, "PUT", "/plugins/lb?canary=30", &[(k, &v)], &std::fs::read(plugin("pin_first")).unwrap());
+    assert_eq!(r.status, 200, "{r:?}");
+    for _ in 0..20 {
+        get(gw.addr, "/", &[]);
+    }
+    let mut browser = Browser::start();
+    browser.call("Page.navigate", json!({ "url": format!("http://{admin}/dashboard#token={ADMIN_TOKEN}") }));
+    browser.wait_for("the canary panel", "document.querySelector('[data-plugin=\"lb\"] .canary')?.dataset.canary ?? ''", "running");
+    let text = browser.eval("document.querySelector('[data-plugin=\"lb\"] .canary').textContent");
+    assert!(text.contains("Canary v2 on 30 % of keys") && text.contains("baseline v1") && text.contains("canary v2"), "{text}");
+    browser.eval("document.querySelector('button[data-promote=\"lb\"]').click(); 'clicked'");
+    browser.wait_for("version 2 after the promotion", "document.querySelector('[data-plugin=\"lb\"]')?.dataset.version ?? ''", "2");
+    browser.wait_for("the last canary's outcome", "document.querySelector('[data-plugin=\"lb\"] .canary')?.dataset.canary ?? ''", "promoted");
+    assert_eq!(get(gw.addr, "/", &[]).backend(), "a", "the canary (pin-first) serves everyone");
+}
