@@ -8,21 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchyard_tests::*;
 
-/// One GET from the loopback address `from`; the backend that answered.
-async fn get_from(gw: SocketAddr, from: std::net::Ipv4Addr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((from, 0)))?;
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(gw)).await??;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await??;
-    let text = String::from_utf8_lossy(&out);
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    Ok((status, body.lines().next().unwrap_or("").to_string()))
-}
-
 /// `n` distinct loopback client addresses (127.1.0.1 …).
 fn clients(n: usize) -> Vec<std::net::Ipv4Addr> {
     (0..n).map(|i| std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8)).collect()
@@ -34,7 +19,7 @@ fn from_each(gw: SocketAddr, from: &[std::net::Ipv4Addr]) -> Vec<(u16, String)> 
     rt.block_on(async {
         let mut out = Vec::with_capacity(from.len());
         for ip in from {
-            out.push(get_from(gw, *ip, "/").await.unwrap_or_else(|e| (0, format!("error: {e}"))));
+            out.push(visit(gw, *ip, "").await.map(|(status, backend, _)| (status, backend)).unwrap_or_else(|e| (0, format!("error: {e}"))));
         }
         out
     })
@@ -175,4 +160,62 @@ fn the_cli_starts_promotes_and_aborts_canaries() {
     let (ok, out) = cli(&["plugin", "promote", "lb"]);
     assert!(ok && out.contains("\"source\": \"canary\""), "{out}");
     assert!(from_each(gw.addr, &clients(10)).iter().all(|(s, n)| *s == 200 && n == "a"));
+}
+
+/// One GET from the loopback address `from` with `cookie`: the status,
+/// the backend that answered, and the cookies the answer sets.
+async fn visit(gw: SocketAddr, from: std::net::Ipv4Addr, cookie: &str) -> std::io::Result<(u16, String, Vec<String>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(gw)).await??;
+    let cookie = if cookie.is_empty() { String::new() } else { format!("Cookie: {cookie}\r\n") };
+    stream.write_all(format!("GET / HTTP/1.1\r\nHost: gw\r\n{cookie}Connection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await??;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let sets = head.lines().filter_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: "))).map(|c| c.split(';').next().unwrap_or("").to_string()).collect();
+    Ok((status, body.lines().next().unwrap_or("").to_string(), sets))
+}
+
+/// A session canary: every user stays on one version for the whole
+/// session. The baseline pins with cookie `sy_backend`, the canary (the
+/// same bytes, another table) with `sy_canary`: a user who flipped would
+/// be handed the other version's cookie.
+#[test]
+fn a_session_canary_keeps_each_user_on_one_version() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let cfg = format!(
+        "{SERVER}[session]\nkeys = [\"canary-test-session-key-0123456789abcdef\"]\n{}[[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
+        plugin_table("sess", "session_sticky", "on_error = \"fail-closed\""),
+        a.addr,
+        b.addr
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let (k, v) = bearer();
+    let table = "%7B%22cookie%22%3A%22sy_canary%22%7D"; // {"cookie":"sy_canary"}
+    let r = request(admin, "PUT", &format!("/plugins/sess?canary=30&config={table}"), &[(k, v.as_str())], &std::fs::read(plugin("session_sticky")).unwrap());
+    assert_eq!(r.status, 200, "{r:?}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let users = clients(200);
+    let mut on_canary = 0;
+    rt.block_on(async {
+        for ip in &users {
+            let (status, first_backend, sets) = visit(gw.addr, *ip, "").await.unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(sets.len(), 1, "{ip}: one session cookie: {sets:?}");
+            let cookie = sets[0].clone();
+            let canary = cookie.starts_with("sy_canary=");
+            on_canary += usize::from(canary);
+            for _ in 0..4 {
+                let (status, backend, sets) = visit(gw.addr, *ip, &cookie).await.unwrap();
+                assert_eq!(status, 200);
+                assert!(sets.is_empty(), "{ip} ({}) was handed another cookie: {sets:?}", if canary { "canary" } else { "baseline" });
+                assert_eq!(backend, first_backend, "{ip}: still pinned by the same version");
+            }
+        }
+    });
+    assert!((40..=80).contains(&on_canary), "about 30 % of 200 users on the canary: {on_canary}");
 }
