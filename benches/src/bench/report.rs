@@ -77,6 +77,10 @@ pub struct Plot {
     pub y_label: String,
     pub metric: String,
     pub log_y: bool,
+    /// Categorical x (servers, failovers): x = 1, 2, ... names these, and
+    /// the plot draws grouped bars instead of lines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
 }
 
 /// The machine, versions and command behind a result.
@@ -146,7 +150,15 @@ impl Results {
     }
 
     pub fn plot(&mut self, title: &str, group: &str, x_label: &str, (y_label, metric): (&str, &str), log_y: bool) {
-        self.plots.push(Plot { title: title.into(), group: group.into(), x_label: x_label.into(), y_label: y_label.into(), metric: metric.into(), log_y });
+        self.plots.push(Plot { title: title.into(), group: group.into(), x_label: x_label.into(), y_label: y_label.into(), metric: metric.into(), log_y, categories: Vec::new() });
+    }
+
+    /// A grouped bar chart of categorical data: x = 1, 2, ... are `categories`.
+    pub fn bars(&mut self, title: &str, group: &str, x_label: &str, (y_label, metric): (&str, &str), categories: &[&str]) {
+        self.plot(title, group, x_label, (y_label, metric), false);
+        if let Some(p) = self.plots.last_mut() {
+            p.categories = categories.iter().map(|c| c.to_string()).collect();
+        }
     }
 
     /// Fill `aggregates` from `rows`, in the order rows first appear.

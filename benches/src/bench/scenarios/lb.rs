@@ -160,8 +160,9 @@ fn capacity(ctx: &Ctx) -> Result<Results, String> {
     }
     r.table("Per server (Fig. 7: requests; Fig. 8: busy time)", "per server", "server", &[("share of requests %", "req_share"), ("share of busy time %", "busy_share"), ("utilization %", "util"), ("longest queue", "max_queue")]);
     r.table("Overall", "summary", "offered req/s", SUMMARY_COLUMNS);
-    r.plot("Share of requests per server (capacity 50 / 33 / 17 %)", "per server", "server", ("% of requests", "req_share"), false);
-    r.plot("Utilization per server (busy time / worker time)", "per server", "server", ("utilization %", "util"), false);
+    let servers = ["s1 (50 %)", "s2 (33 %)", "s3 (17 %)"];
+    r.bars("Share of requests per server (capacity 50 / 33 / 17 %)", "per server", "server", ("% of requests", "req_share"), &servers);
+    r.bars("Utilization per server (busy time / worker time)", "per server", "server", ("utilization %", "util"), &servers);
     r.notes.push(format!("longest queue: requests waiting at the server, at most {} (the load's connections); past that they wait at the client, still timed from their scheduled send", plan.conns));
     r.aggregate();
     r.claim = capacity_claim(&r, ctx, &models);
