@@ -128,6 +128,7 @@ fn a_file_with_an_error_changes_nothing_and_says_where() {
     let line = broken.lines().position(|l| l == "upstream = \"nowhere\"").unwrap() + 1;
     assert!(r.body.contains(&format!("line {line}")) && r.body.contains("nowhere"), "the error names the line and the value: {}", r.body);
     assert_eq!(get(gw.addr, "/extra", &[]).backend(), "b", "the running config still serves");
+    eventually(10, "the refusal is in the log too", || gw.log_text().contains("config reload refused, the running config keeps serving"));
 
     // SIGHUP with the same file: logged, nothing changes.
     std::process::Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();

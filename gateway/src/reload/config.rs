@@ -76,8 +76,19 @@ impl ConfigReload {
         Self { fixed: restart_only(&text), applied: parking_lot::Mutex::new(text), path, live, plugins, engine, stores, one: tokio::sync::Mutex::new(()) }
     }
 
-    /// Apply the file as it is now, or change nothing and say why.
+    /// Apply the file as it is now, or change nothing and say why (in the
+    /// answer and in the log).
     pub async fn reload(&self) -> Result<ConfigReport, Vec<String>> {
+        let out = self.apply().await;
+        if let Err(errors) = &out {
+            for e in errors {
+                tracing::error!("config reload refused, the running config keeps serving: {e}");
+            }
+        }
+        out
+    }
+
+    async fn apply(&self) -> Result<ConfigReport, Vec<String>> {
         let _one = self.one.lock().await;
         let path = self.path.clone();
         let checked = tokio::task::spawn_blocking(move || crate::config::check(&path)).await.map_err(|e| vec![format!("reading the config: {e}")])?;

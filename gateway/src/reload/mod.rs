@@ -36,6 +36,9 @@ pub struct Report {
     pub tls: Option<serde_json::Value>,
     /// Why a part was refused; the old version keeps serving.
     pub errors: Vec<String>,
+    /// How many of `errors` (the config file's, first) are logged already.
+    #[serde(skip)]
+    logged: usize,
 }
 
 impl Reloader {
@@ -43,11 +46,12 @@ impl Reloader {
     /// certificates. A refused part leaves its old version serving and
     /// does not hold the others back.
     pub async fn all(&self, source: &'static str) -> Report {
-        let mut report = Report { config: None, plugins: Vec::new(), tls: None, errors: Vec::new() };
+        let mut report = Report { config: None, plugins: Vec::new(), tls: None, errors: Vec::new(), logged: 0 };
         match self.config.reload().await {
             Ok(r) => report.config = Some(r),
             Err(e) => report.errors.extend(e),
         }
+        report.logged = report.errors.len();
         for slot in self.plugins.all().values() {
             match crate::wasm::reload_if_changed(slot, source).await {
                 Ok(true) => report.plugins.push(slot.spec.name.clone()),
@@ -91,7 +95,7 @@ async fn on_sighup(r: Reloader) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config, changed plugins and the TLS certificates");
         let report = r.all("sighup").await;
-        for e in &report.errors {
+        for e in &report.errors[report.logged..] {
             tracing::error!("SIGHUP reload: {e}");
         }
     }
