@@ -129,6 +129,22 @@ impl Builder<'_> {
         (upstreams, lbs)
     }
 
+    /// A plugin user built on `slot`: enlisted with this generation, or
+    /// its error kept (at its config line).
+    fn adopt<T: SwapTarget + 'static>(&mut self, slot: Arc<PluginSlot>, built: Result<T, Error>) -> Option<Arc<T>> {
+        match built {
+            Ok(user) => {
+                let user = Arc::new(user);
+                self.users.push((slot, user.clone()));
+                Some(user)
+            }
+            Err(e) => {
+                self.errors.push(locate(e, &slot.spec));
+                None
+            }
+        }
+    }
+
     /// Each route's session strategy, parallel to the routes.
     async fn sessions(&mut self, cfg: &ValidConfig) -> Vec<Option<Arc<dyn SessionPolicy>>> {
         let mut sessions = Vec::new();
@@ -137,17 +153,8 @@ impl Builder<'_> {
                 sessions.push(None);
                 continue;
             };
-            sessions.push(match WasmSession::new(slot.current().plugin.clone(), &route_label(r)).await {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    self.users.push((slot, s.clone()));
-                    Some(s as Arc<dyn SessionPolicy>)
-                }
-                Err(e) => {
-                    self.errors.push(locate(e, &slot.spec));
-                    None
-                }
-            });
+            let built = WasmSession::new(slot.current().plugin.clone(), &route_label(r)).await;
+            sessions.push(self.adopt(slot, built).map(|s| s as Arc<dyn SessionPolicy>));
         }
         sessions
     }
@@ -165,17 +172,8 @@ impl Builder<'_> {
                 gates.push(None);
                 continue;
             };
-            gates.push(match WasmAccess::new(slot.current().plugin.clone(), &route_label(r)).await {
-                Ok(a) => {
-                    let a = Arc::new(a);
-                    self.users.push((slot, a.clone()));
-                    Some(Arc::new(RouteGate { host: host.clone(), policy: a, spec: spec.clone() }))
-                }
-                Err(e) => {
-                    self.errors.push(locate(e, &slot.spec));
-                    None
-                }
-            });
+            let built = WasmAccess::new(slot.current().plugin.clone(), &route_label(r)).await;
+            gates.push(self.adopt(slot, built).map(|policy| Arc::new(RouteGate { host: host.clone(), policy, spec: spec.clone() })));
         }
         gates
     }

@@ -9,7 +9,6 @@ pub use line::Record;
 
 use crate::config::{Field, LogFormat, LogSpec};
 use crate::error::Error;
-use std::cell::Cell;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -61,19 +60,9 @@ impl AccessLog {
     }
 }
 
-/// One in `1 / share` requests, by a per-thread xorshift.
+/// One in `1 / share` requests, by a per-thread draw.
 fn sampled(share: f64) -> bool {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new(crate::upstream::now_ns() | 1);
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        ((x >> 11) as f64 / (1u64 << 53) as f64) < share
-    })
+    ((crate::upstream::draw() >> 11) as f64 / (1u64 << 53) as f64) < share
 }
 
 type Sink = Box<dyn Write + Send>;

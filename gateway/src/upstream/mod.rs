@@ -6,7 +6,7 @@ mod peer;
 mod stats;
 
 pub use health::HealthChecker;
-pub use stats::{now_ns, BackendStats, LiveStat};
+pub use stats::{draw, now_ns, BackendStats, LiveStat};
 
 use crate::config::{HealthSection, UpstreamSpec};
 use crate::seams::{LbError, LbPolicy, RequestView};

@@ -39,6 +39,20 @@ pub fn now_ns() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
 }
 
+/// A cheap per-thread xorshift draw (no system call per request): for
+/// sampling and splits, not for secrets.
+pub fn draw() -> u64 {
+    thread_local!(static STATE: std::cell::Cell<u64> = std::cell::Cell::new(now_ns() | 1));
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
+}
+
 /// Shared, lock-light stats of one backend. Writers (one per response)
 /// take the window lock; readers (one per Wasm decision, per backend) only
 /// load the published atomics.

@@ -22,22 +22,9 @@ pub fn in_share<K: Hash>(key: Option<K>, percent: u32) -> bool {
             k.hash(&mut h);
             h.finish() % 100
         }
-        None => random() % 100,
+        None => crate::upstream::draw() % 100,
     };
     point < u64::from(percent)
-}
-
-/// A cheap per-thread xorshift draw (no system call per request).
-fn random() -> u64 {
-    thread_local!(static STATE: std::cell::Cell<u64> = std::cell::Cell::new(crate::upstream::now_ns() | 1));
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
 }
 
 /// Calls, faults and latency of one plugin version, over all its users.
