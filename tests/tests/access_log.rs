@@ -206,3 +206,28 @@ fn session_outcomes_are_logged() {
     let last: serde_json::Value = serde_json::from_str(&got[2]).unwrap();
     assert_eq!(last["session"], "store_error", "{got:?}");
 }
+
+/// A plugin that faults is counted on the line of the request it served:
+/// `trap-half` traps on every other lb call, `on_error = "fallback"` serves
+/// those requests by round robin, so every request answers and the faults
+/// show only on the lines of the trapped calls.
+#[test]
+fn plugin_faults_are_counted_per_request() {
+    let b = backend("b1", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let cfg = format!(
+        "{SERVER}{}on_error = \"fallback\"\n{}[log]\npath = {:?}\nfields = [\"path\", \"status\", \"plugin_faults\"]\n",
+        plugin_table("bad", "misbehave", "config = { mode = \"trap-half\" }"),
+        upstream("web", Some("bad"), &[(&b, 1)], ""),
+        file.to_string_lossy()
+    );
+    let gw = gateway(&cfg);
+    for i in 0..6 {
+        assert_eq!(get(gw.addr, &format!("/r{i}"), &[]).status, 200, "the fallback serves request {i}");
+    }
+    let got = wait_lines(&file, 6);
+    let faults: Vec<u64> = got.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["plugin_faults"].as_u64().unwrap()).collect();
+    assert_eq!(faults.iter().sum::<u64>(), 3, "every other call trapped: {got:?}");
+    assert!(faults.iter().all(|&f| f <= 1), "one pick per request: {got:?}");
+}

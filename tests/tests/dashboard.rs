@@ -147,7 +147,8 @@ fn the_dashboard_counts_sessions_and_signs_a_user_out() {
     let cfg = format!(
         "{SERVER}[session]\nkeys = [\"test-session-signing-key-0123456789abcdef\"]\n[session.central]\nservers = [\"{}\"]\n{}{}session = \"cart\"\n",
         mc.addr,
-        plugin_table("cart", "session_centralized", ""),
+        // A wide deadline: Chromium shares the two cores with a debug build.
+        plugin_table("cart", "session_centralized", "limits = { deadline_ms = 200 }"),
         upstream("web", None, &[(&cart, 1)], "")
     );
     let (gw, admin) = gateway_with_admin(&cfg, "");

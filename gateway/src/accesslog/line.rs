@@ -74,7 +74,9 @@ fn json(out: &mut String, fields: &[Field], r: &Record, now: SystemTime) {
             Field::RequestId => json_str(out, r.request_id),
             Field::Client => match r.client {
                 Some(ip) => {
-                    let _ = write!(out, "\"{ip}\"");
+                    out.push('"');
+                    addr(out, ip);
+                    out.push('"');
                 }
                 None => out.push_str("null"),
             },
@@ -108,9 +110,7 @@ fn json(out: &mut String, fields: &[Field], r: &Record, now: SystemTime) {
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`.
 fn combined(out: &mut String, r: &Record, now: SystemTime) {
     match r.client {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
+        Some(ip) => addr(out, ip),
         None => out.push('-'),
     }
     out.push_str(" - - [");
@@ -143,13 +143,39 @@ fn combined(out: &mut String, r: &Record, now: SystemTime) {
 }
 
 fn num(out: &mut String, n: u64) {
-    let _ = write!(out, "{n}");
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
+/// `n` as exactly three digits (`n < 1000`).
+fn three(out: &mut String, n: u32) {
+    for d in [n / 100, n / 10 % 10, n % 10] {
+        out.push(char::from(b'0' + d as u8));
+    }
 }
 
 /// Milliseconds with microsecond precision.
 fn ms(out: &mut String, d: Duration) {
-    let us = d.as_micros();
-    let _ = write!(out, "{}.{:03}", us / 1000, us % 1000);
+    let us = d.as_micros() as u64;
+    num(out, us / 1000);
+    out.push('.');
+    three(out, (us % 1000) as u32);
+}
+
+/// The client's address; an IPv4 one without the formatting machinery.
+fn addr(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                num(out, u64::from(o));
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
+    }
 }
 
 /// A JSON string: quotes, backslashes and every control character escaped.
@@ -211,7 +237,10 @@ fn stamp(out: &mut String, now: SystemTime, clf: bool) {
         if clf {
             out.push_str(common);
         } else {
-            let _ = write!(out, "{iso}.{:03}Z", since.subsec_millis());
+            out.push_str(iso);
+            out.push('.');
+            three(out, since.subsec_millis());
+            out.push('Z');
         }
     });
 }
@@ -270,6 +299,20 @@ mod tests {
         assert_eq!(line, "127.0.0.1 - - [01/May/2026:12:00:00 +0000] \"GET /a?x=1 HTTP/1.1\" 200 12 \"-\" \"curl/8.0\"\n");
         r.bytes_out = 0;
         assert!(format(LogFormat::Combined, &[], &r, at()).contains(" 200 - "), "no body: -");
+    }
+
+    #[test]
+    fn addresses_and_durations_are_written_in_full() {
+        let mut r = record();
+        r.client = Some("10.0.0.255".parse().unwrap());
+        r.duration = Duration::from_micros(5);
+        r.upstream_time = Some(Duration::from_micros(12_345_678));
+        let v: serde_json::Value = serde_json::from_str(&format(LogFormat::Json, &default_fields(), &r, at())).unwrap();
+        assert_eq!((v["client"].as_str(), v["duration_ms"].as_f64(), v["upstream_ms"].as_f64()), (Some("10.0.0.255"), Some(0.005), Some(12345.678)));
+        r.client = Some("2001:db8::1".parse().unwrap());
+        assert!(format(LogFormat::Combined, &[], &r, at()).starts_with("2001:db8::1 - - [01/May/2026:12:00:00 +0000]"));
+        let late = UNIX_EPOCH + Duration::from_millis(1_777_636_800_007);
+        assert!(format(LogFormat::Json, &[Field::Time], &r, late).contains("12:00:00.007Z"));
     }
 
     /// A request that tries to end its line and forge another is escaped.

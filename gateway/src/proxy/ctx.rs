@@ -67,8 +67,11 @@ pub struct Ctx {
     pub decision: Decision,
     /// The session outcome of a request the session plugin answered itself.
     pub replied_session: Option<crate::seams::SessionOutcome>,
-    /// Plugin faults during this request, counted while the access log is on.
-    pub faults: Option<Arc<AtomicU32>>,
+    /// Count plugin faults (the access log is on).
+    pub count_faults: bool,
+    /// Plugin faults during this request, made by the first phase that
+    /// runs plugin code while they are counted.
+    faults: Option<Arc<AtomicU32>>,
     /// The last backend attempt's time, once the request is over.
     upstream_time: Option<Duration>,
 }
@@ -113,6 +116,7 @@ impl Ctx {
             upstream_status: None,
             decision: Decision::None,
             replied_session: None,
+            count_faults: false,
             faults: None,
             upstream_time: None,
         }
@@ -181,6 +185,13 @@ impl Ctx {
             self.decision = if admitted.revoked.load(std::sync::atomic::Ordering::Relaxed) { Decision::Revoked } else { Decision::Permit };
             gate.finish(&admitted, status, failed, self.sent, self.upstream_status).await;
         }
+    }
+
+    /// Where a phase counts its plugin faults: `None` when they are not
+    /// counted or the phase runs no plugin code (`plugin`), so a request
+    /// with builtin policies pays nothing for the count.
+    pub fn faults_if(&mut self, plugin: bool) -> Option<Arc<AtomicU32>> {
+        (self.count_faults && plugin).then(|| self.faults.get_or_insert_with(Arc::default).clone())
     }
 
     /// The route's session policy forwards this request.

@@ -61,9 +61,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> Ctx {
         let mut ctx = Ctx::new();
-        if self.access_log.is_some() {
-            ctx.faults = Some(Arc::default());
-        }
+        ctx.count_faults = self.access_log.is_some();
         ctx
     }
 
@@ -82,7 +80,7 @@ impl ProxyHttp for Gateway {
         ctx.start(&matched);
         if let Some(gate) = &matched.access {
             let req = ctx.view(session);
-            match counting(ctx.faults.clone(), gate.admit(&req)).await {
+            match counting(ctx.faults_if(true), gate.admit(&req)).await {
                 Ok(admitted) => ctx.access = Some((gate.clone(), admitted)),
                 Err(refusal) => {
                     ctx.decision = ctx::Decision::Deny(refusal.reason.clone());
@@ -92,7 +90,7 @@ impl ProxyHttp for Gateway {
             }
         }
         match &matched.session {
-            Some(policy) => counting(ctx.faults.clone(), self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label)).await,
+            Some(policy) => counting(ctx.faults_if(true), self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label)).await,
             None => Ok(false),
         }
     }
@@ -101,7 +99,7 @@ impl ProxyHttp for Gateway {
         let upstream = ctx.upstream();
         let i = match ctx.pinned() {
             Some(i) => i,
-            None => counting(ctx.faults.clone(), upstream.pick(&ctx.view_for_lb(session), &ctx.tried)).await.map_err(|e| {
+            None => counting(ctx.faults_if(upstream.runs_plugin()), upstream.pick(&ctx.view_for_lb(session), &ctx.tried)).await.map_err(|e| {
                 let msg = match e {
                     LbError::NoBackend(m) => m,
                     LbError::Plugin(e) => e.message,
@@ -148,7 +146,7 @@ impl ProxyHttp for Gateway {
         ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
             let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-            counting(ctx.faults.clone(), ctx.finish_session(resp.status.as_u16(), seen)).await
+            counting(ctx.faults_if(true), ctx.finish_session(resp.status.as_u16(), seen)).await
         } else {
             Vec::new()
         };
@@ -212,8 +210,12 @@ impl ProxyHttp for Gateway {
         let upstream_failed = e.is_some_and(|e| matches!(e.esource, pingora::ErrorSource::Upstream));
         // No response reached `response_filter`: the session still learns
         // the outcome (and frees its locks); its headers have nowhere to go.
-        counting(ctx.faults.clone(), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new())).await;
-        counting(ctx.faults.clone(), ctx.finish_access(status, e.is_some())).await;
+        if ctx.session.is_some() {
+            counting(ctx.faults_if(true), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new())).await;
+        }
+        if ctx.access.is_some() {
+            counting(ctx.faults_if(true), ctx.finish_access(status, e.is_some())).await;
+        }
         ctx.finish(status, upstream_failed);
         if let Some(log) = &self.access_log {
             log.write(&ctx.log_record(session, status));

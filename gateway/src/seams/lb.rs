@@ -27,6 +27,10 @@ pub trait LbPolicy: Send + Sync {
     fn reads_request(&self) -> bool {
         true
     }
+    /// Whether `select` runs plugin code, which can fault.
+    fn runs_plugin(&self) -> bool {
+        true
+    }
     /// Choose a backend for `req`.
     async fn select(&self, req: &std::sync::Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError>;
 }
@@ -45,6 +49,10 @@ impl LbPolicy for RoundRobin {
     }
 
     fn reads_request(&self) -> bool {
+        false
+    }
+
+    fn runs_plugin(&self) -> bool {
         false
     }
 

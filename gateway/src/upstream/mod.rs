@@ -104,6 +104,11 @@ impl Upstream {
         self.lb.reads_request()
     }
 
+    /// Whether picking runs plugin code (whose faults the access log counts).
+    pub fn runs_plugin(&self) -> bool {
+        self.lb.runs_plugin()
+    }
+
     /// Current version of the backend set (see the field).
     pub fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
