@@ -43,7 +43,8 @@ pub struct Record<'a> {
 
 /// The line for `r`, newline included, as of `now`.
 pub fn format(format: LogFormat, fields: &[Field], r: &Record, now: SystemTime) -> String {
-    let mut out = String::with_capacity(384);
+    // A default JSON line is about 400 bytes: one allocation, no growth.
+    let mut out = String::with_capacity(512);
     match format {
         LogFormat::Json => json(&mut out, fields, r, now),
         LogFormat::Combined => combined(&mut out, r, now),
@@ -58,9 +59,7 @@ fn json(out: &mut String, fields: &[Field], r: &Record, now: SystemTime) {
         if i > 0 {
             out.push(',');
         }
-        out.push('"');
-        out.push_str(f.name());
-        out.push_str("\":");
+        out.push_str(key(*f));
         let s = |out: &mut String, v: Option<&str>| match v {
             Some(v) => json_str(out, v),
             None => out.push_str("null"),
@@ -105,6 +104,12 @@ fn json(out: &mut String, fields: &[Field], r: &Record, now: SystemTime) {
         }
     }
     out.push('}');
+}
+
+/// A field's `"name":`, written once.
+fn key(f: Field) -> &'static str {
+    static KEYS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| Field::ALL.iter().map(|f| format!("\"{}\":", f.name())).collect());
+    &KEYS[f as usize]
 }
 
 /// `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`.
@@ -178,19 +183,35 @@ fn addr(out: &mut String, ip: IpAddr) {
     }
 }
 
+/// The bytes a JSON string escapes: quotes, backslashes, control characters.
+const JSON_ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 /// A JSON string: quotes, backslashes and every control character escaped.
 fn json_str(out: &mut String, s: &str) {
     out.push('"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
+        if !JSON_ESCAPED[b as usize] {
+            continue;
+        }
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
             b'\n' => "\\n",
             b'\r' => "\\r",
             b'\t' => "\\t",
-            0..=0x1f | 0x7f => "",
-            _ => continue,
+            _ => "",
         };
         out.push_str(&s[start..i]);
         match esc {
@@ -299,6 +320,14 @@ mod tests {
         assert_eq!(line, "127.0.0.1 - - [01/May/2026:12:00:00 +0000] \"GET /a?x=1 HTTP/1.1\" 200 12 \"-\" \"curl/8.0\"\n");
         r.bytes_out = 0;
         assert!(format(LogFormat::Combined, &[], &r, at()).contains(" 200 - "), "no body: -");
+    }
+
+    #[test]
+    fn every_field_has_its_key() {
+        for (i, f) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i, "Field::ALL is in declaration order");
+            assert_eq!(key(f), format!("\"{}\":", f.name()));
+        }
     }
 
     #[test]

@@ -46,12 +46,15 @@ impl AccessLog {
         Ok(Arc::new(Self { tx, format: spec.format, fields: spec.fields.clone().into(), sample: spec.sample }))
     }
 
-    /// Queue the line of a finished request, if it is sampled.
-    pub fn write(&self, record: &Record) {
+    /// Queue the line of a finished request, if it is sampled. `record`
+    /// is built only then; its argument says whether the format shows the
+    /// referer and user agent (else they need not be looked up).
+    pub fn write<'a>(&self, record: impl FnOnce(bool) -> Record<'a>) {
         if self.sample < 1.0 && !sampled(self.sample) {
             return;
         }
-        let line = line::format(self.format, &self.fields, record, SystemTime::now());
+        let record = record(self.format == LogFormat::Combined);
+        let line = line::format(self.format, &self.fields, &record, SystemTime::now());
         match self.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => crate::metrics::metrics().access_log_dropped.inc(),

@@ -279,10 +279,11 @@ impl Ctx {
 }
 
 impl Ctx {
-    /// The finished request as the access log writes it.
-    pub fn log_record<'a>(&'a self, session: &'a Session, status: u16) -> crate::accesslog::Record<'a> {
+    /// The finished request as the access log writes it; `agent`: with
+    /// the referer and user agent.
+    pub fn log_record<'a>(&'a self, session: &'a Session, status: u16, agent: bool) -> crate::accesslog::Record<'a> {
         let h = session.req_header();
-        let header = |name| h.headers.get(name).map(|v: &http::HeaderValue| v.as_bytes());
+        let header = |name| agent.then(|| h.headers.get(name).map(|v: &http::HeaderValue| v.as_bytes())).flatten();
         let (access, access_reason) = match &self.decision {
             Decision::None => (None, None),
             Decision::Permit => (Some("permit"), None),

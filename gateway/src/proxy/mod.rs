@@ -218,7 +218,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.finish(status, upstream_failed);
         if let Some(log) = &self.access_log {
-            log.write(&ctx.log_record(session, status));
+            log.write(|agent| ctx.log_record(session, status, agent));
         }
     }
 }
