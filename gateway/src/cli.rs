@@ -151,6 +151,8 @@ enum PluginCommand {
         admin: AdminArgs,
         name: String,
         file: PathBuf,
+        /// Share of the calls the canary serves, 1 to 99. The split is stable per key: the
+        /// client address (lb, session), the subject (access), the SQL user.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=99))]
         percent: u32,
         /// Canary calls before the automatic verdict (off when absent).
