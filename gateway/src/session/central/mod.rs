@@ -7,6 +7,7 @@
 //! no session. A read refreshes the TTL in the same round trip (`mg … v T`);
 //! a lock is one `ms … ME` (add).
 
+mod pipe;
 mod servers;
 
 pub use servers::Server;
@@ -116,20 +117,14 @@ impl Central {
         let ttl = exptime(self.ttl_s);
         let (mut missed, mut failed) = (Vec::new(), None);
         for i in self.targets(key).into_iter().take(self.copies()) {
-            let got = self.servers[i]
-                .call(|c| async move {
-                    let get = c.get(key).meta(Meta::default().cas());
-                    if touch { get.touch_raw(ttl).send().await } else { get.send().await }
-                })
-                .await;
-            match got {
-                Ok(r) if r.hit() => {
+            match self.servers[i].read(key, touch.then_some(ttl)).await {
+                Ok(r) if r.hit => {
                     // Never for a retired key: its CAS value would let a write
                     // that read the session before it was retired replace the mark.
-                    if missed.is_empty() && r.client_flags != Some(RETIRED_FLAGS) {
-                        self.hints.remember(key, i, r.item.cas);
+                    if missed.is_empty() && r.flags != RETIRED_FLAGS {
+                        self.hints.remember(key, i, r.cas);
                     }
-                    let found = (r.value.unwrap_or_default(), r.client_flags.unwrap_or(0));
+                    let found = (r.value, r.flags);
                     for &m in &missed {
                         self.rehome(m, key, &found).await;
                     }

@@ -4,7 +4,7 @@
 
 use super::StoreError;
 use crate::metrics::metrics;
-use memcache::exp::{AsyncMetaClient, Error as McError};
+use memcache::exp::{AsyncMetaClient, Error as McError, MetaCommand, MetaOp, MetaResponse, ReturnCode};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -24,6 +24,8 @@ pub struct Server {
     pool: u32,
     timeout: Duration,
     client: OnceCell<AsyncMetaClient>,
+    /// Reads, coalesced on one pipelined connection.
+    pipe: super::pipe::Pipe,
     /// Milliseconds since `epoch` until which the server is skipped; 0: up.
     down_until: AtomicU64,
     epoch: Instant,
@@ -39,6 +41,7 @@ impl Server {
             pool,
             timeout,
             client: OnceCell::new(),
+            pipe: super::pipe::Pipe::new(addr, timeout),
             down_until: AtomicU64::new(0),
             epoch: Instant::now(),
             last_error: Mutex::new(None),
@@ -120,6 +123,26 @@ impl Server {
         }
     }
 
+    /// Read `key` through the read pipe (`mg KEY v f c`, with `T` when
+    /// `touch` gives a TTL): whether it hit, and its value, client flags
+    /// and CAS value. Failures mark the server down as [`Self::call`]'s do.
+    pub async fn read(&self, key: &str, touch: Option<u32>) -> Result<Read, StoreError> {
+        let mut cmd = MetaCommand::new(MetaOp::Get, key).flag("v").flag("f").flag("c");
+        if let Some(ttl) = touch {
+            cmd = cmd.flag(format!("T{ttl}"));
+        }
+        let Ok(out) = tokio::time::timeout(self.timeout * 2, self.pipe.read(cmd)).await else {
+            return Err(StoreError::Timeout);
+        };
+        match out {
+            Ok(r) => {
+                self.mark_up();
+                Ok(Read::from(r))
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
     /// A failed call: a link failure or a timeout marks the server down.
     fn failed(&self, e: McError) -> StoreError {
         let why = format!("memcached {}: {e}", self.addr);
@@ -139,11 +162,32 @@ impl Server {
     }
 }
 
+/// What a read found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Read {
+    pub hit: bool,
+    pub value: Vec<u8>,
+    pub flags: u32,
+    pub cas: Option<u64>,
+}
+
+impl From<MetaResponse> for Read {
+    fn from(r: MetaResponse) -> Self {
+        let number = |prefix: u8| r.flags().find(|f| f.first() == Some(&prefix)).and_then(|f| std::str::from_utf8(&f[1..]).ok()?.parse::<u64>().ok());
+        let (flags, cas) = (number(b'f').unwrap_or(0) as u32, number(b'c'));
+        let hit = r.rc() == ReturnCode::Va;
+        Self { hit, flags, cas, value: if hit { r.into_value().unwrap_or_default() } else { Vec::new() } }
+    }
+}
+
 /// Rendezvous (highest random weight) order of `servers` for `key`: the
 /// first is the key's primary, the next its backups. A stable hash
 /// (SHA-256), so every gateway node and every version agrees, and removing
 /// a server moves only the keys it held.
 pub fn order(servers: &[Server], key: &str) -> Vec<usize> {
+    if servers.len() == 1 {
+        return vec![0];
+    }
     let mut scored: Vec<(u64, usize)> = servers
         .iter()
         .enumerate()
@@ -186,6 +230,15 @@ mod tests {
             let expected = if full[0] == 2 { full[1] } else { full[0] };
             assert_eq!(less[0], expected, "{k}");
         }
+    }
+
+    #[test]
+    fn a_read_takes_its_flags_and_cas_from_the_answer() {
+        let read = |line: &[u8]| Read::from(MetaResponse::parse_header(line).unwrap());
+        assert_eq!(read(b"EN"), Read::default(), "a miss");
+        let hit = read(b"VA 0 f1 c42");
+        assert_eq!((hit.hit, hit.flags, hit.cas), (true, 1, Some(42)));
+        assert_eq!(read(b"VA 0 c7").flags, 0, "no f: flags 0");
     }
 
     #[test]

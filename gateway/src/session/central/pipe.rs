@@ -1,0 +1,111 @@
+//! Session reads coalesced on one pipelined connection per server: the
+//! `mg` reads of concurrent requests leave in one write and their answers
+//! come back in one read, so memcached and the gateway wake once per batch
+//! instead of once per request. Reads only: a read that fails is simply
+//! failed (it changed nothing), so a batch that breaks needs no
+//! attribution; writes keep the pooled connections and their ambiguity
+//! rules.
+
+use memcache::exp::{AsyncMetaConnection, Error as McError, MetaCommand, MetaResponse};
+use std::net::SocketAddr;
+use parking_lot::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most reads one write carries.
+const BATCH: usize = 64;
+
+/// A read waiting for its batch, and where its answer goes.
+type Job = (MetaCommand, oneshot::Sender<Result<MetaResponse, McError>>);
+
+/// One server's read pipe: a task that owns the connection, started by
+/// the first read on the runtime serving it, and again by the next read
+/// if that runtime ended.
+pub struct Pipe {
+    addr: SocketAddr,
+    timeout: Duration,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+}
+
+impl Pipe {
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        Self { addr, timeout, jobs: Mutex::new(None) }
+    }
+
+    fn jobs(&self) -> mpsc::UnboundedSender<Job> {
+        let mut jobs = self.jobs.lock();
+        match jobs.as_ref() {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(self.addr, self.timeout, rx));
+                jobs.insert(tx).clone()
+            }
+        }
+    }
+
+    /// Send `cmd` with the next batch; its answer, or why there is none.
+    pub async fn read(&self, cmd: MetaCommand) -> Result<MetaResponse, McError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs().send((cmd, tx)).map_err(|_| gone("the read pipe stopped"))?;
+        rx.await.map_err(|_| gone("the read pipe dropped the read"))?
+    }
+}
+
+fn gone(why: &str) -> McError {
+    McError::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why.to_string()))
+}
+
+/// Take every waiting read (up to [`BATCH`]), write them at once, answer
+/// each in order. A batch that fails on a connection used before (the
+/// server may have restarted since) is sent once more on a new one, as
+/// reads may be; one that fails again or passes `timeout` fails all its
+/// reads, and the next batch dials again.
+async fn run(addr: SocketAddr, timeout: Duration, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut conn: Option<AsyncMetaConnection> = None;
+    let mut jobs: Vec<Job> = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut jobs, BATCH).await > 0 {
+        let cmds: Vec<MetaCommand> = jobs.iter().map(|(c, _)| c.clone()).collect();
+        let reused = conn.is_some();
+        let mut out = exchange(&mut conn, addr, &cmds, timeout).await;
+        if reused && matches!(out, Err(ref e) if !matches!(e, McError::Timeout { .. })) {
+            out = exchange(&mut conn, addr, &cmds, timeout).await;
+        }
+        match out {
+            Ok(answers) if answers.len() == jobs.len() => {
+                for ((_, tx), answer) in jobs.drain(..).zip(answers) {
+                    let _ = tx.send(Ok(answer));
+                }
+            }
+            other => {
+                conn = None;
+                let (timed_out, why) = match other {
+                    Err(McError::Timeout { .. }) => (true, String::new()),
+                    Err(e) => (false, e.to_string()),
+                    Ok(a) => (false, format!("{} answers to {} reads", a.len(), jobs.len())),
+                };
+                for (_, tx) in jobs.drain(..) {
+                    let e = if timed_out { McError::Timeout { key: Vec::new() } } else { McError::Io(std::io::Error::other(why.clone())) };
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// One batch on `conn` (dialed first if there is none) within `timeout`;
+/// a failed exchange leaves no connection behind.
+async fn exchange(conn: &mut Option<AsyncMetaConnection>, addr: SocketAddr, cmds: &[MetaCommand], timeout: Duration) -> Result<Vec<MetaResponse>, McError> {
+    let work = async {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => conn.insert(AsyncMetaConnection::connect(addr).await?),
+        };
+        c.execute_batch(cmds).await
+    };
+    let out = tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(McError::Timeout { key: Vec::new() }));
+    if out.is_err() {
+        *conn = None;
+    }
+    out
+}
