@@ -45,7 +45,10 @@ impl Pipe {
     }
 
     /// Send `cmd` with the next batch; its answer, or why there is none.
+    /// A command that cannot be encoded (a key over memcached's limit) is
+    /// refused here, so it never breaks a batch of other requests' reads.
     pub async fn read(&self, cmd: MetaCommand) -> Result<MetaResponse, McError> {
+        cmd.encode()?;
         let (tx, rx) = oneshot::channel();
         self.jobs().send((cmd, tx)).map_err(|_| gone("the read pipe stopped"))?;
         rx.await.map_err(|_| gone("the read pipe dropped the read"))?
@@ -65,15 +68,15 @@ async fn run(addr: SocketAddr, timeout: Duration, mut rx: mpsc::UnboundedReceive
     let mut conn: Option<AsyncMetaConnection> = None;
     let mut jobs: Vec<Job> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
-        let cmds: Vec<MetaCommand> = jobs.iter().map(|(c, _)| c.clone()).collect();
+        let (cmds, replies): (Vec<MetaCommand>, Vec<_>) = jobs.drain(..).unzip();
         let reused = conn.is_some();
         let mut out = exchange(&mut conn, addr, &cmds, timeout).await;
         if reused && matches!(out, Err(ref e) if !matches!(e, McError::Timeout { .. })) {
             out = exchange(&mut conn, addr, &cmds, timeout).await;
         }
         match out {
-            Ok(answers) if answers.len() == jobs.len() => {
-                for ((_, tx), answer) in jobs.drain(..).zip(answers) {
+            Ok(answers) if answers.len() == replies.len() => {
+                for (tx, answer) in replies.into_iter().zip(answers) {
                     let _ = tx.send(Ok(answer));
                 }
             }
@@ -82,9 +85,9 @@ async fn run(addr: SocketAddr, timeout: Duration, mut rx: mpsc::UnboundedReceive
                 let (timed_out, why) = match other {
                     Err(McError::Timeout { .. }) => (true, String::new()),
                     Err(e) => (false, e.to_string()),
-                    Ok(a) => (false, format!("{} answers to {} reads", a.len(), jobs.len())),
+                    Ok(a) => (false, format!("{} answers to {} reads", a.len(), replies.len())),
                 };
-                for (_, tx) in jobs.drain(..) {
+                for tx in replies {
                     let e = if timed_out { McError::Timeout { key: Vec::new() } } else { McError::Io(std::io::Error::other(why.clone())) };
                     let _ = tx.send(Err(e));
                 }
@@ -108,4 +111,20 @@ async fn exchange(conn: &mut Option<AsyncMetaConnection>, addr: SocketAddr, cmds
         *conn = None;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memcache::exp::MetaOp;
+
+    /// Nothing listens on the address: a refused command fails before any
+    /// batch or connection.
+    #[tokio::test]
+    async fn a_key_memcached_would_refuse_never_joins_a_batch() {
+        let pipe = Pipe::new("127.0.0.1:9".parse().unwrap(), Duration::from_millis(200));
+        let long = MetaCommand::new(MetaOp::Get, "k".repeat(300)).flag("v");
+        assert!(pipe.read(long).await.is_err());
+        assert!(pipe.jobs.lock().is_none(), "no pipe task was started for it");
+    }
 }

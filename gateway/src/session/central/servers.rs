@@ -107,20 +107,7 @@ impl Server {
             let c = self.client().await?;
             op(c).await
         };
-        // The engine bounds each exchange by `timeout` (and marks a server
-        // that lets it pass down, below). This outer bound also covers the
-        // wait for a free pooled connection: past it the call fails, but a
-        // gateway short of connections or CPU does not mark the server down.
-        let Ok(out) = tokio::time::timeout(self.timeout * 2, work).await else {
-            return Err(StoreError::Timeout);
-        };
-        match out {
-            Ok(v) => {
-                self.mark_up();
-                Ok(v)
-            }
-            Err(e) => Err(self.failed(e)),
-        }
+        self.bounded(work).await
     }
 
     /// Read `key` through the read pipe (`mg KEY v f c`, with `T` when
@@ -131,13 +118,24 @@ impl Server {
         if let Some(ttl) = touch {
             cmd = cmd.flag(format!("T{ttl}"));
         }
-        let Ok(out) = tokio::time::timeout(self.timeout * 2, self.pipe.read(cmd)).await else {
+        self.bounded(self.pipe.read(cmd)).await.map(Read::from)
+    }
+
+    /// Finish a call or a read: marked up when it answers, down when the
+    /// link fails or it times out.
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, McError>>) -> Result<T, StoreError> {
+        // The engine (or the read pipe) bounds each exchange by `timeout`
+        // (and marks a server that lets it pass down, below). This outer
+        // bound also covers the wait for a free pooled connection or a
+        // batch: past it the call fails, but a gateway short of connections
+        // or CPU does not mark the server down.
+        let Ok(out) = tokio::time::timeout(self.timeout * 2, work).await else {
             return Err(StoreError::Timeout);
         };
         match out {
-            Ok(r) => {
+            Ok(v) => {
                 self.mark_up();
-                Ok(Read::from(r))
+                Ok(v)
             }
             Err(e) => Err(self.failed(e)),
         }
