@@ -1,6 +1,6 @@
 //! The `central` tier: memcached over its meta protocol (`memcache`'s
-//! async `exp` client; docs/decisions.md says why), async end to end, each
-//! server's commands pipelined per worker thread (`pipe.rs`). Keys are spread over the servers by
+//! async `exp` client, one connection pool per server; docs/decisions.md
+//! says why), async end to end. Keys are spread over the servers by
 //! rendezvous hashing; with `backups` each value is also copied to the next
 //! server(s) in its order, and a read whose primary is down or has lost the
 //! value reads a backup and puts the value back, so losing one server loses
@@ -16,7 +16,7 @@ use super::{StoreError, RETIRED};
 use crate::config::CentralSpec;
 use crate::error::Error;
 use crate::metrics::metrics;
-use memcache::exp::{Delete, Get, Meta, MutationResult, MutationStatus, Set};
+use memcache::exp::{AsyncMetaClient, Error as McError, Meta, MutationResult, MutationStatus};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -117,16 +117,14 @@ impl Central {
         let ttl = exptime(self.ttl_s);
         let (mut missed, mut failed) = (Vec::new(), None);
         for i in self.targets(key).into_iter().take(self.copies()) {
-            let get = Get::new(key).meta(Meta::default().cas());
-            match self.servers[i].get(if touch { get.touch_raw(ttl) } else { get }).await {
-                Ok(r) if r.hit() => {
-                    let flags = r.client_flags.unwrap_or(0);
+            match self.servers[i].read(key, touch.then_some(ttl)).await {
+                Ok(r) if r.hit => {
                     // Never for a retired key: its CAS value would let a write
                     // that read the session before it was retired replace the mark.
-                    if missed.is_empty() && flags != RETIRED_FLAGS {
-                        self.hints.remember(key, i, r.item.cas);
+                    if missed.is_empty() && r.flags != RETIRED_FLAGS {
+                        self.hints.remember(key, i, r.cas);
                     }
-                    let found = (r.value.unwrap_or_default(), flags);
+                    let found = (r.value, r.flags);
                     for &m in &missed {
                         self.rehome(m, key, &found).await;
                     }
@@ -146,7 +144,7 @@ impl Central {
     /// unless that server got a newer one meanwhile (`ME`: add).
     async fn rehome(&self, i: usize, key: &str, (value, flags): &(Vec<u8>, u32)) {
         let ttl = exptime(self.ttl_s);
-        let out = self.servers[i].mutate(Set::new(key, value).ttl_raw(ttl).client_flags(*flags).add()).await;
+        let out = self.servers[i].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(*flags).add().send()).await;
         metrics().session_central_rehomed.with_label_values(&[if out.is_ok() { "ok" } else { "failed" }]).inc();
     }
 
@@ -156,7 +154,7 @@ impl Central {
         // A backup marked down is skipped: a value it misses is put back
         // when it is read there after it returns.
         for &i in targets.iter().skip(1).take(self.copies() - 1).filter(|&&i| !self.servers[i].is_down()) {
-            let out = self.servers[i].mutate(Set::new(key, value).ttl_raw(ttl).client_flags(flags)).await;
+            let out = self.servers[i].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(flags).send()).await;
             if let Err(e) = out {
                 metrics().session_central_backup_failures.inc();
                 tracing::debug!(server = %self.servers[i].addr, "backup copy of {key} not written: {e:?}");
@@ -166,17 +164,17 @@ impl Central {
 
     /// Run `op` on `key`'s primary; if that server fails, once more on the
     /// next one (the failed one is marked down and goes last).
-    async fn on_primary<'a, T, F>(&'a self, key: &str, op: impl Fn(&'a Server) -> F) -> Result<(Vec<usize>, T), StoreError>
+    async fn on_primary<'a, T, F>(&'a self, key: &str, op: impl Fn(&'a AsyncMetaClient) -> F) -> Result<(Vec<usize>, T), StoreError>
     where
-        F: Future<Output = Result<T, StoreError>> + 'a,
+        F: Future<Output = Result<T, McError>> + 'a,
     {
         let targets = self.targets(key);
-        match op(&self.servers[targets[0]]).await {
+        match self.servers[targets[0]].call(|c| op(c)).await {
             Ok(v) => Ok((targets, v)),
             Err(e) if self.servers.len() == 1 => Err(e),
             Err(_) => {
                 let targets = self.targets(key);
-                let v = op(&self.servers[targets[0]]).await?;
+                let v = self.servers[targets[0]].call(|c| op(c)).await?;
                 Ok((targets, v))
             }
         }
@@ -198,7 +196,7 @@ impl Central {
         let targets = match self.set_as_read(key, &value, flags, ttl).await {
             Some(targets) => targets,
             None => {
-                let (targets, out) = self.on_primary(key, |s| write_unless_retired(s, key, &value, flags, ttl)).await?;
+                let (targets, out) = self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl)).await?;
                 out?;
                 targets
             }
@@ -219,7 +217,7 @@ impl Central {
             return None;
         }
         let ttl = exptime(ttl_s);
-        let r = self.servers[server].mutate(Set::new(key, value).ttl_raw(ttl).client_flags(flags).compare_cas(cas)).await;
+        let r = self.servers[server].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(flags).compare_cas(cas).send()).await;
         r.ok().filter(MutationResult::applied).map(|_| targets)
     }
 
@@ -233,7 +231,7 @@ impl Central {
         if let Some((_, flags)) = self.fetch(key, false).await? {
             return if flags == RETIRED_FLAGS { Err(StoreError::Retired) } else { Ok(false) };
         }
-        let (targets, r) = self.on_primary(key, |s| s.mutate(Set::new(key, &value).ttl_raw(exptime(ttl)).add())).await?;
+        let (targets, r) = self.on_primary(key, |c| c.set(key, &value).ttl_raw(exptime(ttl)).add().send()).await?;
         if !r.applied() {
             return self.refused(targets[0], key).await;
         }
@@ -247,7 +245,7 @@ impl Central {
     /// there. A retired key reads as the marker.
     pub async fn get_versioned(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>, StoreError> {
         let ttl = exptime(self.ttl_s);
-        let read = || self.on_primary(key, |s| s.get(Get::new(key).touch_raw(ttl).meta(Meta::default().cas())));
+        let read = || self.on_primary(key, |c| c.get(key).touch_raw(ttl).meta(Meta::default().cas()).send());
         let (mut targets, mut r) = read().await?;
         if !r.hit() && self.servers.len() > 1 && self.fetch(key, false).await?.is_some() {
             (targets, r) = read().await?;
@@ -272,7 +270,7 @@ impl Central {
             // Moved (its server failed or came back): read it again there.
             return Ok(false);
         }
-        let r = self.servers[targets[0]].mutate(Set::new(key, &value).ttl_raw(exptime(ttl)).compare_cas(expected.cas)).await?;
+        let r = self.servers[targets[0]].call(|c| c.set(key, &value).ttl_raw(exptime(ttl)).compare_cas(expected.cas).send()).await?;
         if !r.applied() {
             return self.refused(targets[0], key).await;
         }
@@ -283,7 +281,7 @@ impl Central {
     /// Why a conditional write on server `i` was not applied: the key is
     /// retired (`Err(Retired)`), or it holds something else (`Ok(false)`).
     async fn refused(&self, i: usize, key: &str) -> Result<bool, StoreError> {
-        let cur = self.servers[i].get(Get::new(key).without_value()).await?;
+        let cur = self.servers[i].call(|c| c.get(key).without_value().send()).await?;
         if cur.hit() && cur.client_flags == Some(RETIRED_FLAGS) {
             return Err(StoreError::Retired);
         }
@@ -296,7 +294,7 @@ impl Central {
         let mut out = Ok(());
         let mut deleted = false;
         for i in self.targets(key).into_iter().take(self.copies()) {
-            match delete_unless_retired(&self.servers[i], key).await {
+            match self.servers[i].call(|c| delete_unless_retired(c, key)).await {
                 Ok(()) => deleted = true,
                 Err(e) => out = Err(e),
             }
@@ -311,7 +309,7 @@ impl Central {
         let lock = lock_key(key);
         let mut wait = LOCK_POLL;
         loop {
-            let (_, r) = self.on_primary(&lock, |s| s.mutate(Set::new(&lock, token).ttl_raw(self.lock_ttl_s).add())).await?;
+            let (_, r) = self.on_primary(&lock, |c| c.set(&lock, token).ttl_raw(self.lock_ttl_s).add().send()).await?;
             if r.applied() {
                 return Ok(true);
             }
@@ -330,10 +328,10 @@ impl Central {
     pub async fn unlock(&self, key: &str, token: &str) -> Result<(), StoreError> {
         let lock = lock_key(key);
         let lock = &lock;
-        self.on_primary(lock, |s| async move {
-            let r = s.get(Get::new(lock).meta(Meta::default().cas())).await?;
+        self.on_primary(lock, |c| async move {
+            let r = c.get(lock).meta(Meta::default().cas()).send().await?;
             if r.hit() && r.value.as_deref() == Some(token.as_bytes()) {
-                s.mutate(Delete::new(lock).compare_cas(r.item.cas.unwrap_or(0))).await?;
+                c.delete(lock).compare_cas(r.item.cas.unwrap_or(0)).send().await?;
             }
             Ok(())
         })
@@ -360,7 +358,7 @@ impl Central {
         for _ in 0..CAS_TRIES {
             let targets = self.targets(key);
             let primary = &self.servers[targets[0]];
-            let got = match primary.get(Get::new(key).meta(Meta::default().cas())).await {
+            let got = match primary.call(|c| c.get(key).meta(Meta::default().cas()).send()).await {
                 Ok(got) => got,
                 // Nothing was changed yet: try the next server (this one is now marked down).
                 Err(_) if self.servers.len() > 1 && primary.is_down() => continue,
@@ -368,7 +366,7 @@ impl Central {
             };
             if !got.hit() {
                 let seed = self.counter(key).await?.to_string();
-                primary.mutate(Set::new(key, &seed).ttl_raw(ttl).add()).await?;
+                primary.call(|c| c.set(key, &seed).ttl_raw(ttl).add().send()).await?;
                 continue;
             }
             let current: i64 = String::from_utf8_lossy(got.value.as_deref().unwrap_or_default()).trim().parse().unwrap_or(0);
@@ -378,7 +376,7 @@ impl Central {
             }
             let text = next.to_string();
             let cas = got.item.cas.unwrap_or(0);
-            let r = primary.mutate(Set::new(key, &text).ttl_raw(ttl).compare_cas(cas)).await?;
+            let r = primary.call(|c| c.set(key, &text).ttl_raw(ttl).compare_cas(cas).send()).await?;
             if r.applied() {
                 self.copy_to_backups(&targets, key, text.as_bytes(), 0, self.ttl_s).await;
                 return Ok(Ok(next));
@@ -414,19 +412,19 @@ impl From<u64> for Versioned {
 
 /// On one server: write unless the key holds the retired marker (its
 /// flags say so; the value is not fetched). `Ok(Err(Retired))`: refused.
-async fn write_unless_retired(s: &Server, key: &str, value: &[u8], flags: u32, ttl_s: u32) -> Result<Result<(), StoreError>, StoreError> {
+async fn write_unless_retired(c: &AsyncMetaClient, key: &str, value: &[u8], flags: u32, ttl_s: u32) -> Result<Result<(), StoreError>, McError> {
     let ttl = exptime(ttl_s);
     for _ in 0..CAS_TRIES {
-        let cur = s.get(Get::new(key).without_value().meta(Meta::default().cas())).await?;
+        let cur = c.get(key).without_value().meta(Meta::default().cas()).send().await?;
         if cur.hit() && cur.client_flags == Some(RETIRED_FLAGS) {
             return Ok(Err(StoreError::Retired));
         }
-        let set = Set::new(key, value).ttl_raw(ttl).client_flags(flags);
+        let set = c.set(key, value).ttl_raw(ttl).client_flags(flags);
         let set = match (cur.hit(), cur.item.cas) {
             (true, Some(cas)) => set.compare_cas(cas),
             _ => set.add(),
         };
-        if s.mutate(set).await?.applied() {
+        if set.send().await?.applied() {
             return Ok(Ok(()));
         }
     }
@@ -434,13 +432,13 @@ async fn write_unless_retired(s: &Server, key: &str, value: &[u8], flags: u32, t
 }
 
 /// On one server: delete unless retired, conditional on the CAS value read.
-async fn delete_unless_retired(s: &Server, key: &str) -> Result<(), StoreError> {
+async fn delete_unless_retired(c: &AsyncMetaClient, key: &str) -> Result<(), McError> {
     for _ in 0..CAS_TRIES {
-        let cur = s.get(Get::new(key).without_value().meta(Meta::default().cas())).await?;
+        let cur = c.get(key).without_value().meta(Meta::default().cas()).send().await?;
         if !cur.hit() || cur.client_flags == Some(RETIRED_FLAGS) {
             return Ok(());
         }
-        let r = s.mutate(Delete::new(key).compare_cas(cur.item.cas.unwrap_or(0))).await?;
+        let r = c.delete(key).compare_cas(cur.item.cas.unwrap_or(0)).send().await?;
         if r.applied() || r.status == MutationStatus::NotFound {
             return Ok(());
         }

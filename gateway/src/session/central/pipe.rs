@@ -1,159 +1,130 @@
-//! Every memcached command of one server coalesced per worker thread: a
-//! task on each thread that uses the server takes the commands waiting on
-//! that thread and sends them as one pipelined batch (`memcache::exp`'s
-//! `run_batch`: one write, one read, each answer matched to its command by
-//! an opaque token), so memcached and the gateway wake once per batch
-//! instead of once per command, and no command crosses threads to get
-//! there. The crate attributes a failed batch per command: one written in
-//! full with side effects is `Error::Ambiguous` (it may have landed), the
-//! rest were not applied.
+//! Session reads coalesced on one pipelined connection per server: the
+//! `mg` reads of concurrent requests leave in one write and their answers
+//! come back in one read, so memcached and the gateway wake once per batch
+//! instead of once per request. Reads only: a read that fails is simply
+//! failed (it changed nothing), so a batch that breaks needs no
+//! attribution; writes keep the pooled connections and their ambiguity
+//! rules.
 
-use memcache::exp::{AsyncMetaClient, Error as McError, MetaCommand, MetaOp, Op, OpResult};
-use parking_lot::Mutex;
+use memcache::exp::{AsyncMetaConnection, Error as McError, MetaCommand, MetaResponse};
 use std::net::SocketAddr;
-use std::thread::ThreadId;
+use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// The most commands one write carries.
+/// The most reads one write carries.
 const BATCH: usize = 64;
 
-/// A command waiting for its batch, and where its answer goes.
-type Job = (Op, oneshot::Sender<Result<OpResult, McError>>);
+/// A read waiting for its batch, and where its answer goes.
+type Job = (MetaCommand, oneshot::Sender<Result<MetaResponse, McError>>);
 
-/// One server's pipes, one per thread that sends it commands. A pipe's
-/// task ends when the `Pipe` is dropped (a reload replaced the tier) or
-/// when its runtime ends; the next command on that thread starts another.
+/// One server's read pipe: a task that owns the connection, started by
+/// the first read on the runtime serving it, and again by the next read
+/// if that runtime ended.
 pub struct Pipe {
     addr: SocketAddr,
-    /// Most connections each thread's client keeps (`[session.central] pool`).
-    pool: u32,
     timeout: Duration,
-    senders: Mutex<Vec<(ThreadId, mpsc::UnboundedSender<Job>)>>,
+    jobs: Mutex<Option<mpsc::UnboundedSender<Job>>>,
 }
 
 impl Pipe {
-    pub fn new(addr: SocketAddr, pool: u32, timeout: Duration) -> Self {
-        Self { addr, pool, timeout, senders: Mutex::new(Vec::new()) }
+    pub fn new(addr: SocketAddr, timeout: Duration) -> Self {
+        Self { addr, timeout, jobs: Mutex::new(None) }
     }
 
-    /// This thread's pipe, started on the runtime running the caller.
-    fn sender(&self) -> mpsc::UnboundedSender<Job> {
-        let me = std::thread::current().id();
-        let mut senders = self.senders.lock();
-        senders.retain(|(_, tx)| !tx.is_closed());
-        if let Some((_, tx)) = senders.iter().find(|(t, _)| *t == me) {
-            return tx.clone();
+    fn jobs(&self) -> mpsc::UnboundedSender<Job> {
+        let mut jobs = self.jobs.lock();
+        match jobs.as_ref() {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run(self.addr, self.timeout, rx));
+                jobs.insert(tx).clone()
+            }
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.addr, self.pool, self.timeout, rx));
-        senders.push((me, tx.clone()));
-        tx
     }
 
-    /// Send `op` with this thread's next batch; its answer, or why there is
-    /// none. An op whose key memcached would refuse is refused here, so it
-    /// never joins a batch of other requests' commands.
-    pub async fn run(&self, op: Op) -> Result<OpResult, McError> {
-        check_key(&op)?;
+    /// Send `cmd` with the next batch; its answer, or why there is none.
+    /// A command that cannot be encoded (a key over memcached's limit) is
+    /// refused here, so it never breaks a batch of other requests' reads.
+    pub async fn read(&self, cmd: MetaCommand) -> Result<MetaResponse, McError> {
+        cmd.encode()?;
         let (tx, rx) = oneshot::channel();
-        self.sender().send((op, tx)).map_err(|_| gone("the memcached pipe stopped"))?;
-        rx.await.map_err(|_| gone("the memcached pipe dropped the command"))?
+        self.jobs().send((cmd, tx)).map_err(|_| gone("the read pipe stopped"))?;
+        rx.await.map_err(|_| gone("the read pipe dropped the read"))?
     }
-}
-
-fn key(op: &Op) -> &[u8] {
-    match op {
-        Op::Get(g) => &g.key,
-        Op::Set(s) => &s.key,
-        Op::Delete(d) => &d.key,
-        Op::Arithmetic(a) => &a.key,
-        // A kind this code does not send: refused as an empty key.
-        _ => &[],
-    }
-}
-
-/// The crate's own key check (length, no spaces or control bytes), the one
-/// a batch applies to all its commands before it writes any.
-fn check_key(op: &Op) -> Result<(), McError> {
-    MetaCommand::new(MetaOp::Get, key(op)).encode().map(drop)
 }
 
 fn gone(why: &str) -> McError {
     McError::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, why.to_string()))
 }
 
-/// Take every waiting command (up to [`BATCH`]), send them at once, answer
-/// each, then the next batch: one batch at a time, so the thread's own
-/// client uses one connection (up to `pool` while a dead one is redialed).
-/// The engine probes an idle connection before reuse and redials a pooled
-/// one that failed before anything was written.
-async fn run(addr: SocketAddr, pool: u32, timeout: Duration, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let built = AsyncMetaClient::builder().max_connections(Some(pool as usize)).max_idle(1).connect_timeout(Some(timeout)).io_timeout(Some(timeout)).connect_async(addr).await;
+/// Take every waiting read (up to [`BATCH`]), write them at once, answer
+/// each in order. A batch that fails on a connection used before (the
+/// server may have restarted since) is sent once more on a new one, as
+/// reads may be; one that fails again or passes `timeout` fails all its
+/// reads, and the next batch dials again.
+async fn run(addr: SocketAddr, timeout: Duration, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut conn: Option<AsyncMetaConnection> = None;
     let mut jobs: Vec<Job> = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut jobs, BATCH).await > 0 {
-        let (ops, replies): (Vec<Op>, Vec<_>) = jobs.drain(..).unzip();
-        let client = match &built {
-            Ok(c) => c,
-            Err(e) => {
-                for tx in replies {
-                    let _ = tx.send(Err(gone(&format!("no client for {addr}: {e}"))));
+        let (cmds, replies): (Vec<MetaCommand>, Vec<_>) = jobs.drain(..).unzip();
+        let reused = conn.is_some();
+        let mut out = exchange(&mut conn, addr, &cmds, timeout).await;
+        if reused && matches!(out, Err(ref e) if !matches!(e, McError::Timeout { .. })) {
+            out = exchange(&mut conn, addr, &cmds, timeout).await;
+        }
+        match out {
+            Ok(answers) if answers.len() == replies.len() => {
+                for (tx, answer) in replies.into_iter().zip(answers) {
+                    let _ = tx.send(Ok(answer));
                 }
-                continue;
             }
-        };
-        for (tx, answer) in replies.into_iter().zip(batch(client, ops).await) {
-            let _ = tx.send(answer);
+            other => {
+                conn = None;
+                let (timed_out, why) = match other {
+                    Err(McError::Timeout { .. }) => (true, String::new()),
+                    Err(e) => (false, e.to_string()),
+                    Ok(a) => (false, format!("{} answers to {} reads", a.len(), replies.len())),
+                };
+                for tx in replies {
+                    let e = if timed_out { McError::Timeout { key: Vec::new() } } else { McError::Io(std::io::Error::other(why.clone())) };
+                    let _ = tx.send(Err(e));
+                }
+            }
         }
     }
 }
 
-/// One batch, one answer per op. The crate checks every op before it
-/// writes any and refuses the whole batch if one fails; each was checked
-/// alone already, but should one still be refused, each op runs alone so
-/// the others are unaffected (nothing of the refused batch was sent).
-async fn batch(client: &AsyncMetaClient, ops: Vec<Op>) -> Vec<Result<OpResult, McError>> {
-    if ops.len() == 1 {
-        return match client.run_batch(ops).await {
-            Ok(answers) => answers,
-            Err(e) => vec![Err(e)],
+/// One batch on `conn` (dialed first if there is none) within `timeout`;
+/// a failed exchange leaves no connection behind.
+async fn exchange(conn: &mut Option<AsyncMetaConnection>, addr: SocketAddr, cmds: &[MetaCommand], timeout: Duration) -> Result<Vec<MetaResponse>, McError> {
+    let work = async {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => conn.insert(AsyncMetaConnection::connect(addr).await?),
         };
+        c.execute_batch(cmds).await
+    };
+    let out = tokio::time::timeout(timeout, work).await.unwrap_or_else(|_| Err(McError::Timeout { key: Vec::new() }));
+    if out.is_err() {
+        *conn = None;
     }
-    match client.run_batch(ops.iter().cloned()).await {
-        Ok(answers) => answers,
-        Err(_) => {
-            let mut out = Vec::with_capacity(ops.len());
-            for op in ops {
-                out.push(match client.run_batch([op]).await {
-                    Ok(mut a) => a.pop().unwrap_or_else(|| Err(gone("no answer"))),
-                    Err(e) => Err(e),
-                });
-            }
-            out
-        }
-    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use memcache::exp::Get;
+    use memcache::exp::MetaOp;
 
     /// Nothing listens on the address: a refused command fails before any
     /// batch or connection.
     #[tokio::test]
     async fn a_key_memcached_would_refuse_never_joins_a_batch() {
-        let pipe = Pipe::new("127.0.0.1:9".parse().unwrap(), 2, Duration::from_millis(200));
-        assert!(pipe.run(Get::new("k".repeat(300)).into()).await.is_err());
-        assert!(pipe.run(Get::new("").into()).await.is_err());
-        assert!(pipe.senders.lock().is_empty(), "no pipe task was started for them");
-    }
-
-    /// A server that is down fails the command, with the link error.
-    #[tokio::test]
-    async fn a_server_that_is_down_fails_the_command() {
-        let pipe = Pipe::new("127.0.0.1:9".parse().unwrap(), 2, Duration::from_millis(200));
-        let e = pipe.run(Get::new("k").into()).await.unwrap_err();
-        assert!(!matches!(e, McError::Ambiguous { .. }), "a read is never ambiguous: {e:?}");
+        let pipe = Pipe::new("127.0.0.1:9".parse().unwrap(), Duration::from_millis(200));
+        let long = MetaCommand::new(MetaOp::Get, "k".repeat(300)).flag("v");
+        assert!(pipe.read(long).await.is_err());
+        assert!(pipe.jobs.lock().is_none(), "no pipe task was started for it");
     }
 }

@@ -1,25 +1,30 @@
-//! The memcached servers of the `central` tier: each server's commands
-//! (coalesced per worker thread, `pipe.rs`), its up/down state, and the
-//! rendezvous order that gives every key its primary and its backups.
+//! The memcached servers of the `central` tier: one connection pool per
+//! server, each server's up/down state, and the rendezvous order that
+//! gives every key its primary and its backups.
 
 use super::StoreError;
 use crate::metrics::metrics;
-use memcache::exp::{Error as McError, Get, GetResult, MutationResult, Op, OpResult};
+use memcache::exp::{AsyncMetaClient, Error as McError, MetaCommand, MetaOp, MetaResponse, ReturnCode};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
 
 /// How long a server that failed is skipped before it is tried again.
 const DOWN_FOR: Duration = Duration::from_secs(1);
 
-/// One memcached server: its command pipes and its state.
+/// One memcached server and its connection pool (`memcache::exp`'s engine:
+/// idle connections reused, a dead pooled one redialed once).
 pub struct Server {
     pub addr: SocketAddr,
     label: String,
+    pool: u32,
     timeout: Duration,
+    client: OnceCell<AsyncMetaClient>,
+    /// Reads, coalesced on one pipelined connection.
     pipe: super::pipe::Pipe,
     /// Milliseconds since `epoch` until which the server is skipped; 0: up.
     down_until: AtomicU64,
@@ -33,8 +38,10 @@ impl Server {
         let s = Self {
             addr,
             label: addr.to_string(),
+            pool,
             timeout,
-            pipe: super::pipe::Pipe::new(addr, pool, timeout),
+            client: OnceCell::new(),
+            pipe: super::pipe::Pipe::new(addr, timeout),
             down_until: AtomicU64::new(0),
             epoch: Instant::now(),
             last_error: Mutex::new(None),
@@ -77,36 +84,51 @@ impl Server {
         }
     }
 
-    /// Run one command on this server, with the other commands waiting on
-    /// this thread, within the call's timeout. A server that cannot be
-    /// reached or does not answer in time is marked down.
-    async fn run(&self, op: Op) -> Result<OpResult, StoreError> {
-        self.bounded(self.pipe.run(op)).await
+    async fn client(&self) -> Result<&AsyncMetaClient, McError> {
+        self.client
+            .get_or_try_init(|| {
+                AsyncMetaClient::builder()
+                    .max_connections(Some(self.pool as usize))
+                    .max_idle(self.pool as usize)
+                    .connect_timeout(Some(self.timeout))
+                    .io_timeout(Some(self.timeout))
+                    .connect_async(self.addr)
+            })
+            .await
     }
 
-    /// A read (`mg`; the crate always asks for the client flags).
-    pub async fn get(&self, get: Get) -> Result<GetResult, StoreError> {
-        match self.run(get.into()).await? {
-            OpResult::Get(r) => Ok(r),
-            other => Err(self.failed(mismatch(&other))),
+    /// Run `op` on this server within the call's timeout. A server that
+    /// cannot be reached or does not answer in time is marked down.
+    pub async fn call<'a, T, F>(&'a self, op: impl FnOnce(&'a AsyncMetaClient) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, McError>> + 'a,
+    {
+        let work = async {
+            let c = self.client().await?;
+            op(c).await
+        };
+        self.bounded(work).await
+    }
+
+    /// Read `key` through the read pipe (`mg KEY v f c`, with `T` when
+    /// `touch` gives a TTL): whether it hit, and its value, client flags
+    /// and CAS value. Failures mark the server down as [`Self::call`]'s do.
+    pub async fn read(&self, key: &str, touch: Option<u32>) -> Result<Read, StoreError> {
+        let mut cmd = MetaCommand::new(MetaOp::Get, key).flag("v").flag("f").flag("c");
+        if let Some(ttl) = touch {
+            cmd = cmd.flag(format!("T{ttl}"));
         }
+        self.bounded(self.pipe.read(cmd)).await.map(Read::from)
     }
 
-    /// A write or a delete (`ms`, `md`).
-    pub async fn mutate(&self, op: impl Into<Op>) -> Result<MutationResult, StoreError> {
-        match self.run(op.into()).await? {
-            OpResult::Mutation(r) => Ok(r),
-            other => Err(self.failed(mismatch(&other))),
-        }
-    }
-
-    /// Finish a command: marked up when it answers, down when the link
-    /// fails or it times out.
+    /// Finish a call or a read: marked up when it answers, down when the
+    /// link fails or it times out.
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, McError>>) -> Result<T, StoreError> {
-        // The engine bounds each exchange by `timeout` (and marks a server
-        // that lets it pass down, below). This outer bound also covers the
-        // wait for the batch ahead: past it the call fails, but a gateway
-        // short of CPU does not mark the server down.
+        // The engine (or the read pipe) bounds each exchange by `timeout`
+        // (and marks a server that lets it pass down, below). This outer
+        // bound also covers the wait for a free pooled connection or a
+        // batch: past it the call fails, but a gateway short of connections
+        // or CPU does not mark the server down.
         let Ok(out) = tokio::time::timeout(self.timeout * 2, work).await else {
             return Err(StoreError::Timeout);
         };
@@ -138,10 +160,22 @@ impl Server {
     }
 }
 
-/// An answer of the wrong kind (the crate pairs answers by opaque token,
-/// so this would be its bug): reported, never taken for the right one.
-fn mismatch(got: &OpResult) -> McError {
-    McError::Io(std::io::Error::other(format!("memcached answered with the wrong kind of result: {got:?}")))
+/// What a read found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Read {
+    pub hit: bool,
+    pub value: Vec<u8>,
+    pub flags: u32,
+    pub cas: Option<u64>,
+}
+
+impl From<MetaResponse> for Read {
+    fn from(r: MetaResponse) -> Self {
+        let number = |prefix: u8| r.flags().find(|f| f.first() == Some(&prefix)).and_then(|f| std::str::from_utf8(&f[1..]).ok()?.parse::<u64>().ok());
+        let (flags, cas) = (number(b'f').unwrap_or(0) as u32, number(b'c'));
+        let hit = r.rc() == ReturnCode::Va;
+        Self { hit, flags, cas, value: if hit { r.into_value().unwrap_or_default() } else { Vec::new() } }
+    }
 }
 
 /// Rendezvous (highest random weight) order of `servers` for `key`: the
@@ -194,6 +228,15 @@ mod tests {
             let expected = if full[0] == 2 { full[1] } else { full[0] };
             assert_eq!(less[0], expected, "{k}");
         }
+    }
+
+    #[test]
+    fn a_read_takes_its_flags_and_cas_from_the_answer() {
+        let read = |line: &[u8]| Read::from(MetaResponse::parse_header(line).unwrap());
+        assert_eq!(read(b"EN"), Read::default(), "a miss");
+        let hit = read(b"VA 0 f1 c42");
+        assert_eq!((hit.hit, hit.flags, hit.cas), (true, 1, Some(42)));
+        assert_eq!(read(b"VA 0 c7").flags, 0, "no f: flags 0");
     }
 
     #[test]
