@@ -162,6 +162,39 @@ fn the_cli_starts_promotes_and_aborts_canaries() {
     assert!(from_each(gw.addr, &clients(10)).iter().all(|(s, n)| *s == 200 && n == "a"));
 }
 
+/// `[plugins.lb] canary_header = "x-user"`: the canary's share is taken
+/// by that header's value, not the client address (every request here
+/// comes from 127.0.0.1), each user stays on one side, and requests
+/// without the header are split at random.
+#[test]
+fn an_lb_canary_splits_by_the_header_named_in_config() {
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let cfg = format!(
+        "{SERVER}{}{}",
+        plugin_table("lb", "pin_last", "on_error = \"fallback\"\ncanary_header = \"x-user\""),
+        upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let r = put(admin, "?canary=30", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    let served = |user: Option<&str>| {
+        let headers: Vec<(&str, &str)> = user.map(|u| vec![("x-user", u)]).unwrap_or_default();
+        let r = get(gw.addr, "/", &headers);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.body.lines().next().unwrap_or("").to_string()
+    };
+    let users: Vec<String> = (0..600).map(|i| format!("user-{i}")).collect();
+    let first: Vec<String> = users.iter().map(|u| served(Some(u))).collect();
+    let on_canary = first.iter().filter(|n| *n == "a").count();
+    assert!((140..=220).contains(&on_canary), "30 % of 600 users on the canary, from one address: {on_canary}");
+    for (u, was) in users.iter().zip(&first).take(150) {
+        assert_eq!(&served(Some(u)), was, "{u} flipped between versions");
+    }
+    let anonymous: Vec<String> = (0..100).map(|_| served(None)).collect();
+    let anonymous_on_canary = anonymous.iter().filter(|n| *n == "a").count();
+    assert!((5..=60).contains(&anonymous_on_canary), "requests without the header are split at random: {anonymous_on_canary} of 100 on the canary");
+}
+
 /// One GET from the loopback address `from` with `cookie`: the status,
 /// the backend that answered, and the cookies the answer sets.
 async fn visit(gw: SocketAddr, from: std::net::Ipv4Addr, cookie: &str) -> std::io::Result<(u16, String, Vec<String>)> {

@@ -76,6 +76,11 @@ fn bad_on_error() {
 }
 
 #[test]
+fn bad_canary_header() {
+    snapshot("bad-canary-header");
+}
+
+#[test]
 fn sql_section_errors_all_reported() {
     snapshot("sql-errors");
 }

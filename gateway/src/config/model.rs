@@ -229,6 +229,10 @@ pub struct PluginSection {
     /// Poll the file every `watch_ms` and hot-swap it when it changes; 0 = off.
     #[serde(default = "default_watch_ms")]
     pub watch_ms: u64,
+    /// An lb plugin's canary splits requests by this header's value (a
+    /// request without it is split at random) instead of the client address.
+    #[serde(default)]
+    pub canary_header: Option<Spanned<String>>,
 }
 
 fn default_watch_ms() -> u64 {

@@ -184,6 +184,8 @@ pub struct PluginSpec {
     pub config_line: Option<usize>,
     /// File poll interval for hot reload; 0 = off.
     pub watch_ms: u64,
+    /// The header an lb canary splits by (else the client address).
+    pub canary_header: Option<http::HeaderName>,
 }
 
 /// A backend pool.
@@ -796,6 +798,13 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, routes:
         if l.instances == 0 || l.instances > 1024 {
             c.err(format!("{key}.limits.instances"), &p.path, "must be 1..=1024");
         }
+        let canary_header = p.canary_header.as_ref().and_then(|h| match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                c.err(format!("{key}.canary_header"), h, format!("{:?} is not a header name", h.get_ref()));
+                None
+            }
+        });
         let config_json = serde_json::to_string(&p.config).expect("a TOML table is valid JSON");
         let config_line = config_line(c.text, name);
         out.insert(
@@ -809,6 +818,7 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, routes:
                 config_json,
                 config_line,
                 watch_ms: p.watch_ms,
+                canary_header,
             },
         );
     }

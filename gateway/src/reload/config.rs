@@ -229,10 +229,12 @@ mod tests {
             config_json: "{}".into(),
             config_line: None,
             watch_ms: 0,
+            canary_header: None,
         };
         let table = PluginSpec { config_json: "{\"a\":1}".into(), config_line: Some(9), ..spec.clone() };
         assert!(same_but_config(&spec, &table));
         assert!(!same_but_config(&spec, &PluginSpec { path: "/y.wasm".into(), ..spec.clone() }));
         assert!(!same_but_config(&spec, &PluginSpec { watch_ms: 100, ..spec.clone() }));
+        assert!(!same_but_config(&spec, &PluginSpec { canary_header: Some(http::HeaderName::from_static("x-user")), ..spec.clone() }));
     }
 }

@@ -63,13 +63,17 @@ impl Seam for LbSeam {
 pub struct WasmLb {
     hosted: Hosted<LbSeam>,
     fallback: RoundRobin,
+    /// `[plugins.NAME] canary_header`: what a canary splits by, else the
+    /// client address.
+    canary_header: Option<http::HeaderName>,
 }
 
 impl WasmLb {
     /// Instantiate and configure one instance now, so a bad plugin or a
     /// rejected config fails the load with the plugin's own message.
     pub async fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, Error> {
-        Ok(Self { hosted: Hosted::new(plugin).await?, fallback: RoundRobin::default() })
+        let canary_header = plugin.spec.canary_header.clone();
+        Ok(Self { hosted: Hosted::new(plugin).await?, fallback: RoundRobin::default(), canary_header })
     }
 
     /// Build the next generation from `plugin` and prove it on `upstream`:
@@ -152,6 +156,22 @@ fn check_index(plugin: &LoadedPlugin, i: u32, upstream: &Upstream) -> Result<usi
     }
 }
 
+/// What an lb canary splits requests by.
+#[derive(Hash)]
+enum SplitKey<'a> {
+    Header(&'a [u8]),
+    Client(std::net::IpAddr),
+}
+
+/// The configured header's value (none: the request is split at random),
+/// else the client address.
+fn split_key<'a>(header: Option<&http::HeaderName>, req: &'a RequestView) -> Option<SplitKey<'a>> {
+    match header {
+        Some(h) => req.headers.get(h).map(|v| SplitKey::Header(v.as_bytes())),
+        None => req.client_ip.map(SplitKey::Client),
+    }
+}
+
 fn to_wit(s: LiveStat) -> types::LiveStat {
     types::LiveStat { active: s.active, ewma_us: s.ewma_us, age_ms: s.age_ms, error_permille: s.error_permille }
 }
@@ -170,7 +190,7 @@ impl LbPolicy for WasmLb {
     }
 
     async fn select(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
-        match select(&self.hosted.pick(req.client_ip), LoadedPlugin::arm, req, upstream).await {
+        match select(&self.hosted.pick(split_key(self.canary_header.as_ref(), req)), LoadedPlugin::arm, req, upstream).await {
             Ok(Ok(i)) => Ok(i),
             Ok(Err(msg)) => Err(LbError::NoBackend(format!("plugin {:?}: {msg}", self.hosted.name))),
             Err(e) if self.hosted.fell_back("select", &e) => self.fallback.select(req, upstream).await,
