@@ -162,6 +162,34 @@ fn the_cli_starts_promotes_and_aborts_canaries() {
     assert!(from_each(gw.addr, &clients(10)).iter().all(|(s, n)| *s == 200 && n == "a"));
 }
 
+/// An lb canary whose plugin never faults but routes to a backend that
+/// fails is judged on the requests it routed: rolled back, with both
+/// versions' routed figures in the evidence and in `GET`.
+#[test]
+fn an_lb_canary_routing_to_a_failing_backend_is_rolled_back_on_its_requests() {
+    let (a, b) = (backend("a", &["--status", "500"]), backend("b", &[]));
+    let (gw, admin) = start("pin_last", &a, &b);
+    let r = put(admin, "?canary=50&window=60", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    let ips = clients(100);
+    for _ in 0..10 {
+        from_each(gw.addr, &ips);
+        if canary_state(admin)["state"] != "running" {
+            break;
+        }
+    }
+    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
+    let state = canary_state(admin);
+    assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("rolled-back"), Some("auto")), "{state}");
+    let evidence = state["evidence"].as_str().unwrap();
+    assert!(evidence.contains("more failed requests than the baseline") && evidence.contains("routed: canary"), "{state}");
+    assert_eq!(state["canary"]["faults"].as_u64(), Some(0), "the plugin itself never faulted: {state}");
+    let routed = &state["canary"]["routed"];
+    assert!(routed["requests"].as_u64().unwrap() > 0 && routed["failed"] == routed["requests"], "every request it routed failed: {state}");
+    assert_eq!(state["baseline"]["routed"]["failed"].as_u64(), Some(0), "{state}");
+    assert!(from_each(gw.addr, &ips[..20]).iter().all(|(s, n)| *s == 200 && n == "b"), "the baseline alone again");
+}
+
 /// `[plugins.lb] canary_header = "x-user"`: the canary's share is taken
 /// by that header's value, not the client address (every request here
 /// comes from 127.0.0.1), each user stays on one side, and requests

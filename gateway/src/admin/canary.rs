@@ -4,7 +4,7 @@
 use crate::wasm::canary::Auto;
 
 /// `canary=P` (1..=99 % of keys), `window=N` (canary calls before the
-/// verdict), `max_fault_points=F`, `max_p99_ratio=R`.
+/// verdict), `max_fault_points=F`, `max_p99_ratio=R`, `max_error_points=E`.
 pub fn query(query: Option<&str>) -> Result<Option<(u32, Option<Auto>)>, String> {
     let mut percent = None;
     let mut auto = Auto::default();
@@ -16,12 +16,13 @@ pub fn query(query: Option<&str>) -> Result<Option<(u32, Option<Auto>)>, String>
             "window" => auto.window = v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| bad("a number of calls, at least 1"))?,
             "max_fault_points" => auto.max_fault_points = v.parse::<f64>().ok().filter(|f| (0.0..=100.0).contains(f)).ok_or_else(|| bad("percentage points from 0 to 100"))?,
             "max_p99_ratio" => auto.max_p99_ratio = v.parse::<f64>().ok().filter(|r| *r >= 1.0).ok_or_else(|| bad("a ratio, at least 1"))?,
+            "max_error_points" => auto.max_error_points = v.parse::<f64>().ok().filter(|f| (0.0..=100.0).contains(f)).ok_or_else(|| bad("percentage points from 0 to 100"))?,
             _ => continue,
         }
         judged |= k != "canary";
     }
     match percent {
-        None if judged => Err("window, max_fault_points and max_p99_ratio judge a canary: add canary=PERCENT".into()),
+        None if judged => Err("window, max_fault_points, max_p99_ratio and max_error_points judge a canary: add canary=PERCENT".into()),
         None => Ok(None),
         Some(p) => Ok(Some((p, judged.then_some(auto)))),
     }

@@ -153,6 +153,7 @@ impl Ctx {
                     headers: without_internal(&h.headers),
                     client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
                     client_cert: crate::tls::client_cert(session),
+                    routed_by: Default::default(),
                 })
             })
             .clone()
@@ -164,7 +165,15 @@ impl Ctx {
         static EMPTY: std::sync::OnceLock<Arc<RequestView>> = std::sync::OnceLock::new();
         match self.upstream.as_ref().is_some_and(|u| u.reads_request()) {
             true => self.view(session),
-            false => EMPTY.get_or_init(Default::default).clone(),
+            // Its `routed_by` is filled, so an lb canary that starts after
+            // the view was chosen cannot mark the shared view as its own.
+            false => EMPTY
+                .get_or_init(|| {
+                    let v = RequestView::default();
+                    let _ = v.routed_by.set(Default::default());
+                    Arc::new(v)
+                })
+                .clone(),
         }
     }
 
@@ -269,6 +278,9 @@ impl Ctx {
             let took = cur.started.elapsed();
             self.upstream_time = Some(took);
             cur.upstream.observe(cur.backend, took, failed);
+            if let Some(card) = self.req.as_ref().and_then(|r| r.routed_by.get()) {
+                card.record(took, failed);
+            }
         }
         match (&self.route, &self.upstream) {
             (Some(route), Some(upstream)) => route.observe(upstream, self.backend, status, self.received.elapsed()),

@@ -14,6 +14,9 @@ pub struct RequestView {
     pub client_ip: Option<IpAddr>,
     /// The verified client certificate of the connection (mTLS).
     pub client_cert: Option<std::sync::Arc<crate::tls::ClientCert>>,
+    /// While an lb canary runs: the scorecard of the version that routed
+    /// the request, which its outcome goes to.
+    pub routed_by: std::sync::OnceLock<std::sync::Arc<crate::wasm::canary::Scorecard>>,
 }
 
 impl RequestView {

@@ -1,7 +1,9 @@
 //! Canary versions: a second version of a plugin takes a stable share of
 //! the calls beside the running one. Every version keeps a scorecard
-//! (calls, faults, latency), and a verdict compares the canary's with the
-//! baseline's over the same window to promote it or roll it back.
+//! (calls, faults, latency) and, for lb plugins, one of the requests it
+//! routed (upstream failures, upstream latency); a verdict compares the
+//! canary's with the baseline's over the same window to promote it or
+//! roll it back.
 
 use serde::Serialize;
 use std::hash::{Hash, Hasher};
@@ -27,8 +29,9 @@ pub fn in_share<K: Hash>(key: Option<K>, percent: u32) -> bool {
     point < u64::from(percent)
 }
 
-/// Calls, faults and latency of one plugin version, over all its users.
-#[derive(Default)]
+/// Calls, faults and latency of one plugin version, over all its users
+/// (or, as `routed`, the requests it routed: failures and upstream time).
+#[derive(Default, Debug)]
 pub struct Scorecard {
     calls: AtomicU64,
     faults: AtomicU64,
@@ -99,6 +102,25 @@ impl Score {
             "p99_us_at_most": self.quantile_us(0.99),
         })
     }
+
+    /// The same figures read as the requests a version routed.
+    pub fn routed_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.calls,
+            "failed": self.faults,
+            "failure_rate": (self.fault_rate() * 10_000.0).round() / 10_000.0,
+            "p50_us_at_most": self.quantile_us(0.5),
+            "p99_us_at_most": self.quantile_us(0.99),
+        })
+    }
+}
+
+/// One version's figures over a window: its own calls, and the requests
+/// it routed (lb plugins; empty for the other seams).
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+pub struct Figures {
+    pub calls: Score,
+    pub routed: Score,
 }
 
 /// When a canary is judged, and what it must show to be promoted.
@@ -108,13 +130,17 @@ pub struct Auto {
     pub window: u64,
     /// Largest fault-rate excess over the baseline, in percentage points.
     pub max_fault_points: f64,
-    /// Largest ratio of the canary's p99 call latency to the baseline's.
+    /// Largest ratio of the canary's p99 call latency to the baseline's,
+    /// and of the p99 upstream time of the requests each routed (lb).
     pub max_p99_ratio: f64,
+    /// Largest excess of the canary's failed routed requests (5xx or no
+    /// answer) over the baseline's, in percentage points (lb).
+    pub max_error_points: f64,
 }
 
 impl Default for Auto {
     fn default() -> Self {
-        Self { window: 200, max_fault_points: 1.0, max_p99_ratio: 2.0 }
+        Self { window: 200, max_fault_points: 1.0, max_p99_ratio: 2.0, max_error_points: 1.0 }
     }
 }
 
@@ -126,35 +152,63 @@ pub enum Verdict {
     RollBack(String),
 }
 
-/// Compare the canary with the baseline over the same window. A canary
-/// whose faults already exceed the allowance by far is rolled back before
-/// the window ends, to bound the damage.
-pub fn judge(baseline: &Score, canary: &Score, auto: &Auto) -> Verdict {
-    let points = 100.0 * (canary.fault_rate() - baseline.fault_rate());
+/// Compare the canary with the baseline over the same window: its own
+/// faults and call latency, then (lb) the failures and upstream time of
+/// the requests it routed. A canary whose faults or failures already
+/// exceed the allowance by far is rolled back before the window ends, to
+/// bound the damage.
+pub fn judge(baseline: &Figures, canary: &Figures, auto: &Auto) -> Verdict {
+    let (b, c) = (&baseline.calls, &canary.calls);
+    let (br, cr) = (&baseline.routed, &canary.routed);
+    let points = 100.0 * (c.fault_rate() - b.fault_rate());
+    let routed = cr.calls > 0 && br.calls > 0;
+    let error_points = if routed { 100.0 * (cr.fault_rate() - br.fault_rate()) } else { 0.0 };
     let evidence = |what: &str| {
-        format!(
-            "{what}: canary {} calls, {:.2} % faults, p99 <= {} us; baseline {} calls, {:.2} % faults, p99 <= {} us (allowed: +{} points of faults, {}x p99)",
-            canary.calls,
-            100.0 * canary.fault_rate(),
-            canary.quantile_us(0.99),
-            baseline.calls,
-            100.0 * baseline.fault_rate(),
-            baseline.quantile_us(0.99),
-            auto.max_fault_points,
-            auto.max_p99_ratio
+        let mut e = format!(
+            "{what}: canary {} calls, {:.2} % faults, p99 <= {} us; baseline {} calls, {:.2} % faults, p99 <= {} us",
+            c.calls,
+            100.0 * c.fault_rate(),
+            c.quantile_us(0.99),
+            b.calls,
+            100.0 * b.fault_rate(),
+            b.quantile_us(0.99),
+        );
+        if routed {
+            e += &format!(
+                "; routed: canary {} requests, {:.2} % failed, upstream p99 <= {} us; baseline {} requests, {:.2} % failed, upstream p99 <= {} us",
+                cr.calls,
+                100.0 * cr.fault_rate(),
+                cr.quantile_us(0.99),
+                br.calls,
+                100.0 * br.fault_rate(),
+                br.quantile_us(0.99)
+            );
+        }
+        e + &format!(
+            " (allowed: +{} points of faults, +{} points of failed requests, {}x p99)",
+            auto.max_fault_points, auto.max_error_points, auto.max_p99_ratio
         )
     };
-    let early = canary.faults >= 10 && points > (10.0 * auto.max_fault_points).max(20.0);
-    if canary.calls < auto.window && !early {
+    let early = (c.faults >= 10 && points > (10.0 * auto.max_fault_points).max(20.0))
+        || (cr.faults >= 10 && error_points > (10.0 * auto.max_error_points).max(20.0));
+    if c.calls < auto.window && !early {
         return Verdict::Wait;
     }
     if points > auto.max_fault_points {
         return Verdict::RollBack(evidence("more faults than the baseline"));
     }
-    // Latency is judged only past the timer's floor (a few µs of noise).
-    let (p99, base) = (canary.quantile_us(0.99), baseline.quantile_us(0.99));
-    if baseline.calls > 0 && p99 > 50 && p99 as f64 > auto.max_p99_ratio * base as f64 {
+    if error_points > auto.max_error_points {
+        return Verdict::RollBack(evidence("more failed requests than the baseline"));
+    }
+    // Latency is judged only past the timer's floor (a few µs of noise),
+    // upstream time past a millisecond.
+    let (p99, base) = (c.quantile_us(0.99), b.quantile_us(0.99));
+    if b.calls > 0 && p99 > 50 && p99 as f64 > auto.max_p99_ratio * base as f64 {
         return Verdict::RollBack(evidence("slower than the baseline"));
+    }
+    let (p99, base) = (cr.quantile_us(0.99), br.quantile_us(0.99));
+    if routed && p99 > 1_000 && p99 as f64 > auto.max_p99_ratio * base as f64 {
+        return Verdict::RollBack(evidence("its requests were slower upstream than the baseline's"));
     }
     Verdict::Promote(evidence("no worse than the baseline"))
 }
@@ -182,15 +236,33 @@ mod tests {
         assert!((25.0..=35.0).contains(&drawn), "{drawn} %");
     }
 
+    fn calls(s: Score) -> Figures {
+        Figures { calls: s, routed: Score::default() }
+    }
+
     #[test]
     fn verdicts_follow_faults_latency_and_the_window() {
         let auto = Auto { window: 100, ..Auto::default() };
+        let judge = |b: &Score, c: &Score, auto: &Auto| judge(&calls(*b), &calls(*c), auto);
         assert_eq!(judge(&score(1000, 0, 10), &score(50, 0, 10), &auto), Verdict::Wait);
         assert!(matches!(judge(&score(1000, 0, 10), &score(100, 0, 10), &auto), Verdict::Promote(_)));
         assert!(matches!(judge(&score(1000, 10, 10), &score(100, 1, 10), &auto), Verdict::Promote(_)), "as good as the baseline");
         assert!(matches!(judge(&score(1000, 0, 10), &score(100, 5, 10), &auto), Verdict::RollBack(e) if e.contains("more faults")));
         assert!(matches!(judge(&score(1000, 0, 80), &score(100, 0, 900), &auto), Verdict::RollBack(e) if e.contains("slower")));
         assert!(matches!(judge(&score(1000, 0, 10), &score(30, 15, 10), &auto), Verdict::RollBack(_)), "half of its calls trap: no need to wait");
+    }
+
+    #[test]
+    fn the_requests_an_lb_version_routed_are_judged_too() {
+        let auto = Auto { window: 100, ..Auto::default() };
+        let both = |calls: Score, routed: Score| Figures { calls, routed };
+        let fine = score(1000, 0, 10);
+        let base = both(fine, score(1000, 5, 2_000));
+        assert!(matches!(judge(&base, &both(score(100, 0, 10), score(100, 1, 2_000)), &auto), Verdict::Promote(e) if e.contains("routed: canary 100 requests")));
+        assert!(matches!(judge(&base, &both(score(100, 0, 10), score(100, 10, 2_000)), &auto), Verdict::RollBack(e) if e.contains("more failed requests")));
+        assert!(matches!(judge(&base, &both(score(100, 0, 10), score(100, 0, 40_000)), &auto), Verdict::RollBack(e) if e.contains("slower upstream")));
+        assert!(matches!(judge(&base, &both(score(30, 0, 10), score(30, 20, 2_000)), &auto), Verdict::RollBack(_)), "most of its requests fail: no need to wait");
+        assert!(matches!(judge(&calls(fine), &both(score(100, 0, 10), score(100, 50, 10)), &auto), Verdict::Promote(_)), "nothing routed by the baseline to compare with");
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl Engine {
             slow_until_ns: AtomicU64::new(0),
             call_seconds: Default::default(),
             score: Default::default(),
+            routed: Default::default(),
         }))
     }
 
@@ -267,6 +268,9 @@ pub struct LoadedPlugin {
     call_seconds: parking_lot::RwLock<Vec<(&'static str, prometheus::Histogram)>>,
     /// Calls, faults and latency of this version (a canary's evidence).
     pub score: super::canary::Scorecard,
+    /// The requests this version routed (an lb canary's evidence): set
+    /// on the request by the lb seam, counted when the request ends.
+    pub routed: Arc<super::canary::Scorecard>,
 }
 
 impl LoadedPlugin {
@@ -283,6 +287,7 @@ impl LoadedPlugin {
             slow_until_ns: AtomicU64::new(0),
             call_seconds: parking_lot::RwLock::new(Vec::new()),
             score: Default::default(),
+            routed: Default::default(),
         }
     }
 }

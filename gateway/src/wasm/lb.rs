@@ -190,7 +190,12 @@ impl LbPolicy for WasmLb {
     }
 
     async fn select(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
-        match select(&self.hosted.pick(split_key(self.canary_header.as_ref(), req)), LoadedPlugin::arm, req, upstream).await {
+        let generation = self.hosted.pick(split_key(self.canary_header.as_ref(), req));
+        if self.hosted.has_canary() {
+            // The first attempt's version (a retry of a keyed request picks it again).
+            let _ = req.routed_by.set(generation.plugin.routed.clone());
+        }
+        match select(&generation, LoadedPlugin::arm, req, upstream).await {
             Ok(Ok(i)) => Ok(i),
             Ok(Err(msg)) => Err(LbError::NoBackend(format!("plugin {:?}: {msg}", self.hosted.name))),
             Err(e) if self.hosted.fell_back("select", &e) => self.fallback.select(req, upstream).await,

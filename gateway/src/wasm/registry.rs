@@ -9,7 +9,7 @@
 
 use super::engine::{Engine, LoadedPlugin};
 use super::host::PluginShared;
-use super::canary::{judge, Auto, Score, Verdict};
+use super::canary::{judge, Auto, Figures, Verdict};
 use super::seam::{CanaryOp, SwapTarget};
 use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
@@ -75,15 +75,17 @@ pub struct CanaryRun {
     pub started: SystemTime,
     /// The version it is compared with, and its score at the start.
     baseline: Arc<Version>,
-    baseline_start: Score,
+    baseline_start: Figures,
     /// Judged on its own when set.
     pub auto: Option<Auto>,
 }
 
 impl CanaryRun {
     /// Both versions' figures since the canary started.
-    pub fn scores(&self) -> (Score, Score) {
-        (self.baseline.plugin.score.read().since(&self.baseline_start), self.version.plugin.score.read())
+    pub fn scores(&self) -> (Figures, Figures) {
+        let (b, c) = (&self.baseline.plugin, &self.version.plugin);
+        let baseline = Figures { calls: b.score.read().since(&self.baseline_start.calls), routed: b.routed.read().since(&self.baseline_start.routed) };
+        (baseline, Figures { calls: c.score.read(), routed: c.routed.read() })
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -96,10 +98,18 @@ impl CanaryRun {
             "started_unix": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "baseline_version": self.baseline.number,
             "auto": self.auto,
-            "baseline": baseline.json(),
-            "canary": canary.json(),
+            "baseline": with_routed(&baseline),
+            "canary": with_routed(&canary),
         })
     }
+}
+
+/// A version's call figures, and under `routed` the requests it routed
+/// (lb plugins; zero for the other seams).
+fn with_routed(f: &Figures) -> serde_json::Value {
+    let mut v = f.calls.json();
+    v["routed"] = f.routed.routed_json();
+    v
 }
 
 /// A version proved on every user it will serve, not yet serving:
@@ -250,7 +260,7 @@ impl PluginSlot {
         for (user, next) in staged.prepared {
             user.canary(CanaryOp::Start(next, percent));
         }
-        let run = Arc::new(CanaryRun { version, percent, started: SystemTime::now(), baseline_start: baseline.plugin.score.read(), baseline, auto });
+        let run = Arc::new(CanaryRun { version, percent, started: SystemTime::now(), baseline_start: Figures { calls: baseline.plugin.score.read(), routed: baseline.plugin.routed.read() }, baseline, auto });
         *self.canary.lock() = Some(run.clone());
         if let Some(auto) = auto {
             tokio::spawn(judge_loop(self.clone(), run.clone(), auto));
