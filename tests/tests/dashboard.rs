@@ -185,6 +185,10 @@ fn the_dashboard_shows_a_canary_and_promotes_it() {
     browser.wait_for("the canary panel", "document.querySelector('[data-plugin=\"lb\"] .canary')?.dataset.canary ?? ''", "running");
     let text = browser.eval("document.querySelector('[data-plugin=\"lb\"] .canary').textContent");
     assert!(text.contains("Canary v2 on 30 % of keys") && text.contains("baseline v1") && text.contains("canary v2"), "{text}");
+    // One client address: one version routed all 20 requests, the other none.
+    assert!(text.contains("requests routed") && text.contains("upstream p99"), "{text}");
+    let routed_none = browser.eval("String(document.querySelectorAll('[data-plugin=\"lb\"] .canary td.muted').length)");
+    assert_eq!(routed_none, "1", "{text}");
     browser.eval("document.querySelector('button[data-promote=\"lb\"]').click(); 'clicked'");
     browser.wait_for("version 2 after the promotion", "document.querySelector('[data-plugin=\"lb\"]')?.dataset.version ?? ''", "2");
     browser.wait_for("the last canary's outcome", "document.querySelector('[data-plugin=\"lb\"] .canary')?.dataset.canary ?? ''", "promoted");
