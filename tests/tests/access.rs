@@ -195,6 +195,33 @@ fn a_table_of_decisions() {
     assert!(metric(admin, "switchyard_access_decisions_total", &[("result", "deny"), ("reason", "invalid token")]) >= 5.0);
 }
 
+/// An access canary's figures say what each version decided: a canary
+/// table that takes `read:doc` from viewers denies its share of subjects
+/// (stable per subject), the baseline permits the rest, and `GET
+/// /plugins/rbac/canary` counts both by outcome.
+#[test]
+fn an_access_canary_counts_permits_and_denies_per_version() {
+    let mc = Memcached::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend("app", &[]);
+    let (gw, admin) = gateway_with_admin(&config(&mc, dir.path(), &[b.addr], &policy()), "");
+    let (k, v) = bearer();
+    let table = "%7B%22grants%22%3A%7B%22editor%22%3A%5B%22write%3Adoc%22%2C%22read%3Adoc%22%5D%7D%7D"; // {"grants":{"editor":["write:doc","read:doc"]}}
+    let r = request(admin, "PUT", &format!("/plugins/rbac?canary=50&config={table}"), &[(k, v.as_str())], &std::fs::read(plugin("access_rbac")).unwrap());
+    assert_eq!(r.status, 200, "{r:?}");
+    let viewers: Vec<String> = (0..40).map(|i| token(&format!("viewer-{i}"), serde_json::json!({ "roles": "viewer" }))).collect();
+    let first: Vec<u16> = viewers.iter().map(|t| call(gw.addr, "GET", "/doc/a", Some(t)).status).collect();
+    let again: Vec<u16> = viewers.iter().map(|t| call(gw.addr, "GET", "/doc/a", Some(t)).status).collect();
+    assert_eq!(first, again, "each subject stays on its version");
+    let (permits, denies) = (first.iter().filter(|&&s| s == 200).count(), first.iter().filter(|&&s| s == 403).count());
+    assert!(permits > 0 && denies > 0 && permits + denies == 40, "both versions decided: {first:?}");
+    let state: serde_json::Value = serde_json::from_str(&get(admin, "/plugins/rbac/canary", &[(k, v.as_str())]).body).unwrap();
+    assert_eq!(state["baseline"]["outcomes"]["permit"].as_u64(), Some(2 * permits as u64), "{state}");
+    let canary = state["canary"]["outcomes"].as_object().unwrap();
+    let denied: u64 = canary.iter().filter(|(k, _)| k.starts_with("deny: ")).map(|(_, n)| n.as_u64().unwrap()).sum();
+    assert_eq!((denied, canary.get("permit")), (2 * denies as u64, None), "{state}");
+}
+
 fn base64_url(s: &str) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let b = s.as_bytes();

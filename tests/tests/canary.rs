@@ -279,4 +279,11 @@ fn a_session_canary_keeps_each_user_on_one_version() {
         }
     });
     assert!((40..=80).contains(&on_canary), "about 30 % of 200 users on the canary: {on_canary}");
+    // Each version counted the outcome of every request it served: its
+    // users' first requests stored a new session, their next four loaded it.
+    let (k, v) = bearer();
+    let state: serde_json::Value = serde_json::from_str(&get(admin, "/plugins/sess/canary", &[(k, v.as_str())]).body).unwrap();
+    let counts = |side: &str| (state[side]["outcomes"]["new"].as_u64(), state[side]["outcomes"]["loaded"].as_u64());
+    let (canary, baseline) = (on_canary as u64, 200 - on_canary as u64);
+    assert_eq!((counts("canary"), counts("baseline")), ((Some(canary), Some(4 * canary)), (Some(baseline), Some(4 * baseline))), "{state}");
 }

@@ -6,6 +6,7 @@
 //! roll it back.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -112,6 +113,42 @@ impl Score {
             "p50_us_at_most": self.quantile_us(0.5),
             "p99_us_at_most": self.quantile_us(0.99),
         })
+    }
+}
+
+/// Most distinct outcomes one version counts; the rest count as `other`.
+const OUTCOMES_MAX: usize = 32;
+
+/// What one version decided while a canary ran, by outcome: `permit`,
+/// `deny: REASON` (access), `primary`, `replica`, `group NAME`, `reject`
+/// (SQL), `loaded`, `new`, `renewed`, `store_error`, `none` (session).
+#[derive(Default, Debug)]
+pub struct Outcomes(parking_lot::Mutex<BTreeMap<String, u64>>);
+
+impl Outcomes {
+    pub fn add(&self, what: &str) {
+        let mut m = self.0.lock();
+        if let Some(n) = m.get_mut(what) {
+            *n += 1;
+        } else if m.len() < OUTCOMES_MAX {
+            m.insert(what.to_string(), 1);
+        } else {
+            *m.entry("other".to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn read(&self) -> BTreeMap<String, u64> {
+        self.0.lock().clone()
+    }
+
+    /// The counts since `start` was read, zeros left out.
+    pub fn since(&self, start: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+        let mut now = self.read();
+        for (k, n) in now.iter_mut() {
+            *n -= start.get(k).copied().unwrap_or(0).min(*n);
+        }
+        now.retain(|_, n| *n > 0);
+        now
     }
 }
 
@@ -263,6 +300,22 @@ mod tests {
         assert!(matches!(judge(&base, &both(score(100, 0, 10), score(100, 0, 40_000)), &auto), Verdict::RollBack(e) if e.contains("slower upstream")));
         assert!(matches!(judge(&base, &both(score(30, 0, 10), score(30, 20, 2_000)), &auto), Verdict::RollBack(_)), "most of its requests fail: no need to wait");
         assert!(matches!(judge(&calls(fine), &both(score(100, 0, 10), score(100, 50, 10)), &auto), Verdict::Promote(_)), "nothing routed by the baseline to compare with");
+    }
+
+    #[test]
+    fn outcomes_are_counted_from_a_start_and_bounded() {
+        let o = Outcomes::default();
+        o.add("permit");
+        let start = o.read();
+        o.add("permit");
+        o.add("deny: over quota");
+        assert_eq!(o.since(&start), BTreeMap::from([("deny: over quota".to_string(), 1), ("permit".to_string(), 1)]));
+        for i in 0..100 {
+            o.add(&format!("deny: reason {i}"));
+        }
+        let all = o.read();
+        assert!(all.len() <= OUTCOMES_MAX + 1, "{}", all.len());
+        assert_eq!(all.values().sum::<u64>(), 103, "nothing lost past the cap: {all:?}");
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl Engine {
             call_seconds: Default::default(),
             score: Default::default(),
             routed: Default::default(),
+            outcomes: Default::default(),
         }))
     }
 
@@ -271,6 +272,8 @@ pub struct LoadedPlugin {
     /// The requests this version routed (an lb canary's evidence): set
     /// on the request by the lb seam, counted when the request ends.
     pub routed: Arc<super::canary::Scorecard>,
+    /// What this version decided while a canary ran (a canary's evidence).
+    pub outcomes: super::canary::Outcomes,
 }
 
 impl LoadedPlugin {
@@ -288,6 +291,7 @@ impl LoadedPlugin {
             call_seconds: parking_lot::RwLock::new(Vec::new()),
             score: Default::default(),
             routed: Default::default(),
+            outcomes: Default::default(),
         }
     }
 }

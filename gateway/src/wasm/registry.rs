@@ -76,6 +76,7 @@ pub struct CanaryRun {
     /// The version it is compared with, and its score at the start.
     baseline: Arc<Version>,
     baseline_start: Figures,
+    baseline_outcomes: std::collections::BTreeMap<String, u64>,
     /// Judged on its own when set.
     pub auto: Option<Auto>,
 }
@@ -98,17 +99,18 @@ impl CanaryRun {
             "started_unix": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "baseline_version": self.baseline.number,
             "auto": self.auto,
-            "baseline": with_routed(&baseline),
-            "canary": with_routed(&canary),
+            "baseline": with_routed(&baseline, self.baseline.plugin.outcomes.since(&self.baseline_outcomes)),
+            "canary": with_routed(&canary, self.version.plugin.outcomes.read()),
         })
     }
 }
 
 /// A version's call figures, and under `routed` the requests it routed
-/// (lb plugins; zero for the other seams).
-fn with_routed(f: &Figures) -> serde_json::Value {
+/// (lb plugins; zero for the other seams), and what it decided.
+fn with_routed(f: &Figures, outcomes: std::collections::BTreeMap<String, u64>) -> serde_json::Value {
     let mut v = f.calls.json();
     v["routed"] = f.routed.routed_json();
+    v["outcomes"] = serde_json::json!(outcomes);
     v
 }
 
@@ -260,7 +262,7 @@ impl PluginSlot {
         for (user, next) in staged.prepared {
             user.canary(CanaryOp::Start(next, percent));
         }
-        let run = Arc::new(CanaryRun { version, percent, started: SystemTime::now(), baseline_start: Figures { calls: baseline.plugin.score.read(), routed: baseline.plugin.routed.read() }, baseline, auto });
+        let run = Arc::new(CanaryRun { version, percent, started: SystemTime::now(), baseline_start: Figures { calls: baseline.plugin.score.read(), routed: baseline.plugin.routed.read() }, baseline_outcomes: baseline.plugin.outcomes.read(), baseline, auto });
         *self.canary.lock() = Some(run.clone());
         if let Some(auto) = auto {
             tokio::spawn(judge_loop(self.clone(), run.clone(), auto));

@@ -147,6 +147,9 @@ struct Run {
     watch: Option<crate::session::index::Watch>,
     /// The store calls of both hooks.
     seen: Seen,
+    /// A canary ran when the request started: its outcome is counted for
+    /// the version that served it.
+    canary: bool,
 }
 
 #[async_trait::async_trait]
@@ -168,6 +171,9 @@ impl SessionRun for Run {
             self.watch_principal(principal);
             headers(&self.name, "after-response", list, false)
         });
+        if self.canary {
+            self.generation.plugin.outcomes.add(SessionOutcome::of(self.seen).map_or("none", SessionOutcome::as_str));
+        }
         self.release().await;
         answer.unwrap_or_else(|e| {
             super::faults::log_fault(&self.name, "after-response", &e, false);
@@ -222,7 +228,11 @@ impl SessionPolicy for WasmSession {
         let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
             Ok((action, locks, principal, seen)) => {
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen };
+                let canary = self.hosted.has_canary();
+                if canary && matches!(action, SessionAction::Reply(_)) {
+                    generation.plugin.outcomes.add("replied");
+                }
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }

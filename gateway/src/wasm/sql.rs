@@ -86,8 +86,19 @@ impl SqlRouter for WasmSqlRouter {
     }
 
     async fn route(&self, stmt: &Statement<'_>, conn: &ConnInfo<'_>) -> Result<Route, Error> {
-        match route(&self.hosted.pick(Some(conn.user)), LoadedPlugin::arm, stmt, conn).await {
-            Ok(r) => Ok(r),
+        let generation = self.hosted.pick(Some(conn.user));
+        match route(&generation, LoadedPlugin::arm, stmt, conn).await {
+            Ok(r) => {
+                if self.hosted.has_canary() {
+                    generation.plugin.outcomes.add(&match &r {
+                        Route::Primary => "primary".to_string(),
+                        Route::Replica => "replica".to_string(),
+                        Route::Group(g) => format!("group {g}"),
+                        Route::Reject(_) => "reject".to_string(),
+                    });
+                }
+                Ok(r)
+            }
             Err(e) if self.hosted.fell_back("route", &e) => Ok(ClassicSplit::decide(stmt)),
             Err(e) => Err(e),
         }
