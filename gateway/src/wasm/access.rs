@@ -21,6 +21,15 @@ impl Seam for AccessSeam {
     type Local = ();
     const SEAM: &'static str = "access";
     const HOOKS: &'static [&'static str] = &["configure", "pre-decision", "ongoing-decision", "post-update"];
+    const EXPORT: &'static str = "switchyard:policy/access@0.1.0";
+
+    fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {
+        super::access_exports::GuestIndices::new(pre).ok().map(|_| "access-policy")
+    }
+
+    fn worlds_by_exports(names: &[&str]) -> Vec<&'static str> {
+        if names.contains(&Self::EXPORT) { vec!["access-policy"] } else { Vec::new() }
+    }
 
     fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String> {
         let indices = wit::GuestIndices::new(pre)

@@ -305,92 +305,61 @@ pub(crate) fn reads_request(engine: &wasmtime::Engine, component: &Component) ->
     })
 }
 
-const LB_EXPORT: &str = "switchyard:policy/lb@0.1.0";
-const LB_STATE_EXPORT: &str = "switchyard:policy/lb-state@0.1.0";
-const SQL_EXPORT: &str = "switchyard:policy/sql-router@0.1.0";
-const SESSION_EXPORT: &str = "switchyard:policy/session@0.1.0";
-const ACCESS_EXPORT: &str = "switchyard:policy/access@0.1.0";
+/// The Switchyard world a plugin exports, and the seam it plugs into
+/// (found among the registered seams, `wasm::SEAMS`).
+#[derive(Clone, Copy)]
+pub struct World {
+    name: &'static str,
+    kind: &'static super::seam::SeamKind,
+}
 
-/// The Switchyard worlds a plugin can export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum World {
-    /// `lb-policy`: exports `lb`.
-    Lb,
-    /// `lb-policy-stateful`: exports `lb` and `lb-state`.
-    LbStateful,
-    /// `sql-router-policy`: exports `sql-router`.
-    SqlRouter,
-    /// `session-policy`: exports `session`.
-    Session,
-    /// `access-policy`: exports `access`.
-    Access,
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl PartialEq for World {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
 }
 
 impl World {
     fn of(pre: &InstancePre<HostState>) -> Result<Self, String> {
-        if super::lb_exports::GuestIndices::new(pre).is_ok() {
-            return Ok(if super::lb_state_exports::GuestIndices::new(pre).is_ok() { Self::LbStateful } else { Self::Lb });
+        let seams = super::SEAMS;
+        if let Some((name, kind)) = seams.iter().find_map(|k| (k.world_of)(pre).map(|w| (w, k))) {
+            return Ok(Self { name, kind });
         }
-        if super::sql_exports::GuestIndices::new(pre).is_ok() {
-            return Ok(Self::SqlRouter);
-        }
-        if super::session_exports::GuestIndices::new(pre).is_ok() {
-            return Ok(Self::Session);
-        }
-        match super::access_exports::GuestIndices::new(pre) {
-            Ok(_) => Ok(Self::Access),
-            Err(e) => Err(format!(
-                "exports no Switchyard world: neither the lb-policy world ({LB_EXPORT}), the sql-router-policy world ({SQL_EXPORT}), the session-policy world ({SESSION_EXPORT}) nor the access-policy world ({ACCESS_EXPORT}): {e:#}"
-            )),
-        }
+        let worlds: Vec<String> = seams.iter().map(|k| format!("the {} world ({})", (k.worlds_by_exports)(&[k.export]).join(" or "), k.export)).collect();
+        Err(format!("exports no Switchyard world: neither {}", worlds.join(", nor ")))
     }
 
     /// World names a component with these export names satisfies, by name
     /// only (loading also checks the function types).
     pub fn from_exports<'a>(names: impl Iterator<Item = &'a str>) -> Vec<&'static str> {
         let names: Vec<&str> = names.collect();
-        let has = |n: &str| names.contains(&n);
-        match (has(LB_EXPORT), has(LB_STATE_EXPORT)) {
-            (true, true) => vec![Self::LbStateful.name(), Self::Lb.name()],
-            (true, false) => vec![Self::Lb.name()],
-            _ if has(SQL_EXPORT) => vec![Self::SqlRouter.name()],
-            _ if has(SESSION_EXPORT) => vec![Self::Session.name()],
-            _ if has(ACCESS_EXPORT) => vec![Self::Access.name()],
-            _ => Vec::new(),
-        }
+        super::SEAMS.iter().map(|k| (k.worlds_by_exports)(&names)).find(|w| !w.is_empty()).unwrap_or_default()
     }
 
     /// The WIT world name.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Lb => "lb-policy",
-            Self::LbStateful => "lb-policy-stateful",
-            Self::SqlRouter => "sql-router-policy",
-            Self::Session => "session-policy",
-            Self::Access => "access-policy",
-        }
+        self.name
     }
 
     /// The seam it plugs into; a swap must keep the seam.
     pub fn seam(self) -> &'static str {
-        use super::seam::Seam;
-        match self {
-            Self::Lb | Self::LbStateful => super::lb::LbSeam::SEAM,
-            Self::SqlRouter => super::sql::SqlSeam::SEAM,
-            Self::Session => super::session::SessionSeam::SEAM,
-            Self::Access => super::access::AccessSeam::SEAM,
-        }
+        self.kind.seam
     }
 
     /// Every hook of its seam, as `GET /plugins` times them.
     pub fn hooks(self) -> &'static [&'static str] {
-        use super::seam::Seam;
-        match self {
-            Self::Lb | Self::LbStateful => super::lb::LbSeam::HOOKS,
-            Self::SqlRouter => super::sql::SqlSeam::HOOKS,
-            Self::Session => super::session::SessionSeam::HOOKS,
-            Self::Access => super::access::AccessSeam::HOOKS,
-        }
+        self.kind.hooks
+    }
+
+    /// Instantiate and configure `plugin` (of this world) as its seam.
+    pub async fn prove(self, plugin: Arc<LoadedPlugin>) -> Result<(), crate::error::Error> {
+        (self.kind.prove)(plugin).await
     }
 }
 

@@ -32,6 +32,20 @@ impl Seam for LbSeam {
     type Local = LbLocal;
     const SEAM: &'static str = "lb";
     const HOOKS: &'static [&'static str] = &["configure", "set-backends", "select", "snapshot", "restore"];
+    const EXPORT: &'static str = "switchyard:policy/lb@0.1.0";
+
+    fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {
+        super::lb_exports::GuestIndices::new(pre).ok()?;
+        Some(if super::lb_state_exports::GuestIndices::new(pre).is_ok() { "lb-policy-stateful" } else { "lb-policy" })
+    }
+
+    fn worlds_by_exports(names: &[&str]) -> Vec<&'static str> {
+        match (names.contains(&Self::EXPORT), names.contains(&"switchyard:policy/lb-state@0.1.0")) {
+            (true, true) => vec!["lb-policy-stateful", "lb-policy"],
+            (true, false) => vec!["lb-policy"],
+            _ => Vec::new(),
+        }
+    }
 
     fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String> {
         let indices = lb_exports::GuestIndices::new(pre)

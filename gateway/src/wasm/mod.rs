@@ -49,12 +49,12 @@ pub(crate) use bindings::exports::switchyard::policy::session as session_exports
 pub(crate) use bindings::exports::switchyard::policy::sql_router as sql_exports;
 pub(crate) use bindings::switchyard::policy::{clock, log, metrics, shared, store, tokens, types};
 
+/// Every seam a plugin can plug into, in the order a component's exports
+/// are matched against them (the engine names none of them).
+pub(crate) static SEAMS: &[seam::SeamKind] =
+    &[seam::SeamKind::of::<lb::LbSeam>(), seam::SeamKind::of::<sql::SqlSeam>(), seam::SeamKind::of::<session::SessionSeam>(), seam::SeamKind::of::<access::AccessSeam>()];
+
 /// Prove a plugin nobody uses yet: instantiate and configure it as its seam.
 pub(crate) async fn prove(plugin: std::sync::Arc<LoadedPlugin>) -> Result<(), crate::error::Error> {
-    match plugin.world {
-        World::Lb | World::LbStateful => seam::Generation::<lb::LbSeam>::start(plugin, None).await.map(drop),
-        World::SqlRouter => seam::Generation::<sql::SqlSeam>::start(plugin, None).await.map(drop),
-        World::Session => seam::Generation::<session::SessionSeam>::start(plugin, None).await.map(drop),
-        World::Access => seam::Generation::<access::AccessSeam>::start(plugin, None).await.map(drop),
-    }
+    plugin.world.prove(plugin.clone()).await
 }

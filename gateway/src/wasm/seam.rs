@@ -45,6 +45,16 @@ pub trait Seam: Send + Sync + 'static {
     const SEAM: &'static str;
     /// Every hook, as `GET /plugins` times them.
     const HOOKS: &'static [&'static str];
+    /// The interface a component exports to plug in here (for errors).
+    const EXPORT: &'static str;
+
+    /// The WIT world `pre` exports for this seam, if any (lb: `lb-policy`
+    /// or, with `lb-state` too, `lb-policy-stateful`).
+    fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str>;
+
+    /// The worlds a component with these export names satisfies, by name
+    /// only (loading also checks the function types).
+    fn worlds_by_exports(names: &[&str]) -> Vec<&'static str>;
 
     /// Load the exports, failing with what the component lacks.
     fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String>;
@@ -61,6 +71,30 @@ pub trait Seam: Send + Sync + 'static {
     fn snapshot<'a>(_guest: &'a Self::Guest, _store: &'a mut Store<HostState>) -> Option<CallFuture<'a, Vec<u8>>> {
         None
     }
+}
+
+/// A seam as the engine sees it, without naming its adapter: the engine
+/// finds a component's seam by asking each registered kind
+/// (`wasm::SEAMS`), so adding a seam adds one entry there and leaves the
+/// engine alone.
+pub struct SeamKind {
+    pub seam: &'static str,
+    pub hooks: &'static [&'static str],
+    pub export: &'static str,
+    pub world_of: fn(&InstancePre<HostState>) -> Option<&'static str>,
+    pub worlds_by_exports: fn(&[&str]) -> Vec<&'static str>,
+    /// Instantiate and configure a plugin nobody uses yet, as this seam.
+    pub prove: fn(Arc<LoadedPlugin>) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>,
+}
+
+impl SeamKind {
+    pub const fn of<S: Seam>() -> Self {
+        Self { seam: S::SEAM, hooks: S::HOOKS, export: S::EXPORT, world_of: S::world_of, worlds_by_exports: S::worlds_by_exports, prove: prove::<S> }
+    }
+}
+
+fn prove<S: Seam>(plugin: Arc<LoadedPlugin>) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send>> {
+    Box::pin(async move { Generation::<S>::start(plugin, None).await.map(drop) })
 }
 
 /// One live instance of a seam's plugin.

@@ -27,6 +27,15 @@ impl Seam for SessionSeam {
     type Local = ();
     const SEAM: &'static str = "session";
     const HOOKS: &'static [&'static str] = &["configure", "before-request", "after-response"];
+    const EXPORT: &'static str = "switchyard:policy/session@0.1.0";
+
+    fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {
+        super::session_exports::GuestIndices::new(pre).ok().map(|_| "session-policy")
+    }
+
+    fn worlds_by_exports(names: &[&str]) -> Vec<&'static str> {
+        if names.contains(&Self::EXPORT) { vec!["session-policy"] } else { Vec::new() }
+    }
 
     fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String> {
         let indices = wit::GuestIndices::new(pre)

@@ -20,6 +20,15 @@ impl Seam for SqlSeam {
     type Local = ();
     const SEAM: &'static str = "sql";
     const HOOKS: &'static [&'static str] = &["configure", "route"];
+    const EXPORT: &'static str = "switchyard:policy/sql-router@0.1.0";
+
+    fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {
+        super::sql_exports::GuestIndices::new(pre).ok().map(|_| "sql-router-policy")
+    }
+
+    fn worlds_by_exports(names: &[&str]) -> Vec<&'static str> {
+        if names.contains(&Self::EXPORT) { vec!["sql-router-policy"] } else { Vec::new() }
+    }
 
     fn load(pre: &InstancePre<HostState>, store: &mut Store<HostState>, instance: &WasmInstance) -> Result<Self::Guest, String> {
         let indices = wit::GuestIndices::new(pre)
