@@ -6,6 +6,7 @@
 //! `plot` the outputs, `scenarios/` one file per family.
 
 pub mod backend;
+pub mod live;
 pub mod load;
 mod plot;
 pub mod report;
@@ -23,8 +24,19 @@ use switchyard_tests::Proc;
 #[derive(Parser, Debug)]
 #[command(name = "switchyard bench", bin_name = "switchyard bench", version, after_help = "Scenarios: `switchyard bench --list`. Docs: docs/bench.md.")]
 pub struct Args {
-    /// The scenario to run (see --list).
+    /// The scenario to run (see --list), or `live`.
     scenario: Option<String>,
+    /// `live`: the plugin whose running canary is compared.
+    target: Option<String>,
+    /// `live`: the gateway's admin listener, http://HOST:PORT.
+    #[arg(long)]
+    admin: Option<String>,
+    /// `live`: the admin token.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// `live`: seconds between two readings.
+    #[arg(long, default_value_t = 1.0)]
+    every: f64,
     /// List the scenarios, one line each.
     #[arg(long)]
     list: bool,
@@ -148,7 +160,17 @@ pub fn main() -> ExitCode {
         for s in &registry {
             println!("{:<18} {}", s.name, s.summary);
         }
+        println!("{:<18} a running gateway's canary against its baseline (--admin URL NAME)", "live");
         return ExitCode::SUCCESS;
+    }
+    if args.scenario.as_deref() == Some("live") {
+        return match live_args(&args) {
+            Ok(l) => finish(live::run(&l), "live", args.out.clone().unwrap_or_else(|| Path::new("bench-out").join("live"))),
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     match prepare(&args, &registry) {
         Ok((scenario, ctx)) => run(&args, scenario, &ctx),
@@ -163,6 +185,9 @@ fn prepare<'a>(args: &Args, registry: &'a [Scenario]) -> Result<(&'a Scenario, C
     let names = || registry.iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
     let name = args.scenario.as_deref().ok_or_else(|| format!("which scenario? one of: {} (or --list)", names()))?;
     let scenario = registry.iter().find(|s| s.name == name).ok_or_else(|| format!("unknown scenario {name:?}; scenarios: {}", names()))?;
+    if let Some(extra) = &args.target {
+        return Err(format!("unexpected argument {extra:?}: a plugin name follows only `live`; {name} takes --plugins"));
+    }
     let specs: Vec<String> = if args.plugins.is_empty() { scenario.defaults.iter().map(|s| s.to_string()).collect() } else { args.plugins.clone() };
     let mut plugins: Vec<Plugin> = Vec::new();
     for spec in specs.iter().filter(|s| !s.is_empty()) {
@@ -223,14 +248,28 @@ pub fn shipped_path(name: &str) -> Result<PathBuf, String> {
     })
 }
 
+/// `live`'s command line: `--admin URL NAME`, the token, the times.
+fn live_args(args: &Args) -> Result<live::Live, String> {
+    let name = args.target.clone().ok_or("live: which plugin? switchyard bench live --admin http://HOST:PORT NAME")?;
+    let admin = args.admin.as_deref().ok_or("live: --admin http://HOST:PORT is required")?;
+    let secs = |what: &str, v: f64| if v > 0.0 && v < 86_400.0 { Ok(Duration::from_secs_f64(v)) } else { Err(format!("--{what} {v}: must be more than 0 and less than a day")) };
+    let duration = secs("duration", args.duration.unwrap_or(30.0))?;
+    live::Live::new(admin, args.token.clone().unwrap_or_default(), name, duration, secs("every", args.every)?)
+}
+
 fn run(args: &Args, scenario: &Scenario, ctx: &Ctx) -> ExitCode {
     let out = args.out.clone().unwrap_or_else(|| Path::new("bench-out").join(scenario.name));
     let result = (scenario.run)(ctx);
     ctx.bar.finish_and_clear();
+    finish(result, scenario.name, out)
+}
+
+/// Print and write a run's results, with the machine it ran on.
+fn finish(result: Result<Results, String>, name: &str, out: PathBuf) -> ExitCode {
     let mut results = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}: {e}", scenario.name);
+            eprintln!("error: {name}: {e}");
             return ExitCode::from(1);
         }
     };

@@ -101,7 +101,14 @@ impl Score {
             "fault_rate": (self.fault_rate() * 10_000.0).round() / 10_000.0,
             "p50_us_at_most": self.quantile_us(0.5),
             "p99_us_at_most": self.quantile_us(0.99),
+            "latency_buckets": self.buckets_json(),
         })
+    }
+
+    /// How many calls finished under each bound (`le_us`; the last, null, is open).
+    fn buckets_json(&self) -> serde_json::Value {
+        let bound = |b: u64| if b == u64::MAX { serde_json::Value::Null } else { b.into() };
+        self.buckets.iter().zip(BOUNDS_US).map(|(n, b)| serde_json::json!({ "le_us": bound(b), "n": n })).collect()
     }
 
     /// The same figures read as the requests a version routed.
@@ -112,6 +119,7 @@ impl Score {
             "failure_rate": (self.fault_rate() * 10_000.0).round() / 10_000.0,
             "p50_us_at_most": self.quantile_us(0.5),
             "p99_us_at_most": self.quantile_us(0.99),
+            "latency_buckets": self.buckets_json(),
         })
     }
 }
