@@ -46,6 +46,12 @@ pub struct Metrics {
     pub plugin_fallbacks: IntCounterVec,
     /// Plugin calls that ran long enough to finish on the plugin pool.
     pub plugin_offloads: IntCounterVec,
+    /// Instances made because no idle one was there (a call beyond
+    /// `limits.instances` concurrent ones pays an instantiate + configure).
+    pub plugin_instantiations: IntCounterVec,
+    /// Instances dropped after their call because `limits.instances` idle
+    /// ones were already kept.
+    pub plugin_instances_over_pool: IntCounterVec,
     /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
     pub plugin_swaps: IntCounterVec,
     pub plugin_canary_decisions: IntCounterVec,
@@ -177,6 +183,8 @@ impl Metrics {
             plugin_bad_returns: counter(&r, "switchyard_plugin_bad_returns_total", "Plugin answers the host could not use", hook),
             plugin_fallbacks: counter(&r, "switchyard_plugin_fallbacks_total", "Calls answered by the builtin after a plugin failure", hook),
             plugin_offloads: counter(&r, "switchyard_plugin_offloaded_calls_total", "Plugin calls that ran long and finished on the plugin pool", &["plugin"]),
+            plugin_instantiations: counter(&r, "switchyard_plugin_instantiations_total", "Plugin instances made (instantiated and configured) because no idle one was there", &["plugin"]),
+            plugin_instances_over_pool: counter(&r, "switchyard_plugin_instances_over_pool_total", "Plugin instances dropped after a call because limits.instances idle ones were kept", &["plugin"]),
             plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
             plugin_canary_decisions: counter(&r, "switchyard_plugin_canary_decisions_total", "Canary versions ended, by outcome and by whom", &["plugin", "decision", "by"]),
             plugin_counter: {

@@ -26,6 +26,49 @@ fn round_robin_spreads_evenly() {
     assert!(t.values().all(|&c| (90..=110).contains(&c)), "{t:?}");
 }
 
+/// Sequential calls reuse the pooled instance: nothing is instantiated
+/// beyond what the load made, and nothing is dropped; the counters an
+/// operator sizes `limits.instances` by stay flat.
+#[test]
+fn sequential_calls_reuse_one_instance_and_the_pool_counters_say_so() {
+    let b = three(&[]);
+    let cfg = format!(
+        "{SERVER}{}{}",
+        plugin_table("rr", "round_robin", "limits = { deadline_ms = 200, instances = 1 }"),
+        upstream("web", Some("rr"), &[(&b[0], 1), (&b[1], 1), (&b[2], 1)], "")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let made = || metric(admin, "switchyard_plugin_instantiations_total", &[("plugin", "rr")]);
+    assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    let after_first = made();
+    for _ in 0..50 {
+        assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    }
+    assert_eq!(made(), after_first, "50 sequential calls made no new instance");
+    assert!(after_first <= 1.0, "at most the first call found the pool empty: {after_first}");
+    assert_eq!(metric(admin, "switchyard_plugin_instances_over_pool_total", &[("plugin", "rr")]), 0.0);
+}
+
+/// An instance whose call trapped is dropped, never reused: the next call
+/// makes a new one, and the counter shows it.
+#[test]
+fn a_trapped_instance_is_replaced_and_counted() {
+    let b = backend("b1", &[]);
+    let cfg = format!(
+        "{SERVER}{}on_error = \"fallback\"\n{}",
+        plugin_table("bad", "misbehave", "config = { mode = \"trap-half\" }\nlimits = { deadline_ms = 200, instances = 4 }"),
+        upstream("web", Some("bad"), &[(&b, 1)], "")
+    );
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    for _ in 0..10 {
+        assert_eq!(get(gw.addr, "/", &[]).status, 200, "the fallback answers a trapped call");
+    }
+    let traps = metric(admin, "switchyard_plugin_traps_total", &[("plugin", "bad")]);
+    let made = metric(admin, "switchyard_plugin_instantiations_total", &[("plugin", "bad")]);
+    assert!(traps >= 4.0, "trap-half trapped: {traps}");
+    assert!(made >= traps - 1.0, "each trapped instance was replaced: {made} made for {traps} traps");
+}
+
 #[test]
 fn weighted_round_robin_follows_weights() {
     let b = three(&[]);

@@ -153,6 +153,7 @@ impl<S: Seam> Generation<S> {
         if let Some(i) = self.idle.lock().pop() {
             return Ok(i);
         }
+        metrics().plugin_instantiations.with_label_values(&[self.plugin.spec.name.as_str()]).inc();
         Ok(Self::instantiate(&self.plugin, self.restore.as_deref()).await?.0)
     }
 
@@ -160,6 +161,9 @@ impl<S: Seam> Generation<S> {
         let mut idle = self.idle.lock();
         if idle.len() < self.plugin.spec.limits.instances {
             idle.push(inst);
+        } else {
+            drop(idle);
+            metrics().plugin_instances_over_pool.with_label_values(&[self.plugin.spec.name.as_str()]).inc();
         }
     }
 
