@@ -35,6 +35,19 @@ fn canary_state(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&get(admin, "/plugins/lb/canary", &[(k, v.as_str())]).body).unwrap()
 }
 
+/// One request from each of `ips`, again, until the running canary is
+/// judged (10 rounds at most); its final state.
+fn until_judged(gw: SocketAddr, admin: SocketAddr, ips: &[std::net::Ipv4Addr]) -> serde_json::Value {
+    for _ in 0..10 {
+        from_each(gw, ips);
+        if canary_state(admin)["state"] != "running" {
+            break;
+        }
+    }
+    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
+    canary_state(admin)
+}
+
 /// `lb` = `baseline` over backends a and b.
 fn start(baseline: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
     let cfg = format!(
@@ -116,14 +129,7 @@ fn a_good_canary_is_promoted_on_its_figures_and_a_rollback_returns_the_baseline(
     let r = put(admin, "?canary=50&window=50&max_p99_ratio=1000", "pin_first");
     assert_eq!(r.status, 200, "{r:?}");
     let ips = clients(100);
-    for _ in 0..10 {
-        from_each(gw.addr, &ips);
-        if canary_state(admin)["state"] != "running" {
-            break;
-        }
-    }
-    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
-    let state = canary_state(admin);
+    let state = until_judged(gw.addr, admin, &ips);
     assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("promoted"), Some("auto")), "{state}");
     assert!(from_each(gw.addr, &ips[..30]).iter().all(|(s, n)| *s == 200 && n == "a"), "every client on the promoted version");
     let (k, v) = bearer();
@@ -172,14 +178,7 @@ fn an_lb_canary_routing_to_a_failing_backend_is_rolled_back_on_its_requests() {
     let r = put(admin, "?canary=50&window=60", "pin_first");
     assert_eq!(r.status, 200, "{r:?}");
     let ips = clients(100);
-    for _ in 0..10 {
-        from_each(gw.addr, &ips);
-        if canary_state(admin)["state"] != "running" {
-            break;
-        }
-    }
-    eventually(10, "the canary is judged", || canary_state(admin)["state"] != "running");
-    let state = canary_state(admin);
+    let state = until_judged(gw.addr, admin, &ips);
     assert_eq!((state["state"].as_str(), state["by"].as_str()), (Some("rolled-back"), Some("auto")), "{state}");
     let evidence = state["evidence"].as_str().unwrap();
     assert!(evidence.contains("more failed requests than the baseline") && evidence.contains("routed: canary"), "{state}");

@@ -208,26 +208,15 @@ pub fn judge(baseline: &Figures, canary: &Figures, auto: &Auto) -> Verdict {
     let points = 100.0 * (c.fault_rate() - b.fault_rate());
     let routed = cr.calls > 0 && br.calls > 0;
     let error_points = if routed { 100.0 * (cr.fault_rate() - br.fault_rate()) } else { 0.0 };
+    // "canary N calls, F % faults, p99 <= P us; baseline ..." for one pair of scores.
+    let pair = |c: &Score, b: &Score, (calls, faults, p99): (&str, &str, &str)| {
+        let one = |s: &Score| format!("{} {calls}, {:.2} % {faults}, {p99} <= {} us", s.calls, 100.0 * s.fault_rate(), s.quantile_us(0.99));
+        format!("canary {}; baseline {}", one(c), one(b))
+    };
     let evidence = |what: &str| {
-        let mut e = format!(
-            "{what}: canary {} calls, {:.2} % faults, p99 <= {} us; baseline {} calls, {:.2} % faults, p99 <= {} us",
-            c.calls,
-            100.0 * c.fault_rate(),
-            c.quantile_us(0.99),
-            b.calls,
-            100.0 * b.fault_rate(),
-            b.quantile_us(0.99),
-        );
+        let mut e = format!("{what}: {}", pair(c, b, ("calls", "faults", "p99")));
         if routed {
-            e += &format!(
-                "; routed: canary {} requests, {:.2} % failed, upstream p99 <= {} us; baseline {} requests, {:.2} % failed, upstream p99 <= {} us",
-                cr.calls,
-                100.0 * cr.fault_rate(),
-                cr.quantile_us(0.99),
-                br.calls,
-                100.0 * br.fault_rate(),
-                br.quantile_us(0.99)
-            );
+            e += &format!("; routed: {}", pair(cr, br, ("requests", "failed", "upstream p99")));
         }
         e + &format!(
             " (allowed: +{} points of faults, +{} points of failed requests, {}x p99)",
