@@ -83,11 +83,11 @@ impl AccessCheck for WasmAccess {
     }
 
     async fn pre(&self, usage: &Usage) -> Result<AccessDecision, Error> {
-        let generation = self.hosted.pick(Some(&usage.subject));
+        let (generation, canary) = self.hosted.pick_during(Some(&usage.subject));
         let out = pre(&generation, LoadedPlugin::arm, usage).await;
         match &out {
             Err(e) => super::faults::log_fault(&self.hosted.name, "pre-decision", e, false),
-            Ok(d) if self.hosted.has_canary() => generation.plugin.outcomes.add(&match d {
+            Ok(d) if canary => generation.plugin.outcomes.add(&match d {
                 AccessDecision::Permit { .. } => "permit".to_string(),
                 AccessDecision::Deny(why) => format!("deny: {why}"),
                 AccessDecision::Obligation { .. } => "obligation".to_string(),

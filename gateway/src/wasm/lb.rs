@@ -204,8 +204,8 @@ impl LbPolicy for WasmLb {
     }
 
     async fn select(&self, req: &Arc<RequestView>, upstream: &Upstream) -> Result<usize, LbError> {
-        let generation = self.hosted.pick(split_key(self.canary_header.as_ref(), req));
-        if self.hosted.has_canary() {
+        let (generation, canary) = self.hosted.pick_during(split_key(self.canary_header.as_ref(), req));
+        if canary {
             // The first attempt's version (a retry of a keyed request picks it again).
             let _ = req.routed_by.set(generation.plugin.routed.clone());
         }

@@ -99,15 +99,15 @@ impl CanaryRun {
             "started_unix": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "baseline_version": self.baseline.number,
             "auto": self.auto,
-            "baseline": with_routed(&baseline, self.baseline.plugin.outcomes.since(&self.baseline_outcomes)),
-            "canary": with_routed(&canary, self.version.plugin.outcomes.read()),
+            "baseline": version_json(&baseline, self.baseline.plugin.outcomes.since(&self.baseline_outcomes)),
+            "canary": version_json(&canary, self.version.plugin.outcomes.read()),
         })
     }
 }
 
-/// A version's call figures, and under `routed` the requests it routed
-/// (lb plugins; zero for the other seams), and what it decided.
-fn with_routed(f: &Figures, outcomes: std::collections::BTreeMap<String, u64>) -> serde_json::Value {
+/// A version's call figures, under `routed` the requests it routed (lb
+/// plugins; zero for the other seams), and under `outcomes` what it decided.
+fn version_json(f: &Figures, outcomes: std::collections::BTreeMap<String, u64>) -> serde_json::Value {
     let mut v = f.calls.json();
     v["routed"] = f.routed.routed_json();
     v["outcomes"] = serde_json::json!(outcomes);

@@ -282,9 +282,16 @@ impl<S: Seam> Hosted<S> {
     /// The version a call keyed by `key` starts on: the canary's for its
     /// share of keys (see [`super::canary::in_share`]), else the current.
     pub fn pick<K: std::hash::Hash>(&self, key: Option<K>) -> Arc<Generation<S>> {
+        self.pick_during(key).0
+    }
+
+    /// [`Self::pick`], and whether a canary runs (its outcome is then
+    /// counted for the version picked), from one reading of the canary.
+    pub fn pick_during<K: std::hash::Hash>(&self, key: Option<K>) -> (Arc<Generation<S>>, bool) {
         match &*self.canary.load() {
-            Some(c) if super::canary::in_share(key, c.percent) => c.generation.clone(),
-            _ => self.current(),
+            Some(c) if super::canary::in_share(key, c.percent) => (c.generation.clone(), true),
+            Some(_) => (self.current(), true),
+            None => (self.current(), false),
         }
     }
 

@@ -233,11 +233,10 @@ impl SessionPolicy for WasmSession {
     }
 
     async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
-        let generation = self.hosted.pick(req.client_ip);
+        let (generation, canary) = self.hosted.pick_during(req.client_ip);
         let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
             Ok((action, locks, principal, seen)) => {
-                let canary = self.hosted.has_canary();
                 if canary && matches!(action, SessionAction::Reply(_)) {
                     generation.plugin.outcomes.add("replied");
                 }

@@ -95,10 +95,10 @@ impl SqlRouter for WasmSqlRouter {
     }
 
     async fn route(&self, stmt: &Statement<'_>, conn: &ConnInfo<'_>) -> Result<Route, Error> {
-        let generation = self.hosted.pick(Some(conn.user));
+        let (generation, canary) = self.hosted.pick_during(Some(conn.user));
         match route(&generation, LoadedPlugin::arm, stmt, conn).await {
             Ok(r) => {
-                if self.hosted.has_canary() {
+                if canary {
                     generation.plugin.outcomes.add(&match &r {
                         Route::Primary => "primary".to_string(),
                         Route::Replica => "replica".to_string(),
