@@ -89,7 +89,7 @@ impl AccessCheck for WasmAccess {
             Err(e) => super::faults::log_fault(&self.hosted.name, "pre-decision", e, false),
             Ok(d) if canary => generation.plugin.outcomes.add(&match d {
                 AccessDecision::Permit { .. } => "permit".to_string(),
-                AccessDecision::Deny(why) => format!("deny: {why}"),
+                AccessDecision::Deny(why) => format!("deny: {}", why.chars().take(120).collect::<String>()),
                 AccessDecision::Obligation { .. } => "obligation".to_string(),
             }),
             Ok(_) => {}
