@@ -43,5 +43,8 @@ mod tests {
         assert!(query(Some("canary=100")).is_err());
         assert!(query(Some("window=10")).unwrap_err().contains("add canary=PERCENT"));
         assert!(query(Some("canary=10&window=x")).unwrap_err().contains("window"));
+        let (_, auto) = query(Some("canary=5&max_error_points=0.5")).unwrap().unwrap();
+        assert_eq!(auto.unwrap().max_error_points, 0.5);
+        assert!(query(Some("canary=5&max_error_points=101")).unwrap_err().contains("max_error_points"));
     }
 }
