@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake wrk nginx-light haproxy
+need_apt cmake protobuf-compiler wrk nginx-light haproxy
 need_wasm_target
 DUR=${1:-8}
 REPS=${2:-3}

@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt wrk nghttp2-client nginx-light openssl
+need_apt protobuf-compiler wrk nghttp2-client nginx-light openssl
 DUR=${1:-5}
 REPS=${2:-3}
 cargo build --release -p switchyard -q

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake
+need_apt cmake protobuf-compiler
 need_mariadb
 cargo build -p switchyard --bins
 cargo test -p switchyard-tests --test sql_conformance -- --nocapture

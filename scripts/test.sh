@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake chromium memcached curl openssl nghttp2-client nghttp2-server testssl.sh keepalived iproute2
+need_apt cmake protobuf-compiler chromium memcached curl openssl nghttp2-client nghttp2-server testssl.sh keepalived iproute2 etcd-server etcd-client
 need_mariadb
 need_pymysql
 need_wasm_target

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod live;
 pub mod metrics;
 pub mod proxy;

@@ -55,6 +55,12 @@ pub struct Metrics {
     /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
     pub plugin_swaps: IntCounterVec,
     pub plugin_canary_decisions: IntCounterVec,
+    /// 1 while this node reaches the fleet store (`[fleet]`), by node.
+    pub fleet_store_up: IntGaugeVec,
+    /// Fleet records applied here, by plugin and outcome (`ok`, `rejected`).
+    pub fleet_applies: IntCounterVec,
+    /// Changes made here and written to the fleet store, by outcome.
+    pub fleet_publishes: IntCounterVec,
     /// Counters a plugin defines through the `metrics` import.
     pub plugin_counter: CounterVec,
     /// Gauges a plugin defines through the `metrics` import.
@@ -187,6 +193,9 @@ impl Metrics {
             plugin_instances_over_pool: counter(&r, "switchyard_plugin_instances_over_pool_total", "Plugin instances dropped after a call because limits.instances idle ones were kept", &["plugin"]),
             plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
             plugin_canary_decisions: counter(&r, "switchyard_plugin_canary_decisions_total", "Canary versions ended, by outcome and by whom", &["plugin", "decision", "by"]),
+            fleet_store_up: int_gauge(&r, "switchyard_fleet_store_up", "1 while this node reaches the fleet store", &["node"]),
+            fleet_applies: counter(&r, "switchyard_fleet_applies_total", "Fleet plugin records applied on this node, by outcome", &["plugin", "outcome"]),
+            fleet_publishes: counter(&r, "switchyard_fleet_publishes_total", "Changes made on this node written to the fleet store, by outcome", &["outcome"]),
             plugin_counter: {
                 let c = CounterVec::new(Opts::new("switchyard_plugin_counter", "Counters defined by plugins"), &["plugin", "name"]).expect("static");
                 r.register(Box::new(c.clone())).expect("unique metric name");

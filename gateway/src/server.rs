@@ -1,6 +1,6 @@
 //! Assemble the Pingora server from a validated config: load plugins, build
 //! upstreams and their policies, add the proxy, admin, health, plugin
-//! watcher and demo services.
+//! watcher, fleet and demo services.
 
 use crate::config::ValidConfig;
 use crate::error::Error;
@@ -172,6 +172,10 @@ pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: 
     if let Some(cluster) = &built.cluster {
         server.add_service(pingora::services::background::background_service("cluster", crate::cluster::ClusterService(cluster.clone())));
     }
+    let fleet = cfg.fleet.clone().map(|spec| crate::fleet::Fleet::new(spec, built.plugins.clone()));
+    if let Some(fleet) = &fleet {
+        server.add_service(pingora::services::background::background_service("fleet", crate::fleet::FleetService(fleet.clone())));
+    }
     if let Some(spec) = &cfg.admin {
         let api = crate::admin::AdminApi {
             spec: spec.clone(),
@@ -181,6 +185,7 @@ pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: 
             cluster: built.cluster.clone(),
             stores: built.stores.clone(),
             reloader,
+            fleet,
         };
         server.add_service(crate::admin::service(api));
     }

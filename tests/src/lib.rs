@@ -413,6 +413,7 @@ pub mod browser;
 pub mod nodes;
 pub mod pki;
 pub mod ha;
+pub mod etcd;
 
 /// Sum of one metric's samples (from an admin `/metrics`) whose labels
 /// contain every `labels` pair.

@@ -34,6 +34,8 @@ pub struct AdminApi {
     pub stores: Arc<crate::session::Stores>,
     /// `POST /reload` and `/tls`: the same reload SIGHUP runs.
     pub reloader: crate::reload::Reloader,
+    /// `[fleet]`: changes made here are written to the fleet store.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// The dashboard: one static page; it asks for the token (login form or
@@ -89,7 +91,8 @@ impl AdminApi {
         }
         if method == Method::GET && path == "/healthz" {
             let detail = self.cluster.as_ref().map_or_else(String::new, |c| c.health());
-            return Reply::text(StatusCode::OK, "text/plain", format!("ok\n{detail}"));
+            let fleet = self.fleet.as_ref().map_or_else(String::new, |f| f.health());
+            return Reply::text(StatusCode::OK, "text/plain", format!("ok\n{detail}{fleet}"));
         }
         if method == Method::GET && (path == "/" || path == "/dashboard") {
             return Reply::text(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into());
@@ -99,7 +102,11 @@ impl AdminApi {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["plugins"]) => Reply::json(StatusCode::OK, views::plugins(&self.plugins)),
+            (&Method::GET, ["plugins"]) => Reply::json(StatusCode::OK, self.plugins_view()),
+            (&Method::GET, ["fleet"]) => match &self.fleet {
+                Some(fleet) => Reply::json(StatusCode::OK, fleet.view()),
+                None => Reply::error(StatusCode::NOT_FOUND, "no [fleet] is configured"),
+            },
             (&Method::GET, ["upstreams"]) => Reply::json(StatusCode::OK, views::upstreams(&self.live.routing().upstreams)),
             (&Method::GET, ["sql"]) => match &self.sql {
                 Some(sql) => Reply::json(StatusCode::OK, views::sql(sql)),
@@ -139,7 +146,7 @@ impl AdminApi {
             (&Method::PUT, ["plugins", name]) => self.put_plugin(session, name).await,
             (&Method::GET, ["plugins", name]) => match self.plugins.get(name) {
                 Some(_) => {
-                    let all = views::plugins(&self.plugins);
+                    let all = self.plugins_view();
                     let one = all.as_array().and_then(|l| l.iter().find(|p| p["name"] == *name)).cloned().unwrap_or_default();
                     Reply::json(StatusCode::OK, one)
                 }
@@ -149,25 +156,15 @@ impl AdminApi {
                 Some(slot) => Reply::json(StatusCode::OK, slot.canary_json()),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (&Method::POST, ["plugins", name, "canary", "promote"]) => match self.plugins.get(name) {
-                Some(slot) => match slot.promote_canary("admin", "promoted through the admin API").await {
-                    Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
-                    Err(e) => Reply::error(StatusCode::CONFLICT, e),
-                },
-                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
-            },
-            (&Method::DELETE, ["plugins", name, "canary"]) => match self.plugins.get(name) {
-                Some(slot) if slot.end_canary("admin", "rolled back through the admin API").await => Reply::json(StatusCode::OK, slot.canary_json()),
-                Some(_) => Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no canary running")),
-                None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
-            },
+            (&Method::POST, ["plugins", name, "canary", "promote"]) => self.promote(name).await,
+            (&Method::DELETE, ["plugins", name, "canary"]) => self.end_canary(name).await,
             (&Method::PUT, ["plugins", name, "config"]) => self.put_config(session, name).await,
             (&Method::POST, ["plugins", name, "rollback"]) => self.rollback(name).await,
             (&Method::GET, ["plugins", name, "history"]) => match self.plugins.get(name) {
                 Some(slot) => Reply::json(StatusCode::OK, views::history(name, &slot.current(), &slot.history())),
                 None => Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")),
             },
-            (_, ["plugins"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["plugins", _, "canary"] | ["plugins", _, "canary", "promote"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["config", "reload"] | ["tls"] | ["tls", "reload"]) => {
+            (_, ["plugins"] | ["fleet"] | ["upstreams"] | ["metrics"] | ["healthz"] | ["plugins", _] | ["plugins", _, "rollback"] | ["plugins", _, "history"] | ["plugins", _, "config"] | ["plugins", _, "canary"] | ["plugins", _, "canary", "promote"] | ["sql"] | ["stores"] | ["sessions"] | ["sessions", "counts"] | ["reload"] | ["config", "reload"] | ["tls"] | ["tls", "reload"]) => {
                 Reply::error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}"))
             }
             _ => Reply::error(StatusCode::NOT_FOUND, format!("no admin endpoint {path}")),
@@ -200,14 +197,17 @@ impl AdminApi {
             Ok(x) => x,
             Err(reply) => return reply,
         };
+        if let Err(reply) = self.fleet_ready(Some(&bytes)).await {
+            return reply;
+        }
         if let Some((percent, auto)) = canary {
             return match slot.start_canary(&bytes, config, percent, auto).await {
-                Ok(run) => Reply::json(StatusCode::OK, run.json()),
+                Ok(run) => self.published(name, "canary", run.json()).await,
                 Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
             };
         }
         match slot.swap_with(&bytes, config, "admin").await {
-            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Ok(v) => self.published(name, "push", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }
@@ -223,10 +223,70 @@ impl AdminApi {
             Ok(t) => t,
             Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
         };
+        if let Err(reply) = self.fleet_ready(None).await {
+            return reply;
+        }
         match slot.reconfigure(table, "admin").await {
-            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Ok(v) => self.published(name, "config", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
+    }
+
+    async fn promote(&self, name: &str) -> Reply {
+        let Some(slot) = self.plugins.get(name) else {
+            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        };
+        if let Err(reply) = self.fleet_ready(None).await {
+            return reply;
+        }
+        match slot.promote_canary("admin", "promoted through the admin API").await {
+            Ok(v) => self.published(name, "promote", views::version(name, &v)).await,
+            Err(e) => Reply::error(StatusCode::CONFLICT, e),
+        }
+    }
+
+    async fn end_canary(&self, name: &str) -> Reply {
+        let Some(slot) = self.plugins.get(name) else {
+            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        };
+        if let Err(reply) = self.fleet_ready(None).await {
+            return reply;
+        }
+        if !slot.end_canary("admin", "rolled back through the admin API").await {
+            return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no canary running"));
+        }
+        self.published(name, "canary-rollback", slot.canary_json()).await
+    }
+
+    /// Every plugin, with what each fleet node runs when `[fleet]` is on.
+    fn plugins_view(&self) -> serde_json::Value {
+        let mut all = views::plugins(&self.plugins);
+        if let (Some(fleet), Some(list)) = (&self.fleet, all.as_array_mut()) {
+            for p in list {
+                let name = p["name"].as_str().unwrap_or_default().to_string();
+                p["fleet"] = fleet.plugin_view(&name);
+            }
+        }
+        all
+    }
+
+    /// With `[fleet]`, before a change: the store answers (and holds the
+    /// upload); else 503 and nothing changes.
+    async fn fleet_ready(&self, bytes: Option<&[u8]>) -> Result<(), Reply> {
+        let Some(fleet) = &self.fleet else { return Ok(()) };
+        fleet.ready(bytes).await.map_err(|e| Reply::error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed")))
+    }
+
+    /// A change made here, answered with `body`; with `[fleet]`, written to
+    /// the store first, and the body says whether that worked.
+    async fn published(&self, name: &str, action: &str, mut body: serde_json::Value) -> Reply {
+        if let Some(fleet) = &self.fleet {
+            body["fleet"] = match fleet.publish(name, action, "").await {
+                Ok(revision) => serde_json::json!({ "written": true, "revision": revision }),
+                Err(e) => serde_json::json!({ "written": false, "error": e }),
+            };
+        }
+        Reply::json(StatusCode::OK, body)
     }
 
     async fn rollback(&self, name: &str) -> Reply {
@@ -236,8 +296,11 @@ impl AdminApi {
         if slot.previous().is_none() {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no previous version to roll back to"));
         }
+        if let Err(reply) = self.fleet_ready(None).await {
+            return reply;
+        }
         match slot.rollback().await {
-            Ok(v) => Reply::json(StatusCode::OK, views::version(name, &v)),
+            Ok(v) => self.published(name, "rollback", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }

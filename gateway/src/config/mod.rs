@@ -2,11 +2,13 @@
 //! the key path and the line, and every error is reported, not just the first.
 
 mod collect;
+mod fleet;
 mod log;
 mod model;
 mod tls;
 mod validate;
 
+pub use fleet::FleetSpec;
 pub use log::{default_fields, Field, LogFormat, LogSpec};
 pub use model::*;
 pub use tls::{CertSpec, Protocol, SqlBackendTls, TlsSpec, UpstreamTls};

@@ -31,6 +31,27 @@ pub struct RawConfig {
     /// `[log]`: the access log; absent = off.
     #[serde(default)]
     pub log: Option<LogSection>,
+    /// `[fleet]`: plugin versions shared by every node through etcd.
+    #[serde(default)]
+    pub fleet: Option<FleetSection>,
+}
+
+/// `[fleet]`: the etcd cluster that holds the fleet's plugin versions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// etcd client addresses, `host:port` or `http://host:port`.
+    pub endpoints: Spanned<Vec<String>>,
+    /// This node's name in the fleet (default: the host name).
+    pub node: Option<Spanned<String>>,
+    /// Where the fleet's keys live (default `/switchyard`).
+    pub prefix: Option<Spanned<String>>,
+    /// etcd user; with auth on, its password in `password` or `password_env`.
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
+    pub password_env: Option<Spanned<String>>,
+    /// Budget of one store call (default 2000).
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[log]`: one line per HTTP request.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// Top-level sections a reload does not apply: the running values stay
 /// until a restart (or a binary upgrade, `run --upgrade`).
-const RESTART_ONLY: &[&str] = &["server", "admin", "sql", "cluster", "session", "log", "demo"];
+const RESTART_ONLY: &[&str] = &["server", "admin", "sql", "cluster", "session", "log", "demo", "fleet"];
 
 /// Re-reads one config file.
 pub struct ConfigReload {

@@ -169,7 +169,7 @@ pub struct Figures {
 }
 
 /// When a canary is judged, and what it must show to be promoted.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Auto {
     /// Canary calls before the verdict.
     pub window: u64,

@@ -21,7 +21,7 @@ pub use inspect::report as inspect;
 pub use lb::{LbUser, WasmLb};
 pub use seam::{CanaryOp, SwapTarget};
 pub use session::WasmSession;
-pub use registry::{sha256_hex, PluginSlot, Plugins, Slots, Staged, Version};
+pub use registry::{decisions, sha256_hex, Decided, PluginSlot, Plugins, Slots, Staged, Version};
 pub use sql::WasmSqlRouter;
 pub use watch::{reload_if_changed, PluginWatcher};
 

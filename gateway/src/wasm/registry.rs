@@ -488,6 +488,20 @@ impl Staged {
     }
 }
 
+/// A verdict the automatic judge reached and carried out on this node.
+#[derive(Clone, Debug)]
+pub struct Decided {
+    pub plugin: String,
+    pub promoted: bool,
+    pub evidence: String,
+}
+
+/// Every automatic verdict, for whoever shares them (the fleet).
+pub fn decisions() -> &'static tokio::sync::broadcast::Sender<Decided> {
+    static SENDER: std::sync::OnceLock<tokio::sync::broadcast::Sender<Decided>> = std::sync::OnceLock::new();
+    SENDER.get_or_init(|| tokio::sync::broadcast::channel(64).0)
+}
+
 /// Judge a canary every 100 ms until it is decided or ended otherwise.
 async fn judge_loop(slot: Arc<PluginSlot>, run: Arc<CanaryRun>, auto: Auto) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -500,10 +514,14 @@ async fn judge_loop(slot: Arc<PluginSlot>, run: Arc<CanaryRun>, auto: Auto) {
         match judge(&baseline, &canary, &auto) {
             Verdict::Wait => continue,
             Verdict::Promote(evidence) => {
-                let _ = slot.promote_canary("auto", &evidence).await;
+                if slot.promote_canary("auto", &evidence).await.is_ok() {
+                    let _ = decisions().send(Decided { plugin: slot.spec.name.clone(), promoted: true, evidence });
+                }
             }
             Verdict::RollBack(evidence) => {
-                slot.end_canary("auto", &evidence).await;
+                if slot.end_canary("auto", &evidence).await {
+                    let _ = decisions().send(Decided { plugin: slot.spec.name.clone(), promoted: false, evidence });
+                }
             }
         }
         return;

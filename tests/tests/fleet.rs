@@ -1,0 +1,212 @@
+//! The fleet (`[fleet]`) over a real 3-member etcd cluster with auth on:
+//! a push, canary, promote or rollback made on one gateway node runs on
+//! every node; a node that was down catches up; losing an etcd member
+//! changes nothing and losing the store leaves every node serving; a
+//! record no node can prove is refused and reported; an unauthenticated
+//! write to the store is refused.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+use switchyard_tests::etcd::{Etcd, PASSWORD, USER};
+use switchyard_tests::*;
+
+/// A gateway node named `node`: `lb` = `pin_last` over backends a and b.
+fn node(etcd: &Etcd, node: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
+    let cfg = format!(
+        "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{node}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\ntimeout_ms = 1000\n",
+        plugin_table("lb", "pin_last", "on_error = \"fallback\""),
+        upstream("web", Some("lb"), &[(a, 1), (b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
+        etcd.endpoints_toml(),
+    );
+    gateway_with_admin(&cfg, "")
+}
+
+fn admin(admin: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let (k, v) = bearer();
+    request(admin, method, path, &[(k, v.as_str())], body)
+}
+
+fn json(admin_addr: SocketAddr, path: &str) -> serde_json::Value {
+    let r = admin(admin_addr, "GET", path, b"");
+    assert_eq!(r.status, 200, "{path}: {r:?}");
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn push(admin_addr: SocketAddr, query: &str, wasm: &str) -> Response {
+    admin(admin_addr, "PUT", &format!("/plugins/lb{query}"), &std::fs::read(plugin(wasm)).unwrap())
+}
+
+fn sha(wasm: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(std::fs::read(plugin(wasm)).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Which backend the node's proxy sends a request to.
+fn serves(gw: &Proc) -> String {
+    let r = get(gw.addr, "/", &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.backend().to_string()
+}
+
+fn healthz(admin_addr: SocketAddr) -> String {
+    get(admin_addr, "/healthz", &[]).body
+}
+
+#[test]
+fn a_change_on_one_node_runs_on_every_node_and_a_node_that_was_down_catches_up() {
+    let etcd = Etcd::start(3);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let mut nodes: Vec<Option<(Proc, SocketAddr)>> = ["n1", "n2", "n3"].iter().map(|n| Some(node(&etcd, n, &a, &b))).collect();
+    let at = |nodes: &Vec<Option<(Proc, SocketAddr)>>, i: usize| nodes[i].as_ref().map(|(_, ad)| *ad).expect("node up");
+    for i in 0..3 {
+        eventually(20, "the node reaches the store", || healthz(at(&nodes, i)).contains("store connected"));
+        assert_eq!(serves(&nodes[i].as_ref().unwrap().0), "b", "pin_last before any push");
+    }
+
+    // A push on node 1 is written to the store and runs on nodes 2 and 3.
+    let started = Instant::now();
+    let r = push(at(&nodes, 0), "", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["fleet"]["written"], true, "{body}");
+    for i in 1..3 {
+        eventually(20, "the push runs on the other nodes", || serves(&nodes[i].as_ref().unwrap().0) == "a");
+    }
+    eprintln!("a push on node 1 served on nodes 2 and 3 after {} ms", started.elapsed().as_millis());
+    // Any node shows which node runs what.
+    eventually(10, "every node's report names the pushed version", || {
+        let p = json(at(&nodes, 2), "/plugins/lb");
+        ["n1", "n2", "n3"].iter().all(|n| p["fleet"]["nodes"][n]["sha256"] == sha("pin_first"))
+    });
+    let fleet = json(at(&nodes, 1), "/fleet");
+    assert_eq!((fleet["store"]["state"].as_str(), fleet["plugins"]["lb"]["record"]["by"].as_str(), fleet["plugins"]["lb"]["record"]["action"].as_str()), (Some("connected"), Some("n1"), Some("push")), "{fleet}");
+
+    // Node 3 is down while node 2 starts a canary; node 1 runs it at once,
+    // node 3 when it is back.
+    nodes[2] = None;
+    let r = push(at(&nodes, 1), "?canary=30", "pin_last");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "node 1 runs the canary", || {
+        let c = json(at(&nodes, 0), "/plugins/lb/canary");
+        c["state"] == "running" && c["percent"] == 30 && c["sha256"] == sha("pin_last")
+    });
+    nodes[2] = Some(node(&etcd, "n3", &a, &b));
+    eventually(20, "node 3 catches up on the canary", || {
+        let c = json(at(&nodes, 2), "/plugins/lb/canary");
+        c["state"] == "running" && c["percent"] == 30
+    });
+    assert_eq!(json(at(&nodes, 2), "/plugins/lb")["sha256"], sha("pin_first"), "node 3 runs the fleet's baseline, not its config file's");
+
+    // A promote on node 1 and a rollback on node 3 reach every node.
+    let r = admin(at(&nodes, 0), "POST", "/plugins/lb/canary/promote", b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    for i in 0..3 {
+        eventually(20, "the promoted version runs everywhere", || serves(&nodes[i].as_ref().unwrap().0) == "b" && json(at(&nodes, i), "/plugins/lb/canary")["state"] == "promoted");
+    }
+    let r = admin(at(&nodes, 2), "POST", "/plugins/lb/rollback", b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    for i in 0..3 {
+        eventually(20, "the rollback runs everywhere", || serves(&nodes[i].as_ref().unwrap().0) == "a");
+    }
+    assert_eq!(json(at(&nodes, 0), "/fleet")["plugins"]["lb"]["record"]["action"], "rollback");
+}
+
+#[test]
+fn losing_a_member_changes_nothing_and_losing_the_store_leaves_every_node_serving() {
+    let mut etcd = Etcd::start(3);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2"].iter().map(|n| node(&etcd, n, &a, &b)).collect();
+    for (_, ad) in &nodes {
+        eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
+    }
+
+    // One member of three gone: pushes still reach every node.
+    etcd.stop(0);
+    let r = push(nodes[0].1, "", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "the push runs on node 2 with one etcd member down", || serves(&nodes[1].0) == "a");
+    assert!(healthz(nodes[1].1).contains("store connected"), "{}", healthz(nodes[1].1));
+
+    // No quorum: every node says so and keeps serving its last versions;
+    // a push is refused and changes nothing.
+    etcd.stop(1);
+    etcd.stop(2);
+    for (gw, ad) in &nodes {
+        eventually(20, "the node reports the store unreachable", || healthz(*ad).contains("store unreachable"));
+        assert_eq!(metric(*ad, "switchyard_fleet_store_up", &[]), 0.0);
+        assert!((0..20).all(|_| serves(gw) == "a"), "the node serves its last version");
+    }
+    let r = push(nodes[0].1, "", "pin_last");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.body.contains("unreachable") && r.body.contains("nothing was changed"), "{}", r.body);
+    assert_eq!(serves(&nodes[0].0), "a", "a refused push changes nothing");
+
+    // The store is back: the nodes reconnect and follow pushes again.
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    for (_, ad) in &nodes {
+        eventually(30, "the node reconnects", || healthz(*ad).contains("store connected"));
+        assert_eq!(metric(*ad, "switchyard_fleet_store_up", &[]), 1.0);
+    }
+    let r = push(nodes[1].1, "", "pin_last");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "the push after the outage runs on node 1", || serves(&nodes[0].0) == "b");
+}
+
+#[test]
+fn a_record_no_node_can_prove_is_refused_and_reported_and_unauthenticated_writes_are_refused() {
+    let etcd = Etcd::start(3);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2"].iter().map(|n| node(&etcd, n, &a, &b)).collect();
+    for (_, ad) in &nodes {
+        eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
+    }
+
+    // No user, or a user outside its prefix: etcd refuses the write.
+    let out = etcd.ctl(None, &["put", "/switchyard/plugins/lb", "{}"]);
+    assert!(!out.status.success(), "a write without credentials is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name is empty"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = etcd.ctl(Some((USER, PASSWORD)), &["put", "/elsewhere", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "the gateways' user writes only its prefix");
+
+    // Bytes that are no component, under their true sha256.
+    let junk = b"not a wasm component";
+    let junk_sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(junk).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let put = |k: &str, v: &str| etcd.root(&["put", k, v]);
+    put(&format!("/switchyard/blobs/{junk_sha}/00000"), std::str::from_utf8(junk).unwrap());
+    put(&format!("/switchyard/blobs/{junk_sha}/meta"), &format!("{{\"len\":{},\"chunks\":1}}", junk.len()));
+    let record = |sha: &str| format!("{{\"sha256\":\"{sha}\",\"config\":{{}},\"canary\":null,\"by\":\"operator\",\"action\":\"push\",\"at_unix\":0}}");
+    put("/switchyard/plugins/lb", &record(&junk_sha));
+    for (gw, ad) in &nodes {
+        eventually(20, "the node reports the record it refused", || {
+            let p = json(*ad, "/plugins/lb");
+            p["fleet"]["nodes"].as_object().is_some_and(|n| n.len() == 2 && n.values().all(|r| r["error"].is_string()))
+        });
+        assert_eq!(serves(gw), "b", "a refused record leaves the running version");
+        assert!(metric(*ad, "switchyard_fleet_applies_total", &[("outcome", "rejected")]) >= 1.0);
+    }
+    let p = json(nodes[0].1, "/plugins/lb");
+    assert_eq!(p["sha256"], sha("pin_last"));
+    eprintln!("refused: {}", p["fleet"]["nodes"]["n2"]["error"]);
+
+    // Bytes that do not hash to the name they are stored under.
+    let liar = "ab".repeat(32);
+    put(&format!("/switchyard/blobs/{liar}/00000"), "other bytes");
+    put(&format!("/switchyard/blobs/{liar}/meta"), "{\"len\":11,\"chunks\":1}");
+    put("/switchyard/plugins/lb", &record(&liar));
+    eventually(20, "a blob that does not hash to its name is refused", || {
+        json(nodes[1].1, "/plugins/lb")["fleet"]["nodes"]["n2"]["error"].as_str().is_some_and(|e| e.contains("hash to"))
+    });
+    assert_eq!(serves(&nodes[1].0), "b");
+
+    // A good push afterwards clears the errors.
+    let r = push(nodes[1].1, "", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "a good push runs on node 1 and clears its error", || {
+        serves(&nodes[0].0) == "a" && json(nodes[0].1, "/plugins/lb")["fleet"]["nodes"]["n1"]["error"].is_null()
+    });
+}
