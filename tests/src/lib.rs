@@ -414,6 +414,7 @@ pub mod nodes;
 pub mod pki;
 pub mod ha;
 pub mod etcd;
+pub mod clients;
 
 /// Sum of one metric's samples (from an admin `/metrics`) whose labels
 /// contain every `labels` pair.

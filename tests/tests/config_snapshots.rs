@@ -81,6 +81,11 @@ fn bad_canary_header() {
 }
 
 #[test]
+fn fleet_errors() {
+    snapshot("fleet-errors");
+}
+
+#[test]
 fn sql_section_errors_all_reported() {
     snapshot("sql-errors");
 }

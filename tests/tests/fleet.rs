@@ -210,3 +210,40 @@ fn a_record_no_node_can_prove_is_refused_and_reported_and_unauthenticated_writes
         serves(&nodes[0].0) == "a" && json(nodes[0].1, "/plugins/lb")["fleet"]["nodes"]["n1"]["error"].is_null()
     });
 }
+
+#[test]
+fn an_automatic_verdict_on_one_node_is_carried_out_on_every_node() {
+    use switchyard_tests::clients::{clients, from_each};
+    let etcd = Etcd::start(3);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2"].iter().map(|n| node(&etcd, n, &a, &b)).collect();
+    for (_, ad) in &nodes {
+        eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
+    }
+    // A canary trapping on half its calls, judged after 100 calls, started on node 1.
+    let r = push(nodes[0].1, "?canary=50&window=100&config=%7B%22mode%22%3A%22trap-half%22%7D", "misbehave");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "node 2 runs the canary", || json(nodes[1].1, "/plugins/lb/canary")["state"] == "running");
+
+    // Only node 2 has traffic, so node 2 judges it.
+    let ips = clients(200);
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.extend(from_each(nodes[1].0.addr, &ips));
+        if json(nodes[1].1, "/plugins/lb/canary")["state"] != "running" {
+            break;
+        }
+    }
+    assert!(answers.iter().all(|(s, _)| *s == 200), "the lb fallback answers the canary's traps");
+    let on_2 = json(nodes[1].1, "/plugins/lb/canary");
+    assert_eq!((on_2["state"].as_str(), on_2["by"].as_str()), (Some("rolled-back"), Some("auto")), "{on_2}");
+
+    // Node 1 saw no request, and follows node 2's verdict.
+    eventually(20, "node 1 carries out node 2's verdict", || json(nodes[0].1, "/plugins/lb/canary")["state"] == "rolled-back");
+    let on_1 = json(nodes[0].1, "/plugins/lb/canary");
+    assert_eq!(on_1["by"], "fleet", "{on_1}");
+    assert!(on_1["evidence"].as_str().unwrap().contains("auto-rollback on node n2"), "{on_1}");
+    let record = &json(nodes[0].1, "/fleet")["plugins"]["lb"]["record"];
+    assert_eq!((record["action"].as_str(), record["by"].as_str(), record["canary"].is_null()), (Some("auto-rollback"), Some("n2"), true), "{record}");
+    assert_eq!(serves(&nodes[0].0), "b", "node 1 serves its baseline alone");
+}

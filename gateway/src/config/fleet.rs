@@ -92,13 +92,12 @@ pub(super) fn check_fleet(c: &mut Checker, s: &FleetSection) -> Option<FleetSpec
     };
     let credentials = match (&s.user, password) {
         (Some(u), Some(p)) => Some((u.get_ref().clone(), p)),
-        (Some(u), None) => {
-            if ok {
-                c.err("fleet.user", u, "needs password or password_env");
-            }
+        (Some(u), None) if s.password_env.is_none() => {
+            c.err("fleet.user", u, "needs password or password_env");
             ok = false;
             None
         }
+        (Some(_), None) => None,
         (None, Some(_)) => {
             c.err("fleet", &s.endpoints, "password without user: set fleet.user");
             ok = false;
