@@ -373,3 +373,45 @@ fn the_router_hot_swaps_under_a_live_connection() {
         assert!(r.body.contains("sql-router-policy"), "{}", r.body);
     });
 }
+
+/// A router canary splits by login user: this test's one user lands on
+/// one side, and that side's outcome counts match where every statement
+/// went (`primary_only` sends reads to the primary, `rw_split` to
+/// replicas). At 1 % the user stays on the baseline, at 99 % it moves to
+/// the canary (the split hashes the user name, the same on every node).
+#[test]
+fn a_router_canary_counts_each_versions_destinations() {
+    let gw = SqlGateway::start(&setup().cluster, Some("rw_split"), "");
+    let (k, v) = switchyard_tests::bearer();
+    let bytes = std::fs::read(switchyard_tests::plugin("primary_only")).unwrap();
+    let mut sides = Vec::new();
+    for percent in [1, 99] {
+        let r = switchyard_tests::request(gw.admin, "PUT", &format!("/plugins/router?canary={percent}"), &[(k, v.as_str())], &bytes);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let ids: Vec<u32> = run(async {
+            let mut c = Conn::new(Opts::from_url(&gw.url(APP_USER, APP_PASSWORD, Some(DB))).unwrap()).await.unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..20 {
+                ids.push(server_id(&mut c).await);
+            }
+            c.query_drop("INSERT INTO items (v, note) VALUES (8, 'router canary')").await.unwrap();
+            ids
+        });
+        let state: serde_json::Value = serde_json::from_str(&switchyard_tests::get(gw.admin, "/plugins/router/canary", &[(k, v.as_str())]).body).unwrap();
+        let count = |side: &str, kind: &str| state[side]["outcomes"][kind].as_u64().unwrap_or(0);
+        let on_canary = ids.iter().all(|&id| id == PRIMARY);
+        if on_canary {
+            // Reads and the write on the primary.
+            assert!(count("canary", "primary") >= 21, "{state}");
+            assert_eq!((count("canary", "replica"), count("baseline", "primary"), count("baseline", "replica")), (0, 0, 0), "{state}");
+        } else {
+            assert!(ids.iter().all(|id| REPLICAS.contains(id)), "one login user never flips between versions: {ids:?}");
+            assert!(count("baseline", "replica") >= 20 && count("baseline", "primary") >= 1, "{state}");
+            assert_eq!((count("canary", "primary"), count("canary", "replica")), (0, 0), "{state}");
+        }
+        sides.push(on_canary);
+        let r = switchyard_tests::request(gw.admin, "DELETE", "/plugins/router/canary", &[(k, v.as_str())], b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(sides, [false, true], "at 1 % the user is on the baseline, at 99 % on the canary");
+}
