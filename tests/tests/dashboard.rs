@@ -194,3 +194,41 @@ fn the_dashboard_shows_a_canary_and_promotes_it() {
     browser.wait_for("the last canary's outcome", "document.querySelector('[data-plugin=\"lb\"] .canary')?.dataset.canary ?? ''", "promoted");
     assert_eq!(get(gw.addr, "/", &[]).backend(), "a", "the canary (pin-first) serves everyone");
 }
+
+/// With `[fleet]`, each plugin shows what every node runs: a push made on
+/// node 2 shows on node 1's dashboard for both nodes.
+#[test]
+fn the_dashboard_shows_what_each_fleet_node_runs() {
+    use switchyard_tests::etcd::{Etcd, PASSWORD, USER};
+    let etcd = Etcd::start(1);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let node = |name: &str| {
+        let cfg = format!(
+            "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{name}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+            plugin_table("lb", "pin_last", ""),
+            upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
+            etcd.endpoints_toml()
+        );
+        gateway_with_admin(&cfg, "")
+    };
+    let ((_gw1, admin1), (gw2, admin2)) = (node("n1"), node("n2"));
+    eventually(20, "node 2 reaches the store", || get(admin2, "/healthz", &[]).body.contains("store connected"));
+    let (k, v) = bearer();
+    let pushed = std::fs::read(plugin("pin_first")).unwrap();
+    let r = request(admin2, "PUT", "/plugins/lb", &[(k, &v)], &pushed);
+    assert_eq!(r.status, 200, "{r:?}");
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&pushed).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(get(gw2.addr, "/", &[]).backend(), "a");
+
+    let mut browser = Browser::start();
+    browser.call("Page.navigate", json!({ "url": format!("http://{admin1}/dashboard#token={ADMIN_TOKEN}") }));
+    for n in ["n1", "n2"] {
+        let js = format!("document.querySelector('[data-plugin=\"lb\"] .fleet tr[data-node=\"{n}\"]')?.dataset.sha ?? ''");
+        browser.wait_for(&format!("{n} on the pushed version"), &js, &sha);
+    }
+    let text = browser.eval("document.querySelector('[data-plugin=\"lb\"] .fleet').textContent");
+    assert!(text.contains("fleet record: push on n2") && text.contains("same as here") && !text.contains("differs"), "{text}");
+}
