@@ -247,3 +247,36 @@ fn an_automatic_verdict_on_one_node_is_carried_out_on_every_node() {
     assert_eq!((record["action"].as_str(), record["by"].as_str(), record["canary"].is_null()), (Some("auto-rollback"), Some("n2"), true), "{record}");
     assert_eq!(serves(&nodes[0].0), "b", "node 1 serves its baseline alone");
 }
+
+/// The store is the fleet's source of truth: a node whose plugin file
+/// changes under it (the file watcher swaps the new bytes in) is brought
+/// back to the fleet's record.
+#[test]
+fn a_node_that_drifts_from_the_fleets_record_is_brought_back() {
+    let etcd = Etcd::start(1);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lb.wasm");
+    std::fs::copy(plugin("pin_last"), &file).unwrap();
+    let cfg = format!(
+        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = 100\n{}\n[fleet]\nendpoints = {}\nnode = \"n1\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+        file.to_string_lossy(),
+        upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
+        etcd.endpoints_toml(),
+    );
+    let (gw, ad) = gateway_with_admin(&cfg, "");
+    eventually(20, "the node reaches the store", || healthz(ad).contains("store connected"));
+    let r = push(ad, "", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(serves(&gw), "a");
+
+    // The file changes: the watcher swaps it in, then the fleet's record wins.
+    std::fs::copy(plugin("round_robin"), &file).unwrap();
+    eventually(20, "the file watcher swaps the file in", || metric(ad, "switchyard_plugin_swaps_total", &[("source", "file"), ("result", "ok")]) >= 1.0);
+    eventually(20, "the fleet's record runs again", || {
+        let p = json(ad, "/plugins/lb");
+        p["sha256"] == sha("pin_first") && p["source"] == "fleet"
+    });
+    assert!((0..10).all(|_| serves(&gw) == "a"), "pin_first serves every request again");
+    assert!(gw.log_text().contains("drifted from the fleet's record"), "the log says why");
+}

@@ -197,9 +197,10 @@ impl AdminApi {
             Ok(x) => x,
             Err(reply) => return reply,
         };
-        if let Err(reply) = self.fleet_ready(Some(&bytes)).await {
-            return reply;
-        }
+        let _held = match self.fleet_ready(Some(&bytes)).await {
+            Ok(held) => held,
+            Err(reply) => return reply,
+        };
         if let Some((percent, auto)) = canary {
             return match slot.start_canary(&bytes, config, percent, auto).await {
                 Ok(run) => self.published(name, "canary", run.json()).await,
@@ -223,9 +224,10 @@ impl AdminApi {
             Ok(t) => t,
             Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
         };
-        if let Err(reply) = self.fleet_ready(None).await {
-            return reply;
-        }
+        let _held = match self.fleet_ready(None).await {
+            Ok(held) => held,
+            Err(reply) => return reply,
+        };
         match slot.reconfigure(table, "admin").await {
             Ok(v) => self.published(name, "config", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
@@ -236,9 +238,10 @@ impl AdminApi {
         let Some(slot) = self.plugins.get(name) else {
             return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
         };
-        if let Err(reply) = self.fleet_ready(None).await {
-            return reply;
-        }
+        let _held = match self.fleet_ready(None).await {
+            Ok(held) => held,
+            Err(reply) => return reply,
+        };
         match slot.promote_canary("admin", "promoted through the admin API").await {
             Ok(v) => self.published(name, "promote", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::CONFLICT, e),
@@ -249,9 +252,10 @@ impl AdminApi {
         let Some(slot) = self.plugins.get(name) else {
             return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
         };
-        if let Err(reply) = self.fleet_ready(None).await {
-            return reply;
-        }
+        let _held = match self.fleet_ready(None).await {
+            Ok(held) => held,
+            Err(reply) => return reply,
+        };
         if !slot.end_canary("admin", "rolled back through the admin API").await {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no canary running"));
         }
@@ -271,10 +275,11 @@ impl AdminApi {
     }
 
     /// With `[fleet]`, before a change: the store answers (and holds the
-    /// upload); else 503 and nothing changes.
-    async fn fleet_ready(&self, bytes: Option<&[u8]>) -> Result<(), Reply> {
-        let Some(fleet) = &self.fleet else { return Ok(()) };
-        fleet.ready(bytes).await.map_err(|e| Reply::error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed")))
+    /// upload); else 503 and nothing changes. Hold the guard until the
+    /// change is written, so no record from the store lands in between.
+    async fn fleet_ready(&self, bytes: Option<&[u8]>) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Reply> {
+        let Some(fleet) = &self.fleet else { return Ok(None) };
+        fleet.ready(bytes).await.map(Some).map_err(|e| Reply::error(StatusCode::SERVICE_UNAVAILABLE, format!("{e}; nothing was changed")))
     }
 
     /// A change made here, answered with `body`; with `[fleet]`, written to
@@ -296,9 +301,10 @@ impl AdminApi {
         if slot.previous().is_none() {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no previous version to roll back to"));
         }
-        if let Err(reply) = self.fleet_ready(None).await {
-            return reply;
-        }
+        let _held = match self.fleet_ready(None).await {
+            Ok(held) => held,
+            Err(reply) => return reply,
+        };
         match slot.rollback().await {
             Ok(v) => self.published(name, "rollback", views::version(name, &v)).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),

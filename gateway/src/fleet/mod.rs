@@ -40,6 +40,9 @@ pub struct Fleet {
     changed: Notify,
     /// The running session reached the store.
     reached: std::sync::atomic::AtomicBool,
+    /// One change at a time on this node: an admin change (applied, then
+    /// written) or a record from the store (applied).
+    one: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Default)]
@@ -65,7 +68,7 @@ fn unix(t: SystemTime) -> u64 {
 impl Fleet {
     pub fn new(spec: FleetSpec, plugins: Arc<Plugins>) -> Arc<Self> {
         metrics().fleet_store_up.with_label_values(&[spec.node.as_str()]).set(0);
-        Arc::new(Self { spec, plugins, store: Mutex::new(None), state: Mutex::default(), changed: Notify::new(), reached: Default::default() })
+        Arc::new(Self { spec, plugins, store: Mutex::new(None), state: Mutex::default(), changed: Notify::new(), reached: Default::default(), one: Arc::default() })
     }
 
     /// The connected store, or why there is none.
@@ -74,20 +77,27 @@ impl Fleet {
         self.store.lock().clone().ok_or_else(|| format!("the fleet store ({}) is unreachable: {}", self.spec.endpoints.join(", "), state.error))
     }
 
-    /// Before a change here: the store answers, and holds `bytes` (an
-    /// upload) by their sha256. An error means nothing was changed.
-    pub async fn ready(&self, bytes: Option<&[u8]>) -> Result<(), String> {
+    /// Before a change here: no record is being applied (the guard keeps
+    /// it so until the change is written), the store answers, and holds
+    /// `bytes` (an upload) by their sha256. An error means nothing was
+    /// changed.
+    pub async fn ready(&self, bytes: Option<&[u8]>) -> Result<tokio::sync::OwnedMutexGuard<()>, String> {
+        let held = self.one.clone().lock_owned().await;
         let mut store = self.store()?;
         match bytes {
-            Some(b) => store.put_blob(&crate::wasm::sha256_hex(b), b).await,
-            None => store.ping().await,
+            Some(b) => store.put_blob(&crate::wasm::sha256_hex(b), b).await?,
+            None => store.ping().await?,
         }
+        Ok(held)
     }
 
     /// After a change here: write what `name` now serves as the fleet's
     /// record. Returns the store revision.
     pub async fn publish(&self, name: &str, action: &str, evidence: &str) -> Result<i64, String> {
-        let result = self.write(name, action, evidence, None).await.map(|r| r.unwrap_or(0));
+        let result = match self.plugins.get(name) {
+            None => Err(format!("no plugin named {name:?}")),
+            Some(slot) => self.write(&slot, Desired::of(&slot, &self.spec.node, action, evidence), None).await.map(|r| r.unwrap_or(0)),
+        };
         metrics().fleet_publishes.with_label_values(&[if result.is_ok() { "ok" } else { "failed" }]).inc();
         if let Err(e) = &result {
             tracing::warn!(plugin = name, "fleet: the change made here was not written to the store: {e}");
@@ -96,34 +106,36 @@ impl Fleet {
         result
     }
 
-    /// Write the record; with `if_revision`, only over that revision.
-    async fn write(&self, name: &str, action: &str, evidence: &str, if_revision: Option<i64>) -> Result<Option<i64>, String> {
-        let slot = self.plugins.get(name).ok_or_else(|| format!("no plugin named {name:?}"))?;
-        let want = Desired::of(&slot, &self.spec.node, action, evidence);
+    /// Write `want` as `slot`'s record (uploading bytes the store lacks);
+    /// with `if_revision`, only over that revision.
+    async fn write(&self, slot: &PluginSlot, want: Desired, if_revision: Option<i64>) -> Result<Option<i64>, String> {
+        let name = slot.spec.name.as_str();
         let mut store = self.store()?;
         for sha in want.shas() {
             if !store.has_blob(sha).await? {
-                let bytes = local_bytes(&slot, sha).ok_or_else(|| format!("the bytes of version {sha} are neither in the store nor on this node"))?;
+                let bytes = local_bytes(slot, sha).ok_or_else(|| format!("the bytes of version {sha} are neither in the store nor on this node"))?;
                 store.put_blob(sha, &bytes).await?;
             }
         }
         let written = store.put_record(name, &want, if_revision).await?;
         if let Some(rev) = written {
-            tracing::info!(plugin = name, action, revision = rev, "fleet: record written");
+            tracing::info!(plugin = name, action = %want.action, revision = rev, "fleet: record written");
             self.state.lock().records.insert(name.to_string(), (rev, want));
         }
         Ok(written)
     }
 
-    /// An automatic verdict reached here: written only over the record it
-    /// judged, so two nodes deciding at once do not flip the fleet twice.
+    /// An automatic verdict reached here, written as the record it judged
+    /// with its canary promoted or dropped, and only over that record: two
+    /// nodes deciding at once cannot flip the fleet twice.
     async fn share_verdict(&self, plugin: &str, promoted: bool, evidence: &str) {
-        let Some((rev, record)) = self.state.lock().records.get(plugin).cloned() else { return };
-        if record.canary.is_none() {
-            return;
-        }
+        let (Some((rev, record)), Some(slot)) = (self.state.lock().records.get(plugin).cloned(), self.plugins.get(plugin)) else { return };
+        let Some(canary) = record.canary.clone() else { return };
+        let (sha256, config) = if promoted { (canary.sha256, canary.config) } else { (record.sha256.clone(), record.config.clone()) };
         let action = if promoted { "auto-promote" } else { "auto-rollback" };
-        match self.write(plugin, action, evidence, Some(rev)).await {
+        let at_unix = unix(SystemTime::now());
+        let want = Desired { sha256, config, canary: None, by: self.spec.node.clone(), action: action.into(), evidence: evidence.into(), at_unix };
+        match self.write(&slot, want, Some(rev)).await {
             Ok(Some(_)) => metrics().fleet_publishes.with_label_values(&["ok"]).inc(),
             Ok(None) => tracing::info!(plugin, "fleet: another node decided this canary first"),
             Err(e) => {
@@ -203,16 +215,47 @@ impl Fleet {
 
     /// Bring `name` to the fleet's record `value` (read at `revision`).
     async fn apply(&self, store: &mut Store, name: &str, revision: i64, value: &[u8]) {
+        let _one = self.one.lock().await;
         let result = match Desired::parse(value) {
             Err(e) => Err(e),
             Ok(want) => {
                 self.state.lock().records.insert(name.to_string(), (revision, want.clone()));
-                match self.plugins.get(name) {
-                    None => Err(format!("this node has no plugin named {name:?}")),
-                    Some(slot) => converge(store, &slot, &want).await,
-                }
+                self.bring(store, name, &want).await
             }
         };
+        self.applied(name, revision, result);
+    }
+
+    async fn bring(&self, store: &mut Store, name: &str, want: &Desired) -> Result<(), String> {
+        match self.plugins.get(name) {
+            None => Err(format!("this node has no plugin named {name:?}")),
+            Some(slot) => converge(store, &slot, want).await,
+        }
+    }
+
+    /// Bring back a plugin that drifted from a record it had reached (a
+    /// plugin file changed, SIGHUP, a config reload that loaded it anew):
+    /// the store is the fleet's source of truth. Skipped while a change
+    /// is under way here.
+    async fn reconverge(&self, store: &mut Store) {
+        let Ok(_one) = self.one.try_lock() else { return };
+        let due: Vec<(String, i64, Desired)> = {
+            let s = self.state.lock();
+            s.records
+                .iter()
+                .filter(|(name, _)| s.applied.get(*name).is_some_and(Result::is_ok))
+                .filter(|(name, (_, want))| self.plugins.get(name).is_some_and(|slot| Running::of(&slot).next(want) != Step::Done))
+                .map(|(name, (rev, want))| (name.clone(), *rev, want.clone()))
+                .collect()
+        };
+        for (name, revision, want) in due {
+            tracing::warn!(plugin = %name, revision, "fleet: this node drifted from the fleet's record; applying it again");
+            let result = self.bring(store, &name, &want).await;
+            self.applied(&name, revision, result);
+        }
+    }
+
+    fn applied(&self, name: &str, revision: i64, result: Result<(), String>) {
         match &result {
             Ok(()) => metrics().fleet_applies.with_label_values(&[name, "ok"]).inc(),
             Err(e) => {
@@ -282,7 +325,10 @@ impl Fleet {
                     store.report(&self.spec.node, lease, &self.report()).await?;
                 }
                 () = self.changed.notified() => store.report(&self.spec.node, lease, &self.report()).await?,
-                _ = tick.tick() => store.keep_alive(lease).await?,
+                _ = tick.tick() => {
+                    store.keep_alive(lease).await?;
+                    self.reconverge(&mut store).await;
+                }
             }
         }
     }
