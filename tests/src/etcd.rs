@@ -3,6 +3,7 @@
 //! restarted at will; `etcdctl` for what a test writes around the gateway.
 
 use crate::free_port;
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,29 +22,55 @@ struct Member {
     child: Option<Child>,
 }
 
+/// Certificates of an etcd that speaks TLS to its clients and wants a
+/// client certificate (`--client-cert-auth`): the CA, the members' cert
+/// and key, and a client cert and key for `etcdctl`.
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
 /// A running etcd cluster.
 pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     auth_on: std::cell::Cell<bool>,
+    tls: Option<EtcdTls>,
 }
 
 impl Etcd {
     /// `n` members, auth on, the `switchyard` user allowed `/switchyard/`.
     pub fn start(n: usize) -> Self {
-        let members = (0..n).map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None }).collect();
-        let mut e = Self { dir: tempfile::tempdir().unwrap(), members, auth_on: std::cell::Cell::new(false) };
-        for i in 0..n {
-            e.spawn(i);
-        }
-        e.wait_healthy();
+        let e = Self::spawn_all(n, None);
         e.setup_auth();
         e
     }
 
+    /// `n` members speaking TLS to clients, each client authenticated by
+    /// its certificate (no password auth).
+    pub fn start_tls(n: usize, tls: EtcdTls) -> Self {
+        Self::spawn_all(n, Some(tls))
+    }
+
+    fn spawn_all(n: usize, tls: Option<EtcdTls>) -> Self {
+        let members = (0..n).map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None }).collect();
+        let mut e = Self { dir: tempfile::tempdir().unwrap(), members, auth_on: std::cell::Cell::new(false), tls };
+        for i in 0..n {
+            e.spawn(i);
+        }
+        e.wait_healthy();
+        e
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The client addresses, for `[fleet] endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("127.0.0.1:{}", m.client)).collect()
+        let scheme = if self.tls.is_some() { "https://" } else { "" };
+        self.members.iter().map(|m| format!("{scheme}127.0.0.1:{}", m.client)).collect()
     }
 
     /// `endpoints = [...]` as TOML.
@@ -57,11 +84,16 @@ impl Etcd {
         let m = &self.members[i];
         let data = self.dir.path().join(&m.name);
         let log = std::fs::File::create(self.dir.path().join(format!("{}.log", m.name))).unwrap();
-        let child = Command::new("etcd")
+        let client_url = format!("{}://127.0.0.1:{}", self.scheme(), m.client);
+        let mut cmd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file").arg(&t.server.0).arg("--key-file").arg(&t.server.1).arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", &m.name, "--data-dir"])
             .arg(&data)
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{}", m.client)])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{}", m.client)])
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
             .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{}", m.peer)])
             .args(["--initial-cluster", &cluster.join(","), "--initial-cluster-token", "switchyard-test", "--initial-cluster-state", "new"])
@@ -77,6 +109,9 @@ impl Etcd {
     pub fn ctl(&self, auth: Option<(&str, &str)>, args: &[&str]) -> Output {
         let mut cmd = Command::new("etcdctl");
         cmd.env("ETCDCTL_API", "3").arg(format!("--endpoints={}", self.endpoints().join(","))).arg("--dial-timeout=2s").arg("--command-timeout=5s");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.client.0).arg("--key").arg(&t.client.1);
+        }
         if let Some((u, p)) = auth {
             cmd.arg(format!("--user={u}:{p}"));
         }

@@ -280,3 +280,49 @@ fn a_node_that_drifts_from_the_fleets_record_is_brought_back() {
     assert!((0..10).all(|_| serves(&gw) == "a"), "pin_first serves every request again");
     assert!(gw.log_text().contains("drifted from the fleet's record"), "the log says why");
 }
+
+/// etcd over TLS with client certificates (`--client-cert-auth`): a node
+/// with the CA and its certificate follows pushes; a node without a
+/// certificate, or trusting another CA, says why it cannot reach the store
+/// and keeps serving.
+#[test]
+fn the_store_is_reached_over_tls_with_a_client_certificate() {
+    use switchyard_tests::etcd::EtcdTls;
+    use switchyard_tests::pki::Pki;
+    let pki = Pki::new("etcd-ca");
+    let server = pki.leaf("etcd", "etcd", &["127.0.0.1", "localhost"], false);
+    let client = pki.leaf("gateway", "switchyard", &["switchyard"], true);
+    let etcd = Etcd::start_tls(1, EtcdTls { ca: pki.ca_file(), server, client: client.clone() });
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let tls_node = |name: &str, tls: &str| {
+        let cfg = format!(
+            "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{name}\"\ntimeout_ms = 1000\n{tls}\n",
+            plugin_table("lb", "pin_last", ""),
+            upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
+            etcd.endpoints_toml(),
+        );
+        gateway_with_admin(&cfg, "")
+    };
+    let with_cert = format!("ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}", pki.ca_file(), client.0, client.1);
+    let (gw1, ad1) = tls_node("n1", &with_cert);
+    let (gw2, ad2) = tls_node("n2", &with_cert);
+    for ad in [ad1, ad2] {
+        eventually(20, "the node reaches the store over TLS", || healthz(ad).contains("store connected"));
+    }
+    let r = push(ad1, "", "pin_first");
+    assert_eq!(r.status, 200, "{r:?}");
+    eventually(20, "the push runs on node 2", || serves(&gw2) == "a");
+    assert_eq!(serves(&gw1), "a");
+
+    // No client certificate: etcd refuses the handshake.
+    let (gw3, ad3) = tls_node("n3", &format!("ca_file = {:?}", pki.ca_file()));
+    // Another CA: this node refuses etcd's certificate.
+    let other = Pki::new("other-ca");
+    let (_gw4, ad4) = tls_node("n4", &format!("ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}", other.ca_file(), client.0, client.1));
+    for (ad, why) in [(ad3, "etcd"), (ad4, "certificate")] {
+        eventually(20, "the node says why it cannot reach the store", || healthz(ad).contains("store unreachable") && healthz(ad).contains(why));
+        assert_eq!(metric(ad, "switchyard_fleet_store_up", &[]), 0.0);
+    }
+    assert_eq!(serves(&gw3), "b", "a node cut off from the store serves its own version");
+    eprintln!("no client certificate: {}another CA: {}", healthz(ad3), healthz(ad4));
+}

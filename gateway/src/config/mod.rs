@@ -8,7 +8,7 @@ mod model;
 mod tls;
 mod validate;
 
-pub use fleet::FleetSpec;
+pub use fleet::{FleetSpec, FleetTls};
 pub use log::{default_fields, Field, LogFormat, LogSpec};
 pub use model::*;
 pub use tls::{CertSpec, Protocol, SqlBackendTls, TlsSpec, UpstreamTls};

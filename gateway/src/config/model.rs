@@ -52,6 +52,11 @@ pub struct FleetSection {
     pub password_env: Option<Spanned<String>>,
     /// Budget of one store call (default 2000).
     pub timeout_ms: Option<Spanned<u64>>,
+    /// With `https://` endpoints: the CA that signed the members' certificates.
+    pub ca_file: Option<Spanned<String>>,
+    /// A client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
 }
 
 /// `[log]`: one line per HTTP request.

@@ -335,7 +335,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     let routes = check_routes(&mut c, &raw.routes, &upstreams, &plugins, &session, access.is_some());
     let admin = raw.admin.as_ref().and_then(|a| check_admin(&mut c, a));
     let log = raw.log.as_ref().and_then(|l| super::log::check_log(&mut c, l, base));
-    let fleet = raw.fleet.as_ref().and_then(|f| super::fleet::check_fleet(&mut c, f));
+    let fleet = raw.fleet.as_ref().and_then(|f| super::fleet::check_fleet(&mut c, f, base));
     let sql = raw.sql.as_ref().and_then(|s| check_sql(&mut c, s, &plugins, base));
     if let Some(s) = &raw.sql {
         super::tls::check_sql_tls(&mut c, s, tls.is_some());

@@ -151,6 +151,8 @@ impl Fleet {
         let for_s = s.since.and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs());
         if s.up {
             format!("fleet node {}: store connected (revision {})\n", self.spec.node, s.revision)
+        } else if s.since.is_none() {
+            format!("fleet node {}: connecting to the store\n", self.spec.node)
         } else {
             format!("fleet node {}: store unreachable for {for_s} s, serving the last good versions: {}\n", self.spec.node, s.error)
         }
@@ -163,7 +165,7 @@ impl Fleet {
             "node": self.spec.node,
             "store": {
                 "endpoints": self.spec.endpoints,
-                "state": if s.up { "connected" } else { "unreachable" },
+                "state": if s.up { "connected" } else if s.since.is_none() { "connecting" } else { "unreachable" },
                 "since_unix": s.since.map(unix),
                 "error": (!s.up).then_some(&s.error),
                 "revision": s.revision,

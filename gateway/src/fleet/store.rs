@@ -42,6 +42,13 @@ impl Store {
         if let Some((user, password)) = &spec.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
+        if let Some(tls) = &spec.tls {
+            let mut t = etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(t);
+        }
         let deadline = Instant::now() + spec.timeout * RETRY_BUDGET;
         let mut wait = Duration::from_millis(50);
         loop {
