@@ -206,9 +206,10 @@ fn an_lb_canary_splits_by_the_header_named_in_config() {
 }
 
 /// A session canary: every user stays on one version for the whole
-/// session. The baseline pins with cookie `sy_backend`, the canary (the
-/// same bytes, another table) with `sy_canary`: a user who flipped would
-/// be handed the other version's cookie.
+/// session, even from another client address (the `sy_split` cookie).
+/// The baseline pins with cookie `sy_backend`, the canary (the same
+/// bytes, another table) with `sy_canary`: a user who flipped would be
+/// handed the other version's cookie.
 #[test]
 fn a_session_canary_keeps_each_user_on_one_version() {
     let (a, b) = (backend("a", &[]), backend("b", &[]));
@@ -227,17 +228,21 @@ fn a_session_canary_keeps_each_user_on_one_version() {
     let users = clients(200);
     let mut on_canary = 0;
     rt.block_on(async {
-        for ip in &users {
+        for (i, ip) in users.iter().enumerate() {
             let (status, first_backend, sets) = visit(gw.addr, *ip, "").await.unwrap();
             assert_eq!(status, 200);
-            assert_eq!(sets.len(), 1, "{ip}: one session cookie: {sets:?}");
-            let cookie = sets[0].clone();
-            let canary = cookie.starts_with("sy_canary=");
+            let (split, session): (Vec<&String>, Vec<&String>) = sets.iter().partition(|c| c.starts_with("sy_split="));
+            assert_eq!((split.len(), session.len()), (1, 1), "{ip}: a session cookie and the split cookie: {sets:?}");
+            let cookie = format!("{}; {}", session[0], split[0]);
+            let canary = session[0].starts_with("sy_canary=");
             on_canary += usize::from(canary);
-            for _ in 0..4 {
-                let (status, backend, sets) = visit(gw.addr, *ip, &cookie).await.unwrap();
+            for j in 1..=4 {
+                // The user roams (another client address, the same
+                // cookies): the split cookie keeps it on its version.
+                let roamed = users[(i + 37 * j) % users.len()];
+                let (status, backend, sets) = visit(gw.addr, roamed, &cookie).await.unwrap();
                 assert_eq!(status, 200);
-                assert!(sets.is_empty(), "{ip} ({}) was handed another cookie: {sets:?}", if canary { "canary" } else { "baseline" });
+                assert!(sets.is_empty(), "{ip} ({}) was handed another cookie from {roamed}: {sets:?}", if canary { "canary" } else { "baseline" });
                 assert_eq!(backend, first_backend, "{ip}: still pinned by the same version");
             }
         }

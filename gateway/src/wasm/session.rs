@@ -159,6 +159,8 @@ struct Run {
     /// A canary ran when the request started: its outcome is counted for
     /// the version that served it.
     canary: bool,
+    /// The split cookie that keeps this user on its side, for the response.
+    pin: Option<http::HeaderValue>,
 }
 
 #[async_trait::async_trait]
@@ -184,11 +186,48 @@ impl SessionRun for Run {
             self.generation.plugin.outcomes.add(SessionOutcome::of(self.seen).map_or("none", SessionOutcome::as_str));
         }
         self.release().await;
-        answer.unwrap_or_else(|e| {
+        let mut headers = answer.unwrap_or_else(|e| {
             super::faults::log_fault(&self.name, "after-response", &e, false);
             Vec::new()
-        })
+        });
+        headers.extend(self.pin.take().map(|c| (http::header::SET_COOKIE, c)));
+        headers
     }
+}
+
+/// The cookie that keeps a user on one version of a session plugin while
+/// a canary of it runs.
+pub const SPLIT_COOKIE: &str = "sy_split";
+
+/// A request's canary split key: its `sy_split` cookie; else a new one
+/// (`true`), from the client address, so a client that keeps no cookie
+/// stays on its side by address, or drawn at random without one.
+fn split_key(req: &RequestView) -> Option<(String, bool)> {
+    let cookie = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SPLIT_COOKIE)?.strip_prefix('='))
+        .filter(|k| (1..=32).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(k) = cookie {
+        return Some((k.to_string(), false));
+    }
+    let point = match req.client_ip {
+        Some(ip) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            ip.hash(&mut h);
+            h.finish()
+        }
+        None => crate::upstream::draw(),
+    };
+    Some((format!("{point:016x}"), true))
+}
+
+fn split_cookie(key: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(&format!("{SPLIT_COOKIE}={key}; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax")).expect("hex is a valid header value")
 }
 
 impl Run {
@@ -233,14 +272,22 @@ impl SessionPolicy for WasmSession {
     }
 
     async fn before(&self, req: &Arc<RequestView>) -> Result<(SessionAction, Box<dyn SessionRun>), Error> {
-        let (generation, canary) = self.hosted.pick_during(req.client_ip);
+        let split = self.hosted.has_canary().then(|| split_key(req)).flatten();
+        let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
+        // A user new to the split keeps its side by cookie from now on.
+        let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
         let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
-            Ok((action, locks, principal, seen)) => {
+            Ok((mut action, locks, principal, seen)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
                     generation.plugin.outcomes.add("replied");
                 }
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary };
+                let mut pin = pin;
+                if let (SessionAction::Reply(r), Some(cookie)) = (&mut action, &pin) {
+                    r.headers.push((http::header::SET_COOKIE, cookie.clone()));
+                    pin = None;
+                }
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
@@ -274,5 +321,31 @@ impl SwapTarget for WasmSession {
 
     fn canary(&self, op: seam::CanaryOp) {
         self.hosted.canary(op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(cookie: Option<&str>, ip: Option<[u8; 4]>) -> RequestView {
+        let mut r = RequestView { client_ip: ip.map(|o| std::net::IpAddr::from(o)), ..Default::default() };
+        if let Some(c) = cookie {
+            r.headers.insert(http::header::COOKIE, http::HeaderValue::from_str(c).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn the_split_key_comes_from_the_cookie_else_from_the_address() {
+        assert_eq!(split_key(&req(Some("a=1; sy_split=00ff; b=2"), Some([10, 0, 0, 1]))), Some(("00ff".into(), false)));
+        let (from_ip, fresh) = split_key(&req(None, Some([10, 0, 0, 1]))).unwrap();
+        assert!(fresh);
+        assert_eq!(split_key(&req(None, Some([10, 0, 0, 1]))).unwrap().0, from_ip, "one address, one key");
+        assert_ne!(split_key(&req(None, Some([10, 0, 0, 2]))).unwrap().0, from_ip);
+        // A value that is not 1 to 32 hex digits is ignored.
+        assert_eq!(split_key(&req(Some("sy_split=not-hex"), Some([10, 0, 0, 1]))).unwrap(), (from_ip.clone(), true));
+        assert_eq!(split_key(&req(Some(&format!("sy_split={}", "a".repeat(33))), Some([10, 0, 0, 1]))).unwrap().1, true);
+        assert_eq!(split_cookie("00ff").to_str().unwrap(), "sy_split=00ff; Path=/; Max-Age=86400; HttpOnly; SameSite=Lax");
     }
 }
