@@ -69,6 +69,8 @@ fn a_change_on_one_node_runs_on_every_node_and_a_node_that_was_down_catches_up()
     assert_eq!(r.status, 200, "{r:?}");
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["fleet"]["written"], true, "{body}");
+    // The answer waited for the other nodes' reports (`confirm_ms`).
+    assert_eq!(body["fleet"]["nodes"], serde_json::json!({ "n2": "applied", "n3": "applied" }), "{body}");
     for i in 1..3 {
         eventually(20, "the push runs on the other nodes", || serves(&nodes[i].as_ref().unwrap().0) == "a");
     }
@@ -325,4 +327,33 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
     }
     assert_eq!(serves(&gw3), "b", "a node cut off from the store serves its own version");
     eprintln!("no client certificate: {}another CA: {}", healthz(ad3), healthz(ad4));
+}
+
+/// A push answers what every other node did with it: a node without the
+/// plugin refuses it, and the pushing node says so.
+#[test]
+fn a_push_answers_which_nodes_applied_it_and_which_refused_it() {
+    let etcd = Etcd::start(1);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let base = |extra: &str| {
+        format!(
+            "{SERVER}{}{extra}{}\n[fleet]\nendpoints = {}\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+            plugin_table("lb", "pin_last", ""),
+            upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
+            etcd.endpoints_toml()
+        )
+    };
+    let (_gw1, ad1) = gateway_with_admin(&format!("{}node = \"n1\"\n", base(&plugin_table("spare", "pin_last", ""))), "");
+    let (_gw2, ad2) = gateway_with_admin(&format!("{}node = \"n2\"\n", base("")), "");
+    let (_gw3, ad3) = gateway_with_admin(&format!("{}node = \"n3\"\n", base(&plugin_table("spare", "pin_last", ""))), "");
+    for ad in [ad1, ad2, ad3] {
+        eventually(20, "the node reaches the store", || healthz(ad).contains("store connected"));
+    }
+    eventually(20, "node 1 sees every node's report", || json(ad1, "/fleet")["nodes"].as_object().is_some_and(|n| n.len() == 3));
+    let r = admin(ad1, "PUT", "/plugins/spare", &std::fs::read(plugin("pin_first")).unwrap());
+    assert_eq!(r.status, 200, "{r:?}");
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["fleet"]["nodes"]["n3"], "applied", "{body}");
+    assert_eq!(body["fleet"]["nodes"]["n2"], "refused: this node has no plugin named \"spare\"", "{body}");
+    assert_eq!(json(ad3, "/plugins/spare")["sha256"], sha("pin_first"));
 }

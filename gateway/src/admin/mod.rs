@@ -197,18 +197,18 @@ impl AdminApi {
             Ok(x) => x,
             Err(reply) => return reply,
         };
-        let _held = match self.fleet_ready(Some(&bytes)).await {
+        let held = match self.fleet_ready(Some(&bytes)).await {
             Ok(held) => held,
             Err(reply) => return reply,
         };
         if let Some((percent, auto)) = canary {
             return match slot.start_canary(&bytes, config, percent, auto).await {
-                Ok(run) => self.published(name, "canary", run.json()).await,
+                Ok(run) => self.published(name, "canary", run.json(), held).await,
                 Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
             };
         }
         match slot.swap_with(&bytes, config, "admin").await {
-            Ok(v) => self.published(name, "push", views::version(name, &v)).await,
+            Ok(v) => self.published(name, "push", views::version(name, &v), held).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }
@@ -224,12 +224,12 @@ impl AdminApi {
             Ok(t) => t,
             Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
         };
-        let _held = match self.fleet_ready(None).await {
+        let held = match self.fleet_ready(None).await {
             Ok(held) => held,
             Err(reply) => return reply,
         };
         match slot.reconfigure(table, "admin").await {
-            Ok(v) => self.published(name, "config", views::version(name, &v)).await,
+            Ok(v) => self.published(name, "config", views::version(name, &v), held).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }
@@ -238,12 +238,12 @@ impl AdminApi {
         let Some(slot) = self.plugins.get(name) else {
             return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
         };
-        let _held = match self.fleet_ready(None).await {
+        let held = match self.fleet_ready(None).await {
             Ok(held) => held,
             Err(reply) => return reply,
         };
         match slot.promote_canary("admin", "promoted through the admin API").await {
-            Ok(v) => self.published(name, "promote", views::version(name, &v)).await,
+            Ok(v) => self.published(name, "promote", views::version(name, &v), held).await,
             Err(e) => Reply::error(StatusCode::CONFLICT, e),
         }
     }
@@ -252,14 +252,14 @@ impl AdminApi {
         let Some(slot) = self.plugins.get(name) else {
             return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
         };
-        let _held = match self.fleet_ready(None).await {
+        let held = match self.fleet_ready(None).await {
             Ok(held) => held,
             Err(reply) => return reply,
         };
         if !slot.end_canary("admin", "rolled back through the admin API").await {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no canary running"));
         }
-        self.published(name, "canary-rollback", slot.canary_json()).await
+        self.published(name, "canary-rollback", slot.canary_json(), held).await
     }
 
     /// Every plugin, with what each fleet node runs when `[fleet]` is on.
@@ -284,10 +284,14 @@ impl AdminApi {
 
     /// A change made here, answered with `body`; with `[fleet]`, written to
     /// the store first, and the body says whether that worked.
-    async fn published(&self, name: &str, action: &str, mut body: serde_json::Value) -> Reply {
+    /// The other nodes' answers (`[fleet] confirm_ms`) are awaited after
+    /// `held` is released, so this node goes on following the store.
+    async fn published(&self, name: &str, action: &str, mut body: serde_json::Value, held: Option<tokio::sync::OwnedMutexGuard<()>>) -> Reply {
         if let Some(fleet) = &self.fleet {
-            body["fleet"] = match fleet.publish(name, action, "").await {
-                Ok(revision) => serde_json::json!({ "written": true, "revision": revision }),
+            let written = fleet.publish(name, action, "").await;
+            drop(held);
+            body["fleet"] = match written {
+                Ok(revision) => serde_json::json!({ "written": true, "revision": revision, "nodes": fleet.confirmations(name, revision).await }),
                 Err(e) => serde_json::json!({ "written": false, "error": e }),
             };
         }
@@ -301,12 +305,12 @@ impl AdminApi {
         if slot.previous().is_none() {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no previous version to roll back to"));
         }
-        let _held = match self.fleet_ready(None).await {
+        let held = match self.fleet_ready(None).await {
             Ok(held) => held,
             Err(reply) => return reply,
         };
         match slot.rollback().await {
-            Ok(v) => self.published(name, "rollback", views::version(name, &v)).await,
+            Ok(v) => self.published(name, "rollback", views::version(name, &v), held).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e),
         }
     }

@@ -21,6 +21,8 @@ pub struct FleetSpec {
     /// User and password, when etcd has auth on.
     pub credentials: Option<(String, String)>,
     pub timeout: Duration,
+    /// How long an admin change waits for the other nodes' reports.
+    pub confirm: Duration,
 }
 
 /// TLS to etcd: the CA (PEM) that verifies the members, and an optional
@@ -178,6 +180,11 @@ pub(super) fn check_fleet(c: &mut Checker, s: &FleetSection, base: &Path) -> Opt
         c.err("fleet.timeout_ms", t, "must be 50..=60000");
         ok = false;
     }
+    let confirm_ms = s.confirm_ms.as_ref().map_or(3000, |t| *t.get_ref());
+    if let Some(t) = s.confirm_ms.as_ref().filter(|t| *t.get_ref() > 60_000) {
+        c.err("fleet.confirm_ms", t, "must be 0..=60000");
+        ok = false;
+    }
     let node = node?;
-    ok.then(|| FleetSpec { endpoints, tls: tls.ok().flatten(), node, prefix, credentials, timeout: Duration::from_millis(timeout_ms) })
+    ok.then(|| FleetSpec { endpoints, tls: tls.ok().flatten(), node, prefix, credentials, timeout: Duration::from_millis(timeout_ms), confirm: Duration::from_millis(confirm_ms) })
 }

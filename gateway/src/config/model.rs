@@ -52,6 +52,9 @@ pub struct FleetSection {
     pub password_env: Option<Spanned<String>>,
     /// Budget of one store call (default 2000).
     pub timeout_ms: Option<Spanned<u64>>,
+    /// How long an admin change waits for the other nodes to report it
+    /// (default 3000; 0: do not wait).
+    pub confirm_ms: Option<Spanned<u64>>,
     /// With `https://` endpoints: the CA that signed the members' certificates.
     pub ca_file: Option<Spanned<String>>,
     /// A client certificate and key, for etcd's `--client-cert-auth`.

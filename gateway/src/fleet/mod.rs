@@ -55,8 +55,8 @@ struct State {
     revision: i64,
     /// The fleet's record of each plugin, with its revision.
     records: BTreeMap<String, (i64, Desired)>,
-    /// What applying each plugin's record did here.
-    applied: BTreeMap<String, Result<(), String>>,
+    /// What applying each plugin's record did here, and the record's revision.
+    applied: BTreeMap<String, (i64, Result<(), String>)>,
     /// Every live node's last report.
     nodes: BTreeMap<String, Value>,
 }
@@ -104,6 +104,37 @@ impl Fleet {
         }
         self.changed.notify_one();
         result
+    }
+
+    /// After a change written here at `revision`: wait up to `confirm_ms`
+    /// for every other live node to report the record of `name` at that
+    /// revision or later, applied or refused. Each node's answer:
+    /// `applied`, `refused: WHY`, or `pending` when it did not report in time.
+    pub async fn confirmations(&self, name: &str, revision: i64) -> serde_json::Map<String, Value> {
+        let deadline = tokio::time::Instant::now() + self.spec.confirm;
+        loop {
+            let answers: serde_json::Map<String, Value> = {
+                let s = self.state.lock();
+                s.nodes
+                    .iter()
+                    .filter(|(node, _)| **node != self.spec.node)
+                    .map(|(node, report)| {
+                        let p = &report["plugins"][name];
+                        let answer = match (p["revision"].as_i64(), p["error"].as_str()) {
+                            (Some(rev), Some(e)) if rev >= revision => format!("refused: {e}"),
+                            (Some(rev), None) if rev >= revision => "applied".into(),
+                            _ if p.is_null() => format!("refused: this node has no plugin named {name:?}"),
+                            _ => "pending".into(),
+                        };
+                        (node.clone(), json!(answer))
+                    })
+                    .collect()
+            };
+            if answers.values().all(|a| a != "pending") || tokio::time::Instant::now() >= deadline {
+                return answers;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Write `want` as `slot`'s record (uploading bytes the store lacks);
@@ -193,8 +224,8 @@ impl Fleet {
             .map(|(name, slot)| {
                 let current = slot.current();
                 let canary = slot.canary().map(|run| json!({ "sha256": run.version.sha256, "percent": run.percent, "version": run.version.number }));
-                let error = applied.get(name).and_then(|r| r.as_ref().err());
-                (name.clone(), json!({ "version": current.number, "sha256": current.sha256, "canary": canary, "error": error }))
+                let (revision, error) = applied.get(name).map_or((0, None), |(rev, r)| (*rev, r.as_ref().err()));
+                (name.clone(), json!({ "version": current.number, "sha256": current.sha256, "canary": canary, "error": error, "revision": revision }))
             })
             .collect();
         json!({ "node": self.spec.node, "at_unix": unix(SystemTime::now()), "plugins": plugins })
@@ -245,7 +276,7 @@ impl Fleet {
             let s = self.state.lock();
             s.records
                 .iter()
-                .filter(|(name, _)| s.applied.get(*name).is_some_and(Result::is_ok))
+                .filter(|(name, _)| s.applied.get(*name).is_some_and(|(_, r)| r.is_ok()))
                 .filter(|(name, (_, want))| self.plugins.get(name).is_some_and(|slot| Running::of(&slot).next(want) != Step::Done))
                 .map(|(name, (rev, want))| (name.clone(), *rev, want.clone()))
                 .collect()
@@ -265,7 +296,7 @@ impl Fleet {
                 tracing::warn!(plugin = name, revision, "fleet: record not applied, this node keeps its version: {e}");
             }
         }
-        self.state.lock().applied.insert(name.to_string(), result);
+        self.state.lock().applied.insert(name.to_string(), (revision, result));
     }
 
     /// One connection's life: read every record, apply it, then follow
