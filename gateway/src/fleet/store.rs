@@ -38,7 +38,11 @@ struct BlobMeta {
 
 impl Store {
     pub async fn connect(spec: &FleetSpec) -> Result<Self, String> {
-        let mut options = ConnectOptions::new().with_connect_timeout(spec.timeout).with_keep_alive(Duration::from_secs(2), spec.timeout);
+        // HTTP/2 pings no more often than etcd's `--grpc-keepalive-min-time`
+        // (5 s by default): faster ones get the connection closed with
+        // "too many pings". The lease keep-alive every 2 s finds a dead
+        // store sooner anyway.
+        let mut options = ConnectOptions::new().with_connect_timeout(spec.timeout).with_keep_alive(Duration::from_secs(10), spec.timeout);
         if let Some((user, password)) = &spec.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
