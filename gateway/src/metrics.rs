@@ -61,6 +61,8 @@ pub struct Metrics {
     pub fleet_applies: IntCounterVec,
     /// Changes made here and written to the fleet store, by outcome.
     pub fleet_publishes: IntCounterVec,
+    /// Connections to the fleet store that ended and were made again.
+    pub fleet_reconnects: IntCounterVec,
     /// Counters a plugin defines through the `metrics` import.
     pub plugin_counter: CounterVec,
     /// Gauges a plugin defines through the `metrics` import.
@@ -196,6 +198,7 @@ impl Metrics {
             fleet_store_up: int_gauge(&r, "switchyard_fleet_store_up", "1 while this node reaches the fleet store", &["node"]),
             fleet_applies: counter(&r, "switchyard_fleet_applies_total", "Fleet plugin records applied on this node, by outcome", &["plugin", "outcome"]),
             fleet_publishes: counter(&r, "switchyard_fleet_publishes_total", "Changes made on this node written to the fleet store, by outcome", &["outcome"]),
+            fleet_reconnects: counter(&r, "switchyard_fleet_reconnects_total", "Connections to the fleet store that ended and were made again", &["node"]),
             plugin_counter: {
                 let c = CounterVec::new(Opts::new("switchyard_plugin_counter", "Counters defined by plugins"), &["plugin", "name"]).expect("static");
                 r.register(Box::new(c.clone())).expect("unique metric name");

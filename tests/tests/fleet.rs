@@ -357,3 +357,34 @@ fn a_push_answers_which_nodes_applied_it_and_which_refused_it() {
     assert_eq!(body["fleet"]["nodes"]["n2"], "refused: this node has no plugin named \"spare\"", "{body}");
     assert_eq!(json(ad3, "/plugins/spare")["sha256"], sha("pin_first"));
 }
+
+/// A node stays connected while nothing happens: etcd closes a connection
+/// whose HTTP/2 pings come faster than its 5 s minimum while it carries
+/// no other traffic (here: the connections to the members the node's
+/// calls do not go to), which once made every node reconnect every ~8 s.
+#[test]
+fn an_idle_node_keeps_its_connection_to_the_store() {
+    let etcd = Etcd::start(3);
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    // The default timeout, as a user would run it.
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| {
+            let cfg = format!(
+                "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{n}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+                plugin_table("lb", "pin_last", ""),
+                upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
+                etcd.endpoints_toml(),
+            );
+            gateway_with_admin(&cfg, "")
+        })
+        .collect();
+    for (_, ad) in &nodes {
+        eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(25));
+    for (gw, ad) in &nodes {
+        assert_eq!(metric(*ad, "switchyard_fleet_reconnects_total", &[]), 0.0, "{}", gw.log_text());
+        assert!(healthz(*ad).contains("store connected"));
+    }
+}

@@ -412,6 +412,7 @@ impl pingora::services::background::BackgroundService for FleetService {
                 // connection went, not the store. Reconnect at once; the
                 // node counts as cut off only if that fails.
                 tracing::info!(node = %fleet.spec.node, "fleet: reconnecting: {err}");
+                metrics().fleet_reconnects.with_label_values(&[fleet.spec.node.as_str()]).inc();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
