@@ -10,15 +10,26 @@ use std::time::Instant;
 use switchyard_tests::etcd::{Etcd, PASSWORD, USER};
 use switchyard_tests::*;
 
-/// A gateway node named `node`: `lb` = `pin_last` over backends a and b.
-fn node(etcd: &Etcd, node: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
+/// `[fleet]` lines for the `switchyard` etcd user.
+fn auth() -> String {
+    format!("user = \"{USER}\"\npassword = \"{PASSWORD}\"\n")
+}
+
+/// A gateway node named `node`: the plugin tables `plugins` (one named
+/// `lb`), `lb` over backends a and b, and `[fleet]` over `etcd` with the
+/// extra lines `fleet`.
+fn node_with(etcd: &Etcd, node: &str, plugins: &str, a: &Proc, b: &Proc, fleet: &str) -> (Proc, SocketAddr) {
     let cfg = format!(
-        "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{node}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\ntimeout_ms = 1000\n",
-        plugin_table("lb", "pin_last", "on_error = \"fallback\""),
+        "{SERVER}{plugins}{}\n[fleet]\nendpoints = {}\nnode = \"{node}\"\n{fleet}\n",
         upstream("web", Some("lb"), &[(a, 1), (b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
         etcd.endpoints_toml(),
     );
     gateway_with_admin(&cfg, "")
+}
+
+/// `lb` = `pin_last`, etcd auth, a 1 s store timeout.
+fn node(etcd: &Etcd, node: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
+    node_with(etcd, node, &plugin_table("lb", "pin_last", "on_error = \"fallback\""), a, b, &format!("{}timeout_ms = 1000\n", auth()))
 }
 
 fn admin(admin: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
@@ -260,13 +271,8 @@ fn a_node_that_drifts_from_the_fleets_record_is_brought_back() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lb.wasm");
     std::fs::copy(plugin("pin_last"), &file).unwrap();
-    let cfg = format!(
-        "{SERVER}[plugins.lb]\npath = {:?}\nwatch_ms = 100\n{}\n[fleet]\nendpoints = {}\nnode = \"n1\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
-        file.to_string_lossy(),
-        upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
-        etcd.endpoints_toml(),
-    );
-    let (gw, ad) = gateway_with_admin(&cfg, "");
+    let lb = format!("[plugins.lb]\npath = {:?}\nwatch_ms = 100\n", file.to_string_lossy());
+    let (gw, ad) = node_with(&etcd, "n1", &lb, &a, &b, &auth());
     eventually(20, "the node reaches the store", || healthz(ad).contains("store connected"));
     let r = push(ad, "", "pin_first");
     assert_eq!(r.status, 200, "{r:?}");
@@ -296,15 +302,7 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
     let client = pki.leaf("gateway", "switchyard", &["switchyard"], true);
     let etcd = Etcd::start_tls(1, EtcdTls { ca: pki.ca_file(), server, client: client.clone() });
     let (a, b) = (backend("a", &[]), backend("b", &[]));
-    let tls_node = |name: &str, tls: &str| {
-        let cfg = format!(
-            "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{name}\"\ntimeout_ms = 1000\n{tls}\n",
-            plugin_table("lb", "pin_last", ""),
-            upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }"),
-            etcd.endpoints_toml(),
-        );
-        gateway_with_admin(&cfg, "")
-    };
+    let tls_node = |name: &str, tls: &str| node_with(&etcd, name, &plugin_table("lb", "pin_last", ""), &a, &b, &format!("timeout_ms = 1000\n{tls}"));
     let with_cert = format!("ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}", pki.ca_file(), client.0, client.1);
     let (gw1, ad1) = tls_node("n1", &with_cert);
     let (gw2, ad2) = tls_node("n2", &with_cert);
@@ -335,17 +333,11 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
 fn a_push_answers_which_nodes_applied_it_and_which_refused_it() {
     let etcd = Etcd::start(1);
     let (a, b) = (backend("a", &[]), backend("b", &[]));
-    let base = |extra: &str| {
-        format!(
-            "{SERVER}{}{extra}{}\n[fleet]\nendpoints = {}\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
-            plugin_table("lb", "pin_last", ""),
-            upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
-            etcd.endpoints_toml()
-        )
-    };
-    let (_gw1, ad1) = gateway_with_admin(&format!("{}node = \"n1\"\n", base(&plugin_table("spare", "pin_last", ""))), "");
-    let (_gw2, ad2) = gateway_with_admin(&format!("{}node = \"n2\"\n", base("")), "");
-    let (_gw3, ad3) = gateway_with_admin(&format!("{}node = \"n3\"\n", base(&plugin_table("spare", "pin_last", ""))), "");
+    let lb = plugin_table("lb", "pin_last", "");
+    let spare = format!("{lb}{}", plugin_table("spare", "pin_last", ""));
+    let (_gw1, ad1) = node_with(&etcd, "n1", &spare, &a, &b, &auth());
+    let (_gw2, ad2) = node_with(&etcd, "n2", &lb, &a, &b, &auth());
+    let (_gw3, ad3) = node_with(&etcd, "n3", &spare, &a, &b, &auth());
     for ad in [ad1, ad2, ad3] {
         eventually(20, "the node reaches the store", || healthz(ad).contains("store connected"));
     }
@@ -367,18 +359,7 @@ fn an_idle_node_keeps_its_connection_to_the_store() {
     let etcd = Etcd::start(3);
     let (a, b) = (backend("a", &[]), backend("b", &[]));
     // The default timeout, as a user would run it.
-    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|n| {
-            let cfg = format!(
-                "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{n}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
-                plugin_table("lb", "pin_last", ""),
-                upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
-                etcd.endpoints_toml(),
-            );
-            gateway_with_admin(&cfg, "")
-        })
-        .collect();
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2", "n3"].iter().map(|n| node_with(&etcd, n, &plugin_table("lb", "pin_last", ""), &a, &b, &auth())).collect();
     for (_, ad) in &nodes {
         eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
     }

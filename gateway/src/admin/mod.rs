@@ -178,10 +178,12 @@ impl AdminApi {
 
     /// The plugin a `PUT /plugins/NAME…` names, and the request's body.
     async fn slot_and_body(&self, session: &mut ServerSession, name: &str) -> Result<(Arc<crate::wasm::PluginSlot>, Vec<u8>), Reply> {
-        let Some(slot) = self.plugins.get(name) else {
-            return Err(Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")));
-        };
-        Ok((slot, read_body(session, self.spec.max_body).await?))
+        Ok((self.slot(name)?, read_body(session, self.spec.max_body).await?))
+    }
+
+    /// The plugin a path names, or 404.
+    fn slot(&self, name: &str) -> Result<Arc<crate::wasm::PluginSlot>, Reply> {
+        self.plugins.get(name).ok_or_else(|| Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}")))
     }
 
     /// `PUT /plugins/NAME[?config=JSON][&canary=P…]`: new bytes, with a
@@ -235,8 +237,9 @@ impl AdminApi {
     }
 
     async fn promote(&self, name: &str) -> Reply {
-        let Some(slot) = self.plugins.get(name) else {
-            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        let slot = match self.slot(name) {
+            Ok(slot) => slot,
+            Err(reply) => return reply,
         };
         let held = match self.fleet_ready(None).await {
             Ok(held) => held,
@@ -249,8 +252,9 @@ impl AdminApi {
     }
 
     async fn end_canary(&self, name: &str) -> Reply {
-        let Some(slot) = self.plugins.get(name) else {
-            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        let slot = match self.slot(name) {
+            Ok(slot) => slot,
+            Err(reply) => return reply,
         };
         let held = match self.fleet_ready(None).await {
             Ok(held) => held,
@@ -299,8 +303,9 @@ impl AdminApi {
     }
 
     async fn rollback(&self, name: &str) -> Reply {
-        let Some(slot) = self.plugins.get(name) else {
-            return Reply::error(StatusCode::NOT_FOUND, format!("no plugin named {name:?}"));
+        let slot = match self.slot(name) {
+            Ok(slot) => slot,
+            Err(reply) => return reply,
         };
         if slot.previous().is_none() {
             return Reply::error(StatusCode::CONFLICT, format!("plugin {name:?} has no previous version to roll back to"));

@@ -90,7 +90,7 @@ impl Desired {
             percent: run.percent,
             auto: run.auto,
         });
-        let at_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let at_unix = super::unix(std::time::SystemTime::now());
         Self { sha256: current.sha256.clone(), config: config_of(&current), canary, by: by.into(), action: action.into(), evidence: evidence.into(), at_unix }
     }
 

@@ -61,8 +61,21 @@ struct State {
     nodes: BTreeMap<String, Value>,
 }
 
-fn unix(t: SystemTime) -> u64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl State {
+    /// `connecting` before the first attempt ended, then `connected` or
+    /// `unreachable`.
+    fn store_state(&self) -> &'static str {
+        match (self.up, self.since) {
+            (true, _) => "connected",
+            (false, None) => "connecting",
+            (false, Some(_)) => "unreachable",
+        }
+    }
 }
 
 impl Fleet {
@@ -145,7 +158,7 @@ impl Fleet {
         for sha in want.shas() {
             if !store.has_blob(sha).await? {
                 let bytes = local_bytes(slot, sha).ok_or_else(|| format!("the bytes of version {sha} are neither in the store nor on this node"))?;
-                store.put_blob(sha, &bytes).await?;
+                store.write_blob(sha, &bytes).await?;
             }
         }
         let written = store.put_record(name, &want, if_revision).await?;
@@ -180,12 +193,10 @@ impl Fleet {
     pub fn health(&self) -> String {
         let s = self.state.lock();
         let for_s = s.since.and_then(|t| t.elapsed().ok()).map_or(0, |d| d.as_secs());
-        if s.up {
-            format!("fleet node {}: store connected (revision {})\n", self.spec.node, s.revision)
-        } else if s.since.is_none() {
-            format!("fleet node {}: connecting to the store\n", self.spec.node)
-        } else {
-            format!("fleet node {}: store unreachable for {for_s} s, serving the last good versions: {}\n", self.spec.node, s.error)
+        match s.store_state() {
+            "connected" => format!("fleet node {}: store connected (revision {})\n", self.spec.node, s.revision),
+            "connecting" => format!("fleet node {}: connecting to the store\n", self.spec.node),
+            _ => format!("fleet node {}: store unreachable for {for_s} s, serving the last good versions: {}\n", self.spec.node, s.error),
         }
     }
 
@@ -196,7 +207,7 @@ impl Fleet {
             "node": self.spec.node,
             "store": {
                 "endpoints": self.spec.endpoints,
-                "state": if s.up { "connected" } else if s.since.is_none() { "connecting" } else { "unreachable" },
+                "state": s.store_state(),
                 "since_unix": s.since.map(unix),
                 "error": (!s.up).then_some(&s.error),
                 "revision": s.revision,

@@ -53,43 +53,17 @@ impl Store {
             }
             options = options.with_tls(t);
         }
-        let deadline = Instant::now() + spec.timeout * RETRY_BUDGET;
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match tokio::time::timeout(spec.timeout, Client::connect(&spec.endpoints, Some(options.clone()))).await {
-                Ok(Ok(client)) => return Ok(Self { client, prefix: spec.prefix.clone(), timeout: spec.timeout }),
-                Ok(Err(e)) if transient(&e) && Instant::now() + wait < deadline => {}
-                Ok(Err(e)) => return Err(format!("etcd connect: {e}")),
-                Err(_) if Instant::now() + wait < deadline => {}
-                Err(_) => return Err(format!("etcd connect: no answer within {} ms", spec.timeout.as_millis())),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(500));
-        }
+        let client = retrying(spec.timeout, "connect", || Client::connect(&spec.endpoints, Some(options.clone()))).await?;
+        Ok(Self { client, prefix: spec.prefix.clone(), timeout: spec.timeout })
     }
 
-    /// `call` on a clone of the client, each try within the timeout,
-    /// tried again on a transient error (a leader election, a member
-    /// down) for up to [`RETRY_BUDGET`] timeouts; other errors are named.
+    /// `call` on a clone of the client, as [`retrying`] does.
     async fn call<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, String>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let deadline = Instant::now() + self.timeout * RETRY_BUDGET;
-        let mut wait = Duration::from_millis(50);
-        loop {
-            let last = Instant::now() + wait >= deadline;
-            match tokio::time::timeout(self.timeout, call(self.client.clone())).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if transient(&e) && !last => {}
-                Ok(Err(e)) => return Err(format!("etcd {what}: {e}")),
-                Err(_) if !last => {}
-                Err(_) => return Err(format!("etcd {what}: no answer within {} ms", self.timeout.as_millis())),
-            }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_millis(500));
-        }
+        retrying(self.timeout, what, || call(self.client.clone())).await
     }
 
     pub fn key(&self, rest: &str) -> String {
@@ -118,12 +92,17 @@ impl Store {
         Ok(resp.count() > 0)
     }
 
-    /// Store `bytes` under their sha256, chunks first and the size record
-    /// last, so a reader never sees half a blob. Known bytes are not sent.
+    /// Store `bytes` under their sha256 unless the store has them.
     pub async fn put_blob(&mut self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
         if self.has_blob(sha256).await? {
             return Ok(());
         }
+        self.write_blob(sha256, bytes).await
+    }
+
+    /// Write `bytes` as blob `sha256`: chunks first and the size record
+    /// last, so a reader never sees half a blob.
+    pub async fn write_blob(&self, sha256: &str, bytes: &[u8]) -> Result<(), String> {
         let chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
             self.put(self.key(&format!("blobs/{sha256}/{i:05}")), chunk.to_vec(), None).await?;
@@ -233,6 +212,30 @@ impl Store {
     pub async fn watch(&mut self, under: &str, revision: i64) -> Result<WatchStream, String> {
         let options = WatchOptions::new().with_prefix().with_start_revision(revision);
         within(self.timeout, "watch", self.client.watch(self.key(under), Some(options))).await
+    }
+}
+
+/// `call`, each try within `timeout`, tried again on a transient error
+/// (a leader election, a member down) for up to [`RETRY_BUDGET`]
+/// timeouts; other errors are named.
+async fn retrying<T, F, Fut>(timeout: Duration, what: &str, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + timeout * RETRY_BUDGET;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let last = Instant::now() + wait >= deadline;
+        match tokio::time::timeout(timeout, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if transient(&e) && !last => {}
+            Ok(Err(e)) => return Err(format!("etcd {what}: {e}")),
+            Err(_) if !last => {}
+            Err(_) => return Err(format!("etcd {what}: no answer within {} ms", timeout.as_millis())),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(500));
     }
 }
 
