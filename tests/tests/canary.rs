@@ -35,7 +35,7 @@ fn until_judged(gw: SocketAddr, admin: SocketAddr, ips: &[std::net::Ipv4Addr]) -
 fn start(baseline: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lb", baseline, "on_error = \"fallback\""),
+        plugin_table("lb", baseline, "on_error = \"fallback\"\nlimits = { deadline_ms = 500 }"),
         upstream("web", Some("lb"), &[(a, 1), (b, 1)], "health = { check = \"none\", max_failures = 1000000 }")
     );
     gateway_with_admin(&cfg, "")
@@ -181,7 +181,7 @@ fn an_lb_canary_splits_by_the_header_named_in_config() {
     let (a, b) = (backend("a", &[]), backend("b", &[]));
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lb", "pin_last", "on_error = \"fallback\"\ncanary_header = \"x-user\""),
+        plugin_table("lb", "pin_last", "on_error = \"fallback\"\nlimits = { deadline_ms = 500 }\ncanary_header = \"x-user\""),
         upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], "health = { check = \"none\", max_failures = 1000000 }")
     );
     let (gw, admin) = gateway_with_admin(&cfg, "");
