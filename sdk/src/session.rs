@@ -320,8 +320,8 @@ pub mod stored {
     }
 
     /// One request's session, as [`Stored::before`] loaded it and hands it
-    /// to [`Stored::after`] (through the context of the session seam, as
-    /// JSON: [`Context::to_bytes`], [`Context::from_bytes`]).
+    /// to [`Stored::after`] (through the context of the session seam:
+    /// [`Context::to_bytes`], [`Context::from_bytes`]).
     #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug, PartialEq)]
     pub struct Context {
         /// The session id (the key is `prefix + id`).
@@ -342,15 +342,79 @@ pub mod stored {
         pub statics: Attributes,
     }
 
+    /// The first byte of the context bytes (their format's version).
+    const WIRE: u8 = 1;
+    const SIGN: u8 = 1;
+    const FRESH: u8 = 2;
+    const DEGRADED: u8 = 4;
+
+    /// The context bytes: the format's version, the flags, then the id and
+    /// both parts as stored (JSON; empty for no attributes), each after its
+    /// length (u32, little-endian). A session as loaded goes to
+    /// `after-response` in the bytes it was read in, never serialized again.
+    fn wire(id: &str, flags: u8, attrs: &[u8], statics: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + id.len() + attrs.len() + statics.len());
+        out.extend_from_slice(&[WIRE, flags]);
+        for part in [id.as_bytes(), attrs, statics] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    /// The flags, the id and both parts' bytes of [`wire`]'s output.
+    fn unwire(bytes: &[u8]) -> Option<(u8, &str, &[u8], &[u8])> {
+        let (&[WIRE, flags], mut rest) = bytes.split_first_chunk::<2>()? else { return None };
+        let mut next = || {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let part = tail.get(..len)?;
+            rest = &tail[len..];
+            Some(part)
+        };
+        let (id, attrs, statics) = (std::str::from_utf8(next()?).ok()?, next()?, next()?);
+        rest.is_empty().then_some((flags, id, attrs, statics))
+    }
+
+    /// Stored bytes of a part: empty for no attributes.
+    fn part_bytes(attrs: &Attributes) -> Vec<u8> {
+        if attrs.is_empty() { Vec::new() } else { to_bytes(attrs) }
+    }
+
+    /// A part from its stored bytes (empty: no attributes).
+    fn part_from(bytes: &[u8]) -> Option<Attributes> {
+        if bytes.is_empty() { Some(Attributes::new()) } else { from_bytes(bytes) }
+    }
+
+    /// A part as [`Stored::before`] loaded it: its bytes (empty when
+    /// absent or unreadable) and its attributes.
+    #[derive(Default)]
+    struct Loaded {
+        bytes: Vec<u8>,
+        attrs: Attributes,
+    }
+
     impl Context {
+        fn flags(&self) -> u8 {
+            [(self.sign, SIGN), (self.fresh, FRESH), (self.degraded, DEGRADED)].iter().filter(|(on, _)| *on).map(|(_, f)| f).sum()
+        }
+
         /// The context bytes of the session seam.
         pub fn to_bytes(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
+            wire(&self.id, self.flags(), &part_bytes(&self.attrs), &part_bytes(&self.statics))
         }
 
         /// Read what [`Self::to_bytes`] wrote; `None` if it is not that.
         pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-            serde_json::from_slice(bytes).ok()
+            let (flags, id, attrs, statics) = unwire(bytes)?;
+            Some(Self {
+                id: id.to_string(),
+                sign: flags & SIGN != 0,
+                fresh: flags & FRESH != 0,
+                degraded: flags & DEGRADED != 0,
+                attrs: part_from(attrs)?,
+                statics: part_from(statics)?,
+            })
         }
 
         /// Every attribute: the main part and the static part.
@@ -509,11 +573,17 @@ pub mod stored {
         /// A stored part; `None` when absent (expired, ended or retired).
         /// Unreadable bytes load as an empty session (and are counted).
         pub fn load(&self, tier: Tier, key: &str) -> Result<Option<Attributes>, store::StoreError> {
-            Ok(store::get(tier, key)?.map(|bytes| {
-                from_bytes(&bytes).unwrap_or_else(|| {
+            Ok(self.load_part(tier, key)?.map(|l| l.attrs))
+        }
+
+        /// [`Self::load`], keeping the bytes as read.
+        fn load_part(&self, tier: Tier, key: &str) -> Result<Option<Loaded>, store::StoreError> {
+            Ok(store::get(tier, key)?.map(|bytes| match from_bytes(&bytes) {
+                Some(attrs) => Loaded { bytes, attrs },
+                None => {
                     crate::host::counter_add("corrupt_sessions", 1);
-                    Attributes::new()
-                })
+                    Loaded::default()
+                }
             }))
         }
 
@@ -565,18 +635,18 @@ pub mod stored {
                     Err(e) => return self.store_failed(&e, id),
                 }
             }
-            let statics = match self.split.map(|t| self.load(t, &self.static_key(&id))).transpose() {
+            let statics = match self.split.map(|t| self.load_part(t, &self.static_key(&id))).transpose() {
                 Ok(a) => a.flatten(),
                 Err(e) => return self.store_failed(&e, id),
             };
-            match (self.load(self.tier, &key), statics) {
+            match (self.load_part(self.tier, &key), statics) {
                 // A valid id that holds nothing (expired, ended, or retired
                 // by a renewal): never written again; a new id if needed.
                 (Ok(None), None) => self.forward_with(Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() }),
                 (Ok(attrs), statics) => {
                     let (attrs, statics) = (attrs.unwrap_or_default(), statics.unwrap_or_default());
-                    self.index(&id, &attrs, &statics);
-                    self.forward_with(Context { id, sign, fresh: false, degraded: false, attrs, statics })
+                    self.index(&id, &attrs.attrs, &statics.attrs);
+                    self.forward_loaded(&id, sign, &attrs, &statics)
                 }
                 (Err(e), _) => self.store_failed(&e, id),
             }
@@ -585,6 +655,22 @@ pub mod stored {
         fn forward_with(&self, ctx: Context) -> Action {
             let headers = vec![header(SESSION_HEADER, encode(&ctx.merged())), header(SESSION_ID_HEADER, ctx.id.clone())];
             forward(headers, ctx.to_bytes())
+        }
+
+        /// Forward a session as loaded: its bytes as read go to the backend
+        /// (unless split: the parts are merged) and into the context.
+        fn forward_loaded(&self, id: &str, sign: bool, attrs: &Loaded, statics: &Loaded) -> Action {
+            let session = match (&self.split, attrs.bytes.is_empty()) {
+                (Some(_), _) => {
+                    let mut all = attrs.attrs.clone();
+                    all.extend(statics.attrs.clone());
+                    encode(&all)
+                }
+                (None, true) => B64.encode(b"{}"),
+                (None, false) => B64.encode(&attrs.bytes),
+            };
+            let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
+            forward(headers, wire(id, if sign { SIGN } else { 0 }, &attrs.bytes, &statics.bytes))
         }
 
         /// Store the backend's changes; set the cookie (and header) when
@@ -638,14 +724,17 @@ pub mod stored {
         fn store(&self, ctx: &mut Context, changes: &Changes, before: Attributes, new_id: bool) -> Result<(), Header> {
             let mut merged = before;
             changes.apply(&mut merged);
-            let total = to_bytes(&merged).len();
-            if total > self.s.max_bytes {
+            let all = to_bytes(&merged);
+            if all.len() > self.s.max_bytes {
                 crate::host::counter_add("too_large", 1);
-                return Err(not_stored(&format!("{total} bytes is over max_bytes {}", self.s.max_bytes)));
+                return Err(not_stored(&format!("{} bytes is over max_bytes {}", all.len(), self.s.max_bytes)));
             }
+            // Unsplit, the one part is all of it: write the bytes measured.
+            let mut unsplit = self.split.is_none().then_some(all);
             let (statics, dynamic) = self.split_parts(ctx, merged);
+            let mut dynamic_bytes = || unsplit.take().unwrap_or_else(|| to_bytes(&dynamic));
             if new_id {
-                let (d, s) = (to_bytes(&dynamic), to_bytes(&statics));
+                let (d, s) = (dynamic_bytes(), to_bytes(&statics));
                 let mut parts = vec![super::Part { tier: self.tier, prefix: &self.s.prefix, value: &d }];
                 if let Some(t) = self.split {
                     parts.push(super::Part { tier: t, prefix: &self.s.static_prefix, value: &s });
@@ -658,7 +747,7 @@ pub mod stored {
                     writes.push((t, self.static_key(&ctx.id), to_bytes(&statics)));
                 }
                 if dynamic != ctx.attrs {
-                    writes.push((self.tier, self.key(&ctx.id), to_bytes(&dynamic)));
+                    writes.push((self.tier, self.key(&ctx.id), dynamic_bytes()));
                 }
                 for (tier, k, bytes) in writes {
                     store::set(tier, &k, &bytes, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
@@ -828,6 +917,31 @@ macro_rules! export_session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_round_trips_and_refuses_bytes_it_did_not_write() {
+        use stored::Context;
+        let mut attrs = Attributes::new();
+        attrs.insert("user".into(), Value::String("ann|\u{0}".into()));
+        attrs.insert("cart".into(), serde_json::json!(["a", 1, null]));
+        let mut statics = Attributes::new();
+        statics.insert("locale".into(), Value::String("fi".into()));
+        for ctx in [
+            Context { id: "0123456789abcdef0123456789abcdef".into(), sign: true, fresh: false, degraded: false, attrs: attrs.clone(), statics },
+            Context { id: "x".into(), fresh: true, degraded: true, attrs, ..Context::default() },
+            Context::default(),
+        ] {
+            let bytes = ctx.to_bytes();
+            assert_eq!(Context::from_bytes(&bytes).as_ref(), Some(&ctx));
+            for cut in 0..bytes.len() {
+                assert_eq!(Context::from_bytes(&bytes[..cut]), None, "a context cut at {cut} of {}", bytes.len());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(Context::from_bytes(&longer), None, "trailing bytes");
+        }
+        assert_eq!(Context::from_bytes(br#"{"id":"x","sign":true,"degraded":false,"attrs":{},"statics":{}}"#), None, "not this format");
+    }
 
     #[test]
     fn attributes_round_trip_through_a_header_whatever_they_hold() {

@@ -230,7 +230,7 @@ pub struct PluginLimits {
     pub deadline_ms: u64,
     /// Cap on the instance's linear memory.
     pub memory_mb: u64,
-    /// Most idle instances kept in the pool.
+    /// Most calls running at once, each on its own pooled instance; more wait.
     pub instances: usize,
 }
 

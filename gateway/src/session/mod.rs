@@ -31,7 +31,7 @@ pub const MAX_VALUE: usize = 1024 * 1024;
 pub const RETIRED: &[u8] = b"\0switchyard:retired";
 
 /// Which tier a call is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
     Local,
     Replicated,
@@ -276,15 +276,34 @@ fn check_value(tier: Tier, op: &str, value: &[u8]) -> Result<(), StoreError> {
 async fn timed<T>(tier: Tier, op: &'static str, call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     let started = Instant::now();
     let out = call.await;
-    let m = metrics();
-    m.session_store_seconds.with_label_values(&[tier.as_str(), op]).observe(started.elapsed().as_secs_f64());
+    let (seconds, ok) = handles(tier, op);
+    seconds.observe(started.elapsed().as_secs_f64());
     match out {
         Ok(v) => {
-            m.session_store_calls.with_label_values(&[tier.as_str(), op, "ok"]).inc();
+            ok.inc();
             Ok(v)
         }
         Err(e) => Err(count(tier, op, e)),
     }
+}
+
+/// The latency histogram and the `ok` counter of (`tier`, `op`), looked up
+/// once per worker thread: every session request makes store calls, and a
+/// labelled lookup hashes the labels under the family's lock.
+fn handles(tier: Tier, op: &'static str) -> (prometheus::Histogram, prometheus::IntCounter) {
+    type Handles = std::collections::HashMap<(Tier, &'static str), (prometheus::Histogram, prometheus::IntCounter)>;
+    thread_local! {
+        static HANDLES: std::cell::RefCell<Handles> = std::cell::RefCell::new(Handles::new());
+    }
+    HANDLES.with(|h| {
+        h.borrow_mut()
+            .entry((tier, op))
+            .or_insert_with(|| {
+                let m = metrics();
+                (m.session_store_seconds.with_label_values(&[tier.as_str(), op]), m.session_store_calls.with_label_values(&[tier.as_str(), op, "ok"]))
+            })
+            .clone()
+    })
 }
 
 fn count(tier: Tier, op: &str, e: StoreError) -> StoreError {

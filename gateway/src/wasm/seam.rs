@@ -112,6 +112,9 @@ pub struct Generation<S: Seam> {
     /// State from the previous version, restored into each new instance.
     restore: Option<Vec<u8>>,
     idle: Mutex<Vec<Instance<S>>>,
+    /// One permit per instance: at most `limits.instances` calls run at
+    /// once; more wait for one to end rather than instantiate.
+    slots: tokio::sync::Semaphore,
 }
 
 impl<S: Seam> Generation<S> {
@@ -119,7 +122,8 @@ impl<S: Seam> Generation<S> {
     /// a bad plugin or a rejected config fails now with its own message.
     pub async fn start(plugin: Arc<LoadedPlugin>, restore: Option<Vec<u8>>) -> Result<Self, Error> {
         let (first, setup) = Self::instantiate(&plugin, restore.as_deref()).await?;
-        Ok(Self { plugin, setup, restore, idle: Mutex::new(vec![first]) })
+        let slots = tokio::sync::Semaphore::new(plugin.spec.limits.instances);
+        Ok(Self { plugin, setup, restore, idle: Mutex::new(vec![first]), slots })
     }
 
     /// A fresh instance: instantiated, configured, restored.
@@ -147,6 +151,16 @@ impl<S: Seam> Generation<S> {
             }
         }
         Ok((Instance { store, guest, local: S::Local::default() }, setup))
+    }
+
+    /// Wait for a free instance slot (immediate unless `limits.instances`
+    /// calls are running: then one of them must end first).
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        if let Ok(p) = self.slots.try_acquire() {
+            return p;
+        }
+        metrics().plugin_slot_waits.with_label_values(&[self.plugin.spec.name.as_str()]).inc();
+        self.slots.acquire().await.expect("the slots are never closed")
     }
 
     async fn checkout(&self) -> Result<Instance<S>, Error> {
@@ -191,6 +205,7 @@ impl<S: Seam> Generation<S> {
         f: impl for<'a> FnOnce(&'a mut Instance<S>, P) -> CallFuture<'a, T> + Send + 'static,
         check: impl FnOnce(T) -> Result<U, Error>,
     ) -> Result<U, Error> {
+        let _slot = self.slot().await;
         let started = std::time::Instant::now();
         let mut inst = self.checkout().await?;
         let input = prep(&mut inst.local);
@@ -222,6 +237,7 @@ impl<S: Seam> Generation<S> {
     /// The state of one idle instance, for the next version. `None` when
     /// this seam keeps none, or every instance is busy.
     pub async fn snapshot(&self) -> Option<Vec<u8>> {
+        let _slot = self.slot().await;
         let mut inst = self.idle.lock().pop()?;
         self.plugin.arm_setup(&mut inst.store);
         let Some(call) = S::snapshot(&inst.guest, &mut inst.store) else {

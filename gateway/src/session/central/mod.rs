@@ -16,7 +16,7 @@ use super::{StoreError, RETIRED};
 use crate::config::CentralSpec;
 use crate::error::Error;
 use crate::metrics::metrics;
-use memcache::exp::{AsyncMetaClient, Error as McError, Meta, MutationResult, MutationStatus};
+use memcache::exp::{AsyncMetaClient, Error as McError, Meta, MutationStatus};
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -92,6 +92,9 @@ impl Central {
     /// The servers a key lives on, in order: its primary first, then its
     /// backups; servers marked down go last (tried only if all are down).
     fn targets(&self, key: &str) -> Vec<usize> {
+        if self.servers.len() == 1 {
+            return vec![0];
+        }
         let order = servers::order(&self.servers, key);
         let (mut live, down): (Vec<usize>, Vec<usize>) = order.into_iter().partition(|&i| !self.servers[i].is_down());
         live.extend(down);
@@ -208,17 +211,17 @@ impl Central {
     /// The common write in one round trip: the session was read on its
     /// primary in this request (or a recent one) and is unchanged since, so
     /// a compare-and-swap with the CAS value of that read is the check and
-    /// the write at once (a retire since then changed it). `None`: no such
-    /// read, or it changed; the caller takes the general path.
+    /// the write at once (a retire since then changed it). It goes through
+    /// the read pipe, behind that read. `None`: no such read, it changed,
+    /// or the call failed; the caller takes the general path.
     async fn set_as_read(&self, key: &str, value: &[u8], flags: u32, ttl_s: u32) -> Option<Vec<usize>> {
         let (server, cas) = self.hints.take(key)?;
         let targets = self.targets(key);
         if targets[0] != server {
             return None;
         }
-        let ttl = exptime(ttl_s);
-        let r = self.servers[server].call(|c| c.set(key, value).ttl_raw(ttl).client_flags(flags).compare_cas(cas).send()).await;
-        r.ok().filter(MutationResult::applied).map(|_| targets)
+        let applied = self.servers[server].write_as_read(key, value, flags, exptime(ttl_s), cas).await;
+        applied.ok().filter(|&a| a).map(|_| targets)
     }
 
     /// Store only if the key holds nothing (`ms … ME` on the primary, then

@@ -1,10 +1,15 @@
-//! Session reads coalesced on one pipelined connection per server: the
-//! `mg` reads of concurrent requests leave in one write and their answers
-//! come back in one read, so memcached and the gateway wake once per batch
-//! instead of once per request. Reads only: a read that fails is simply
-//! failed (it changed nothing), so a batch that breaks needs no
-//! attribution; writes keep the pooled connections and their ambiguity
-//! rules.
+//! Session reads, and the compare-and-swap write-back that follows one,
+//! coalesced on one pipelined connection per server: the commands of
+//! concurrent requests leave in one write and their answers come back in
+//! one read, so memcached and the gateway wake once per batch instead of
+//! once per command. Only commands that may be sent twice go this way: a
+//! read changes nothing, and a write conditional on the CAS value of the
+//! read before it applies at most once (sent again after it applied, it
+//! finds the CAS value changed and is refused, and its caller takes the
+//! general path). So a batch that breaks needs no attribution; other
+//! writes keep the pooled connections and their ambiguity rules. One
+//! connection also keeps a request's write-back behind its read, and a
+//! later read of the key on this node behind that write.
 
 use memcache::exp::{AsyncMetaConnection, Error as McError, MetaCommand, MetaResponse};
 use std::net::SocketAddr;
@@ -44,11 +49,14 @@ impl Pipe {
         }
     }
 
-    /// Send `cmd` with the next batch; its answer, or why there is none.
-    /// A command that cannot be encoded (a key over memcached's limit) is
-    /// refused here, so it never breaks a batch of other requests' reads.
-    pub async fn read(&self, cmd: MetaCommand) -> Result<MetaResponse, McError> {
-        cmd.encode()?;
+    /// Send `cmd` (a read, or a write that may be sent twice: see the
+    /// module) with the next batch; its answer, or why there is none. A
+    /// command with a key memcached would refuse is refused here, so it
+    /// never breaks a batch of other requests' commands.
+    pub async fn send(&self, key: &str, cmd: MetaCommand) -> Result<MetaResponse, McError> {
+        if key.is_empty() || key.len() > super::super::MAX_KEY || key.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(McError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a memcached key is 1 to 250 bytes, with no spaces or control characters")));
+        }
         let (tx, rx) = oneshot::channel();
         self.jobs().send((cmd, tx)).map_err(|_| gone("the read pipe stopped"))?;
         rx.await.map_err(|_| gone("the read pipe dropped the read"))?
@@ -123,8 +131,8 @@ mod tests {
     #[tokio::test]
     async fn a_key_memcached_would_refuse_never_joins_a_batch() {
         let pipe = Pipe::new("127.0.0.1:9".parse().unwrap(), Duration::from_millis(200));
-        let long = MetaCommand::new(MetaOp::Get, "k".repeat(300)).flag("v");
-        assert!(pipe.read(long).await.is_err());
+        let long = "k".repeat(300);
+        assert!(pipe.send(&long, MetaCommand::new(MetaOp::Get, long.as_str()).flag("v")).await.is_err());
         assert!(pipe.jobs.lock().is_none(), "no pipe task was started for it");
     }
 }

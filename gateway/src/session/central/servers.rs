@@ -118,7 +118,15 @@ impl Server {
         if let Some(ttl) = touch {
             cmd = cmd.flag(format!("T{ttl}"));
         }
-        self.bounded(self.pipe.read(cmd)).await.map(Read::from)
+        self.bounded(self.pipe.send(key, cmd)).await.map(Read::from)
+    }
+
+    /// Write `value` if `key` still has the CAS value `cas` (`ms KEY S C<cas>
+    /// T<ttl> F<flags>`), through the pipe its read took: whether it was
+    /// applied. Safe to send twice (see `pipe`).
+    pub async fn write_as_read(&self, key: &str, value: &[u8], flags: u32, ttl: u32, cas: u64) -> Result<bool, StoreError> {
+        let cmd = MetaCommand::new(MetaOp::Set, key).flag(format!("T{ttl}")).flag(format!("F{flags}")).flag(format!("C{cas}")).value(value);
+        self.bounded(self.pipe.send(key, cmd)).await.map(|r| r.rc() == ReturnCode::Hd)
     }
 
     /// Finish a call or a read: marked up when it answers, down when the
