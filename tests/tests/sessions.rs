@@ -189,6 +189,35 @@ fn two_hundred_parallel_increments_with_the_lock_lose_no_update() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(200)), "no lost update: {v}");
 }
 
+/// Two instances for twenty concurrent requests of one locked session:
+/// the requests waiting for the lock hold both instance slots, and the
+/// holder's `after-response` (which writes and unlocks) must still run.
+#[test]
+fn a_tiny_instance_pool_under_one_lock_loses_no_update() {
+    let mc = Memcached::start();
+    let bs = backends(1, "header");
+    let cfg = config(Some(&mc), KEY, "session_centralized", "lock = true", &addrs(&bs), "")
+        .replace("lock_timeout_ms = 10000", "lock_timeout_ms = 120000")
+        .replace("limits = { deadline_ms = 500 }", "limits = { deadline_ms = 500, instances = 2 }");
+    assert!(cfg.contains("instances = 2"), "{cfg}");
+    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let mut alice = Browser::new(gw.addr);
+    assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
+    let served: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|_| {
+                let mut b = alice.clone();
+                s.spawn(move || (0..3).filter(|_| b.send("POST", "/cart/incr", &[], b"").status == 200).count())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(served, 60, "every increment was served");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, v["count"].as_u64()), (200, Some(60)), "no lost update: {v}");
+    assert!(metric(admin, "switchyard_plugin_slot_waits_total", &[("plugin", "sess")]) > 0.0, "the two slots were contended");
+}
+
 #[test]
 fn a_lock_held_past_the_lock_timeout_answers_503_with_retry_after() {
     let mc = Memcached::start();
