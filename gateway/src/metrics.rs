@@ -52,7 +52,6 @@ pub struct Metrics {
     /// Instances dropped after their call because `limits.instances` idle
     /// ones were already kept.
     pub plugin_instances_over_pool: IntCounterVec,
-    pub plugin_slot_waits: IntCounterVec,
     /// Hot swaps by plugin, source (`admin`, `file`, `sighup`, `rollback`) and result.
     pub plugin_swaps: IntCounterVec,
     pub plugin_canary_decisions: IntCounterVec,
@@ -194,7 +193,6 @@ impl Metrics {
             plugin_offloads: counter(&r, "switchyard_plugin_offloaded_calls_total", "Plugin calls that ran long and finished on the plugin pool", &["plugin"]),
             plugin_instantiations: counter(&r, "switchyard_plugin_instantiations_total", "Plugin instances made (instantiated and configured) because no idle one was there", &["plugin"]),
             plugin_instances_over_pool: counter(&r, "switchyard_plugin_instances_over_pool_total", "Plugin instances dropped after a call because limits.instances idle ones were kept", &["plugin"]),
-            plugin_slot_waits: counter(&r, "switchyard_plugin_slot_waits_total", "Plugin calls that found limits.instances calls running (a first hook waits up to 10 ms for one to end, then runs on an extra instance)", &["plugin"]),
             plugin_swaps: counter(&r, "switchyard_plugin_swaps_total", "Plugin hot swaps", &["plugin", "source", "result"]),
             plugin_canary_decisions: counter(&r, "switchyard_plugin_canary_decisions_total", "Canary versions ended, by outcome and by whom", &["plugin", "decision", "by"]),
             fleet_store_up: int_gauge(&r, "switchyard_fleet_store_up", "1 while this node reaches the fleet store", &["node"]),

@@ -189,9 +189,10 @@ fn two_hundred_parallel_increments_with_the_lock_lose_no_update() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(200)), "no lost update: {v}");
 }
 
-/// Two instances for twenty concurrent requests of one locked session:
-/// the requests waiting for the lock hold both instance slots, and the
-/// holder's `after-response` (which writes and unlocks) must still run.
+/// A pool of two instances for twenty concurrent requests of one locked
+/// session: the requests waiting for the lock hold instances, and the
+/// holder's `after-response` (which writes and unlocks) must still get one
+/// (a bound on the instances running once deadlocked here).
 #[test]
 fn a_tiny_instance_pool_under_one_lock_loses_no_update() {
     let mc = Memcached::start();
@@ -200,7 +201,7 @@ fn a_tiny_instance_pool_under_one_lock_loses_no_update() {
         .replace("lock_timeout_ms = 10000", "lock_timeout_ms = 120000")
         .replace("limits = { deadline_ms = 500 }", "limits = { deadline_ms = 500, instances = 2 }");
     assert!(cfg.contains("instances = 2"), "{cfg}");
-    let (gw, admin) = gateway_with_admin(&cfg, "");
+    let gw = gateway(&cfg);
     let mut alice = Browser::new(gw.addr);
     assert_eq!(alice.json("POST", "/cart/login?user=alice").0, 200);
     let served: usize = std::thread::scope(|s| {
@@ -215,7 +216,6 @@ fn a_tiny_instance_pool_under_one_lock_loses_no_update() {
     assert_eq!(served, 60, "every increment was served");
     let (s, v) = cart(&mut alice);
     assert_eq!((s, v["count"].as_u64()), (200, Some(60)), "no lost update: {v}");
-    assert!(metric(admin, "switchyard_plugin_slot_waits_total", &[("plugin", "sess")]) > 0.0, "the two slots were contended");
 }
 
 #[test]

@@ -230,7 +230,7 @@ pub struct PluginLimits {
     pub deadline_ms: u64,
     /// Cap on the instance's linear memory.
     pub memory_mb: u64,
-    /// Most calls running at once, each on its own pooled instance; more wait.
+    /// Most idle instances kept in the pool.
     pub instances: usize,
 }
 

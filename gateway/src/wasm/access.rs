@@ -21,7 +21,6 @@ impl Seam for AccessSeam {
     type Local = ();
     const SEAM: &'static str = "access";
     const HOOKS: &'static [&'static str] = &["configure", "pre-decision", "ongoing-decision", "post-update"];
-    const FINISHING: &'static [&'static str] = &["ongoing-decision", "post-update"];
     const EXPORT: &'static str = "switchyard:policy/access@0.1.0";
 
     fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {

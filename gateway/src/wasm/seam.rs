@@ -45,10 +45,6 @@ pub trait Seam: Send + Sync + 'static {
     const SEAM: &'static str;
     /// Every hook, as `GET /plugins` times them.
     const HOOKS: &'static [&'static str];
-    /// Hooks that finish a request a first hook started (they release its
-    /// locks, reservations and writes): they never wait for an instance
-    /// slot, since the calls holding the slots may be waiting on them.
-    const FINISHING: &'static [&'static str] = &[];
     /// The interface a component exports to plug in here (for errors).
     const EXPORT: &'static str;
 
@@ -101,10 +97,6 @@ fn prove<S: Seam>(plugin: Arc<LoadedPlugin>) -> Pin<Box<dyn Future<Output = Resu
     Box::pin(async move { Generation::<S>::start(plugin, None).await.map(drop) })
 }
 
-/// How long a first hook waits for an instance slot before it runs on an
-/// extra instance.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// One live instance of a seam's plugin.
 pub struct Instance<S: Seam> {
     pub store: Store<HostState>,
@@ -120,9 +112,6 @@ pub struct Generation<S: Seam> {
     /// State from the previous version, restored into each new instance.
     restore: Option<Vec<u8>>,
     idle: Mutex<Vec<Instance<S>>>,
-    /// One permit per instance: at most `limits.instances` calls run at
-    /// once; more wait for one to end rather than instantiate.
-    slots: tokio::sync::Semaphore,
 }
 
 impl<S: Seam> Generation<S> {
@@ -130,8 +119,7 @@ impl<S: Seam> Generation<S> {
     /// a bad plugin or a rejected config fails now with its own message.
     pub async fn start(plugin: Arc<LoadedPlugin>, restore: Option<Vec<u8>>) -> Result<Self, Error> {
         let (first, setup) = Self::instantiate(&plugin, restore.as_deref()).await?;
-        let slots = tokio::sync::Semaphore::new(plugin.spec.limits.instances);
-        Ok(Self { plugin, setup, restore, idle: Mutex::new(vec![first]), slots })
+        Ok(Self { plugin, setup, restore, idle: Mutex::new(vec![first]) })
     }
 
     /// A fresh instance: instantiated, configured, restored.
@@ -159,24 +147,6 @@ impl<S: Seam> Generation<S> {
             }
         }
         Ok((Instance { store, guest, local: S::Local::default() }, setup))
-    }
-
-    /// A free instance slot for a call of `hook`: at once when fewer than
-    /// `limits.instances` calls run. Otherwise a first hook waits up to
-    /// [`SLOT_WAIT`] for one to end; a finishing hook ([`Seam::FINISHING`])
-    /// and a call that waited that long run without one, on an extra
-    /// instance. So the bound keeps a busy node on few, warm instances,
-    /// and calls that wait on each other (a session lock whose holder needs
-    /// its `after-response`) still make progress.
-    async fn slot(&self, hook: &str) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        if let Ok(p) = self.slots.try_acquire() {
-            return Some(p);
-        }
-        metrics().plugin_slot_waits.with_label_values(&[self.plugin.spec.name.as_str()]).inc();
-        if S::FINISHING.contains(&hook) {
-            return None;
-        }
-        tokio::time::timeout(SLOT_WAIT, self.slots.acquire()).await.ok().and_then(Result::ok)
     }
 
     async fn checkout(&self) -> Result<Instance<S>, Error> {
@@ -221,7 +191,6 @@ impl<S: Seam> Generation<S> {
         f: impl for<'a> FnOnce(&'a mut Instance<S>, P) -> CallFuture<'a, T> + Send + 'static,
         check: impl FnOnce(T) -> Result<U, Error>,
     ) -> Result<U, Error> {
-        let _slot = self.slot(hook).await;
         let started = std::time::Instant::now();
         let mut inst = self.checkout().await?;
         let input = prep(&mut inst.local);
@@ -253,7 +222,6 @@ impl<S: Seam> Generation<S> {
     /// The state of one idle instance, for the next version. `None` when
     /// this seam keeps none, or every instance is busy.
     pub async fn snapshot(&self) -> Option<Vec<u8>> {
-        let _slot = self.slot("snapshot").await;
         let mut inst = self.idle.lock().pop()?;
         self.plugin.arm_setup(&mut inst.store);
         let Some(call) = S::snapshot(&inst.guest, &mut inst.store) else {

@@ -27,7 +27,6 @@ impl Seam for SessionSeam {
     type Local = ();
     const SEAM: &'static str = "session";
     const HOOKS: &'static [&'static str] = &["configure", "before-request", "after-response"];
-    const FINISHING: &'static [&'static str] = &["after-response"];
     const EXPORT: &'static str = "switchyard:policy/session@0.1.0";
 
     fn world_of(pre: &InstancePre<HostState>) -> Option<&'static str> {

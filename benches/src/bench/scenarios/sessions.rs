@@ -54,7 +54,7 @@ pub fn node_config(mc: &Memcached, path: &Path, plugin_config: &str, backends: &
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
     let mut s = format!(
         "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\ntimeout_ms = 1000\n\
-         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 64 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 1024 }}\n[plugins.sess.config]\n{plugin_config}\n\
          [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
         mc.addr,
         path.to_string_lossy(),
