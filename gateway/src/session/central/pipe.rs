@@ -54,8 +54,8 @@ impl Pipe {
     /// command with a key memcached would refuse is refused here, so it
     /// never breaks a batch of other requests' commands.
     pub async fn send(&self, key: &str, cmd: MetaCommand) -> Result<MetaResponse, McError> {
-        if key.is_empty() || key.len() > super::super::MAX_KEY || key.bytes().any(|b| b <= b' ' || b == 0x7f) {
-            return Err(McError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a memcached key is 1 to 250 bytes, with no spaces or control characters")));
+        if let Err(e) = super::super::check_key(key) {
+            return Err(McError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("key refused: {e:?}"))));
         }
         let (tx, rx) = oneshot::channel();
         self.jobs().send((cmd, tx)).map_err(|_| gone("the read pipe stopped"))?;
