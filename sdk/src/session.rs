@@ -635,6 +635,13 @@ pub mod stored {
                     Err(e) => return self.store_failed(&e, id),
                 }
             }
+            // Both parts asked for first: the gateway reads them while no
+            // instance waits, and calls this hook again.
+            let main_ready = store::read_ahead(self.tier, &key);
+            let static_ready = self.split.is_none_or(|t| store::read_ahead(t, &self.static_key(&id)));
+            if !(main_ready && static_ready) {
+                return forward(Vec::new(), Vec::new());
+            }
             let statics = match self.split.map(|t| self.load_part(t, &self.static_key(&id))).transpose() {
                 Ok(a) => a.flatten(),
                 Err(e) => return self.store_failed(&e, id),
@@ -749,8 +756,12 @@ pub mod stored {
                 if dynamic != ctx.attrs {
                     writes.push((self.tier, self.key(&ctx.id), dynamic_bytes()));
                 }
+                // Written once the hook returns (no instance waits on the
+                // store); a refusal (the id was renewed meanwhile, the store
+                // is down) turns the answer into this warning.
+                let on_failure = [not_stored_pair("the session store did not take the write (the store is unavailable, or another request renewed or ended the session)")];
                 for (tier, k, bytes) in writes {
-                    store::set(tier, &k, &bytes, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
+                    store::set_deferred(tier, &k, &bytes, self.s.ttl_s, &on_failure);
                     crate::host::counter_add("writes", 1);
                 }
             }
@@ -852,7 +863,12 @@ pub mod stored {
 
 /// The `Warning` a client gets when its session update was not kept.
 fn not_stored(why: &str) -> Header {
-    header("warning", format!("199 switchyard \"session update not stored: {why}\""))
+    let (name, value) = not_stored_pair(why);
+    header(&name, value)
+}
+
+fn not_stored_pair(why: &str) -> (String, String) {
+    ("warning".into(), format!("199 switchyard \"session update not stored: {why}\""))
 }
 
 #[doc(hidden)]

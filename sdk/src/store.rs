@@ -27,6 +27,25 @@ pub fn set(tier: Tier, key: &str, value: &[u8], ttl_s: u32) -> Result<(), StoreE
     wit::store::set(tier, key, value, ttl_s)
 }
 
+/// In a session hook, so the plugin does not hold its instance while a
+/// store answers: `true` when `key` was read before this call, so a
+/// [`get`] of it now answers at once (always on `local` and `replicated`).
+/// `false` in `before-request`: the gateway reads it once this call
+/// returns and calls `before-request` again with the value at hand; return
+/// at once (what the call returns is discarded). Ask for every key the hook
+/// reads, before any other effect, then return if any answered `false`.
+pub fn read_ahead(tier: Tier, key: &str) -> bool {
+    wit::store::read_ahead(tier, key)
+}
+
+/// In `after-response`: write `value` as [`set`] does once the hook has
+/// returned, before the client gets the response; if the write fails, the
+/// client gets `on_failure` (name, value pairs) instead of the headers the
+/// hook returned. Elsewhere the write is made at once (a failure is logged).
+pub fn set_deferred(tier: Tier, key: &str, value: &[u8], ttl_s: u32, on_failure: &[(String, String)]) {
+    wit::store::set_deferred(tier, key, value, ttl_s, on_failure)
+}
+
 /// Store `value` only if `key` holds nothing (absent or expired), as
 /// memcached's `add`: `Ok(true)` if stored, `Ok(false)` if the key holds a
 /// value; a retired key answers [`StoreError::Retired`]. Atomic on

@@ -218,6 +218,46 @@ fn a_tiny_instance_pool_under_one_lock_loses_no_update() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(60)), "no lost update: {v}");
 }
 
+/// No instance waits on memcached: the centralized plugin asks for its
+/// session first (`read-ahead`) and leaves its write-back to the gateway
+/// (`set-deferred`), so 24 users' concurrent requests run on about as many
+/// instances as there are threads running plugin code (2 workers, 2 in
+/// the plugin pool), not one per request waiting on the store; and every
+/// update is kept.
+#[test]
+fn concurrent_sessions_on_memcached_run_on_few_instances_and_keep_every_update() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""), "");
+    let users: Vec<Browser> = (0..24)
+        .map(|i| {
+            let mut b = Browser::new(gw.addr);
+            assert_eq!(b.json("POST", &format!("/cart/login?user=u{i}")).0, 200);
+            assert_eq!(b.json("POST", "/cart/incr").0, 200);
+            b
+        })
+        .collect();
+    let made = || metric(admin, "switchyard_plugin_instantiations_total", &[("plugin", "sess")]);
+    let before = made();
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = users
+            .iter()
+            .map(|u| {
+                let mut b = u.clone();
+                s.spawn(move || (0..15).map(|_| b.send("POST", "/cart/incr", &[], b"")).map(|r| (r.status, r.header("warning").map(str::to_string))).collect::<Vec<_>>())
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|a| *a == (200, None)), "every increment kept: {answers:?}");
+    for u in &users {
+        let (s, v) = cart(&mut u.clone());
+        assert_eq!((s, v["count"].as_u64()), (200, Some(16)), "{v}");
+    }
+    let new = made() - before;
+    assert!(new <= 4.0, "360 concurrent requests of 24 sessions made {new} more instances (at most one per thread running plugin code)");
+}
+
 #[test]
 fn a_lock_held_past_the_lock_timeout_answers_503_with_retry_after() {
     let mc = Memcached::start();

@@ -149,6 +149,30 @@ pub struct HostState {
     /// The store calls of the current session hook (`SEEN_*` bits of
     /// `seams::session`), for the access log's session outcome.
     pub(crate) seen: u8,
+    /// `read-ahead`: the reads of this call, made before it.
+    pub(crate) ahead: Ahead,
+    /// `set-deferred` in `after-response`: writes the session adapter
+    /// makes once the call returns; `None` elsewhere (written at once).
+    pub(crate) deferred: Option<Vec<Deferred>>,
+}
+
+/// The read-ahead state of one session hook call.
+#[derive(Default)]
+pub(crate) struct Ahead {
+    /// Keys read before this call and what the read gave (taken by `get`).
+    pub(crate) read: Vec<(Tier, String, Result<Option<Vec<u8>>, StoreError>)>,
+    /// Keys to read before the call is made again; `None`: this call is
+    /// not made again, so a key is read when asked.
+    pub(crate) wanted: Option<Vec<(Tier, String)>>,
+}
+
+/// A write `after-response` left to the session adapter.
+pub(crate) struct Deferred {
+    pub(crate) tier: Tier,
+    pub(crate) key: String,
+    pub(crate) value: Vec<u8>,
+    pub(crate) ttl_s: u32,
+    pub(crate) on_failure: Vec<(String, String)>,
 }
 
 impl HostState {
@@ -175,6 +199,8 @@ impl HostState {
             locks: Vec::new(),
             principal: None,
             seen: 0,
+            ahead: Ahead::default(),
+            deferred: None,
         }
     }
 
@@ -334,6 +360,11 @@ fn to_wit(e: StoreError) -> store::StoreError {
 
 impl store::Host for HostState {
     async fn get(&mut self, t: store::Tier, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
+        if let Some(i) = self.ahead.read.iter().position(|(rt, k, _)| *rt == tier(t) && *k == key) {
+            let out = self.ahead.read.swap_remove(i).2.map_err(to_wit);
+            self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
+            return out;
+        }
         self.clock.pause();
         let stores = self.stores.clone();
         let out = stores.get(tier(t), &key).await.map_err(to_wit);
@@ -394,6 +425,34 @@ impl store::Host for HostState {
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
         out
+    }
+
+    async fn read_ahead(&mut self, t: store::Tier, key: String) -> bool {
+        let t = tier(t);
+        if matches!(t, Tier::Local | Tier::Replicated) || self.ahead.read.iter().any(|(rt, k, _)| *rt == t && *k == key) {
+            return true;
+        }
+        if let Some(wanted) = self.ahead.wanted.as_mut() {
+            wanted.push((t, key));
+            return false;
+        }
+        // Not called again: read it now, for the `get` that follows.
+        self.clock.pause();
+        let stores = self.stores.clone();
+        let out = stores.get(t, &key).await;
+        self.clock.resume();
+        self.ahead.read.push((t, key, out));
+        true
+    }
+
+    async fn set_deferred(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, on_failure: Vec<(String, String)>) {
+        if let Some(deferred) = self.deferred.as_mut() {
+            deferred.push(Deferred { tier: tier(t), key, value, ttl_s, on_failure });
+            return;
+        }
+        if let Err(e) = self.set(t, key.clone(), value, ttl_s).await {
+            tracing::warn!(plugin = %self.shared.name, key, "deferred session write failed: {e:?}");
+        }
     }
 
     async fn lock(&mut self, t: store::Tier, key: String) -> Result<bool, store::StoreError> {

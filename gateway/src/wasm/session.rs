@@ -4,7 +4,7 @@
 //! keep both hooks of a request on one plugin version.
 
 use super::engine::LoadedPlugin;
-use super::host::HostState;
+use super::host::{Deferred, HostState};
 use super::seam::{self, CallFuture, Generation, Hosted, Seam, SwapTarget};
 use super::session_exports as wit;
 use crate::error::{Error, PluginFault};
@@ -71,43 +71,88 @@ impl WasmSession {
     }
 }
 
-/// `before-request` on one generation.
-async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
+/// Reads made before a `before-request` call: (tier, key, what it gave).
+type Read = Vec<(Tier, String, Result<Option<Vec<u8>>, crate::session::StoreError>)>;
+
+/// What one `before-request` call gave: its action, the locks the request
+/// holds, its principal, its store calls, and the keys it asked to have
+/// read before it is called again (`read-ahead`).
+type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>);
+
+/// `before-request` on one generation. A call that asks for keys
+/// (`read-ahead`) gives up its instance while the gateway reads them, and
+/// is made again with the values at hand: no instance waits on a read.
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
+    let (action, locks, principal, seen, wanted) = before_once(generation, arm, req, Locks::new(), Read::new(), true).await?;
+    if wanted.is_empty() {
+        return Ok((action, locks, principal, seen));
+    }
+    // The usual one key (two when the session is split) read at once.
+    let (mut read, mut wanted) = (Read::new(), wanted.into_iter());
+    while let Some((t1, k1)) = wanted.next() {
+        match wanted.next() {
+            Some((t2, k2)) => {
+                let (a, b) = tokio::join!(stores.get(t1, &k1), stores.get(t2, &k2));
+                read.extend([(t1, k1, a), (t2, k2, b)]);
+            }
+            None => {
+                let a = stores.get(t1, &k1).await;
+                read.push((t1, k1, a));
+            }
+        }
+    }
+    let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, read, false).await?;
+    Ok((action, locks, principal, seen | again))
+}
+
+/// One `before-request` call: `locks` the request holds already, `read`
+/// the keys read for it; `ahead`: it may ask for keys and be called again.
+async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, locks: Locks, read: Read, ahead: bool) -> Result<Before, Error> {
     let req = req.clone();
-    let call = seam::hint::<SessionSeam, (), (wit::Action, Locks, Principal, Seen), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), Before, _>(move |inst, ()| {
         Box::pin(async move {
-            inst.store.data_mut().locks.clear();
-            inst.store.data_mut().principal = None;
-            inst.store.data_mut().seen = 0;
-            let handle = inst.store.data_mut().lend(&req)?;
+            let data = inst.store.data_mut();
+            data.locks = locks;
+            data.principal = None;
+            data.seen = 0;
+            data.ahead = super::host::Ahead { read, wanted: ahead.then(Vec::new) };
+            data.deferred = None;
+            let handle = data.lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
             let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
-            inst.store.data_mut().table.delete(handle)?;
-            let locks = std::mem::take(&mut inst.store.data_mut().locks);
-            let principal = inst.store.data_mut().principal.take();
-            Ok((out?, locks, principal, inst.store.data().seen))
+            let data = inst.store.data_mut();
+            data.table.delete(handle)?;
+            let wanted = std::mem::take(&mut data.ahead).wanted.unwrap_or_default();
+            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, wanted))
         })
     });
     generation.call("before-request", arm, call, Ok).await
 }
 
+/// What one `after-response` call gave: the client's headers, the locks,
+/// the principal, its store calls and the writes it deferred.
+type After = (Vec<wit::Header>, Locks, Principal, Seen, Vec<Deferred>);
+
 /// `after-response` on one generation, with the request's locks.
-async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<(Vec<wit::Header>, Locks, Principal, Seen), Error> {
+async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<After, Error> {
     let resp = wit::Response {
         status: outcome.status,
         headers: outcome.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
         backend: outcome.backend,
         pin_lost: outcome.pin_lost,
     };
-    let call = seam::hint::<SessionSeam, (), (Vec<wit::Header>, Locks, Principal, Seen), _>(move |inst, ()| {
+    let call = seam::hint::<SessionSeam, (), After, _>(move |inst, ()| {
         Box::pin(async move {
-            inst.store.data_mut().locks = locks;
-            inst.store.data_mut().principal = None;
-            inst.store.data_mut().seen = 0;
+            let data = inst.store.data_mut();
+            data.locks = locks;
+            data.principal = None;
+            data.seen = 0;
+            data.deferred = Some(Vec::new());
+            data.ahead = Default::default();
             let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
-            let locks = std::mem::take(&mut inst.store.data_mut().locks);
-            let principal = inst.store.data_mut().principal.take();
-            Ok((out?, locks, principal, inst.store.data().seen))
+            let data = inst.store.data_mut();
+            let deferred = data.deferred.take().unwrap_or_default();
+            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, deferred))
         })
     });
     generation.call("after-response", LoadedPlugin::arm, call, Ok).await
@@ -176,12 +221,19 @@ impl SessionRun for Run {
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers {
         let locks = std::mem::take(&mut self.locks);
         let out = after(&self.generation, context, outcome, locks).await;
-        let answer = out.and_then(|(list, locks, principal, seen)| {
+        let mut deferred = Vec::new();
+        let mut answer = out.and_then(|(list, locks, principal, seen, writes)| {
             self.locks = locks;
             self.seen |= seen;
             self.watch_principal(principal);
+            deferred = writes;
             headers(&self.name, "after-response", list, false)
         });
+        // Written before the locks go and the client gets its answer.
+        if let Some(on_failure) = self.write_deferred(deferred).await {
+            let list = on_failure.into_iter().map(|(name, value)| wit::Header { name, value }).collect();
+            answer = headers(&self.name, "after-response", list, false);
+        }
         if self.canary {
             self.generation.plugin.outcomes.add(SessionOutcome::of(self.seen).map_or("none", SessionOutcome::as_str));
         }
@@ -239,6 +291,22 @@ impl Run {
         }
     }
 
+    /// Make the writes `after-response` deferred, in order; at the first
+    /// that fails, stop and give its `on-failure` headers.
+    async fn write_deferred(&mut self, writes: Vec<Deferred>) -> Option<Vec<(String, String)>> {
+        for w in writes {
+            match self.stores.set(w.tier, &w.key, w.value, w.ttl_s).await {
+                Ok(()) => self.seen |= crate::seams::session::SEEN_STORED,
+                Err(e) => {
+                    self.seen |= crate::seams::session::SEEN_STORE_ERROR;
+                    tracing::warn!(plugin = %self.name, key = %w.key, "session write not made: {e:?}");
+                    return Some(w.on_failure);
+                }
+            }
+        }
+        None
+    }
+
     async fn release(&mut self) {
         for (tier, key, owner) in self.locks.drain(..) {
             if let Err(e) = self.stores.unlock(tier, &key, &owner).await {
@@ -276,7 +344,7 @@ impl SessionPolicy for WasmSession {
         let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
         // A user new to the split keeps its side by cookie from now on.
         let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
-        let out = before(&generation, LoadedPlugin::arm, req).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
+        let out = before(&generation, LoadedPlugin::arm, req, &self.stores).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
             Ok((mut action, locks, principal, seen)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
@@ -307,7 +375,7 @@ impl SwapTarget for WasmSession {
     /// empty request (no cookie: a new visitor).
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
         let next = self.hosted.next(plugin).await?;
-        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default())).await?;
+        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default()), &self.stores).await?;
         for (tier, key, owner) in locks {
             let _ = self.stores.unlock(tier, &key, &owner).await;
         }
