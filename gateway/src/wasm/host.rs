@@ -156,11 +156,14 @@ pub struct HostState {
     pub(crate) deferred: Option<Vec<Deferred>>,
 }
 
+/// Keys read before a session hook call: (tier, key, what the read gave).
+pub(crate) type Read = Vec<(Tier, String, Result<Option<Vec<u8>>, StoreError>)>;
+
 /// The read-ahead state of one session hook call.
 #[derive(Default)]
 pub(crate) struct Ahead {
     /// Keys read before this call and what the read gave (taken by `get`).
-    pub(crate) read: Vec<(Tier, String, Result<Option<Vec<u8>>, StoreError>)>,
+    pub(crate) read: Read,
     /// Keys to read before the call is made again; `None`: this call is
     /// not made again, so a key is read when asked.
     pub(crate) wanted: Option<Vec<(Tier, String)>>,

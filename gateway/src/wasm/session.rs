@@ -4,7 +4,7 @@
 //! keep both hooks of a request on one plugin version.
 
 use super::engine::LoadedPlugin;
-use super::host::{Deferred, HostState};
+use super::host::{Deferred, HostState, Read};
 use super::seam::{self, CallFuture, Generation, Hosted, Seam, SwapTarget};
 use super::session_exports as wit;
 use crate::error::{Error, PluginFault};
@@ -70,9 +70,6 @@ impl WasmSession {
         Ok(Self { hosted: Hosted::new(plugin).await?, route: route.to_string(), stores })
     }
 }
-
-/// Reads made before a `before-request` call: (tier, key, what it gave).
-type Read = Vec<(Tier, String, Result<Option<Vec<u8>>, crate::session::StoreError>)>;
 
 /// What one `before-request` call gave: its action, the locks the request
 /// holds, its principal, its store calls, and the keys it asked to have
