@@ -107,7 +107,7 @@ fn the_dashboard_shows_health_live_and_rolls_back() {
     let b2 = backend("b2", &[]);
     let cfg = format!(
         "{SERVER}{}{}",
-        plugin_table("lb", "pin_first", "watch_ms = 0"),
+        plugin_table("lb", "pin_first", "watch_ms = 0\nlimits = { deadline_ms = 500 }"),
         upstream("web", Some("lb"), &[(&b1, 1), (&b2, 1)], "health = { check = \"tcp\", interval_ms = 200, timeout_ms = 200, rise = 1, fall = 1 }")
     );
     let (gw, admin) = gateway_with_admin(&cfg, "");
@@ -172,7 +172,7 @@ fn the_dashboard_counts_sessions_and_signs_a_user_out() {
 #[test]
 fn the_dashboard_shows_a_canary_and_promotes_it() {
     let (a, b) = (backend("a", &[]), backend("b", &[]));
-    let cfg = format!("{SERVER}{}{}", plugin_table("lb", "pin_last", ""), upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""));
+    let cfg = format!("{SERVER}{}{}", plugin_table("lb", "pin_last", "limits = { deadline_ms = 500 }"), upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""));
     let (gw, admin) = gateway_with_admin(&cfg, "");
     let (k, v) = bearer();
     let r = request(admin, "PUT", "/plugins/lb?canary=30", &[(k, &v)], &std::fs::read(plugin("pin_first")).unwrap());
@@ -205,7 +205,7 @@ fn the_dashboard_shows_what_each_fleet_node_runs() {
     let node = |name: &str| {
         let cfg = format!(
             "{SERVER}{}{}\n[fleet]\nendpoints = {}\nnode = \"{name}\"\nuser = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
-            plugin_table("lb", "pin_last", ""),
+            plugin_table("lb", "pin_last", "limits = { deadline_ms = 500 }"),
             upstream("web", Some("lb"), &[(&a, 1), (&b, 1)], ""),
             etcd.endpoints_toml()
         );

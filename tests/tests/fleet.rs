@@ -10,6 +10,10 @@ use std::time::Instant;
 use switchyard_tests::etcd::{Etcd, PASSWORD, USER};
 use switchyard_tests::*;
 
+/// A select deadline a debug build under CI load keeps: past the default
+/// 5 ms a call faults and the fallback policy picks another backend.
+const SLOW_OK: &str = "limits = { deadline_ms = 500 }";
+
 /// `[fleet]` lines for the `switchyard` etcd user.
 fn auth() -> String {
     format!("user = \"{USER}\"\npassword = \"{PASSWORD}\"\n")
@@ -29,7 +33,7 @@ fn node_with(etcd: &Etcd, node: &str, plugins: &str, a: &Proc, b: &Proc, fleet: 
 
 /// `lb` = `pin_last`, etcd auth, a 1 s store timeout.
 fn node(etcd: &Etcd, node: &str, a: &Proc, b: &Proc) -> (Proc, SocketAddr) {
-    node_with(etcd, node, &plugin_table("lb", "pin_last", "on_error = \"fallback\""), a, b, &format!("{}timeout_ms = 1000\n", auth()))
+    node_with(etcd, node, &plugin_table("lb", "pin_last", &format!("on_error = \"fallback\"\n{SLOW_OK}")), a, b, &format!("{}timeout_ms = 1000\n", auth()))
 }
 
 fn admin(admin: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
@@ -302,7 +306,7 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
     let client = pki.leaf("gateway", "switchyard", &["switchyard"], true);
     let etcd = Etcd::start_tls(1, EtcdTls { ca: pki.ca_file(), server, client: client.clone() });
     let (a, b) = (backend("a", &[]), backend("b", &[]));
-    let tls_node = |name: &str, tls: &str| node_with(&etcd, name, &plugin_table("lb", "pin_last", ""), &a, &b, &format!("timeout_ms = 1000\n{tls}"));
+    let tls_node = |name: &str, tls: &str| node_with(&etcd, name, &plugin_table("lb", "pin_last", SLOW_OK), &a, &b, &format!("timeout_ms = 1000\n{tls}"));
     let with_cert = format!("ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}", pki.ca_file(), client.0, client.1);
     let (gw1, ad1) = tls_node("n1", &with_cert);
     let (gw2, ad2) = tls_node("n2", &with_cert);
@@ -333,8 +337,8 @@ fn the_store_is_reached_over_tls_with_a_client_certificate() {
 fn a_push_answers_which_nodes_applied_it_and_which_refused_it() {
     let etcd = Etcd::start(1);
     let (a, b) = (backend("a", &[]), backend("b", &[]));
-    let lb = plugin_table("lb", "pin_last", "");
-    let spare = format!("{lb}{}", plugin_table("spare", "pin_last", ""));
+    let lb = plugin_table("lb", "pin_last", SLOW_OK);
+    let spare = format!("{lb}{}", plugin_table("spare", "pin_last", SLOW_OK));
     let (_gw1, ad1) = node_with(&etcd, "n1", &spare, &a, &b, &auth());
     let (_gw2, ad2) = node_with(&etcd, "n2", &lb, &a, &b, &auth());
     let (_gw3, ad3) = node_with(&etcd, "n3", &spare, &a, &b, &auth());
@@ -359,7 +363,7 @@ fn an_idle_node_keeps_its_connection_to_the_store() {
     let etcd = Etcd::start(3);
     let (a, b) = (backend("a", &[]), backend("b", &[]));
     // The default timeout, as a user would run it.
-    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2", "n3"].iter().map(|n| node_with(&etcd, n, &plugin_table("lb", "pin_last", ""), &a, &b, &auth())).collect();
+    let nodes: Vec<(Proc, SocketAddr)> = ["n1", "n2", "n3"].iter().map(|n| node_with(&etcd, n, &plugin_table("lb", "pin_last", SLOW_OK), &a, &b, &auth())).collect();
     for (_, ad) in &nodes {
         eventually(20, "the node reaches the store", || healthz(*ad).contains("store connected"));
     }
