@@ -156,6 +156,11 @@ pub struct HostState {
     pub(crate) deferred: Option<Vec<Deferred>>,
 }
 
+/// Most reads one call may ask for ahead, and most writes it may defer:
+/// past them a plugin's store calls are made at once, so one request
+/// cannot make the gateway read or write without bound after its hook.
+const MOST_AHEAD: usize = 16;
+
 /// Keys read before a session hook call: (tier, key, what the read gave).
 pub(crate) type Read = Vec<(Tier, String, Result<Option<Vec<u8>>, StoreError>)>;
 
@@ -435,7 +440,7 @@ impl store::Host for HostState {
         if matches!(t, Tier::Local | Tier::Replicated) || self.ahead.read.iter().any(|(rt, k, _)| *rt == t && *k == key) {
             return true;
         }
-        if let Some(wanted) = self.ahead.wanted.as_mut() {
+        if let Some(wanted) = self.ahead.wanted.as_mut().filter(|w| w.len() < MOST_AHEAD) {
             wanted.push((t, key));
             return false;
         }
@@ -449,7 +454,7 @@ impl store::Host for HostState {
     }
 
     async fn set_deferred(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, on_failure: Vec<(String, String)>) {
-        if let Some(deferred) = self.deferred.as_mut() {
+        if let Some(deferred) = self.deferred.as_mut().filter(|d| d.len() < MOST_AHEAD) {
             deferred.push(Deferred { tier: tier(t), key, value, ttl_s, on_failure });
             return;
         }
