@@ -93,6 +93,9 @@ pub struct Metrics {
     pub session_store_calls: IntCounterVec,
     /// Session store call latency by tier and operation.
     pub session_store_seconds: HistogramVec,
+    /// Central or durable store calls a plugin hook awaited holding its
+    /// instance (reads ahead and deferred writes are made without one).
+    pub plugin_store_waits: IntCounterVec,
     /// Values evicted from a tier past its memory cap.
     pub session_evictions: IntCounterVec,
     /// Bytes and values held by the local tier.
@@ -222,6 +225,7 @@ impl Metrics {
             sql_classify: counter(&r, "switchyard_sql_classify_total", "Statement classifications by digest-cache outcome", &["result"]),
             session_store_calls: counter(&r, "switchyard_session_store_calls_total", "Session store calls by tier, operation and result", &["tier", "op", "result"]),
             session_store_seconds: histogram(&r, "switchyard_session_store_duration_seconds", "Session store call latency", &["tier", "op"], exponential_buckets(0.00005, 2.0, 16).expect("static")),
+            plugin_store_waits: counter(&r, "switchyard_plugin_store_waits_total", "Central or durable store calls a plugin hook awaited holding its instance", &["plugin", "tier"]),
             session_evictions: counter(&r, "switchyard_session_evictions_total", "Session values evicted past a tier's memory cap", &["tier"]),
             session_local_bytes: {
                 let g = IntGauge::new("switchyard_session_local_bytes", "Bytes held by the local session tier").expect("static");

@@ -220,6 +220,17 @@ impl HostState {
 
     /// Note a store call for the session outcome: `bit` if it succeeded
     /// and `hit`, a store error if it failed.
+    /// Begin a store call this hook awaits holding its instance: the
+    /// deadline clock stops, and a call to a store across the network
+    /// counts in `switchyard_plugin_store_waits_total`.
+    fn wait_on(&mut self, t: Tier) -> Arc<Stores> {
+        if matches!(t, Tier::Central | Tier::Durable) {
+            crate::metrics::metrics().plugin_store_waits.with_label_values(&[self.shared.name.as_str(), t.as_str()]).inc();
+        }
+        self.clock.pause();
+        self.stores.clone()
+    }
+
     fn saw<T, E>(&mut self, out: &Result<T, E>, hit: bool, bit: u8) {
         self.seen |= match out {
             Ok(_) if hit => bit,
@@ -373,8 +384,7 @@ impl store::Host for HostState {
             self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
             return out;
         }
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.get(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
@@ -382,8 +392,7 @@ impl store::Host for HostState {
     }
 
     async fn set(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<(), store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.set(tier(t), &key, value, ttl_s).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, true, SEEN_STORED);
@@ -391,8 +400,7 @@ impl store::Host for HostState {
     }
 
     async fn delete(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.delete(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, false, 0);
@@ -400,8 +408,7 @@ impl store::Host for HostState {
     }
 
     async fn retire(&mut self, t: store::Tier, key: String, ttl_s: u32) -> Result<(), store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.retire(tier(t), &key, ttl_s).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, true, SEEN_RENEWED);
@@ -409,8 +416,7 @@ impl store::Host for HostState {
     }
 
     async fn add(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<bool, store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.add(tier(t), &key, value, ttl_s).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
@@ -418,8 +424,7 @@ impl store::Host for HostState {
     }
 
     async fn get_versioned(&mut self, t: store::Tier, key: String) -> Result<Option<store::Versioned>, store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.get_versioned(tier(t), &key).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
@@ -427,8 +432,7 @@ impl store::Host for HostState {
     }
 
     async fn cas(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, store::StoreError> {
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(tier(t));
         let out = stores.cas(tier(t), &key, value, ttl_s, version).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
@@ -445,8 +449,7 @@ impl store::Host for HostState {
             return false;
         }
         // Not called again: read it now, for the `get` that follows.
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(t);
         let out = stores.get(t, &key).await;
         self.clock.resume();
         self.ahead.read.push((t, key, out));
@@ -468,8 +471,7 @@ impl store::Host for HostState {
         if self.locks.iter().any(|(lt, k, _)| *lt == t && *k == key) {
             return Ok(true); // this request holds it already
         }
-        self.clock.pause();
-        let (stores, owner) = (self.stores.clone(), crate::session::new_id());
+        let (stores, owner) = (self.wait_on(t), crate::session::new_id());
         let out = stores.lock(t, &key, &owner).await.map_err(to_wit);
         self.clock.resume();
         if matches!(out, Ok(true)) {
@@ -509,8 +511,7 @@ impl store::Host for HostState {
         let t = tier(t);
         let Some(i) = self.locks.iter().position(|(lt, k, _)| *lt == t && *k == key) else { return Ok(()) };
         let (_, key, owner) = self.locks.swap_remove(i);
-        self.clock.pause();
-        let stores = self.stores.clone();
+        let stores = self.wait_on(t);
         let out = stores.unlock(t, &key, &owner).await.map_err(to_wit);
         self.clock.resume();
         out
