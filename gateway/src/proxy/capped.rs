@@ -1,7 +1,7 @@
 //! The HTTP listener's connection cap: past `server.max_connections` a new
 //! connection gets a 503 naming the limit and is closed; the connections
-//! being served are not disturbed. Also the HTTP/1.1 keep-alive loop, so an
-//! idle client costs its stream and little more.
+//! being served are not disturbed. Also the HTTP/1.1 keep-alive loop, on a
+//! task of its own, so an idle client costs its stream and little more.
 
 use crate::metrics::metrics;
 use bytes::BytesMut;
@@ -18,14 +18,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// `inner` (the HTTP proxy) behind a cap on open connections.
 pub struct Capped<A> {
     inner: Arc<A>,
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
     max: usize,
 }
 
 /// One open connection, counted while it lives.
-struct Slot<'a>(&'a AtomicUsize);
+struct Slot(Arc<AtomicUsize>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
         metrics().http_connections.dec();
@@ -34,13 +34,13 @@ impl Drop for Slot<'_> {
 
 impl<A> Capped<A> {
     pub fn new(inner: A, max: usize) -> Self {
-        Self { inner: Arc::new(inner), open: AtomicUsize::new(0), max }
+        Self { inner: Arc::new(inner), open: Arc::new(AtomicUsize::new(0)), max }
     }
 
-    fn slot(&self) -> Option<Slot<'_>> {
+    fn slot(&self) -> Option<Slot> {
         self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1)).ok()?;
         metrics().http_connections.inc();
-        Some(Slot(&self.open))
+        Some(Slot(self.open.clone()))
     }
 
     /// Answer 503 and close; what the client already sent is read (up to
@@ -75,38 +75,52 @@ const KEEPALIVE: Duration = Duration::from_secs(60);
 #[async_trait::async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Capped<A> {
     /// Serve the connection, keep-alive requests included, while it holds
-    /// a slot. HTTP/1.1 runs Pingora's keep-alive loop here, so that an
-    /// idle connection holds only its stream and a 512-byte read: Pingora's own
-    /// loop waits for the next request inside the boxed request future
-    /// (the whole proxy state machine, tens of KiB per idle client).
-    /// HTTP/2 and h2c keep Pingora's loop.
+    /// a slot. HTTP/1.1 moves to a task of its own ([`keep_alive`]) and
+    /// this one, Pingora's accept task, ends: that task's future is sized
+    /// for the TLS handshake and Pingora's loop, and an idle client would
+    /// hold it for as long as it stays connected. HTTP/2 and h2c keep
+    /// Pingora's loop.
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let Some(_slot) = self.slot() else {
+        let Some(slot) = self.slot() else {
             self.refuse(stream).await;
             return None;
         };
         let h2c = self.inner.server_options().is_some_and(|o| o.h2c);
         if h2c || stream.selected_alpn_proto().is_some_and(|p| p != ALPN::H1) {
+            let _slot = slot;
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        let (mut stream, mut settings) = (stream, None);
-        loop {
-            let first = first_bytes(&mut stream, shutdown).await?;
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
-                None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            session.set_pipelined_prefix(first);
-            (stream, settings) = self.inner.process_new_http(session, shutdown).await?.consume();
-        }
+        let (inner, shutdown) = (self.inner.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            keep_alive(inner, stream, shutdown).await;
+        });
+        None
     }
 
     async fn cleanup(&self) {
         self.inner.http_cleanup().await;
+    }
+}
+
+/// Pingora's HTTP/1.1 keep-alive loop, run here so that an idle connection
+/// holds only its stream and a 512-byte read: Pingora's own loop waits for
+/// the next request inside the boxed request future (the whole proxy
+/// state machine, tens of KiB per idle client).
+async fn keep_alive<A: HttpServerApp>(app: Arc<A>, mut stream: Stream, shutdown: ShutdownWatch) {
+    let mut settings = None;
+    while let Some(first) = first_bytes(&mut stream, &shutdown).await {
+        let mut session = ServerSession::new_http1(stream);
+        match settings.take() {
+            Some(s) => HttpPersistentSettings::apply_to_session(s, &mut session),
+            None => session.set_keepalive(Some(KEEPALIVE.as_secs())),
+        }
+        if *shutdown.borrow() {
+            session.set_keepalive(None);
+        }
+        session.set_pipelined_prefix(first);
+        let Some(reused) = app.process_new_http(session, &shutdown).await else { return };
+        (stream, settings) = reused.consume();
     }
 }
 
