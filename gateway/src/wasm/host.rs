@@ -218,8 +218,6 @@ impl HostState {
         Ok(self.table.push(req.clone())?)
     }
 
-    /// Note a store call for the session outcome: `bit` if it succeeded
-    /// and `hit`, a store error if it failed.
     /// Begin a store call this hook awaits holding its instance: the
     /// deadline clock stops, and a call to a store across the network
     /// counts in `switchyard_plugin_store_waits_total`.
@@ -231,6 +229,8 @@ impl HostState {
         self.stores.clone()
     }
 
+    /// Note a store call for the session outcome: `bit` if it succeeded
+    /// and `hit`, a store error if it failed.
     fn saw<T, E>(&mut self, out: &Result<T, E>, hit: bool, bit: u8) {
         self.seen |= match out {
             Ok(_) if hit => bit,

@@ -84,22 +84,27 @@ async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<
     if wanted.is_empty() {
         return Ok((action, locks, principal, seen));
     }
-    // The usual one key (two when the session is split) read at once.
-    let (mut read, mut wanted) = (Read::new(), wanted.into_iter());
-    while let Some((t1, k1)) = wanted.next() {
-        match wanted.next() {
-            Some((t2, k2)) => {
-                let (a, b) = tokio::join!(stores.get(t1, &k1), stores.get(t2, &k2));
-                read.extend([(t1, k1, a), (t2, k2, b)]);
-            }
-            None => {
-                let a = stores.get(t1, &k1).await;
-                read.push((t1, k1, a));
-            }
-        }
-    }
+    // Boxed: the reads' futures stay out of every session call's future.
+    let read = Box::pin(read_wanted(stores, wanted)).await;
     let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, read, false).await?;
     Ok((action, locks, principal, seen | again))
+}
+
+/// Read the keys a first `before-request` call asked for, two at a time
+/// (the usual one key, two when the session is split, in one round trip).
+async fn read_wanted(stores: &Stores, wanted: Vec<(Tier, String)>) -> Read {
+    let mut read = Read::new();
+    let mut wanted = wanted.into_iter();
+    while let Some((t1, k1)) = wanted.next() {
+        let Some((t2, k2)) = wanted.next() else {
+            let a = stores.get(t1, &k1).await;
+            read.push((t1, k1, a));
+            break;
+        };
+        let (a, b) = tokio::join!(stores.get(t1, &k1), stores.get(t2, &k2));
+        read.extend([(t1, k1, a), (t2, k2, b)]);
+    }
+    read
 }
 
 /// One `before-request` call: `locks` the request holds already, `read`
