@@ -215,7 +215,7 @@ fn a_session_canary_keeps_each_user_on_one_version() {
     let (a, b) = (backend("a", &[]), backend("b", &[]));
     let cfg = format!(
         "{SERVER}[session]\nkeys = [\"canary-test-session-key-0123456789abcdef\"]\n{}[[upstreams]]\nname = \"app\"\nbackends = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
-        plugin_table("sess", "session_sticky", "on_error = \"fail-closed\""),
+        plugin_table("sess", "session_sticky", "on_error = \"fail-closed\"\nlimits = { deadline_ms = 500 }"),
         a.addr,
         b.addr
     );
