@@ -134,8 +134,9 @@ pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: 
     server.bootstrap();
     let gateway = Gateway {
         live: built.live.clone(),
-        request_id_header: http::HeaderName::from_bytes(cfg.request_id_header.as_bytes())
-            .map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
+        request_id_header: crate::proxy::IdHeader::new(
+            http::HeaderName::from_bytes(cfg.request_id_header.as_bytes()).map_err(|e| Error::internal(format!("server.request_id_header: {e}")))?,
+        ),
         hsts: built.tls.as_ref().and_then(|t| t.hsts().map(|v| http::HeaderValue::from_str(v).expect("ascii"))),
         redirect_https: cfg.redirect_https.then(|| cfg.tls.as_ref().map(|t| t.listen.port())).flatten(),
         access_log: cfg.log.as_ref().map(crate::accesslog::AccessLog::start).transpose()?,

@@ -167,7 +167,7 @@ fn ms(out: &mut String, d: Duration) {
 }
 
 /// The client's address; an IPv4 one without the formatting machinery.
-fn addr(out: &mut String, ip: IpAddr) {
+pub(crate) fn addr(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             for (i, o) in v4.octets().into_iter().enumerate() {

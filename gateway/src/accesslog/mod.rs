@@ -3,7 +3,7 @@
 //! queue drops the line and counts it; the request never waits. SIGUSR1
 //! reopens the file (logrotate's `postrotate`).
 
-mod line;
+pub(crate) mod line;
 
 pub use line::Record;
 

@@ -42,11 +42,32 @@ use std::time::Duration;
 /// responses, so clients can neither inject nor read them.
 pub const INTERNAL_PREFIX: &str = "x-switchyard-";
 
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
+/// The request-id header (`[server] request_id_header`): its name for
+/// lookups, and its bytes for inserts, shared rather than copied (Pingora
+/// turns a `HeaderName` into a fresh copy of its bytes at every insert).
+pub struct IdHeader {
+    pub name: http::HeaderName,
+    case: Bytes,
+}
+
+impl IdHeader {
+    pub fn new(name: http::HeaderName) -> Self {
+        let case = Bytes::copy_from_slice(name.as_str().as_bytes());
+        Self { name, case }
+    }
+
+    fn case(&self) -> Bytes {
+        self.case.clone()
+    }
+}
+
 /// The gateway's HTTP proxy.
 pub struct Gateway {
     /// Routes and upstreams; a config reload swaps them.
     pub live: Arc<crate::live::Live>,
-    pub request_id_header: http::HeaderName,
+    pub request_id_header: IdHeader,
     /// `Strict-Transport-Security` on answers that went out over TLS.
     pub hsts: Option<http::HeaderValue>,
     /// Cleartext requests get a 308 to HTTPS on this port.
@@ -55,6 +76,11 @@ pub struct Gateway {
     pub access_log: Option<Arc<crate::accesslog::AccessLog>>,
 }
 
+/// A branch only some requests take (an answer of the gateway's own, a
+/// session, an access check) is awaited boxed. An inline await makes the
+/// hook's future as large as its largest branch, and `async_trait` copies
+/// the whole future into its box on every request: `request_filter` and
+/// `logging` were 9.6 and 9.5 KB each, two memcpys bare Pingora never makes.
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -66,31 +92,31 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.identify(session, &self.request_id_header);
+        ctx.identify(session, &self.request_id_header.name);
         if let Some(port) = self.redirect_https.filter(|_| !crate::tls::is_tls(session)) {
-            self.to_https(session, ctx, port).await?;
+            Box::pin(self.to_https(session, ctx, port)).await?;
             return Ok(true);
         }
         let Some(matched) = self.live.route(session.req_header()) else {
             let h = session.req_header();
             let why = format!("no route matches host {:?} and path {:?}", routes::host_of(h).unwrap_or(""), h.uri.path());
-            self.answer(session, ctx, 404, &why).await?;
+            Box::pin(self.answer(session, ctx, 404, &why)).await?;
             return Ok(true);
         };
         ctx.start(&matched);
         if let Some(gate) = &matched.access {
             let req = ctx.view(session);
-            match counting(ctx.faults_if(true), gate.admit(&req)).await {
+            match Box::pin(counting(ctx.faults_if(true), gate.admit(&req))).await {
                 Ok(admitted) => ctx.access = Some((gate.clone(), admitted)),
                 Err(refusal) => {
                     ctx.decision = ctx::Decision::Deny(refusal.reason.clone());
-                    self.answer(session, ctx, refusal.status, &refusal.reason).await?;
+                    Box::pin(self.answer(session, ctx, refusal.status, &refusal.reason)).await?;
                     return Ok(true);
                 }
             }
         }
         match &matched.session {
-            Some(policy) => counting(ctx.faults_if(true), self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label)).await,
+            Some(policy) => Box::pin(counting(ctx.faults_if(true), self.session_before(session, ctx, policy.as_ref(), &matched.metrics.label))).await,
             None => Ok(false),
         }
     }
@@ -122,14 +148,16 @@ impl ProxyHttp for Gateway {
         for h in internal_names(&req.headers) {
             req.remove_header(&h);
         }
-        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()) {
-            let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                Some(prior) => format!("{prior}, {ip}"),
-                None => ip,
-            };
+        if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
+            let mut xff = String::with_capacity(48);
+            if let Some(prior) = req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+                xff.push_str(prior);
+                xff.push_str(", ");
+            }
+            crate::accesslog::line::addr(&mut xff, ip);
             req.insert_header("x-forwarded-for", xff)?;
         }
-        req.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        req.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
         req.insert_header("x-forwarded-proto", if crate::tls::is_tls(session) { "https" } else { "http" })?;
         for (name, value) in ctx.session_headers() {
             req.append_header(name.clone(), value.clone())?;
@@ -146,7 +174,7 @@ impl ProxyHttp for Gateway {
         ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
             let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-            counting(ctx.faults_if(true), ctx.finish_session(resp.status.as_u16(), seen)).await
+            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(resp.status.as_u16(), seen))).await
         } else {
             Vec::new()
         };
@@ -156,7 +184,7 @@ impl ProxyHttp for Gateway {
         for (name, value) in add {
             resp.append_header(name, value)?;
         }
-        resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        resp.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
         Ok(())
     }
 
@@ -185,7 +213,7 @@ impl ProxyHttp for Gateway {
         // connection closes and the client sees the stream end early.
         if code > 0 && session.response_written().is_none() {
             let why = explain(e);
-            if let Err(err) = self.answer(session, ctx, code, &why).await {
+            if let Err(err) = Box::pin(self.answer(session, ctx, code, &why)).await {
                 tracing::debug!("could not send the {code} answer: {err}");
             }
         }
@@ -211,10 +239,10 @@ impl ProxyHttp for Gateway {
         // No response reached `response_filter`: the session still learns
         // the outcome (and frees its locks); its headers have nowhere to go.
         if ctx.session.is_some() {
-            counting(ctx.faults_if(true), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new())).await;
+            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new()))).await;
         }
         if ctx.access.is_some() {
-            counting(ctx.faults_if(true), ctx.finish_access(status, e.is_some())).await;
+            Box::pin(counting(ctx.faults_if(true), ctx.finish_access(status, e.is_some()))).await;
         }
         ctx.finish(status, upstream_failed);
         if let Some(log) = &self.access_log {
@@ -241,7 +269,7 @@ impl Gateway {
                     resp.append_header(name, value)?;
                 }
                 resp.insert_header(http::header::CONTENT_LENGTH, r.body.len().to_string())?;
-                resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+                resp.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
                 session.write_response_header(Box::new(resp), false).await?;
                 session.write_response_body(Some(Bytes::from(r.body)), true).await?;
                 Ok(true)
@@ -265,7 +293,7 @@ impl Gateway {
         let mut resp = ResponseHeader::build(308, Some(3))?;
         resp.insert_header(http::header::LOCATION, location)?;
         resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-        resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        resp.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
         session.write_response_header(Box::new(resp), true).await
     }
 
@@ -278,7 +306,7 @@ impl Gateway {
         resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         resp.insert_header(http::header::CACHE_CONTROL, "private, no-store")?;
-        resp.insert_header(self.request_id_header.clone(), ctx.request_id.as_str())?;
+        resp.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
