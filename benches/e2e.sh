@@ -25,15 +25,9 @@ need_apt cmake protobuf-compiler wrk nginx-light haproxy
 need_wasm_target
 DUR=${1:-8}
 REPS=${2:-3}
-build_plugins >/dev/null
-cargo build --release -p switchyard -q
-cargo build --release -p switchyard-benches --example bare_pingora -q
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$TARGET/release/switchyard
-BARE=$TARGET/release/examples/bare_pingora
-RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
 BENCH_TOKEN=bench-admin-token-0123456789abcdef
 . benches/lib.sh
+build_rows
 
 start_backends
 

@@ -19,14 +19,8 @@ cd "$(dirname "$0")/.."
 need_apt cmake protobuf-compiler nginx-light valgrind nghttp2-client
 need_wasm_target
 N=${1:-4000}
-build_plugins >/dev/null
-cargo build --release -p switchyard -q
-cargo build --release -p switchyard-benches --example bare_pingora -q
-TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$TARGET/release/switchyard
-BARE=$TARGET/release/examples/bare_pingora
-RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
 . benches/lib.sh
+build_rows
 start_backends
 
 gw_config() { # $1 port, $2 lb line, $3 threads

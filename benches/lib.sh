@@ -1,4 +1,4 @@
-# Shared by benches/e2e.sh and benches/tls.sh (sourced): a scratch
+# Shared by benches/e2e.sh, tls.sh and instructions.sh (sourced): a scratch
 # directory removed on exit with every process a run started, free ports,
 # a wait for a port, the 1 KB file the nginx backends serve, stopping a
 # balancer and its CPU ticks, the nginx config and the two nginx backends.
@@ -47,6 +47,19 @@ http {
     server { $2 $3 }
 }
 EOF
+}
+
+# The plugins, the release gateway and bare Pingora, built if stale; sets
+# BIN, BARE and RR (the round-robin plugin) for the rows.
+build_rows() {
+    build_plugins >/dev/null
+    cargo build --release -p switchyard -q
+    cargo build --release -p switchyard-benches --example bare_pingora -q
+    local target
+    target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    BIN=$target/release/switchyard
+    BARE=$target/release/examples/bare_pingora
+    RR=$SWITCHYARD_PLUGIN_DIR/round_robin.wasm
 }
 
 # Two nginx backends (one worker each) serving the 1 KB file on B1 and B2,
