@@ -241,9 +241,25 @@ fn a_lagging_replica_is_skipped_while_it_lags() {
 }
 
 /// SIGSTOP or SIGCONT a server: it keeps its sockets but stops answering.
+/// A stop is waited for: `kill` returns once the signal is sent, and on a
+/// loaded machine a thread of the server may still answer a query sent
+/// right after (CI saw a read answered by the replica it had just stopped).
 fn signal(pid: u32, sig: &str) {
     let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
     assert!(ok, "kill {sig} {pid}");
+    if sig == "-STOP" {
+        switchyard_tests::eventually(10, "every thread of the server is stopped", || every_thread_stopped(pid));
+    }
+}
+
+/// Each task of `pid` is in state T (stopped), per /proc/PID/task/*/stat.
+fn every_thread_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the command name's closing parenthesis.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
 }
 
 #[test]

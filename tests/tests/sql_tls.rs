@@ -121,6 +121,11 @@ fn the_gateway_speaks_tls_to_a_backend_that_requires_it() {
     // when the client's login is the first to reach the primary.
     let said_why = out.contains("ERROR 1105") && out.contains("TLS to the backend failed") && out.contains("certificate");
     assert!(!ok && (out.contains("ERROR 1429") || said_why), "{out}");
-    let log = wrong.proc.log_text();
-    assert!(log.contains("TLS to the backend failed") && log.contains("certificate"), "the log says why: {log}");
+    // The health check marks the primary down before it logs why, so a
+    // client can see 1429 a moment before the line is in the log.
+    let says_why = || {
+        let log = wrong.proc.log_text();
+        log.contains("TLS to the backend failed") && log.contains("certificate")
+    };
+    switchyard_tests::eventually(10, "the log says why the primary is down", says_why);
 }
