@@ -52,9 +52,7 @@ for row in "${ROWS[@]}"; do
         *) echo "unknown row $row" >&2; exit 1 ;;
     esac
     pid=$!; pids+=("$pid")
-    up=''
-    for _ in $(seq 1500); do (exec 3<>/dev/tcp/127.0.0.1/$P) 2>/dev/null && { up=1; break; }; sleep 0.2; done
-    [ -n "$up" ] || { echo "$row never listened on $P:" >&2; tail -20 "$WORK/$row.log" >&2; exit 1; }
+    wait_port "$P" 300 "$WORK/$row.log"  # start-up under callgrind is slow
     h2load --h1 -n $((N / 10)) -c 16 -t 1 "http://127.0.0.1:$P/" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1
     load=$(h2load --h1 -n "$N" -c 16 -t 1 "http://127.0.0.1:$P/")

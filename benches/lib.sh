@@ -14,9 +14,9 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
-    echo "port $1 never opened" >&2; exit 1
+wait_port() { # $1 port, [$2 seconds, default 30], [$3 a log to show if it never opens]
+    for _ in $(seq $((${2:-30} * 10))); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done
+    echo "port $1 never opened" >&2; [ -n "${3:-}" ] && tail -20 "$3" >&2; exit 1
 }
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/1k"
 # nginx workers run as nobody: they must reach the file.

@@ -42,7 +42,10 @@ use std::time::Duration;
 /// responses, so clients can neither inject nor read them.
 pub const INTERNAL_PREFIX: &str = "x-switchyard-";
 
-const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+/// Inserted by its `&'static str` (Pingora shares those bytes; a
+/// `HeaderName` it would copy), looked up by its `HeaderName`.
+const XFF: &str = "x-forwarded-for";
+const XFF_NAME: http::HeaderName = http::HeaderName::from_static(XFF);
 
 /// The request-id header (`[server] request_id_header`): its name for
 /// lookups, and its bytes for inserts, shared rather than copied (Pingora
@@ -150,12 +153,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let mut xff = String::with_capacity(48);
-            if let Some(prior) = req.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            if let Some(prior) = req.headers.get(&XFF_NAME).and_then(|v| v.to_str().ok()) {
                 xff.push_str(prior);
                 xff.push_str(", ");
             }
             crate::accesslog::line::addr(&mut xff, ip);
-            req.insert_header("x-forwarded-for", xff)?;
+            req.insert_header(XFF, xff)?;
         }
         req.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
         req.insert_header("x-forwarded-proto", if crate::tls::is_tls(session) { "https" } else { "http" })?;
