@@ -157,7 +157,7 @@ fn mtls_refuses_a_client_without_a_certificate_and_gives_the_subject_to_access()
     let cfg = format!(
         "[server]\nlisten = \"{{listen}}\"\n[server.tls]\nlisten = \"{tls}\"\nclient_ca = {ca:?}\n[[server.tls.certs]]\ncert = {cert:?}\nkey = {key:?}\n\
          [access]\njwt_keys = [\"tls-test-jwt-signing-key-0123456789abcdef\"]\n\
-         [plugins.rbac]\npath = {:?}\nconfig = {{ role_attribute = \"tls_cn\", grants = {{ alice = [\"read:doc\"] }} }}\n{}\
+         [plugins.rbac]\npath = {:?}\nconfig = {{ role_attribute = \"tls_cn\", grants = {{ alice = [\"read:doc\"] }} }}\nlimits = {{ deadline_ms = 500 }}\n{}\
          [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
         plugin("access_rbac"),
         upstream("web", None, &[(&app, 1)], "")
