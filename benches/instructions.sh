@@ -11,16 +11,26 @@
 # 10 % or more, so this is the figure that shows what a change to the
 # request path costs. It does not see what an instruction costs (a clock
 # read, a cache miss, a system call): keep e2e.sh for that.
+# Session rows (issue 22), one worker thread each, memcached as the central
+# tier, three demo cart backends: session-none (the route without a
+# plugin, one backend keeping the sessions), session-sticky,
+# session-centralized, session-centralized-dynamic, session-o-session,
+# session-replicated; the load is 16 closed-loop cart users (log in, add 5
+# items, read the cart: 6 of 7 requests write) from benches/examples/cart.rs,
+# one warm-up round of 7 requests each, then N/16 (rounded to whole rounds)
+# each. Rows ending in -base run E2E_BASE_BIN.
 # INSTR_KEEP=DIR keeps each row's callgrind dump and its inclusive profile.
 # Usage: bash benches/instructions.sh [N requests, default 4000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake protobuf-compiler nginx-light valgrind nghttp2-client
+need_apt cmake protobuf-compiler nginx-light valgrind nghttp2-client memcached
 need_wasm_target
 N=${1:-4000}
 . benches/lib.sh
 build_rows
+cargo build --release -p switchyard-benches --example cart -q
+CART=$(dirname "$BARE")/cart
 start_backends
 
 gw_config() { # $1 port, $2 lb line, $3 threads
@@ -30,6 +40,46 @@ gw_config() { # $1 port, $2 lb line, $3 threads
     printf 'backends = [{ address = "127.0.0.1:%s" }, { address = "127.0.0.1:%s" }]\n' "$B1" "$B2"
     printf '[[routes]]\nupstream = "web"\n'
 }
+
+# Session rows: memcached and the cart backends, started at the first.
+KEY=instructions-session-signing-key-0123456789
+sessions_up() {
+    [ -n "${MC:-}" ] && return 0
+    MC=$(port)
+    memcached -l 127.0.0.1 -p "$MC" -U 0 -m 64 -c 4096 -u nobody >/dev/null 2>&1 &
+    pids+=("$!")
+    wait_port "$MC"
+    for kind in memory header; do
+        for i in 1 2 3; do
+            local p; p=$(port)
+            "$BIN" demo-backend --listen "127.0.0.1:$p" --name "${kind:0:1}$i" --sessions "$kind" --threads 1 >"$WORK/backend-$kind$i.log" 2>&1 &
+            pids+=("$!"); wait_port "$p" 30 "$WORK/backend-$kind$i.log"
+            eval "${kind}_$i=$p"
+        done
+    done
+}
+session_config() { # $1 port, $2 row
+    local plugin=${2#session-} list
+    case "$plugin" in
+        none) list="{ address = \"127.0.0.1:$memory_1\" }" ;;
+        sticky) list="{ address = \"127.0.0.1:$memory_1\" }, { address = \"127.0.0.1:$memory_2\" }, { address = \"127.0.0.1:$memory_3\" }" ;;
+        *) list="{ address = \"127.0.0.1:$header_1\" }, { address = \"127.0.0.1:$header_2\" }, { address = \"127.0.0.1:$header_3\" }" ;;
+    esac
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
+    printf '[session]\nkeys = ["%s"]\nlocal = { max_mb = 1024 }\n' "$KEY"
+    printf '[session.central]\nservers = ["127.0.0.1:%s"]\npool = 32\ntimeout_ms = 1000\n' "$MC"
+    printf '[[upstreams]]\nname = "app"\nbackends = [%s]\n[[routes]]\nupstream = "app"\n' "$list"
+    [ "$plugin" = none ] && return 0
+    printf 'session = "sess"\n[plugins.sess]\npath = "%s/session_%s.wasm"\n' "$SWITCHYARD_PLUGIN_DIR" "${plugin//-/_}"
+    printf 'on_error = "fail-closed"\nlimits = { deadline_ms = 2000, instances = 1024 }\n'
+    # The replicated tier (replicated, and the static part of
+    # centralized-dynamic) needs a cluster: one node without peers.
+    case "$plugin" in
+        replicated | centralized-dynamic) printf '[cluster]\nid = 1\nlisten = "127.0.0.1:%s"\nkey = "%s"\n' "$(port)" "$KEY" ;;
+    esac
+}
+USERS=16
+ROUNDS=$(( (N + USERS * 7 - 1) / (USERS * 7) ))
 
 ROWS=(bare-pingora switchyard-builtin switchyard-wasm)
 [ -n "${E2E_ROWS:-}" ] && read -r -a ROWS <<<"$E2E_ROWS"
@@ -49,22 +99,37 @@ for row in "${ROWS[@]}"; do
             gw_config "$P" "$lb" "$t" >"$WORK/$row.toml"
             bin=$BIN; case "$row" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
             "${CG[@]}" --callgrind-out-file="$OUT" "$bin" run --config "$WORK/$row.toml" >"$WORK/$row.log" 2>&1 & ;;
+        session-*)
+            sessions_up
+            session_config "$P" "${row%-base}" >"$WORK/$row.toml"
+            bin=$BIN; case "$row" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
+            "${CG[@]}" --callgrind-out-file="$OUT" "$bin" run --config "$WORK/$row.toml" >"$WORK/$row.log" 2>&1 & ;;
         *) echo "unknown row $row" >&2; exit 1 ;;
     esac
     pid=$!; pids+=("$pid")
     wait_port "$P" 300 "$WORK/$row.log"  # start-up under callgrind is slow
-    h2load --h1 -n $((N / 10)) -c 16 -t 1 "http://127.0.0.1:$P/" >/dev/null
-    callgrind_control -z "$pid" >/dev/null 2>&1
-    load=$(h2load --h1 -n "$N" -c 16 -t 1 "http://127.0.0.1:$P/")
-    callgrind_control -d "$pid" >/dev/null 2>&1
-    ok=$(echo "$load" | awk '/^status codes:/ {print $3}')
-    [ "$ok" = "$N" ] || { echo "$row: $ok of $N requests answered 2xx" >&2; echo "$load" >&2; exit 1; }
+    case "$row" in
+        session-*)
+            "$CART" "127.0.0.1:$P" "$USERS" 7 >/dev/null || { tail -20 "$WORK/$row.log" >&2; exit 1; }
+            callgrind_control -z "$pid" >/dev/null 2>&1
+            n=$((USERS * ROUNDS * 7))
+            "$CART" "127.0.0.1:$P" "$USERS" $((ROUNDS * 7)) >/dev/null || { echo "$row: the cart load failed" >&2; tail -20 "$WORK/$row.log" >&2; exit 1; }
+            callgrind_control -d "$pid" >/dev/null 2>&1 ;;
+        *)
+            n=$N
+            h2load --h1 -n $((N / 10)) -c 16 -t 1 "http://127.0.0.1:$P/" >/dev/null
+            callgrind_control -z "$pid" >/dev/null 2>&1
+            load=$(h2load --h1 -n "$N" -c 16 -t 1 "http://127.0.0.1:$P/")
+            callgrind_control -d "$pid" >/dev/null 2>&1
+            ok=$(echo "$load" | awk '/^status codes:/ {print $3}')
+            [ "$ok" = "$N" ] || { echo "$row: $ok of $N requests answered 2xx" >&2; echo "$load" >&2; exit 1; } ;;
+    esac
     kill -INT "$pid"; wait "$pid" 2>/dev/null || true
     dump=$(ls -t "$OUT".* 2>/dev/null | head -1)
     [ -n "$dump" ] || { echo "$row: no callgrind dump" >&2; exit 1; }
     ir=$(awk '/^summary:/ {print $2}' "$dump")
-    echo "$row $ir $N" >>"$WORK/results"
-    awk -v r="$row" -v ir="$ir" -v n="$N" 'BEGIN { printf "  %-28s %14d Ir  %8.0f Ir/request\n", r, ir, ir / n }' >&2
+    echo "$row $ir $n" >>"$WORK/results"
+    awk -v r="$row" -v ir="$ir" -v n="$n" 'BEGIN { printf "  %-28s %14d Ir  %8.0f Ir/request\n", r, ir, ir / n }' >&2
     if [ -n "${INSTR_KEEP:-}" ]; then
         mkdir -p "$INSTR_KEEP"
         callgrind_annotate --inclusive=yes "$dump" >"$INSTR_KEEP/$row.txt" 2>/dev/null

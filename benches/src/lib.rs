@@ -124,12 +124,13 @@ impl CartUser {
     }
 }
 
-/// The cart scenario, closed-loop until `until`; latencies in µs.
-async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, usize) {
+/// The cart scenario, closed-loop until `until` or `steps` requests;
+/// latencies in µs.
+async fn user_loop(addr: SocketAddr, id: usize, until: Instant, steps: usize) -> (Vec<u32>, usize) {
     let mut u = CartUser::new(addr);
     let (mut lat, mut errors) = (Vec::new(), 0);
     let mut step = 0usize;
-    while Instant::now() < until {
+    while step < steps && Instant::now() < until {
         let path = match step % 7 {
             0 => format!("/cart/login?user=u{id}"),
             6 => "/cart".to_string(),
@@ -153,10 +154,16 @@ async fn user_loop(addr: SocketAddr, id: usize, until: Instant) -> (Vec<u32>, us
 /// `users` closed-loop cart users for `run`, user `i` on `addrs[i % n]`;
 /// (sorted latencies in µs, failed requests, seconds).
 pub fn cart_load(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration) -> (Vec<u32>, usize, f64) {
+    cart_users(rt, addrs, users, run, usize::MAX)
+}
+
+/// As [`cart_load`], each user stopping after `steps` requests (or after
+/// `run`, whichever comes first): a load of a known count.
+pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration, steps: usize) -> (Vec<u32>, usize, f64) {
     let start = Instant::now();
     let until = start + run;
     let (mut lat, errors) = rt.block_on(async {
-        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addrs[i % addrs.len()], i, until))).collect();
+        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addrs[i % addrs.len()], i, until, steps))).collect();
         let (mut lat, mut errors) = (Vec::new(), 0);
         for t in tasks {
             let (l, e) = t.await.expect("user task");

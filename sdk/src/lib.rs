@@ -26,6 +26,11 @@
 //! file in `target/wasm32-wasip2/release/` is the component the gateway loads.
 #![warn(missing_docs)]
 
+/// The heap of a plugin built with the `talc` feature (on by default).
+#[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 #[cfg(feature = "access")]
 pub mod access;
 pub mod config;

@@ -706,7 +706,10 @@ pub mod stored {
                     return vec![warning];
                 }
                 self.reindex(&old_id, old_principal, &ctx.id, self.principal_of(&ctx.attrs, &ctx.statics));
-                self.hooks.after_write(&Written { old_id: &old_id, id: &ctx.id, attrs: &ctx.merged(), renewed: new_id });
+                // Unsplit, the main part is every attribute: no copy.
+                let merged;
+                let attrs = if ctx.statics.is_empty() { &ctx.attrs } else { merged = ctx.merged(); &merged };
+                self.hooks.after_write(&Written { old_id: &old_id, id: &ctx.id, attrs, renewed: new_id });
             } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
                 return Vec::new(); // a visitor with no session: no cookie
             }

@@ -141,7 +141,7 @@ pub fn tier_named(name: &str) -> Option<Tier> {
     [Tier::Local, Tier::Replicated, Tier::Central, Tier::Durable].into_iter().find(|t| t.as_str() == name)
 }
 
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -183,8 +183,7 @@ fn node(stores: &Stores) -> u32 {
 pub async fn index(stores: &Stores, strategy: &str, principal: &str, id: &str, parts: Vec<(Tier, String)>, ttl_s: u32) -> Result<(), StoreError> {
     let Some((tier, _)) = parts.first() else { return Ok(()) };
     let now = now_s();
-    let fresh = local().seen.lock().get(id).is_some_and(|s| s.principal == principal && s.written + REFRESH_S > now);
-    if fresh {
+    if is_fresh(principal, id, now) {
         return Ok(());
     }
     let (tier, key) = (*tier, list_key(node(stores), principal));
@@ -205,6 +204,13 @@ pub async fn index(stores: &Stores, strategy: &str, principal: &str, id: &str, p
     write(stores, tier, &key, &list).await?;
     remember(id, Seen { principal: principal.to_string(), strategy: strategy.to_string(), written: now, expires: now + u64::from(ttl_s) });
     Ok(())
+}
+
+/// Whether this node wrote `id` as `principal`'s less than [`REFRESH_S`]
+/// before `now`: [`index`] then has nothing to do (checked first by
+/// callers that would otherwise box its future on every request).
+pub fn is_fresh(principal: &str, id: &str, now: u64) -> bool {
+    local().seen.lock().get(id).is_some_and(|s| s.principal == principal && s.written + REFRESH_S > now)
 }
 
 /// Drop session `id` from this node's list of `principal` in `tier`.

@@ -100,6 +100,8 @@ impl Stores {
         Self { local: Local::new(64 << 20, 1800), replicated: None, central: None, durable: None, tokens: Tokens::new(Vec::new()) }
     }
 
+    // The durable tier's calls are boxed: its driver's futures are large,
+    // and inline they would be moved with every central call's future.
     pub async fn get(&self, tier: Tier, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_key(key)?;
         let value = timed(tier, "get", async {
@@ -107,7 +109,7 @@ impl Stores {
                 Tier::Local => Ok(self.local.get(key)),
                 Tier::Replicated => Ok(self.replicated()?.get(key)),
                 Tier::Central => self.central()?.get(key).await,
-                Tier::Durable => self.durable()?.get(key).await,
+                Tier::Durable => Box::pin(self.durable()?.get(key)).await,
             }
         })
         .await?;
@@ -134,7 +136,7 @@ impl Stores {
                 Tier::Local => self.local.add(key, value, ttl_s),
                 Tier::Replicated => self.replicated()?.write_if(key, value, ttl_s, crate::cluster::Expect::Absent),
                 Tier::Central => self.central()?.add(key, value, ttl_s).await,
-                Tier::Durable => self.durable()?.add(key, value, ttl_s).await,
+                Tier::Durable => Box::pin(self.durable()?.add(key, value, ttl_s)).await,
             }
         })
         .await
@@ -149,7 +151,7 @@ impl Stores {
                 Tier::Local => Ok(self.local.get_versioned(key)),
                 Tier::Replicated => Ok(self.replicated()?.get_versioned(key)),
                 Tier::Central => self.central()?.get_versioned(key).await,
-                Tier::Durable => self.durable()?.get_versioned(key).await,
+                Tier::Durable => Box::pin(self.durable()?.get_versioned(key)).await,
             }
         })
         .await?;
@@ -166,7 +168,7 @@ impl Stores {
                 Tier::Local => self.local.cas(key, value, ttl_s, version),
                 Tier::Replicated => self.replicated()?.write_if(key, value, ttl_s, crate::cluster::Expect::Version(version)),
                 Tier::Central => self.central()?.cas(key, value, ttl_s, version).await,
-                Tier::Durable => self.durable()?.cas(key, value, ttl_s, version).await,
+                Tier::Durable => Box::pin(self.durable()?.cas(key, value, ttl_s, version)).await,
             }
         })
         .await
@@ -185,7 +187,7 @@ impl Stores {
             Tier::Local => self.local.set(key, value, ttl_s),
             Tier::Replicated => self.replicated()?.set(key, Some(value), ttl_s),
             Tier::Central => self.central()?.set(key, value, ttl_s).await,
-            Tier::Durable => self.durable()?.set(key, value, ttl_s).await,
+            Tier::Durable => Box::pin(self.durable()?.set(key, value, ttl_s)).await,
         }
     }
 
@@ -201,7 +203,7 @@ impl Stores {
                 }
                 Tier::Replicated => self.replicated()?.set(key, None, 0),
                 Tier::Central => self.central()?.delete(key).await,
-                Tier::Durable => self.durable()?.delete(key).await,
+                Tier::Durable => Box::pin(self.durable()?.delete(key)).await,
             }
         })
         .await

@@ -380,6 +380,10 @@ fn to_wit(e: StoreError) -> store::StoreError {
     }
 }
 
+// Every store call is awaited boxed: wasmtime moves each import's future
+// into a box of its own per call, and the tiers' futures inline would make
+// even the calls answered at once (a read-ahead hit, a deferred write)
+// copy kilobytes.
 impl store::Host for HostState {
     async fn get(&mut self, t: store::Tier, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
         if let Some(i) = self.ahead.read.iter().position(|(rt, k, _)| *rt == tier(t) && *k == key) {
@@ -388,7 +392,7 @@ impl store::Host for HostState {
             return out;
         }
         let stores = self.wait_on(tier(t));
-        let out = stores.get(tier(t), &key).await.map_err(to_wit);
+        let out = Box::pin(stores.get(tier(t), &key)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
         out
@@ -396,7 +400,7 @@ impl store::Host for HostState {
 
     async fn set(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<(), store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.set(tier(t), &key, value, ttl_s).await.map_err(to_wit);
+        let out = Box::pin(stores.set(tier(t), &key, value, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, true, SEEN_STORED);
         out
@@ -404,7 +408,7 @@ impl store::Host for HostState {
 
     async fn delete(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.delete(tier(t), &key).await.map_err(to_wit);
+        let out = Box::pin(stores.delete(tier(t), &key)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, false, 0);
         out
@@ -412,7 +416,7 @@ impl store::Host for HostState {
 
     async fn retire(&mut self, t: store::Tier, key: String, ttl_s: u32) -> Result<(), store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.retire(tier(t), &key, ttl_s).await.map_err(to_wit);
+        let out = Box::pin(stores.retire(tier(t), &key, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, true, SEEN_RENEWED);
         out
@@ -420,7 +424,7 @@ impl store::Host for HostState {
 
     async fn add(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<bool, store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.add(tier(t), &key, value, ttl_s).await.map_err(to_wit);
+        let out = Box::pin(stores.add(tier(t), &key, value, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
         out
@@ -428,7 +432,7 @@ impl store::Host for HostState {
 
     async fn get_versioned(&mut self, t: store::Tier, key: String) -> Result<Option<store::Versioned>, store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.get_versioned(tier(t), &key).await.map_err(to_wit);
+        let out = Box::pin(stores.get_versioned(tier(t), &key)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
         Ok(out?.map(|(value, version)| store::Versioned { value, version }))
@@ -436,7 +440,7 @@ impl store::Host for HostState {
 
     async fn cas(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, store::StoreError> {
         let stores = self.wait_on(tier(t));
-        let out = stores.cas(tier(t), &key, value, ttl_s, version).await.map_err(to_wit);
+        let out = Box::pin(stores.cas(tier(t), &key, value, ttl_s, version)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, matches!(out, Ok(true)), SEEN_STORED);
         out
@@ -453,7 +457,7 @@ impl store::Host for HostState {
         }
         // Not called again: read it now, for the `get` that follows.
         let stores = self.wait_on(t);
-        let out = stores.get(t, &key).await;
+        let out = Box::pin(stores.get(t, &key)).await;
         self.clock.resume();
         self.ahead.read.push((t, key, out));
         true
@@ -464,7 +468,7 @@ impl store::Host for HostState {
             deferred.push(Deferred { tier: tier(t), key, value, ttl_s, on_failure });
             return;
         }
-        if let Err(e) = self.set(t, key.clone(), value, ttl_s).await {
+        if let Err(e) = Box::pin(self.set(t, key.clone(), value, ttl_s)).await {
             tracing::warn!(plugin = %self.shared.name, key, "deferred session write failed: {e:?}");
         }
     }
@@ -475,7 +479,7 @@ impl store::Host for HostState {
             return Ok(true); // this request holds it already
         }
         let (stores, owner) = (self.wait_on(t), crate::session::new_id());
-        let out = stores.lock(t, &key, &owner).await.map_err(to_wit);
+        let out = Box::pin(stores.lock(t, &key, &owner)).await.map_err(to_wit);
         self.clock.resume();
         if matches!(out, Ok(true)) {
             self.locks.push((t, key, owner));
@@ -489,10 +493,13 @@ impl store::Host for HostState {
             return;
         }
         self.principal = Some(principal.clone());
+        if crate::session::index::is_fresh(&principal, &id, crate::session::index::now_s()) {
+            return;
+        }
         let parts = parts.into_iter().map(|p| (tier(p.tier), p.key)).collect();
         self.clock.pause();
         let stores = self.stores.clone();
-        if let Err(e) = crate::session::index::index(&stores, &self.shared.name, &principal, &id, parts, ttl_s).await {
+        if let Err(e) = Box::pin(crate::session::index::index(&stores, &self.shared.name, &principal, &id, parts, ttl_s)).await {
             tracing::warn!(plugin = %self.shared.name, "session index not updated: {e:?}");
         }
         self.clock.resume();
@@ -504,7 +511,7 @@ impl store::Host for HostState {
         }
         self.clock.pause();
         let stores = self.stores.clone();
-        if let Err(e) = crate::session::index::unindex(&stores, &principal, &id, tier(t)).await {
+        if let Err(e) = Box::pin(crate::session::index::unindex(&stores, &principal, &id, tier(t))).await {
             tracing::warn!(plugin = %self.shared.name, "session index not updated: {e:?}");
         }
         self.clock.resume();
@@ -515,7 +522,7 @@ impl store::Host for HostState {
         let Some(i) = self.locks.iter().position(|(lt, k, _)| *lt == t && *k == key) else { return Ok(()) };
         let (_, key, owner) = self.locks.swap_remove(i);
         let stores = self.wait_on(t);
-        let out = stores.unlock(t, &key, &owner).await.map_err(to_wit);
+        let out = Box::pin(stores.unlock(t, &key, &owner)).await.map_err(to_wit);
         self.clock.resume();
         out
     }

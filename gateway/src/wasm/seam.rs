@@ -154,7 +154,9 @@ impl<S: Seam> Generation<S> {
             return Ok(i);
         }
         metrics().plugin_instantiations.with_label_values(&[self.plugin.spec.name.as_str()]).inc();
-        Ok(Self::instantiate(&self.plugin, self.restore.as_deref()).await?.0)
+        // Boxed: instantiating is rare, and its future inline would make
+        // every call's future (moved on each hook) kilobytes larger.
+        Ok(Box::pin(Self::instantiate(&self.plugin, self.restore.as_deref())).await?.0)
     }
 
     fn checkin(&self, inst: Instance<S>) {

@@ -231,15 +231,20 @@ impl SessionRun for Run {
             deferred = writes;
             headers(&self.name, "after-response", list, false)
         });
-        // Written before the locks go and the client gets its answer.
-        if let Some(on_failure) = self.write_deferred(deferred).await {
+        // Written before the locks go and the client gets its answer. The
+        // writes and the unlocks are boxed, and only awaited when there are
+        // some: this future is moved into a box on every request.
+        let failed = if deferred.is_empty() { None } else { Box::pin(self.write_deferred(deferred)).await };
+        if let Some(on_failure) = failed {
             let list = on_failure.into_iter().map(|(name, value)| wit::Header { name, value }).collect();
             answer = headers(&self.name, "after-response", list, false);
         }
         if self.canary {
             self.generation.plugin.outcomes.add(SessionOutcome::of(self.seen).map_or("none", SessionOutcome::as_str));
         }
-        self.release().await;
+        if !self.locks.is_empty() {
+            Box::pin(self.release()).await;
+        }
         let mut headers = answer.unwrap_or_else(|e| {
             super::faults::log_fault(&self.name, "after-response", &e, false);
             Vec::new()

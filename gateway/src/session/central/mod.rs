@@ -129,7 +129,9 @@ impl Central {
                     }
                     let found = (r.value, r.flags);
                     for &m in &missed {
-                        self.rehome(m, key, &found).await;
+                        // Boxed, as every rare branch here: the common
+                        // read's future stays small (it is moved per call).
+                        Box::pin(self.rehome(m, key, &found)).await;
                     }
                     return Ok(Some(found));
                 }
@@ -199,12 +201,14 @@ impl Central {
         let targets = match self.set_as_read(key, &value, flags, ttl).await {
             Some(targets) => targets,
             None => {
-                let (targets, out) = self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl)).await?;
+                let (targets, out) = Box::pin(self.on_primary(key, |c| write_unless_retired(c, key, &value, flags, ttl))).await?;
                 out?;
                 targets
             }
         };
-        self.copy_to_backups(&targets, key, &value, flags, ttl).await;
+        if self.copies() > 1 {
+            Box::pin(self.copy_to_backups(&targets, key, &value, flags, ttl)).await;
+        }
         Ok(())
     }
 

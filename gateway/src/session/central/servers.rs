@@ -87,12 +87,16 @@ impl Server {
     async fn client(&self) -> Result<&AsyncMetaClient, McError> {
         self.client
             .get_or_try_init(|| {
-                AsyncMetaClient::builder()
-                    .max_connections(Some(self.pool as usize))
-                    .max_idle(self.pool as usize)
-                    .connect_timeout(Some(self.timeout))
-                    .io_timeout(Some(self.timeout))
-                    .connect_async(self.addr)
+                // Boxed: connecting happens once, and inline it would
+                // enlarge the future of every call.
+                Box::pin(
+                    AsyncMetaClient::builder()
+                        .max_connections(Some(self.pool as usize))
+                        .max_idle(self.pool as usize)
+                        .connect_timeout(Some(self.timeout))
+                        .io_timeout(Some(self.timeout))
+                        .connect_async(self.addr),
+                )
             })
             .await
     }
