@@ -189,6 +189,33 @@ fn two_hundred_parallel_increments_with_the_lock_lose_no_update() {
     assert_eq!((s, v["count"].as_u64()), (200, Some(200)), "no lost update: {v}");
 }
 
+/// A session's later requests take one `before-request` call, not two:
+/// the keys its first call asked the gateway to read are remembered by the
+/// request's cookies, and read before the next request's call. Other
+/// cookies are another session (Bob reads his own cart); a strategy that
+/// locks reads after its lock, so it always takes two calls.
+#[test]
+fn a_sessions_read_ahead_is_remembered_so_its_later_requests_take_one_call() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let calls = |admin| metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("plugin", "sess"), ("hook", "before-request")]);
+    for (lock, per_request) in [("", 1.0), ("lock = true", 2.0)] {
+        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", lock, &addrs(&bs), ""), "");
+        let (mut alice, mut bob) = (Browser::new(gw.addr), Browser::new(gw.addr));
+        fill_cart(&mut alice, "alice");
+        fill_cart(&mut bob, "bob");
+        let before = calls(admin);
+        for _ in 0..10 {
+            for (b, user) in [(&mut alice, "alice"), (&mut bob, "bob")] {
+                let (s, v) = cart(b);
+                assert_eq!((s, &v["cart"]), (200, &items(user, 5)), "{v}");
+            }
+        }
+        let took = calls(admin) - before;
+        assert_eq!(took, 20.0 * per_request, "{lock:?}: 20 requests of two known sessions took {took} before-request calls");
+    }
+}
+
 /// Each browser sends `n` `POST /cart/incr` on its own thread, all at
 /// once: every answer's status and `Warning` header.
 fn increments(browsers: &[Browser], n: usize) -> Vec<(u16, Option<String>)> {

@@ -175,6 +175,10 @@ pub(crate) struct Ahead {
     /// Keys to read before the call is made again; `None`: this call is
     /// not made again, so a key is read when asked.
     pub(crate) wanted: Option<Vec<(Tier, String)>>,
+    /// `read` was read before the first call, from the keys the session's
+    /// previous request asked for: a lock the call takes makes it stale,
+    /// so taking one drops it (the call then asks, and is called again).
+    pub(crate) early: bool,
 }
 
 /// A write `after-response` left to the session adapter.
@@ -483,6 +487,9 @@ impl store::Host for HostState {
         self.clock.resume();
         if matches!(out, Ok(true)) {
             self.locks.push((t, key, owner));
+            if std::mem::take(&mut self.ahead.early) {
+                self.ahead.read.clear();
+            }
         }
         out
     }

@@ -62,12 +62,13 @@ pub struct WasmSession {
     hosted: Hosted<SessionSeam>,
     route: String,
     stores: Arc<Stores>,
+    hints: Hints,
 }
 
 impl WasmSession {
     pub async fn new(plugin: Arc<LoadedPlugin>, route: &str) -> Result<Self, Error> {
         let stores = plugin.engine.stores().clone();
-        Ok(Self { hosted: Hosted::new(plugin).await?, route: route.to_string(), stores })
+        Ok(Self { hosted: Hosted::new(plugin).await?, route: route.to_string(), stores, hints: Hints::default() })
     }
 }
 
@@ -79,15 +80,74 @@ type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>);
 /// `before-request` on one generation. A call that asks for keys
 /// (`read-ahead`) gives up its instance while the gateway reads them, and
 /// is made again with the values at hand: no instance waits on a read.
-async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
-    let (action, locks, principal, seen, wanted) = before_once(generation, arm, req, Locks::new(), Read::new(), true).await?;
+/// The keys asked for are remembered by the request's cookies (`hints`),
+/// so the session's next request has them read before its first call and
+/// needs that one call only.
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
+    let hint = hints.key(generation, req);
+    let early = match hint.and_then(|h| hints.get(h)) {
+        // Boxed: the reads' futures stay out of every session call's future.
+        Some(keys) => Some(Box::pin(read_wanted(stores, keys)).await),
+        None => None,
+    };
+    let (action, locks, principal, seen, wanted) = before_once(generation, arm, req, Locks::new(), early, true).await?;
     if wanted.is_empty() {
         return Ok((action, locks, principal, seen));
     }
-    // Boxed: the reads' futures stay out of every session call's future.
+    if let Some(h) = hint {
+        // A call that locks reads after its lock: nothing to read early.
+        if locks.is_empty() { hints.put(h, wanted.clone()) } else { hints.forget(h) }
+    }
     let read = Box::pin(read_wanted(stores, wanted)).await;
-    let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, read, false).await?;
+    let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, Some(read), false).await?;
     Ok((action, locks, principal, seen | again))
+}
+
+/// Most sessions whose read-ahead keys are remembered; past it the list
+/// starts over (a session then takes two calls once more).
+const MOST_HINTS: usize = 16_384;
+
+/// The keys a session's first `before-request` call asked to have read,
+/// by a keyed hash of the plugin version and the request's `Cookie`
+/// headers: a request whose cookies are those of an earlier one has the
+/// same keys read before its first call. Only the plugin's own asks are
+/// remembered, so a client cannot name a key; a value read early and not
+/// asked for is dropped. A request without cookies is never hinted.
+#[derive(Default)]
+struct Hints {
+    keys: parking_lot::Mutex<std::collections::HashMap<u64, Vec<(Tier, String)>>>,
+    hasher: std::hash::RandomState,
+}
+
+impl Hints {
+    fn key(&self, generation: &Generation<SessionSeam>, req: &RequestView) -> Option<u64> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut cookies = req.headers.get_all(http::header::COOKIE).iter().peekable();
+        cookies.peek()?;
+        let mut h = self.hasher.build_hasher();
+        h.write_usize(std::ptr::from_ref(generation) as usize);
+        for c in cookies {
+            h.write(c.as_bytes());
+            h.write_u8(0);
+        }
+        Some(h.finish())
+    }
+
+    fn get(&self, key: u64) -> Option<Vec<(Tier, String)>> {
+        self.keys.lock().get(&key).cloned()
+    }
+
+    fn put(&self, key: u64, wanted: Vec<(Tier, String)>) {
+        let mut keys = self.keys.lock();
+        if keys.len() >= MOST_HINTS && !keys.contains_key(&key) {
+            keys.clear();
+        }
+        keys.insert(key, wanted);
+    }
+
+    fn forget(&self, key: u64) {
+        self.keys.lock().remove(&key);
+    }
 }
 
 /// Read the keys a first `before-request` call asked for, two at a time
@@ -108,8 +168,11 @@ async fn read_wanted(stores: &Stores, wanted: Vec<(Tier, String)>) -> Read {
 }
 
 /// One `before-request` call: `locks` the request holds already, `read`
-/// the keys read for it; `ahead`: it may ask for keys and be called again.
-async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, locks: Locks, read: Read, ahead: bool) -> Result<Before, Error> {
+/// the keys read for it (`None`: none; the first call's are read early);
+/// `ahead`: it may ask for keys and be called again.
+async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, locks: Locks, read: Option<Read>, ahead: bool) -> Result<Before, Error> {
+    let early = ahead && read.is_some();
+    let read = read.unwrap_or_default();
     let req = req.clone();
     let call = seam::hint::<SessionSeam, (), Before, _>(move |inst, ()| {
         Box::pin(async move {
@@ -117,7 +180,7 @@ async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: 
             data.locks = locks;
             data.principal = None;
             data.seen = 0;
-            data.ahead = super::host::Ahead { read, wanted: ahead.then(Vec::new) };
+            data.ahead = super::host::Ahead { read, wanted: ahead.then(Vec::new), early };
             data.deferred = None;
             let handle = data.lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
@@ -351,7 +414,7 @@ impl SessionPolicy for WasmSession {
         let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
         // A user new to the split keeps its side by cookie from now on.
         let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
-        let out = before(&generation, LoadedPlugin::arm, req, &self.stores).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
+        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
             Ok((mut action, locks, principal, seen)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
@@ -382,7 +445,7 @@ impl SwapTarget for WasmSession {
     /// empty request (no cookie: a new visitor).
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
         let next = self.hosted.next(plugin).await?;
-        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default()), &self.stores).await?;
+        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default()), &self.stores, &self.hints).await?;
         for (tier, key, owner) in locks {
             let _ = self.stores.unlock(tier, &key, &owner).await;
         }
