@@ -162,7 +162,7 @@ pub struct HostState {
 /// Most reads one call may ask for ahead, and most writes it may defer:
 /// past them a plugin's store calls are made at once, so one request
 /// cannot make the gateway read or write without bound after its hook.
-const MOST_AHEAD: usize = 16;
+pub(crate) const MOST_AHEAD: usize = 16;
 
 /// Keys read before a session hook call: (tier, key, what the read gave).
 pub(crate) type Read = Vec<(Tier, String, Result<Option<Vec<u8>>, StoreError>)>;

@@ -85,18 +85,24 @@ type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>);
 /// needs that one call only.
 async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
     let hint = hints.key(generation, req);
-    let early = match hint.and_then(|h| hints.get(h)) {
-        // Boxed: the reads' futures stay out of every session call's future.
-        Some(keys) => Some(Box::pin(read_wanted(stores, keys)).await),
-        None => None,
-    };
+    let mut known = hint.and_then(|h| hints.get(h)).unwrap_or_default();
+    // Boxed: the reads' futures stay out of every session call's future.
+    let early = if known.is_empty() { None } else { Some(Box::pin(read_wanted(stores, known.clone())).await) };
     let (action, locks, principal, seen, wanted) = before_once(generation, arm, req, Locks::new(), early, true).await?;
     if wanted.is_empty() {
         return Ok((action, locks, principal, seen));
     }
     if let Some(h) = hint {
         // A call that locks reads after its lock: nothing to read early.
-        if locks.is_empty() { hints.put(h, wanted.clone()) } else { hints.forget(h) }
+        // Otherwise the keys read early and those still wanted, so a
+        // session whose keys were only partly known is known in full.
+        if locks.is_empty() {
+            known.extend(wanted.iter().filter(|w| !known.contains(w)).cloned().collect::<Vec<_>>());
+            known.truncate(super::host::MOST_AHEAD);
+            hints.put(h, known);
+        } else {
+            hints.forget(h);
+        }
     }
     let read = Box::pin(read_wanted(stores, wanted)).await;
     let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, Some(read), false).await?;
