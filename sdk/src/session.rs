@@ -21,6 +21,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+mod raw;
+
 /// Request header carrying the session's attributes to the backend.
 pub const SESSION_HEADER: &str = "x-switchyard-session";
 /// Request header carrying the session (or passport) id to the backend.
@@ -83,8 +85,10 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Attributes> {
 /// What the backend asked for in its response.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
-    /// Attributes to set (`null` values delete).
-    pub set: Attributes,
+    /// The attributes to set (`null` deletes) as one JSON object, in the
+    /// text the backend sent (its headers merged); empty for none.
+    /// [`Self::set`] reads it.
+    json: Vec<u8>,
     /// End the session.
     pub end: bool,
     /// Give the session a new id (the backend asked for it).
@@ -97,10 +101,12 @@ impl Changes {
     /// Read the backend's session headers from a response.
     pub fn from_response(resp: &Response) -> Self {
         let mut c = Changes::default();
+        let mut sets = Vec::new();
         for h in &resp.headers {
             if h.name.eq_ignore_ascii_case(SESSION_SET_HEADER) {
-                match decode(&h.value) {
-                    Some(m) => c.set.extend(m),
+                match B64.decode(h.value.trim()).ok().and_then(|json| Some((raw::object_len(&json)?, json))) {
+                    Some((0, _)) => {}
+                    Some((_, json)) => sets.push(json),
                     None => c.malformed = true,
                 }
             } else if h.name.eq_ignore_ascii_case(SESSION_END_HEADER) {
@@ -109,12 +115,45 @@ impl Changes {
                 c.renew = true;
             }
         }
+        c.json = match sets.len() {
+            0 => Vec::new(),
+            1 => sets.pop().unwrap_or_default(),
+            // Several headers: merged, a later one winning on a name.
+            _ => {
+                let mut all = raw::Raw::default();
+                for set in &sets {
+                    all.extend(&raw::Raw::parse(set).unwrap_or_default());
+                }
+                all.to_bytes()
+            }
+        };
         c
+    }
+
+    /// Changes that set `set` (a `null` value deletes), as a backend's
+    /// `x-switchyard-session-set` header would.
+    pub fn setting(set: &Attributes) -> Self {
+        Self { json: if set.is_empty() { Vec::new() } else { to_bytes(set) }, ..Self::default() }
+    }
+
+    /// The attributes to set (`null` values delete).
+    pub fn set(&self) -> Attributes {
+        if self.json.is_empty() { Attributes::new() } else { from_bytes(&self.json).unwrap_or_default() }
+    }
+
+    /// The attributes to set, each as its JSON text.
+    fn set_raw(&self) -> raw::Raw<'_> {
+        raw::Raw::parse(&self.json).unwrap_or_default()
+    }
+
+    /// Whether any attribute is set or deleted.
+    pub fn sets_any(&self) -> bool {
+        !self.json.is_empty()
     }
 
     /// Nothing to store.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && !self.end && !self.renew
+        !self.sets_any() && !self.end && !self.renew
     }
 
     /// Whether these changes give `principal` (the attribute naming who the
@@ -123,7 +162,7 @@ impl Changes {
     /// renewed (see [`renew`]), or a planted id would read the new user's
     /// session (session fixation).
     pub fn changes_principal(&self, principal: &str, before: &Attributes) -> bool {
-        match self.set.get(principal) {
+        match self.set().get(principal) {
             None => false,
             Some(Value::Null) => before.contains_key(principal),
             Some(v) => before.get(principal) != Some(v),
@@ -132,11 +171,11 @@ impl Changes {
 
     /// Apply to `attrs`: set, or delete on `null`.
     pub fn apply(&self, attrs: &mut Attributes) {
-        for (k, v) in &self.set {
+        for (k, v) in self.set() {
             if v.is_null() {
-                attrs.remove(k);
+                attrs.remove(&k);
             } else {
-                attrs.insert(k.clone(), v.clone());
+                attrs.insert(k, v);
             }
         }
     }
@@ -231,7 +270,9 @@ pub mod stored {
     //! [`Stored::load`] and [`Stored::sign`] the steps. `plugins/session-rotating`
     //! is a complete example.
 
+    use super::raw::{self, Raw};
     use super::*;
+    use std::borrow::Cow;
     use crate::store::{self, tokens, Tier};
 
     /// Settings (the plugin's config table).
@@ -321,8 +362,9 @@ pub mod stored {
 
     /// One request's session, as [`Stored::before`] loaded it and hands it
     /// to [`Stored::after`] (through the context of the session seam:
-    /// [`Context::to_bytes`], [`Context::from_bytes`]).
-    #[derive(serde::Serialize, serde::Deserialize, Default, Clone, Debug, PartialEq)]
+    /// [`Context::to_bytes`], [`Context::from_bytes`]). The attributes stay
+    /// in the bytes they were stored in; [`Context::attrs`] reads them.
+    #[derive(Default, Clone, Debug, PartialEq)]
     pub struct Context {
         /// The session id (the key is `prefix + id`).
         pub id: String,
@@ -331,15 +373,15 @@ pub mod stored {
         pub sign: bool,
         /// The id was made for this request (no session yet): never
         /// handed out, so it needs no renewal.
-        #[serde(default)]
         pub fresh: bool,
         /// The store failed and the request went on without a session:
         /// write nothing back.
         pub degraded: bool,
-        /// The session as loaded: its main part...
-        pub attrs: Attributes,
+        /// The session as loaded, as stored (a JSON object; empty for no
+        /// attributes): its main part...
+        attrs: Vec<u8>,
         /// ...and its static part, when split (centralized-dynamic).
-        pub statics: Attributes,
+        statics: Vec<u8>,
     }
 
     /// The first byte of the context bytes (their format's version).
@@ -362,18 +404,51 @@ pub mod stored {
         out
     }
 
-    /// The flags, the id and both parts' bytes of [`wire`]'s output.
-    fn unwire(bytes: &[u8]) -> Option<(u8, &str, &[u8], &[u8])> {
-        let (&[WIRE, flags], mut rest) = bytes.split_first_chunk::<2>()? else { return None };
-        let mut next = || {
-            let (len, tail) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            let part = tail.get(..len)?;
-            rest = &tail[len..];
-            Some(part)
-        };
-        let (id, attrs, statics) = (std::str::from_utf8(next()?).ok()?, next()?, next()?);
-        rest.is_empty().then_some((flags, id, attrs, statics))
+    /// The context bytes read in place, both parts parsed (but not their
+    /// values): what [`Stored::after`] works on.
+    struct View<'a> {
+        id: &'a str,
+        flags: u8,
+        bytes: (&'a [u8], &'a [u8]),
+        attrs: Raw<'a>,
+        statics: Raw<'a>,
+    }
+
+    impl<'a> View<'a> {
+        /// [`wire`]'s output read back; `None` if it is not that.
+        fn of(bytes: &'a [u8]) -> Option<Self> {
+            let (&[WIRE, flags], mut rest) = bytes.split_first_chunk::<2>()? else { return None };
+            let mut next = || {
+                let (len, tail) = rest.split_first_chunk::<4>()?;
+                let len = u32::from_le_bytes(*len) as usize;
+                let part = tail.get(..len)?;
+                rest = &tail[len..];
+                Some(part)
+            };
+            let (id, attrs, statics) = (std::str::from_utf8(next()?).ok()?, next()?, next()?);
+            if !rest.is_empty() {
+                return None;
+            }
+            Some(Self { id, flags, bytes: (attrs, statics), attrs: Raw::parse(attrs)?, statics: Raw::parse(statics)? })
+        }
+
+        fn context(&self) -> Context {
+            Context {
+                id: self.id.to_string(),
+                sign: self.flags & SIGN != 0,
+                fresh: self.flags & FRESH != 0,
+                degraded: self.flags & DEGRADED != 0,
+                attrs: self.bytes.0.to_vec(),
+                statics: self.bytes.1.to_vec(),
+            }
+        }
+
+        /// Every attribute: the main part, then the static part.
+        fn merged(&self) -> Raw<'a> {
+            let mut all = self.attrs.clone();
+            all.extend(&self.statics);
+            all
+        }
     }
 
     /// Stored bytes of a part: empty for no attributes.
@@ -381,48 +456,48 @@ pub mod stored {
         if attrs.is_empty() { Vec::new() } else { to_bytes(attrs) }
     }
 
-    /// A part from its stored bytes (empty: no attributes).
-    fn part_from(bytes: &[u8]) -> Option<Attributes> {
-        if bytes.is_empty() { Some(Attributes::new()) } else { from_bytes(bytes) }
-    }
-
-    /// A part as [`Stored::before`] loaded it: its bytes (empty when
-    /// absent or unreadable) and its attributes.
-    #[derive(Default)]
-    struct Loaded {
-        bytes: Vec<u8>,
-        attrs: Attributes,
-    }
-
     impl Context {
+        /// A context for `id` holding these parts (`statics` is empty
+        /// unless the strategy splits).
+        pub fn new(id: &str, attrs: &Attributes, statics: &Attributes) -> Self {
+            Self { id: id.to_string(), attrs: part_bytes(attrs), statics: part_bytes(statics), ..Self::default() }
+        }
+
         fn flags(&self) -> u8 {
             [(self.sign, SIGN), (self.fresh, FRESH), (self.degraded, DEGRADED)].iter().filter(|(on, _)| *on).map(|(_, f)| f).sum()
         }
 
         /// The context bytes of the session seam.
         pub fn to_bytes(&self) -> Vec<u8> {
-            wire(&self.id, self.flags(), &part_bytes(&self.attrs), &part_bytes(&self.statics))
+            wire(&self.id, self.flags(), &self.attrs, &self.statics)
         }
 
         /// Read what [`Self::to_bytes`] wrote; `None` if it is not that.
         pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-            let (flags, id, attrs, statics) = unwire(bytes)?;
-            Some(Self {
-                id: id.to_string(),
-                sign: flags & SIGN != 0,
-                fresh: flags & FRESH != 0,
-                degraded: flags & DEGRADED != 0,
-                attrs: part_from(attrs)?,
-                statics: part_from(statics)?,
-            })
+            View::of(bytes).map(|v| v.context())
+        }
+
+        /// The session's main part as loaded.
+        pub fn attrs(&self) -> Attributes {
+            part_from(&self.attrs)
+        }
+
+        /// Its static part (empty unless split).
+        pub fn statics(&self) -> Attributes {
+            part_from(&self.statics)
         }
 
         /// Every attribute: the main part and the static part.
         pub fn merged(&self) -> Attributes {
-            let mut all = self.attrs.clone();
-            all.extend(self.statics.clone());
+            let mut all = self.attrs();
+            all.extend(self.statics());
             all
         }
+    }
+
+    /// A part from its stored bytes (empty, or unreadable: no attributes).
+    fn part_from(bytes: &[u8]) -> Attributes {
+        if bytes.is_empty() { Attributes::new() } else { from_bytes(bytes).unwrap_or_default() }
     }
 
     /// A session write [`Hooks::after_write`] is told of.
@@ -432,11 +507,37 @@ pub mod stored {
         pub old_id: &'a str,
         /// The id the session has now (`old_id` unless `renewed`).
         pub id: &'a str,
-        /// Every attribute of the session as stored now.
-        pub attrs: &'a Attributes,
+        /// Every attribute of the session as stored now: one JSON
+        /// object ([`Self::attrs`] reads it).
+        pub json: &'a [u8],
         /// The session moved to a new id ([`renew`]): the old
         /// id's keys are retired.
         pub renewed: bool,
+    }
+
+    impl Written<'_> {
+        /// Every attribute of the session as stored now.
+        pub fn attrs(&self) -> Attributes {
+            part_from(self.json)
+        }
+    }
+
+    /// What [`Stored::store`] wrote: the session's id now, every
+    /// attribute as one JSON object, and whose the session is now (when
+    /// asked).
+    struct Write<'a> {
+        id: Cow<'a, str>,
+        json: Vec<u8>,
+        principal: Option<String>,
+    }
+
+    /// [`Changes::changes_principal`], on JSON texts.
+    fn changes_principal(set: &Raw<'_>, principal: &str, before: &Raw<'_>) -> bool {
+        match set.get(principal) {
+            None => false,
+            Some("null") => before.contains(principal),
+            Some(v) => !raw::same_value(before.get(principal), Some(v)),
+        }
     }
 
     /// What a strategy of your own adds to [`Stored`]; every method has a
@@ -469,7 +570,10 @@ pub mod stored {
         tier: Tier,
         /// Split static keys into their own tier (centralized-dynamic).
         split: Option<Tier>,
-        hooks: Box<dyn Hooks>,
+        /// A strategy of your own's additions ([`Stored::with_hooks`]).
+        hooks: Option<Box<dyn Hooks>>,
+        /// What the client gets when a deferred write fails.
+        on_failure: [(String, String); 1],
     }
 
     /// A store-backed strategy as data: its defaults, and an optional last
@@ -535,12 +639,13 @@ pub mod stored {
             if s.lock && !matches!(tier, Tier::Central | Tier::Local) {
                 return Err(format!("lock: the {} tier has no locks; use tier = \"central\" or \"local\"", s.tier));
             }
-            Ok(Self { s, tier, split: None, hooks: Box::new(()) })
+            let on_failure = [not_stored_pair("the session store did not take the write (the store is unavailable, or another request renewed or ended the session)")];
+            Ok(Self { s, tier, split: None, hooks: None, on_failure })
         }
 
         /// Run `hooks` in this strategy (replacing any set before).
         pub fn with_hooks(mut self, hooks: impl Hooks) -> Self {
-            self.hooks = Box::new(hooks);
+            self.hooks = Some(Box::new(hooks));
             self
         }
 
@@ -573,18 +678,28 @@ pub mod stored {
         /// A stored part; `None` when absent (expired, ended or retired).
         /// Unreadable bytes load as an empty session (and are counted).
         pub fn load(&self, tier: Tier, key: &str) -> Result<Option<Attributes>, store::StoreError> {
-            Ok(self.load_part(tier, key)?.map(|l| l.attrs))
+            Ok(store::get(tier, key)?.map(|bytes| {
+                from_bytes(&bytes).unwrap_or_else(|| {
+                    crate::host::counter_add("corrupt_sessions", 1);
+                    Attributes::new()
+                })
+            }))
         }
 
-        /// [`Self::load`], keeping the bytes as read.
-        fn load_part(&self, tier: Tier, key: &str) -> Result<Option<Loaded>, store::StoreError> {
-            Ok(store::get(tier, key)?.map(|bytes| match from_bytes(&bytes) {
-                Some(attrs) => Loaded { bytes, attrs },
+        /// A loaded part's bytes as a session (empty, and counted, unless
+        /// they are one JSON object), and the JSON text of its principal.
+        fn checked<'b>(&self, bytes: &'b [u8]) -> (&'b [u8], Option<&'b str>) {
+            if bytes.is_empty() {
+                return (bytes, None);
+            }
+            let principal = if self.s.principal.is_empty() { raw::object_len(bytes).map(|_| None) } else { raw::field(bytes, &self.s.principal) };
+            match principal {
+                Some(p) => (bytes, p),
                 None => {
                     crate::host::counter_add("corrupt_sessions", 1);
-                    Loaded::default()
+                    (&[], None)
                 }
-            }))
+            }
         }
 
         /// The store key of the session's main part: `prefix + id`.
@@ -642,78 +757,89 @@ pub mod stored {
             if !(main_ready && static_ready) {
                 return forward(Vec::new(), Vec::new());
             }
-            let statics = match self.split.map(|t| self.load_part(t, &self.static_key(&id))).transpose() {
+            let statics = match self.split.map(|t| store::get(t, &self.static_key(&id))).transpose() {
                 Ok(a) => a.flatten(),
                 Err(e) => return self.store_failed(&e, id),
             };
-            match (self.load_part(self.tier, &key), statics) {
+            match (store::get(self.tier, &key), statics) {
                 // A valid id that holds nothing (expired, ended, or retired
                 // by a renewal): never written again; a new id if needed.
                 (Ok(None), None) => self.forward_with(Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() }),
-                (Ok(attrs), statics) => {
-                    let (attrs, statics) = (attrs.unwrap_or_default(), statics.unwrap_or_default());
-                    self.index(&id, &attrs.attrs, &statics.attrs);
-                    self.forward_loaded(&id, sign, &attrs, &statics)
-                }
+                (Ok(attrs), statics) => self.forward_loaded(&id, sign, key, &attrs.unwrap_or_default(), &statics.unwrap_or_default()),
                 (Err(e), _) => self.store_failed(&e, id),
             }
         }
 
+        /// Forward a session that has no attributes yet.
         fn forward_with(&self, ctx: Context) -> Action {
-            let headers = vec![header(SESSION_HEADER, encode(&ctx.merged())), header(SESSION_ID_HEADER, ctx.id.clone())];
+            let headers = vec![header(SESSION_HEADER, B64.encode(b"{}")), header(SESSION_ID_HEADER, ctx.id.clone())];
             forward(headers, ctx.to_bytes())
         }
 
-        /// Forward a session as loaded: its bytes as read go to the backend
-        /// (unless split: the parts are merged) and into the context.
-        fn forward_loaded(&self, id: &str, sign: bool, attrs: &Loaded, statics: &Loaded) -> Action {
-            let session = match (&self.split, attrs.bytes.is_empty()) {
+        /// Forward a session as loaded (`key` is its main part's): its
+        /// bytes as read go to the backend (unless split: the parts are
+        /// merged) and into the context. Tells the gateway whose it is.
+        fn forward_loaded(&self, id: &str, sign: bool, key: String, attrs: &[u8], statics: &[u8]) -> Action {
+            let ((attrs, principal), (statics, static_principal)) = (self.checked(attrs), self.checked(statics));
+            if let Some(p) = raw::as_text(principal.or(static_principal)) {
+                self.index(&p, id, key);
+            }
+            let session = match (&self.split, attrs.is_empty()) {
                 (Some(_), _) => {
-                    let mut all = attrs.attrs.clone();
-                    all.extend(statics.attrs.clone());
-                    encode(&all)
+                    let mut all = Raw::parse(attrs).unwrap_or_default();
+                    all.extend(&Raw::parse(statics).unwrap_or_default());
+                    B64.encode(all.to_bytes())
                 }
                 (None, true) => B64.encode(b"{}"),
-                (None, false) => B64.encode(&attrs.bytes),
+                (None, false) => B64.encode(attrs),
             };
             let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
-            forward(headers, wire(id, if sign { SIGN } else { 0 }, &attrs.bytes, &statics.bytes))
+            forward(headers, wire(id, if sign { SIGN } else { 0 }, attrs, statics))
         }
 
         /// Store the backend's changes; set the cookie (and header) when
         /// the id is new, renewed or past half its life.
         pub fn after(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
-            let Some(mut ctx) = Context::from_bytes(&context) else { return Vec::new() };
+            let Some(view) = View::of(&context) else { return Vec::new() };
             let changes = Changes::from_response(resp);
             if changes.malformed {
                 crate::host::counter_add("malformed_updates", 1);
             }
-            if ctx.degraded || resp.backend.is_none() {
+            if view.flags & DEGRADED != 0 || resp.backend.is_none() {
                 return Vec::new();
             }
+            let before = view.merged();
             if changes.end {
-                self.end(&ctx.id);
-                self.reindex(&ctx.id, self.principal_of(&ctx.attrs, &ctx.statics), "", None);
+                self.end(view.id);
+                self.reindex(view.id, self.principal_of(&before).map(Cow::into_owned), "", None);
                 return vec![clear_cookie(&self.s.cookie)];
             }
-            let before = ctx.merged();
+            let fresh = view.flags & FRESH != 0;
             // Asked on every request of a live session (a hook may count them).
-            let hooked = !ctx.fresh && self.hooks.renew(&ctx, &changes);
-            let new_id = !ctx.fresh && (hooked || changes.renew || (!self.s.principal.is_empty() && changes.changes_principal(&self.s.principal, &before)));
-            if !changes.set.is_empty() || new_id {
-                let (old_id, old_principal) = (ctx.id.clone(), self.principal_of(&ctx.attrs, &ctx.statics));
-                if let Err(warning) = self.store(&mut ctx, &changes, before, new_id) {
-                    return vec![warning];
+            let hooked = !fresh && self.hooks.as_mut().is_some_and(|h| h.renew(&view.context(), &changes));
+            let set = changes.set_raw();
+            let new_principal = !self.s.principal.is_empty() && changes_principal(&set, &self.s.principal, &before);
+            let new_id = !fresh && (hooked || changes.renew || new_principal);
+            // The index changes only with the id or the principal.
+            let reindex = new_id || new_principal;
+            let mut id = Cow::Borrowed(view.id);
+            if changes.sets_any() || new_id {
+                let old = if reindex { self.principal_of(&before).map(Cow::into_owned) } else { None };
+                let written = match self.store(&view, before, &set, new_id, reindex) {
+                    Ok(w) => w,
+                    Err(warning) => return vec![warning],
+                };
+                if reindex {
+                    self.reindex(view.id, old, &written.id, written.principal);
                 }
-                self.reindex(&old_id, old_principal, &ctx.id, self.principal_of(&ctx.attrs, &ctx.statics));
-                // Unsplit, the main part is every attribute: no copy.
-                let merged;
-                let attrs = if ctx.statics.is_empty() { &ctx.attrs } else { merged = ctx.merged(); &merged };
-                self.hooks.after_write(&Written { old_id: &old_id, id: &ctx.id, attrs, renewed: new_id });
-            } else if ctx.attrs.is_empty() && ctx.statics.is_empty() {
+                if let Some(h) = self.hooks.as_mut() {
+                    h.after_write(&Written { old_id: view.id, id: &written.id, json: &written.json, renewed: new_id });
+                }
+                id = written.id;
+            } else if before.is_empty() {
                 return Vec::new(); // a visitor with no session: no cookie
             }
-            if ctx.sign { self.sign(&ctx.id) } else { Vec::new() }
+            if view.flags & SIGN != 0 || new_id { self.sign(&id) } else { Vec::new() }
         }
 
         /// End the session: its keys are retired, so the id reads nothing
@@ -728,63 +854,58 @@ pub mod stored {
             }
         }
 
-        /// Apply `changes` to the session as loaded (`before`: both parts)
-        /// and write what changed, under a new id when `new_id`. `Err`: the
+        /// Apply `set` to the session as loaded (`merged`: both parts) and
+        /// write what changed, under a new id when `new_id`. `Ok`: what was
+        /// written (with the principal now if `principal`). `Err`: the
         /// warning header for the client; nothing new was kept.
-        fn store(&self, ctx: &mut Context, changes: &Changes, before: Attributes, new_id: bool) -> Result<(), Header> {
-            let mut merged = before;
-            changes.apply(&mut merged);
-            let all = to_bytes(&merged);
-            if all.len() > self.s.max_bytes {
+        fn store<'a>(&self, view: &View<'a>, mut merged: Raw<'a>, set: &Raw<'a>, new_id: bool, principal: bool) -> Result<Write<'a>, Header> {
+            merged.apply(set);
+            let principal = if principal { self.principal_of(&merged).map(Cow::into_owned) } else { None };
+            let json = merged.to_bytes();
+            if json.len() > self.s.max_bytes {
                 crate::host::counter_add("too_large", 1);
-                return Err(not_stored(&format!("{} bytes is over max_bytes {}", all.len(), self.s.max_bytes)));
+                return Err(not_stored(&format!("{} bytes is over max_bytes {}", json.len(), self.s.max_bytes)));
             }
+            let (statics, dynamic) = self.split_parts(&view.attrs, merged);
             // Unsplit, the one part is all of it: write the bytes measured.
-            let mut unsplit = self.split.is_none().then_some(all);
-            let (statics, dynamic) = self.split_parts(ctx, merged);
-            let mut dynamic_bytes = || unsplit.take().unwrap_or_else(|| to_bytes(&dynamic));
+            let split_bytes = self.split.map(|_| dynamic.to_bytes());
+            let dynamic_bytes = split_bytes.as_deref().unwrap_or(&json);
             if new_id {
-                let (d, s) = (dynamic_bytes(), to_bytes(&statics));
-                let mut parts = vec![super::Part { tier: self.tier, prefix: &self.s.prefix, value: &d }];
+                let s = statics.to_bytes();
+                let mut parts = vec![super::Part { tier: self.tier, prefix: &self.s.prefix, value: dynamic_bytes }];
                 if let Some(t) = self.split {
                     parts.push(super::Part { tier: t, prefix: &self.s.static_prefix, value: &s });
                 }
-                ctx.id = super::renew(&ctx.id, &parts, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
-                ctx.sign = true;
-            } else {
-                let mut writes = Vec::new();
-                if let (Some(t), true) = (self.split, statics != ctx.statics) {
-                    writes.push((t, self.static_key(&ctx.id), to_bytes(&statics)));
-                }
-                if dynamic != ctx.attrs {
-                    writes.push((self.tier, self.key(&ctx.id), dynamic_bytes()));
-                }
-                // Written once the hook returns (no instance waits on the
-                // store); a refusal (the id was renewed meanwhile, the store
-                // is down) turns the answer into this warning.
-                let on_failure = [not_stored_pair("the session store did not take the write (the store is unavailable, or another request renewed or ended the session)")];
-                for (tier, k, bytes) in writes {
-                    store::set_deferred(tier, &k, &bytes, self.s.ttl_s, &on_failure);
-                    crate::host::counter_add("writes", 1);
-                }
+                let id = super::renew(view.id, &parts, self.s.ttl_s).map_err(|e| self.write_failed(&e))?;
+                return Ok(Write { id: Cow::Owned(id), json, principal });
             }
-            ctx.attrs = dynamic;
-            ctx.statics = statics;
-            Ok(())
+            // Written once the hook returns (no instance waits on the
+            // store); a refusal (the id was renewed meanwhile, the store
+            // is down) turns the answer into `on_failure`.
+            if let (Some(t), false) = (self.split, statics.same(&view.statics)) {
+                store::set_deferred(t, &self.static_key(view.id), &statics.to_bytes(), self.s.ttl_s, &self.on_failure);
+                crate::host::counter_add("writes", 1);
+            }
+            if !dynamic.same(&view.attrs) {
+                store::set_deferred(self.tier, &self.key(view.id), dynamic_bytes, self.s.ttl_s, &self.on_failure);
+                crate::host::counter_add("writes", 1);
+            }
+            Ok(Write { id: Cow::Borrowed(view.id), json, principal })
         }
 
         /// The static and the dynamic part of `merged` (all of it is
-        /// dynamic unless split).
-        fn split_parts(&self, ctx: &Context, merged: Attributes) -> (Attributes, Attributes) {
+        /// dynamic unless split); `attrs` is the main part as loaded.
+        fn split_parts<'a>(&self, attrs: &Raw<'a>, merged: Raw<'a>) -> (Raw<'a>, Raw<'a>) {
             if self.split.is_none() {
-                return (Attributes::new(), merged);
+                return (Raw::default(), merged);
             }
             // A static key the main record already held (a session a
             // non-splitting strategy wrote, before a hot swap) stays
             // there too, so nodes still running that strategy read it.
-            let is_static = |k: &String| self.s.static_keys.contains(k);
-            let statics = merged.iter().filter(|(k, _)| is_static(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-            let dynamic = merged.into_iter().filter(|(k, _)| !is_static(k) || ctx.attrs.contains_key(k)).collect();
+            let is_static = |k: &str| self.s.static_keys.iter().any(|s| s == k);
+            let (statics, mut dynamic) = merged.partition(is_static);
+            let kept: Raw<'a> = statics.clone().partition(|k| attrs.contains(k)).0;
+            dynamic.extend(&kept);
             (statics, dynamic)
         }
 
@@ -804,22 +925,21 @@ pub mod stored {
         // end a user's sessions everywhere.
 
         /// Who the session belongs to: its `principal` attribute as text.
-        fn principal_of(&self, attrs: &Attributes, statics: &Attributes) -> Option<String> {
+        fn principal_of<'r>(&self, attrs: &'r Raw<'_>) -> Option<Cow<'r, str>> {
             if self.s.principal.is_empty() {
                 return None;
             }
-            match attrs.get(&self.s.principal).or_else(|| statics.get(&self.s.principal))? {
-                Value::Null => None,
-                Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            }
+            raw::as_text(attrs.get(&self.s.principal))
         }
 
-        /// Tell the gateway whose session `id` is (every request: the
-        /// gateway rewrites its index only now and then).
-        fn index(&self, id: &str, attrs: &Attributes, statics: &Attributes) {
-            if let Some(principal) = self.principal_of(attrs, statics) {
-                store::index(&principal, id, &self.parts(id), self.s.ttl_s);
+        /// Tell the gateway that session `id` (its main part under `key`)
+        /// is `principal`'s (every request: the gateway rewrites its index
+        /// only now and then).
+        fn index(&self, principal: &str, id: &str, key: String) {
+            let main = store::IndexPart { tier: self.tier, key };
+            match self.split {
+                None => store::index_parts(principal, id, std::slice::from_ref(&main), self.s.ttl_s),
+                Some(t) => store::index_parts(principal, id, &[main, store::IndexPart { tier: t, key: self.static_key(id) }], self.s.ttl_s),
             }
         }
 
@@ -945,11 +1065,13 @@ mod tests {
         attrs.insert("cart".into(), serde_json::json!(["a", 1, null]));
         let mut statics = Attributes::new();
         statics.insert("locale".into(), Value::String("fi".into()));
-        for ctx in [
-            Context { id: "0123456789abcdef0123456789abcdef".into(), sign: true, fresh: false, degraded: false, attrs: attrs.clone(), statics },
-            Context { id: "x".into(), fresh: true, degraded: true, attrs, ..Context::default() },
-            Context::default(),
-        ] {
+        let mut signed = Context::new("0123456789abcdef0123456789abcdef", &attrs, &statics);
+        signed.sign = true;
+        assert_eq!((signed.attrs(), signed.statics()), (attrs.clone(), statics.clone()));
+        assert_eq!(signed.merged().len(), 3);
+        let mut degraded = Context::new("x", &attrs, &Attributes::new());
+        (degraded.fresh, degraded.degraded) = (true, true);
+        for ctx in [signed, degraded, Context::default()] {
             let bytes = ctx.to_bytes();
             assert_eq!(Context::from_bytes(&bytes).as_ref(), Some(&ctx));
             for cut in 0..bytes.len() {
@@ -976,7 +1098,7 @@ mod tests {
     #[test]
     fn a_login_a_switch_of_user_or_a_logout_changes_the_principal() {
         let obj = |v: Value| v.as_object().unwrap().clone();
-        let changes = |set: Value| Changes { set: obj(set), ..Changes::default() };
+        let changes = |set: Value| Changes::setting(&obj(set));
         let anon = obj(serde_json::json!({"cart": ["tea"]}));
         let alice = obj(serde_json::json!({"user": "alice", "cart": ["tea"]}));
         assert!(changes(serde_json::json!({"user": "victim"})).changes_principal("user", &anon), "login");
@@ -992,8 +1114,26 @@ mod tests {
     fn the_backend_asks_for_a_new_id_with_a_header() {
         let resp = Response { status: 200, headers: vec![header("X-Switchyard-Session-Renew", "1")], backend: Some("b".into()), pin_lost: false };
         let c = Changes::from_response(&resp);
-        assert!(c.renew && !c.end && c.set.is_empty());
+        assert!(c.renew && !c.end && !c.sets_any() && c.set().is_empty());
         assert!(!c.is_empty(), "a renewal is something to store");
+    }
+
+    #[test]
+    fn a_backends_set_headers_merge_and_a_bad_one_is_malformed() {
+        let set = |json: &str| header("x-switchyard-session-set", B64.encode(json));
+        let resp = |headers| Response { status: 200, headers, backend: Some("b".into()), pin_lost: false };
+        let c = Changes::from_response(&resp(vec![set(r#"{"cart":["tea"],"user":"ann"}"#), set(r#"{"cart":null,"n":1}"#)]));
+        assert_eq!(Value::Object(c.set()), serde_json::json!({"cart": null, "n": 1, "user": "ann"}), "a later header wins on a name");
+        assert!(!c.malformed && c.sets_any());
+        let c = Changes::from_response(&resp(vec![set("{}")]));
+        assert!(!c.sets_any() && c.is_empty() && !c.malformed, "an empty object sets nothing");
+        for bad in ["[1]", "{\"a\":", "not json"] {
+            let c = Changes::from_response(&resp(vec![set(bad), set(r#"{"n":2}"#)]));
+            assert!(c.malformed, "{bad}");
+            assert_eq!(Value::Object(c.set()), serde_json::json!({"n": 2}), "the readable header still counts");
+        }
+        let c = Changes::from_response(&resp(vec![header("x-switchyard-session-set", "%%%")]));
+        assert!(c.malformed && !c.sets_any(), "not base64");
     }
 
     #[test]
@@ -1004,7 +1144,7 @@ mod tests {
         let mut set = Attributes::new();
         set.insert("cart".into(), Value::Null);
         set.insert("theme".into(), "dark".into());
-        Changes { set, ..Changes::default() }.apply(&mut a);
+        Changes::setting(&set).apply(&mut a);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"theme":"dark","user":"alice"}"#);
     }
 }

@@ -144,6 +144,14 @@ pub fn index(principal: &str, id: &str, parts: &[(Tier, String)], ttl_s: u32) {
     wit::store::index(principal, id, &parts, ttl_s)
 }
 
+/// [`index`] with the parts as the gateway takes them (no copies).
+pub(crate) fn index_parts(principal: &str, id: &str, parts: &[IndexPart], ttl_s: u32) {
+    wit::store::index(principal, id, parts, ttl_s)
+}
+
+/// A stored part of a session, as [`index_parts`] takes it.
+pub(crate) use wit::store::Part as IndexPart;
+
 /// Session `id` no longer belongs to `principal` (a logout, a renewal to
 /// a new id): drop it from the index in `tier` (its first part's).
 pub fn unindex(principal: &str, id: &str, tier: Tier) {
