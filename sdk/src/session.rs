@@ -672,7 +672,7 @@ pub mod stored {
         }
 
         fn static_key(&self, id: &str) -> String {
-            format!("{}{id}", self.s.static_prefix)
+            [self.s.static_prefix.as_str(), id].concat()
         }
 
         /// A stored part; `None` when absent (expired, ended or retired).
@@ -704,7 +704,7 @@ pub mod stored {
 
         /// The store key of the session's main part: `prefix + id`.
         pub fn key(&self, id: &str) -> String {
-            format!("{}{id}", self.s.prefix)
+            [self.s.prefix.as_str(), id].concat()
         }
 
         /// The session id and when its token was signed (seconds since
