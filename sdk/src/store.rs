@@ -145,11 +145,13 @@ pub fn index(principal: &str, id: &str, parts: &[(Tier, String)], ttl_s: u32) {
 }
 
 /// [`index`] with the parts as the gateway takes them (no copies).
+#[cfg(feature = "session")]
 pub(crate) fn index_parts(principal: &str, id: &str, parts: &[IndexPart], ttl_s: u32) {
     wit::store::index(principal, id, parts, ttl_s)
 }
 
-/// A stored part of a session, as [`index_parts`] takes it.
+/// A stored part of a session, as `index_parts` takes it.
+#[cfg(feature = "session")]
 pub(crate) use wit::store::Part as IndexPart;
 
 /// Session `id` no longer belongs to `principal` (a logout, a renewal to
