@@ -82,6 +82,11 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Attributes> {
     }
 }
 
+/// Attributes from stored bytes (empty, or unreadable: none).
+fn part_from(bytes: &[u8]) -> Attributes {
+    if bytes.is_empty() { Attributes::new() } else { from_bytes(bytes).unwrap_or_default() }
+}
+
 /// What the backend asked for in its response.
 #[derive(Debug, Default, PartialEq)]
 pub struct Changes {
@@ -138,7 +143,7 @@ impl Changes {
 
     /// The attributes to set (`null` values delete).
     pub fn set(&self) -> Attributes {
-        if self.json.is_empty() { Attributes::new() } else { from_bytes(&self.json).unwrap_or_default() }
+        part_from(&self.json)
     }
 
     /// The attributes to set, each as its JSON text.
@@ -493,11 +498,6 @@ pub mod stored {
             all.extend(self.statics());
             all
         }
-    }
-
-    /// A part from its stored bytes (empty, or unreadable: no attributes).
-    fn part_from(bytes: &[u8]) -> Attributes {
-        if bytes.is_empty() { Attributes::new() } else { from_bytes(bytes).unwrap_or_default() }
     }
 
     /// A session write [`Hooks::after_write`] is told of.

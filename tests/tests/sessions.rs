@@ -567,3 +567,53 @@ fn a_gateway_starts_while_memcached_is_down_and_uses_it_once_it_is_up() {
     let (s, v) = cart(&mut carol);
     assert_eq!((s, &v["cart"]), (200, &items("carol", 5)), "{v}");
 }
+
+/// memcached's text protocol, for planting a value: sends `cmd`, reads
+/// until a line in `ends`.
+fn memcached_say(mc: &Memcached, cmd: &[u8], ends: &[&str]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(mc.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    s.write_all(cmd).unwrap();
+    let mut out = String::new();
+    let mut buf = [0u8; 4096];
+    while !ends.iter().any(|e| out.ends_with(e)) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "memcached closed after {out:?}");
+        out.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    out
+}
+
+/// A stored session that is not one JSON object (cut, or written by
+/// something else under the session's key) reads as no session: the user
+/// is asked to log in, the plugin counts it, the gateway keeps serving,
+/// another user keeps theirs, and a new login works.
+#[test]
+fn a_corrupt_stored_session_reads_as_none_is_counted_and_harms_no_one_else() {
+    let mc = Memcached::start();
+    let bs = backends(1, "header");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""), "");
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    let dump = memcached_say(&mc, b"lru_crawler metadump all\r\n", &["END\r\n"]);
+    let keys: Vec<&str> = dump.lines().filter_map(|l| l.strip_prefix("key=")?.split(' ').next()).filter(|k| k.starts_with("session%3A")).collect();
+    assert_eq!(keys.len(), 1, "alice's one session key: {dump}");
+    let key = keys[0].replace("%3A", ":");
+    for garbage in [&b"[\"not an object\"]"[..], b"{\"user\":\"alice\",\"cart\":[", b"{\"user\":\"\xff\"}"] {
+        let mut set = format!("set {key} 0 0 {}\r\n", garbage.len()).into_bytes();
+        set.extend_from_slice(garbage);
+        set.extend_from_slice(b"\r\n");
+        assert_eq!(memcached_say(&mc, &set, &["STORED\r\n", "ERROR\r\n"]), "STORED\r\n");
+        let (s, v) = cart(&mut alice);
+        assert_eq!(s, 401, "a corrupt session is no session: {v}");
+    }
+    assert!(metric(admin, "switchyard_plugin_counter", &[("name", "corrupt_sessions")]) >= 3.0);
+    let mut bob = Browser::new(gw.addr);
+    fill_cart(&mut bob, "bob");
+    let (s, v) = cart(&mut bob);
+    assert_eq!((s, &v["cart"]), (200, &items("bob", 5)), "{v}");
+    fill_cart(&mut alice, "alice");
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"], &v["user"]), (200, &items("alice", 5), &serde_json::json!("alice")), "{v}");
+}

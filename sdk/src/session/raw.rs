@@ -69,7 +69,7 @@ impl<'a> Raw<'a> {
         self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|((k, v), (ok, ov))| k == ok && v.get() == ov.get())
     }
 
-    /// The attributes named in `names` and the rest.
+    /// The attributes whose names `is_first` picks, and the rest.
     pub(crate) fn partition(self, is_first: impl Fn(&str) -> bool) -> (Raw<'a>, Raw<'a>) {
         let (first, rest) = self.0.into_iter().partition(|(k, _)| is_first(k));
         (Raw(first), Raw(rest))
