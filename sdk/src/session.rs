@@ -14,7 +14,7 @@
 //! strategy of your own ([`stored::Hooks`]) and its parts public (the id
 //! from a request, loading, signing).
 
-pub use crate::bindings::session::exports::switchyard::policy::session::{Action, Forward, Header, Reply, Response};
+pub use crate::bindings::session::exports::switchyard::policy::session::{Action, Forward, Header, Needs, Reply, Response};
 pub use crate::bindings::session::switchyard::policy::types::Request;
 use crate::Config;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -49,6 +49,15 @@ pub trait SessionStrategy: Sized + 'static {
     /// After the upstream response: store the changes and return headers
     /// for the client (`set-cookie`).
     fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header>;
+
+    /// The backend response headers `after_response` reads, by name
+    /// (case-insensitive); `None` (the default): all of them. Asked once,
+    /// after `configure`. Each header passed costs two allocations in the
+    /// plugin per request, so name what you read: [`stored`] strategies
+    /// name the three session headers, sticky none.
+    fn response_headers(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// A session's attributes: a JSON object.
@@ -612,9 +621,17 @@ pub mod stored {
         fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
             self.0.after(context, resp)
         }
+
+        fn response_headers(&self) -> Option<Vec<String>> {
+            Some(Stored::RESPONSE_HEADERS.iter().map(|h| h.to_string()).collect())
+        }
     }
 
     impl Stored {
+        /// The backend response headers [`Stored::after`] reads (see
+        /// [`SessionStrategy::response_headers`]).
+        pub const RESPONSE_HEADERS: [&'static str; 3] = [SESSION_SET_HEADER, SESSION_END_HEADER, SESSION_RENEW_HEADER];
+
         /// Check `settings` (merged over the plugin's defaults).
         pub fn new(s: Settings) -> Result<Self, String> {
             let name_ok = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -1005,11 +1022,13 @@ impl<T: SessionStrategy> Runner<T> {
         Self { strategy: None }
     }
 
-    pub fn configure(&mut self, config: String) -> Result<(), String> {
+    pub fn configure(&mut self, config: String) -> Result<Needs, String> {
         crate::host::install_panic_hook();
         let config = Config::from_json(&config)?;
-        self.strategy = Some(T::configure(&config)?);
-        Ok(())
+        let strategy = T::configure(&config)?;
+        let needs = Needs { response_headers: strategy.response_headers() };
+        self.strategy = Some(strategy);
+        Ok(needs)
     }
 
     pub fn before_request(&mut self, req: &Request) -> Action {
@@ -1038,7 +1057,7 @@ macro_rules! export_session {
                     const { ::core::cell::RefCell::new($crate::session::Runner::new()) };
             }
             impl __wit::Guest for __SwitchyardSession {
-                fn configure(config: ::std::string::String) -> ::core::result::Result<(), ::std::string::String> {
+                fn configure(config: ::std::string::String) -> ::core::result::Result<__wit::Needs, ::std::string::String> {
                     RUNNER.with(|r| r.borrow_mut().configure(config))
                 }
                 fn before_request(req: &$crate::session::Request) -> __wit::Action {

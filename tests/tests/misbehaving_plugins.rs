@@ -152,3 +152,42 @@ fn repeated_faults_are_rate_limited_in_the_log() {
     let lines = log.lines().filter(|l| l.contains("fault=\"trap\"") || l.contains("fault=trap")).count();
     assert!((1..=50).contains(&lines), "{lines} fault lines for 200 faults:\n{log}");
 }
+
+/// A session strategy gets the backend response headers it names in
+/// `needs.response-headers` (case-insensitive, every value of a repeated
+/// one), all of them when it names none, and a name that is not a header
+/// name fails the load with that name.
+#[test]
+fn a_session_plugin_gets_only_the_response_headers_it_names() {
+    let b = backend("b1", &[]);
+    let saw = |config: &str| {
+        let cfg = format!(
+            "{SERVER}[session]\nkeys = [\"{}\"]\n{}{}session = \"sess\"\n",
+            "k".repeat(32),
+            plugin_table("sess", "misbehave_session", &format!("config = {{ mode = \"echo\"{config} }}")),
+            upstream("web", None, &[(&b, 1)], "")
+        );
+        let gw = gateway(&cfg);
+        let r = get(gw.addr, "/", &[]);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.header("x-saw").expect("the plugin's header").to_string()
+    };
+    let all = saw("");
+    let names: Vec<&str> = all.split(',').collect();
+    assert!(names.contains(&"content-length") && names.contains(&"content-type"), "with no names it gets every header: {all}");
+    assert_eq!(saw(", response_headers = [\"Content-Type\", \"x-not-sent\"]"), "content-type");
+    assert_eq!(saw(", response_headers = []"), "");
+
+    let cfg = format!(
+        "{SERVER}[session]\nkeys = [\"{}\"]\n{}{}session = \"sess\"\n",
+        "k".repeat(32),
+        plugin_table("sess", "misbehave_session", "config = { mode = \"echo\", response_headers = [\"bad name\"] }"),
+        upstream("web", None, &[(&b, 1)], "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, cfg.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("response header \"bad name\""), "{out}");
+}

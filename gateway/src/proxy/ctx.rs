@@ -235,8 +235,8 @@ impl Ctx {
     }
 
     /// Run the session's `after-response` once: with the backend's answer,
-    /// or (`headers` empty) with the gateway's error status.
-    pub async fn finish_session(&mut self, status: u16, headers: Vec<(String, String)>) -> Headers {
+    /// or (`headers` none) with the gateway's error status.
+    pub async fn finish_session(&mut self, status: u16, headers: Option<&http::HeaderMap>) -> Headers {
         let backend = match (&self.upstream, self.backend) {
             (Some(u), Some(i)) => Some(u.backends()[i].address.clone()),
             _ => None,

@@ -176,8 +176,7 @@ impl ProxyHttp for Gateway {
         }
         ctx.upstream_status = Some(resp.status.as_u16());
         let add = if ctx.session.is_some() {
-            let seen = resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(resp.status.as_u16(), seen))).await
+            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(resp.status.as_u16(), Some(&resp.headers)))).await
         } else {
             Vec::new()
         };
@@ -242,7 +241,7 @@ impl ProxyHttp for Gateway {
         // No response reached `response_filter`: the session still learns
         // the outcome (and frees its locks); its headers have nowhere to go.
         if ctx.session.is_some() {
-            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(if status == 0 { 502 } else { status }, Vec::new()))).await;
+            Box::pin(counting(ctx.faults_if(true), ctx.finish_session(if status == 0 { 502 } else { status }, None))).await;
         }
         if ctx.access.is_some() {
             Box::pin(counting(ctx.faults_if(true), ctx.finish_access(status, e.is_some()))).await;

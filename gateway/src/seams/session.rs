@@ -38,11 +38,12 @@ pub enum SessionAction {
 
 /// What the upstream answered, for `after`.
 #[derive(Debug, Clone, Default)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     /// The backend's status, or the gateway's error status.
     pub status: u16,
-    /// The backend's response headers (empty when it failed).
-    pub headers: Vec<(String, String)>,
+    /// The backend's response headers (none when it failed); the policy
+    /// copies those its strategy reads.
+    pub headers: Option<&'a http::HeaderMap>,
     pub backend: Option<String>,
     pub pin_lost: bool,
 }
@@ -52,7 +53,7 @@ pub struct Outcome {
 #[async_trait::async_trait]
 pub trait SessionRun: Send + Sync {
     /// Store the changes; answer headers for the client response.
-    async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers;
+    async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers;
 
     /// An operator ended this request's user's sessions while it ran
     /// (`DELETE /sessions?principal=U`): its response is cut.
@@ -121,7 +122,7 @@ pub struct NoSession;
 
 #[async_trait::async_trait]
 impl SessionRun for NoSession {
-    async fn after(&mut self, _context: Vec<u8>, _outcome: Outcome) -> Headers {
+    async fn after(&mut self, _context: Vec<u8>, _outcome: Outcome<'_>) -> Headers {
         Vec::new()
     }
 }

@@ -21,9 +21,37 @@ use wasmtime::Store;
 /// The session seam's exports.
 pub struct SessionSeam;
 
+/// What `configure` said the strategy reads: the backend response
+/// headers `after-response` gets (`None`: all), lowercase.
+#[derive(Clone, Default)]
+pub struct Needs {
+    headers: Option<Arc<[HeaderName]>>,
+}
+
+impl Needs {
+    fn from_wit(needs: wit::Needs) -> Result<Self, String> {
+        let Some(names) = needs.response_headers else { return Ok(Self::default()) };
+        let headers = names
+            .iter()
+            .map(|n| HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("configure asked for response header {n:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { headers: Some(headers) })
+    }
+
+    /// The backend's headers the strategy reads, as `after-response` gets them.
+    fn pick(&self, all: Option<&http::HeaderMap>) -> Vec<wit::Header> {
+        let Some(all) = all else { return Vec::new() };
+        let header = |(name, value): (&HeaderName, &HeaderValue)| wit::Header { name: name.as_str().to_string(), value: String::from_utf8_lossy(value.as_bytes()).into_owned() };
+        match &self.headers {
+            None => all.iter().map(header).collect(),
+            Some(names) => names.iter().flat_map(|n| all.get_all(n).iter().map(move |v| header((n, v)))).collect(),
+        }
+    }
+}
+
 impl Seam for SessionSeam {
     type Guest = wit::Guest;
-    type Setup = ();
+    type Setup = Needs;
     type Local = ();
     const SEAM: &'static str = "session";
     const HOOKS: &'static [&'static str] = &["configure", "before-request", "after-response"];
@@ -43,8 +71,8 @@ impl Seam for SessionSeam {
         indices.load(store, instance).map_err(|e| format!("{e:#}"))
     }
 
-    fn configure<'a>(guest: &'a Self::Guest, store: &'a mut Store<HostState>, config: &'a str) -> CallFuture<'a, Result<(), String>> {
-        Box::pin(guest.call_configure(store, config))
+    fn configure<'a>(guest: &'a Self::Guest, store: &'a mut Store<HostState>, config: &'a str) -> CallFuture<'a, Result<Needs, String>> {
+        Box::pin(async move { Ok(guest.call_configure(store, config).await?.and_then(Needs::from_wit)) })
     }
 }
 
@@ -205,10 +233,10 @@ async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: 
 type After = (Vec<wit::Header>, Locks, Principal, Seen, Vec<Deferred>);
 
 /// `after-response` on one generation, with the request's locks.
-async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome, locks: Locks) -> Result<After, Error> {
+async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome<'_>, locks: Locks) -> Result<After, Error> {
     let resp = wit::Response {
         status: outcome.status,
-        headers: outcome.headers.into_iter().map(|(name, value)| wit::Header { name, value }).collect(),
+        headers: generation.setup.pick(outcome.headers),
         backend: outcome.backend,
         pin_lost: outcome.pin_lost,
     };
@@ -289,7 +317,7 @@ impl SessionRun for Run {
         SessionOutcome::of(self.seen)
     }
 
-    async fn after(&mut self, context: Vec<u8>, outcome: Outcome) -> Headers {
+    async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers {
         let locks = std::mem::take(&mut self.locks);
         let out = after(&self.generation, context, outcome, locks).await;
         let mut deferred = Vec::new();

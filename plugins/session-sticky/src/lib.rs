@@ -67,6 +67,11 @@ impl SessionStrategy for Sticky {
             }
         }
     }
+
+    /// It reads no backend header.
+    fn response_headers(&self) -> Option<Vec<String>> {
+        Some(Vec::new())
+    }
 }
 
 switchyard_sdk::export_session!(Sticky);
