@@ -26,10 +26,14 @@
 //! file in `target/wasm32-wasip2/release/` is the component the gateway loads.
 #![warn(missing_docs)]
 
-/// The heap of a plugin built with the `talc` feature (on by default).
+/// The heap of a plugin built with the `talc` feature (on by default):
+/// freed small blocks kept by size class, in front of Talc.
 #[cfg(all(feature = "talc", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
-static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+static ALLOCATOR: heap::Classes<talc::wasm::WasmDynamicTalc> = heap::Classes::new(talc::wasm::new_wasm_dynamic_allocator());
+
+#[cfg(any(test, all(feature = "talc", target_family = "wasm", not(target_feature = "atomics"))))]
+mod heap;
 
 #[cfg(feature = "access")]
 pub mod access;
