@@ -18,7 +18,7 @@ const ALIGN: usize = 16;
 const KEEP: u16 = 64;
 
 fn class(size: usize) -> usize {
-    if size <= 256 { (size.max(1) + 15) / 16 - 1 } else { 16 + (size - 257) / 128 }
+    if size <= 256 { size.max(1).div_ceil(16) - 1 } else { 16 + (size - 257) / 128 }
 }
 
 fn class_size(c: usize) -> usize {
