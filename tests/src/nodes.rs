@@ -61,12 +61,15 @@ pub const SESSION_KEY: &str = "test-session-signing-key-0123456789abcdef";
 
 /// A gateway config: memcached as the central tier, one upstream over
 /// `backends`, and a catch-all route whose session plugin is `file` with
-/// `plugin_config` (TOML lines); add `[cluster]` with [`Nodes`].
+/// `plugin_config` (TOML lines); add `[cluster]` with [`Nodes`]. The call
+/// deadline is 2 s: these tests are about sessions surviving swaps and node
+/// losses, and a wall-clock deadline of 500 ms was exceeded once on a busy
+/// 2-core CI machine running three debug nodes per test while a swap compiled.
 pub fn session_config(mc: &Memcached, file: &str, plugin_config: &str, backends: &[Proc]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
     format!(
         "{SERVER}\n[session]\nkeys = [\"{SESSION_KEY}\"]\n[session.central]\nservers = [\"{}\"]\nlock_timeout_ms = 10000\n\
-         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 500 }}\n[plugins.sess.config]\n{plugin_config}\n\
+         [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 2000 }}\n[plugins.sess.config]\n{plugin_config}\n\
          [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
         mc.addr,
         plugin(file).to_string_lossy(),
