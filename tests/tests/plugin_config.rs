@@ -14,10 +14,12 @@ fn token(roles: &[&str]) -> String {
     encode(&Header::default(), &serde_json::json!({ "sub": "ann", "roles": roles, "exp": exp }), &EncodingKey::from_secret(KEY.as_bytes())).unwrap()
 }
 
-/// rbac on `/doc`, granting `read:doc` to viewers, in front of `app`.
+/// rbac on `/doc`, granting `read:doc` to viewers, in front of `app`. Its
+/// call deadline is 500 ms: the default 5 ms of wall time ran out once on
+/// the first call after start on a busy CI machine.
 fn config(app: &Proc) -> String {
     format!(
-        "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
+        "{SERVER}[access]\njwt_keys = [\"{KEY}\"]\n[plugins.rbac]\npath = {:?}\nlimits = {{ deadline_ms = 500 }}\nconfig = {{ grants = {{ viewer = [\"read:doc\"] }} }}\n{}\
          [[routes]]\npath_prefix = \"/doc\"\nupstream = \"web\"\naccess = \"rbac\"\nobject = {{ kind = \"doc\" }}\n",
         plugin("access_rbac"),
         upstream("web", None, &[(app, 1)], "")
