@@ -70,7 +70,8 @@ impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
         let reply = self.handle(session).await;
         if reply.status.is_client_error() {
-            // The body may be unread: do not reuse the connection.
+            // The body may be unread: read what is left, then close.
+            Box::pin(drain(session, self.spec.max_body)).await;
             session.set_keepalive(None);
         }
         http::Response::builder()
@@ -335,6 +336,27 @@ fn config_query(query: Option<&str>) -> Result<Option<String>, String> {
     let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes());
     let Some((_, value)) = pairs.into_iter().find(|(k, _)| k == "config") else { return Ok(None) };
     config_table(value.as_bytes(), "the config query parameter").map(Some)
+}
+
+/// Read and drop what is left of a refused request's body (at most
+/// `limit` bytes, for at most a second), so a client still sending it (a
+/// `plugin push` with a wrong token) reads the answer instead of a reset
+/// on its write, as nginx's lingering close does. A client that asked
+/// `Expect: 100-continue` sends nothing more after a final answer.
+async fn drain(session: &mut ServerSession, limit: usize) {
+    if session.get_header(http::header::EXPECT).is_some() {
+        return;
+    }
+    let mut left = limit;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Read a request body of at most `limit` bytes; 413 past it, 400 if the
