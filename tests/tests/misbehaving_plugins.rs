@@ -160,14 +160,16 @@ fn repeated_faults_are_rate_limited_in_the_log() {
 #[test]
 fn a_session_plugin_gets_only_the_response_headers_it_names() {
     let b = backend("b1", &[]);
-    let saw = |config: &str| {
-        let cfg = format!(
+    let cfg = |config: &str| {
+        format!(
             "{SERVER}[session]\nkeys = [\"{}\"]\n{}{}session = \"sess\"\n",
             "k".repeat(32),
             plugin_table("sess", "misbehave_session", &format!("config = {{ mode = \"echo\"{config} }}")),
             upstream("web", None, &[(&b, 1)], "")
-        );
-        let gw = gateway(&cfg);
+        )
+    };
+    let saw = |config: &str| {
+        let gw = gateway(&cfg(config));
         let r = get(gw.addr, "/", &[]);
         assert_eq!(r.status, 200, "{r:?}");
         r.header("x-saw").expect("the plugin's header").to_string()
@@ -178,15 +180,10 @@ fn a_session_plugin_gets_only_the_response_headers_it_names() {
     assert_eq!(saw(", response_headers = [\"Content-Type\", \"x-not-sent\"]"), "content-type");
     assert_eq!(saw(", response_headers = []"), "");
 
-    let cfg = format!(
-        "{SERVER}[session]\nkeys = [\"{}\"]\n{}{}session = \"sess\"\n",
-        "k".repeat(32),
-        plugin_table("sess", "misbehave_session", "config = { mode = \"echo\", response_headers = [\"bad name\"] }"),
-        upstream("web", None, &[(&b, 1)], "")
-    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, cfg.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
+    let bad = cfg(", response_headers = [\"bad name\"]");
+    std::fs::write(&path, bad.replace("{listen}", &format!("127.0.0.1:{}", free_port()))).unwrap();
     let (ok, out) = check(&path);
     assert!(!ok, "{out}");
     assert!(out.contains("response header \"bad name\""), "{out}");
