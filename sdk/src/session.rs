@@ -14,7 +14,7 @@
 //! strategy of your own ([`stored::Hooks`]) and its parts public (the id
 //! from a request, loading, signing).
 
-pub use crate::bindings::session::exports::switchyard::policy::session::{Action, Forward, Header, Needs, Reply, Response};
+pub use crate::bindings::session::exports::switchyard::policy::session::{Action, After, Forward, Header, Needs, Reply, Response};
 pub use crate::bindings::session::switchyard::policy::types::Request;
 use crate::Config;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -236,7 +236,7 @@ pub fn header(name: &str, value: impl Into<String>) -> Header {
 
 /// Forward with these backend headers and context, no pin.
 pub fn forward(headers: Vec<Header>, context: Vec<u8>) -> Action {
-    Action::Forward(Forward { pin: None, headers, context })
+    Action::Forward(Forward { pin: None, headers, context, after: After::Always })
 }
 
 /// Answer the client with a short text body.

@@ -112,6 +112,53 @@ fn sticky_keeps_a_user_on_one_backend_and_reports_the_loss_when_it_dies() {
     assert_eq!((s, &v["backend"]), (200, &serde_json::json!(moved_to)), "{v}");
 }
 
+/// The sticky cookie a response set, if any.
+fn sticky_set(r: &Response) -> Option<&str> {
+    r.headers.iter().find(|(k, v)| k.eq_ignore_ascii_case("set-cookie") && v.starts_with("sy_backend=")).map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_at_half_life() {
+    let bs = backends(3, "memory");
+    let (gw, admin) = gateway_with_admin(&config(None, KEY, "session_sticky", "ttl_s = 4", &addrs(&bs), ""), "");
+    let afters = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "after-response")]);
+    let mut alice = Browser::new(gw.addr);
+    let first = alice.send("GET", "/", &[], b"");
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(sticky_set(&first).is_some(), "a new visitor gets the cookie: {:?}", first.headers);
+    let (calls, cookie) = (afters(), alice.cookies["sy_backend"].clone());
+    assert_eq!(calls, 1.0, "one after-response so far");
+    // Served by the backend its fresh cookie names: no call, no cookie.
+    for _ in 0..5 {
+        let r = alice.send("GET", "/", &[], b"");
+        assert_eq!((r.status, r.backend()), (200, first.backend()), "{}", r.body);
+        assert_eq!(sticky_set(&r), None, "nothing to write while the cookie is fresh");
+    }
+    assert_eq!(afters(), calls, "after-response was skipped");
+    // Past half its 4 s lifetime the cookie is signed again, naming the
+    // same backend, so an active user never loses the pin.
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    let r = alice.send("GET", "/", &[], b"");
+    assert_eq!((r.status, r.backend()), (200, first.backend()), "{}", r.body);
+    assert!(sticky_set(&r).is_some(), "renewed at half life: {:?}", r.headers);
+    assert_ne!(alice.cookies["sy_backend"], cookie);
+    assert_eq!(afters(), calls + 1.0);
+    let r = alice.send("GET", "/", &[], b"");
+    assert_eq!((sticky_set(&r), afters()), (None, calls + 1.0), "fresh again");
+    // A cookie past its lifetime is refused: the client is pinned anew.
+    let mut late = Browser::new(gw.addr);
+    late.cookies.insert("sy_backend".into(), cookie);
+    std::thread::sleep(std::time::Duration::from_millis(2_000));
+    let r = late.send("GET", "/", &[], b"");
+    assert!(sticky_set(&r).is_some(), "an expired cookie is replaced: {:?}", r.headers);
+    // A lifetime too short to renew in is refused at load, by name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.toml");
+    std::fs::write(&path, config(None, KEY, "session_sticky", "ttl_s = 1", &addrs(&bs), "").replace("{listen}", "127.0.0.1:1")).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok && out.contains("ttl_s: 1 is too short"), "{out}");
+}
+
 #[test]
 fn o_session_survives_a_restart_of_the_gateway_and_every_backend() {
     let mc = Memcached::start();

@@ -277,6 +277,14 @@ fn headers(plugin: &str, hook: &str, list: Vec<wit::Header>, internal: bool) -> 
         .collect()
 }
 
+/// The pin whose response needs no `after-response` (`after: unless-pinned`).
+fn skip_if_served_by(a: &wit::Action) -> Option<String> {
+    match a {
+        wit::Action::Forward(f) if f.after == wit::After::UnlessPinned => f.pin.clone(),
+        _ => None,
+    }
+}
+
 fn action(plugin: &str, a: wit::Action) -> Result<SessionAction, Error> {
     Ok(match a {
         wit::Action::Forward(f) => SessionAction::Forward(Forward { pin: f.pin, headers: headers(plugin, "before-request", f.headers, true)?, context: f.context }),
@@ -305,6 +313,9 @@ struct Run {
     canary: bool,
     /// The split cookie that keeps this user on its side, for the response.
     pin: Option<http::HeaderValue>,
+    /// `after: unless-pinned`: the backend whose response needs no
+    /// `after-response` call.
+    skip_if_served_by: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -319,7 +330,7 @@ impl SessionRun for Run {
 
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers {
         let locks = std::mem::take(&mut self.locks);
-        let out = after(&self.generation, context, outcome, locks).await;
+        let out = if self.served_by_pin(&outcome) { Ok((Vec::new(), locks, None, 0, Vec::new())) } else { after(&self.generation, context, outcome, locks).await };
         let mut deferred = Vec::new();
         let mut answer = out.and_then(|(list, locks, principal, seen, writes)| {
             self.locks = locks;
@@ -387,6 +398,12 @@ fn split_cookie(key: &str) -> http::HeaderValue {
 }
 
 impl Run {
+    /// The strategy asked for no `after-response` when the pinned backend
+    /// served the request, and it did.
+    fn served_by_pin(&self, outcome: &Outcome<'_>) -> bool {
+        !outcome.pin_lost && outcome.backend.is_some() && outcome.backend == self.skip_if_served_by
+    }
+
     /// Register the request as `principal`'s (a login in `after` changes it).
     fn watch_principal(&mut self, principal: Principal) {
         let Some(p) = principal else { return };
@@ -448,9 +465,9 @@ impl SessionPolicy for WasmSession {
         let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
         // A user new to the split keeps its side by cookie from now on.
         let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
-        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((action(&self.hosted.name, a)?, locks, p, seen)));
+        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((skip_if_served_by(&a), action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
-            Ok((mut action, locks, principal, seen)) => {
+            Ok((skip_if_served_by, mut action, locks, principal, seen)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
                     generation.plugin.outcomes.add("replied");
                 }
@@ -459,7 +476,7 @@ impl SessionPolicy for WasmSession {
                     r.headers.push((http::header::SET_COOKIE, cookie.clone()));
                     pin = None;
                 }
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin };
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip_if_served_by };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }

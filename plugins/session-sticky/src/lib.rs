@@ -4,8 +4,13 @@
 //! client cannot steer itself to a backend of its choice. When the pinned
 //! backend is down the request moves (the backend's in-memory session is
 //! lost), the cookie is rewritten and the move is counted.
+//!
+//! A request whose cookie is valid and less than half its lifetime old
+//! asks for no `after-response` call (`After::UnlessPinned`): served by
+//! its pin, there is nothing to write. Past half its lifetime the cookie is
+//! signed again, so an active user stays pinned (a sliding expiry).
 
-use switchyard_sdk::session::{set_cookie, Action, Forward, Header, Request, Response, SessionStrategy};
+use switchyard_sdk::session::{set_cookie, Action, After, Forward, Header, Request, Response, SessionStrategy};
 use switchyard_sdk::store::tokens;
 use switchyard_sdk::Config;
 
@@ -14,7 +19,7 @@ use switchyard_sdk::Config;
 struct Settings {
     /// Cookie naming the backend.
     cookie: String,
-    /// Cookie lifetime; renewed on every response.
+    /// Cookie lifetime; signed again once half of it has passed.
     ttl_s: u32,
     /// Add `Secure` to the cookie (clients reach the gateway over TLS).
     secure: bool,
@@ -31,10 +36,19 @@ pub struct Sticky {
     s: Settings,
 }
 
-/// What `before_request` hands to `after_response`: the backend the
-/// cookie named (empty when none or invalid).
-fn context(pin: Option<&str>) -> Vec<u8> {
-    pin.unwrap_or("").as_bytes().to_vec()
+/// The cookie's payload: the backend, then when it was signed.
+fn payload(backend: &str, now_s: u64) -> Vec<u8> {
+    format!("{backend}|{now_s}").into_bytes()
+}
+
+/// The backend a cookie's payload names and when it was signed (0 for a
+/// cookie signed before the time was kept: it is renewed).
+fn parse(payload: &[u8]) -> Option<(&str, u64)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    Some(match text.rsplit_once('|') {
+        Some((backend, at)) => (backend, at.parse().ok()?),
+        None => (text, 0),
+    })
 }
 
 impl SessionStrategy for Sticky {
@@ -43,12 +57,22 @@ impl SessionStrategy for Sticky {
         if s.cookie.is_empty() || !s.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return Err(format!("cookie: {:?} is not a cookie name ([A-Za-z0-9_-]+)", s.cookie));
         }
+        if s.ttl_s < 2 {
+            return Err(format!("ttl_s: {} is too short (at least 2 s: the cookie is renewed at half its lifetime)", s.ttl_s));
+        }
         Ok(Self { s })
     }
 
     fn before_request(&mut self, req: &Request) -> Action {
-        let pin = req.cookie(&self.s.cookie).and_then(|t| tokens::verify(&t)).and_then(|p| String::from_utf8(p).ok());
-        Action::Forward(Forward { context: context(pin.as_deref()), pin, headers: Vec::new() })
+        let token = req.cookie(&self.s.cookie).and_then(|t| tokens::verify(&t));
+        let Some((backend, signed_s)) = token.as_deref().and_then(parse) else {
+            return Action::Forward(Forward { pin: None, headers: Vec::new(), context: Vec::new(), after: After::Always });
+        };
+        let fresh = (switchyard_sdk::host::now_ms() / 1000).saturating_sub(signed_s) < u64::from(self.s.ttl_s / 2);
+        // The context names the backend the cookie may keep naming; empty
+        // when it is due to be signed again.
+        let (context, after) = if fresh { (backend.as_bytes().to_vec(), After::UnlessPinned) } else { (Vec::new(), After::Always) };
+        Action::Forward(Forward { pin: Some(backend.to_string()), headers: Vec::new(), context, after })
     }
 
     fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
@@ -57,9 +81,9 @@ impl SessionStrategy for Sticky {
             switchyard_sdk::host::counter_add("sessions_moved", 1);
         }
         if context == served.as_bytes() {
-            return Vec::new(); // the cookie already names it
+            return Vec::new(); // the cookie already names it and is fresh
         }
-        match tokens::sign(served.as_bytes(), self.s.ttl_s) {
+        match tokens::sign(&payload(served, switchyard_sdk::host::now_ms() / 1000), self.s.ttl_s) {
             Ok(t) => vec![set_cookie(&self.s.cookie, &t, u64::from(self.s.ttl_s), self.s.secure)],
             Err(e) => {
                 switchyard_sdk::host::log_error(&format!("cannot sign the sticky cookie: {e}"));
@@ -75,3 +99,18 @@ impl SessionStrategy for Sticky {
 }
 
 switchyard_sdk::export_session!(Sticky);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_its_backend_and_when_it_was_signed() {
+        assert_eq!(parse(&payload("127.0.0.1:8081", 1_700_000_000)), Some(("127.0.0.1:8081", 1_700_000_000)));
+        assert_eq!(parse(&payload("[::1]:8081", 5)), Some(("[::1]:8081", 5)));
+        // A cookie from before the time was kept is due for renewal.
+        assert_eq!(parse(b"127.0.0.1:8081"), Some(("127.0.0.1:8081", 0)));
+        assert_eq!(parse(b"127.0.0.1:8081|soon"), None);
+        assert_eq!(parse(&[0xff, b'|', b'1']), None);
+    }
+}

@@ -7,7 +7,7 @@
 //!   in `x-saw`; `response_headers` is what it declares it reads (absent:
 //!   all), to test that the gateway passes only those.
 
-use switchyard_sdk::session::{header, Action, Forward, Header, Request, Response, SessionStrategy};
+use switchyard_sdk::session::{header, Action, After, Forward, Header, Request, Response, SessionStrategy};
 use switchyard_sdk::Config;
 
 #[derive(serde::Deserialize)]
@@ -39,7 +39,7 @@ impl SessionStrategy for Misbehave {
         if !self.echo {
             panic!("misbehave-session: trapping on purpose");
         }
-        Action::Forward(Forward { pin: None, headers: Vec::new(), context: Vec::new() })
+        Action::Forward(Forward { pin: None, headers: Vec::new(), context: Vec::new(), after: After::Always })
     }
 
     fn after_response(&mut self, _context: Vec<u8>, resp: &Response) -> Vec<Header> {
