@@ -234,9 +234,18 @@ pub fn header(name: &str, value: impl Into<String>) -> Header {
     Header { name: name.to_string(), value: value.into() }
 }
 
-/// Forward with these backend headers and context, no pin.
+/// Forward with these backend headers and context, no pin;
+/// `after_response` runs after every response.
 pub fn forward(headers: Vec<Header>, context: Vec<u8>) -> Action {
-    Action::Forward(Forward { pin: None, headers, context, after: After::Always })
+    forward_after(headers, context, After::Always)
+}
+
+/// As [`forward`], saying when `after_response` is needed: with
+/// `After::IfNamedHeaders` the gateway calls it only when the backend's
+/// response carries a header [`SessionStrategy::response_headers`] names
+/// (or no backend answered).
+pub fn forward_after(headers: Vec<Header>, context: Vec<u8>, after: After) -> Action {
+    Action::Forward(Forward { pin: None, headers, context, after })
 }
 
 /// Answer the client with a short text body.
@@ -787,10 +796,12 @@ pub mod stored {
             }
         }
 
-        /// Forward a session that has no attributes yet.
+        /// Forward a session that has no attributes yet. Unless the
+        /// backend sets some, there is nothing to store and no cookie to
+        /// set: `after` runs only on a session header.
         fn forward_with(&self, ctx: Context) -> Action {
             let headers = vec![header(SESSION_HEADER, B64.encode(b"{}")), header(SESSION_ID_HEADER, ctx.id.clone())];
-            forward(headers, ctx.to_bytes())
+            super::forward_after(headers, ctx.to_bytes(), After::IfNamedHeaders)
         }
 
         /// Forward a session as loaded (`key` is its main part's): its
@@ -811,7 +822,10 @@ pub mod stored {
                 (None, false) => B64.encode(attrs),
             };
             let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
-            forward(headers, wire(id, if sign { SIGN } else { 0 }, attrs, statics))
+            // A read that changes nothing needs no `after`, unless the cookie
+            // is due to be signed again or a hook is asked on every request.
+            let after = if sign || self.hooks.is_some() { After::Always } else { After::IfNamedHeaders };
+            super::forward_after(headers, wire(id, if sign { SIGN } else { 0 }, attrs, statics), after)
         }
 
         /// Store the backend's changes; set the cookie (and header) when

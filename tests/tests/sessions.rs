@@ -160,6 +160,38 @@ fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_
 }
 
 #[test]
+fn a_stored_session_request_that_changes_nothing_makes_no_after_response_call() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""), "");
+    let afters = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "after-response")]);
+    // A visitor who changes nothing: no call, no cookie.
+    let r = request(gw.addr, "GET", "/", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
+    assert_eq!(afters(), 0.0, "nothing to store");
+    // Each write is stored (one call each) ...
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    let calls = afters();
+    assert_eq!(calls, 6.0, "login and 5 adds");
+    // ... and reads make none, and see every write.
+    for _ in 0..4 {
+        let (s, v) = cart(&mut alice);
+        assert_eq!((s, &v["cart"]), (200, &items("alice", 5)), "{v}");
+    }
+    assert_eq!(afters(), calls, "reads skip after-response");
+    // A write after the reads still lands, and a logout still ends it.
+    let (s, v) = b_add(&mut alice, "alice-5");
+    assert_eq!((s, &v["cart"]), (200, &items("alice", 6)), "{v}");
+    assert_eq!(cart(&mut alice).1["cart"], items("alice", 6));
+    let (s, _) = alice.json("POST", "/cart/logout");
+    assert_eq!(s, 200);
+    assert!(!alice.cookies.contains_key("sy_session"), "the logout cleared the cookie");
+    assert_eq!(afters(), calls + 2.0, "the add and the logout");
+}
+
+#[test]
 fn o_session_survives_a_restart_of_the_gateway_and_every_backend() {
     let mc = Memcached::start();
     let bs = backends(3, "header");

@@ -38,6 +38,12 @@ impl Needs {
         Ok(Self { headers: Some(headers) })
     }
 
+    /// Whether the backend's response carries a header the strategy reads
+    /// (with no list, every header is read: always).
+    fn names_any(&self, all: &http::HeaderMap) -> bool {
+        self.headers.as_ref().is_none_or(|names| names.iter().any(|n| all.contains_key(n)))
+    }
+
     /// The backend's headers the strategy reads, as `after-response` gets them.
     fn pick(&self, all: Option<&http::HeaderMap>) -> Vec<wit::Header> {
         let Some(all) = all else { return Vec::new() };
@@ -277,14 +283,6 @@ fn headers(plugin: &str, hook: &str, list: Vec<wit::Header>, internal: bool) -> 
         .collect()
 }
 
-/// The pin whose response needs no `after-response` (`after: unless-pinned`).
-fn skip_if_served_by(a: &wit::Action) -> Option<String> {
-    match a {
-        wit::Action::Forward(f) if f.after == wit::After::UnlessPinned => f.pin.clone(),
-        _ => None,
-    }
-}
-
 fn action(plugin: &str, a: wit::Action) -> Result<SessionAction, Error> {
     Ok(match a {
         wit::Action::Forward(f) => SessionAction::Forward(Forward { pin: f.pin, headers: headers(plugin, "before-request", f.headers, true)?, context: f.context }),
@@ -313,9 +311,32 @@ struct Run {
     canary: bool,
     /// The split cookie that keeps this user on its side, for the response.
     pin: Option<http::HeaderValue>,
-    /// `after: unless-pinned`: the backend whose response needs no
-    /// `after-response` call.
-    skip_if_served_by: Option<String>,
+    /// When the request needs no `after-response` call (`forward.after`).
+    skip: Skip,
+}
+
+/// A forward's `after`, as the host checks it at the response.
+enum Skip {
+    /// `always`.
+    Never,
+    /// `unless-pinned`: skipped when this backend (the pin) served it.
+    ServedBy(String),
+    /// `if-named-headers`: skipped when a backend answered without any
+    /// header the strategy names.
+    NoNamedHeader,
+}
+
+impl Skip {
+    fn of(a: &wit::Action) -> Self {
+        match a {
+            wit::Action::Forward(f) => match (f.after, &f.pin) {
+                (wit::After::UnlessPinned, Some(pin)) => Self::ServedBy(pin.clone()),
+                (wit::After::IfNamedHeaders, _) => Self::NoNamedHeader,
+                _ => Self::Never,
+            },
+            wit::Action::Reply(_) => Self::Never,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -330,7 +351,7 @@ impl SessionRun for Run {
 
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers {
         let locks = std::mem::take(&mut self.locks);
-        let out = if self.served_by_pin(&outcome) { Ok((Vec::new(), locks, None, 0, Vec::new())) } else { after(&self.generation, context, outcome, locks).await };
+        let out = if self.skips(&outcome) { Ok((Vec::new(), locks, None, 0, Vec::new())) } else { after(&self.generation, context, outcome, locks).await };
         let mut deferred = Vec::new();
         let mut answer = out.and_then(|(list, locks, principal, seen, writes)| {
             self.locks = locks;
@@ -398,10 +419,14 @@ fn split_cookie(key: &str) -> http::HeaderValue {
 }
 
 impl Run {
-    /// The strategy asked for no `after-response` when the pinned backend
-    /// served the request, and it did.
-    fn served_by_pin(&self, outcome: &Outcome<'_>) -> bool {
-        !outcome.pin_lost && outcome.backend.is_some() && outcome.backend == self.skip_if_served_by
+    /// The strategy's `forward.after` says this response needs no
+    /// `after-response` call.
+    fn skips(&self, outcome: &Outcome<'_>) -> bool {
+        match &self.skip {
+            Skip::Never => false,
+            Skip::ServedBy(pin) => !outcome.pin_lost && outcome.backend.as_ref() == Some(pin),
+            Skip::NoNamedHeader => outcome.backend.is_some() && outcome.headers.is_some_and(|h| !self.generation.setup.names_any(h)),
+        }
     }
 
     /// Register the request as `principal`'s (a login in `after` changes it).
@@ -465,9 +490,9 @@ impl SessionPolicy for WasmSession {
         let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
         // A user new to the split keeps its side by cookie from now on.
         let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
-        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((skip_if_served_by(&a), action(&self.hosted.name, a)?, locks, p, seen)));
+        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((Skip::of(&a), action(&self.hosted.name, a)?, locks, p, seen)));
         match out {
-            Ok((skip_if_served_by, mut action, locks, principal, seen)) => {
+            Ok((skip, mut action, locks, principal, seen)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
                     generation.plugin.outcomes.add("replied");
                 }
@@ -476,7 +501,7 @@ impl SessionPolicy for WasmSession {
                     r.headers.push((http::header::SET_COOKIE, cookie.clone()));
                     pin = None;
                 }
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip_if_served_by };
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
