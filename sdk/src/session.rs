@@ -760,6 +760,12 @@ pub mod stored {
         }
 
         /// Load the session (taking its lock if configured) and forward.
+        /// The forward asks for `after_response` only when the backend's
+        /// response carries a session header (`After::IfNamedHeaders`),
+        /// unless the cookie is due to be signed again or [`Hooks`] are
+        /// attached; a strategy of your own that wraps this and needs its
+        /// `after_response` on every request sets `after` to
+        /// `After::Always` on the returned forward.
         pub fn before(&mut self, req: &Request) -> Action {
             let Some((id, sign)) = self.id(req) else {
                 let ctx = Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() };

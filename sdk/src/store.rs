@@ -201,4 +201,26 @@ pub mod tokens {
     pub fn new_id() -> String {
         wit::tokens::new_id()
     }
+
+    /// When a token expires, in Unix seconds: its `EXPIRY` field (a token
+    /// is `v1.EXPIRY.PAYLOAD.MAC`). Read it only from a token [`verify`]
+    /// accepted: this checks no signature. It was signed `ttl_s` before.
+    pub fn expires_at(token: &str) -> Option<u64> {
+        let mut parts = token.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("v1"), Some(exp)) => exp.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_tokens_expiry_is_its_second_field() {
+        assert_eq!(super::tokens::expires_at("v1.1700000000.cGF5bG9hZA.bWFj"), Some(1_700_000_000));
+        assert_eq!(super::tokens::expires_at("v2.1700000000.cGF5bG9hZA.bWFj"), None);
+        assert_eq!(super::tokens::expires_at("v1.soon.cGF5bG9hZA.bWFj"), None);
+        assert_eq!(super::tokens::expires_at("v1"), None);
+    }
 }

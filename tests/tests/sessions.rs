@@ -120,7 +120,7 @@ fn sticky_set(r: &Response) -> Option<&str> {
 #[test]
 fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_at_half_life() {
     let bs = backends(3, "memory");
-    let (gw, admin) = gateway_with_admin(&config(None, KEY, "session_sticky", "ttl_s = 4", &addrs(&bs), ""), "");
+    let (gw, admin) = gateway_with_admin(&config(None, KEY, "session_sticky", "ttl_s = 6", &addrs(&bs), ""), "");
     let afters = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "after-response")]);
     let mut alice = Browser::new(gw.addr);
     let first = alice.send("GET", "/", &[], b"");
@@ -128,16 +128,17 @@ fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_
     assert!(sticky_set(&first).is_some(), "a new visitor gets the cookie: {:?}", first.headers);
     let (calls, cookie) = (afters(), alice.cookies["sy_backend"].clone());
     assert_eq!(calls, 1.0, "one after-response so far");
-    // Served by the backend its fresh cookie names: no call, no cookie.
+    // Served by the backend its fresh cookie names (more than 3 of its 6 s
+    // left, at least 2 s from now): no call, no cookie.
     for _ in 0..5 {
         let r = alice.send("GET", "/", &[], b"");
         assert_eq!((r.status, r.backend()), (200, first.backend()), "{}", r.body);
         assert_eq!(sticky_set(&r), None, "nothing to write while the cookie is fresh");
     }
     assert_eq!(afters(), calls, "after-response was skipped");
-    // Past half its 4 s lifetime the cookie is signed again, naming the
-    // same backend, so an active user never loses the pin.
-    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    // Past half its lifetime the cookie is signed again, naming the same
+    // backend, so an active user never loses the pin.
+    std::thread::sleep(std::time::Duration::from_millis(3_200));
     let r = alice.send("GET", "/", &[], b"");
     assert_eq!((r.status, r.backend()), (200, first.backend()), "{}", r.body);
     assert!(sticky_set(&r).is_some(), "renewed at half life: {:?}", r.headers);
@@ -145,12 +146,15 @@ fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_
     assert_eq!(afters(), calls + 1.0);
     let r = alice.send("GET", "/", &[], b"");
     assert_eq!((sticky_set(&r), afters()), (None, calls + 1.0), "fresh again");
-    // A cookie past its lifetime is refused: the client is pinned anew.
+    // The first cookie, past its lifetime, is refused as expired and replaced.
+    let expired = || metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "expired")]);
+    let before = expired();
     let mut late = Browser::new(gw.addr);
     late.cookies.insert("sy_backend".into(), cookie);
-    std::thread::sleep(std::time::Duration::from_millis(2_000));
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
     let r = late.send("GET", "/", &[], b"");
     assert!(sticky_set(&r).is_some(), "an expired cookie is replaced: {:?}", r.headers);
+    assert_eq!(expired(), before + 1.0, "refused as expired");
     // A lifetime too short to renew in is refused at load, by name.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("short.toml");

@@ -5,10 +5,11 @@
 //! backend is down the request moves (the backend's in-memory session is
 //! lost), the cookie is rewritten and the move is counted.
 //!
-//! A request whose cookie is valid and less than half its lifetime old
+//! A request whose cookie is valid with more than half its lifetime left
 //! asks for no `after-response` call (`After::UnlessPinned`): served by
 //! its pin, there is nothing to write. Past half its lifetime the cookie is
-//! signed again, so an active user stays pinned (a sliding expiry).
+//! signed again, so an active user stays pinned (a sliding expiry). The
+//! payload is the backend alone; its age comes from the token's expiry.
 
 use switchyard_sdk::session::{set_cookie, Action, After, Forward, Header, Request, Response, SessionStrategy};
 use switchyard_sdk::store::tokens;
@@ -36,21 +37,6 @@ pub struct Sticky {
     s: Settings,
 }
 
-/// The cookie's payload: the backend, then when it was signed.
-fn payload(backend: &str, now_s: u64) -> Vec<u8> {
-    format!("{backend}|{now_s}").into_bytes()
-}
-
-/// The backend a cookie's payload names and when it was signed (0 for a
-/// cookie signed before the time was kept: it is renewed).
-fn parse(payload: &[u8]) -> Option<(&str, u64)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    Some(match text.rsplit_once('|') {
-        Some((backend, at)) => (backend, at.parse().ok()?),
-        None => (text, 0),
-    })
-}
-
 impl SessionStrategy for Sticky {
     fn configure(config: &Config) -> Result<Self, String> {
         let s: Settings = config.parse()?;
@@ -64,15 +50,16 @@ impl SessionStrategy for Sticky {
     }
 
     fn before_request(&mut self, req: &Request) -> Action {
-        let token = req.cookie(&self.s.cookie).and_then(|t| tokens::verify(&t));
-        let Some((backend, signed_s)) = token.as_deref().and_then(parse) else {
+        let pinned = req.cookie(&self.s.cookie).and_then(|t| Some((String::from_utf8(tokens::verify(&t)?).ok()?, tokens::expires_at(&t)?)));
+        let Some((backend, expires)) = pinned else {
             return Action::Forward(Forward { pin: None, headers: Vec::new(), context: Vec::new(), after: After::Always });
         };
-        let fresh = (switchyard_sdk::host::now_ms() / 1000).saturating_sub(signed_s) < u64::from(self.s.ttl_s / 2);
-        // The context names the backend the cookie may keep naming; empty
-        // when it is due to be signed again.
-        let (context, after) = if fresh { (backend.as_bytes().to_vec(), After::UnlessPinned) } else { (Vec::new(), After::Always) };
-        Action::Forward(Forward { pin: Some(backend.to_string()), headers: Vec::new(), context, after })
+        // Fresh while more than half its lifetime is left. The context names
+        // the backend the cookie may keep naming; empty when it is due to be
+        // signed again.
+        let left = expires.saturating_sub(switchyard_sdk::host::now_ms() / 1000);
+        let (context, after) = if left > u64::from(self.s.ttl_s / 2) { (backend.as_bytes().to_vec(), After::UnlessPinned) } else { (Vec::new(), After::Always) };
+        Action::Forward(Forward { pin: Some(backend), headers: Vec::new(), context, after })
     }
 
     fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
@@ -83,7 +70,7 @@ impl SessionStrategy for Sticky {
         if context == served.as_bytes() {
             return Vec::new(); // the cookie already names it and is fresh
         }
-        match tokens::sign(&payload(served, switchyard_sdk::host::now_ms() / 1000), self.s.ttl_s) {
+        match tokens::sign(served.as_bytes(), self.s.ttl_s) {
             Ok(t) => vec![set_cookie(&self.s.cookie, &t, u64::from(self.s.ttl_s), self.s.secure)],
             Err(e) => {
                 switchyard_sdk::host::log_error(&format!("cannot sign the sticky cookie: {e}"));
@@ -99,18 +86,3 @@ impl SessionStrategy for Sticky {
 }
 
 switchyard_sdk::export_session!(Sticky);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_payload_names_its_backend_and_when_it_was_signed() {
-        assert_eq!(parse(&payload("127.0.0.1:8081", 1_700_000_000)), Some(("127.0.0.1:8081", 1_700_000_000)));
-        assert_eq!(parse(&payload("[::1]:8081", 5)), Some(("[::1]:8081", 5)));
-        // A cookie from before the time was kept is due for renewal.
-        assert_eq!(parse(b"127.0.0.1:8081"), Some(("127.0.0.1:8081", 0)));
-        assert_eq!(parse(b"127.0.0.1:8081|soon"), None);
-        assert_eq!(parse(&[0xff, b'|', b'1']), None);
-    }
-}
