@@ -288,10 +288,10 @@ fn bench(args: &[String]) -> ExitCode {
     }
 }
 
-/// The config and the server built from it; otherwise every problem is
-/// printed, each at its key path and line, in file order, and the exit
-/// code is 1.
-fn load(path: &std::path::Path) -> Result<(crate::config::ValidConfig, crate::server::Built), ExitCode> {
+/// The config, the server built from it and the text it was read from;
+/// otherwise every problem is printed, each at its key path and line, in
+/// file order, and the exit code is 1.
+fn load(path: &std::path::Path) -> Result<(crate::config::ValidConfig, crate::server::Built, String), ExitCode> {
     let checked = crate::config::check(path);
     let cfg = match checked.config {
         Ok(cfg) => cfg,
@@ -308,7 +308,7 @@ fn load(path: &std::path::Path) -> Result<(crate::config::ValidConfig, crate::se
         let (located, other) = plugin_problems(&checked.text, named);
         report_errors(path, crate::config::ConfigErrors { file: path.to_path_buf(), errors: located }, other)
     })?;
-    Ok((cfg, built))
+    Ok((cfg, built, checked.text))
 }
 
 /// Load and configure each plugin on its own (no server): the errors,
@@ -365,7 +365,7 @@ fn report_errors(path: &std::path::Path, mut errors: crate::config::ConfigErrors
 
 fn check(path: &std::path::Path) -> ExitCode {
     match load(path) {
-        Ok((cfg, built)) => {
+        Ok((cfg, built, _)) => {
             println!(
                 "{}: ok ({} plugins, {} upstreams, {} routes)",
                 path.display(),
@@ -384,12 +384,14 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path, upgrade: bool) -> ExitCode {
-    let (cfg, built) = match load(path) {
+    // Before anything slow: a SIGHUP during start-up is a reload, not the end.
+    crate::reload::Hangups::catch();
+    let (cfg, built, text) = match load(path) {
         Ok(x) => x,
         Err(code) => return code,
     };
     tracing::info!(listen = %cfg.listen, upstreams = built.live.routing().upstreams.len(), plugins = built.plugins.len(), "switchyard serving");
-    match crate::server::server(&cfg, path, built, upgrade) {
+    match crate::server::server(&cfg, path, text, built, upgrade) {
         Ok(server) => {
             let delay = std::time::Duration::from_millis(cfg.drain_delay_ms);
             crate::server::exit_when_drained(delay);

@@ -115,8 +115,9 @@ async fn build_sql(spec: &crate::config::SqlSpec, plugins: &Plugins, tls: Option
     Ok(proxy)
 }
 
-/// A ready-to-run Pingora server for the config read from `file`.
-pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: bool) -> Result<Server, Error> {
+/// A ready-to-run Pingora server for the config read from `file` (`text`:
+/// the file as read, the baseline of a reload).
+pub fn server(cfg: &ValidConfig, file: &std::path::Path, text: String, built: Built, upgrade: bool) -> Result<Server, Error> {
     // SIGTERM: stop accepting, give in-flight requests the grace, then stop
     // the runtimes within 2 s more (Pingora would wait 300 s).
     let conf = ServerConf {
@@ -163,8 +164,8 @@ pub fn server(cfg: &ValidConfig, file: &std::path::Path, built: Built, upgrade: 
         "plugin watcher",
         PluginWatcher { plugins: built.plugins.clone(), live: built.live.clone() },
     ));
-    let config = crate::reload::ConfigReload::new(file.to_path_buf(), built.live.clone(), built.plugins.clone(), built.engine.clone(), built.stores.clone());
-    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone(), config: Arc::new(config) };
+    let config = crate::reload::ConfigReload::new(file.to_path_buf(), text, built.live.clone(), built.plugins.clone(), built.engine.clone(), built.stores.clone());
+    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone(), config: Arc::new(config), hangups: crate::reload::Hangups::catch() };
     server.add_service(pingora::services::background::background_service("reload", reloader.clone()));
     if let Some(sql) = &built.sql {
         server.add_service(crate::sql::service(sql.clone()));

@@ -49,6 +49,34 @@ fn routes(members: &[(&Proc, u32)], extra: Option<&Proc>) -> String {
 type Shape<'a> = (&'a [(&'a Proc, u32)], Option<&'a Proc>);
 
 #[test]
+fn a_sighup_while_the_gateway_starts_is_a_reload_not_a_kill() {
+    // SIGHUP's default action ends a process, and the reload service
+    // listens only once Pingora runs it: a signal sent while the gateway
+    // loaded its config and compiled its plugins, or just after it began
+    // to listen, killed it (CI caught the second in the test below).
+    let (a, b) = (backend("a", &[]), backend("b", &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port) = (free_port(), free_port());
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let text = |members: &[(&Proc, u32)]| format!("{SERVER}{}{}", routes(members, None), admin_section(admin)).replace("{listen}", &format!("127.0.0.1:{port}"));
+    let file = dir.path().join("switchyard.toml");
+    std::fs::write(&file, text(&[(&a, 1)])).unwrap();
+    let mut gw = std::process::Command::new(switchyard_bin()).args(["run", "--config"]).arg(&file).env("RUST_LOG", "warn").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // While it starts (the Wasm lb plugin compiles): the new file, then the signal.
+    std::thread::sleep(Duration::from_millis(30));
+    std::fs::write(&file, text(&[(&a, 1), (&b, 1)])).unwrap();
+    let status = std::process::Command::new("kill").args(["-HUP", &gw.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    eventually(30, "the gateway serves", || std::net::TcpStream::connect(admin).is_ok() || gw.try_wait().unwrap().is_some());
+    assert_eq!(gw.try_wait().unwrap(), None, "the gateway outlived a SIGHUP during its start");
+    eventually(20, "the early SIGHUP reloaded", || upstreams(admin)[0]["backends"].as_array().unwrap().len() == 2);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/app", &[]).status, 200, "still serving");
+    let _ = gw.kill();
+    let _ = gw.wait();
+}
+
+#[test]
 fn twenty_reloads_that_add_and_remove_backends_and_routes_fail_no_request() {
     let (a, b, c) = (backend("a", &[]), backend("b", &[]), backend("c", &[]));
     let shapes: [Shape; 4] =

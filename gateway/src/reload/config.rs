@@ -71,8 +71,10 @@ struct NextSlots {
 }
 
 impl ConfigReload {
-    pub fn new(path: PathBuf, live: Arc<Live>, plugins: Arc<Plugins>, engine: Engine, stores: Arc<Stores>) -> Self {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+    /// `text` is the file as the running config was read from it (read
+    /// again here, an edit made while the gateway started would count as
+    /// applied and never be).
+    pub fn new(path: PathBuf, text: String, live: Arc<Live>, plugins: Arc<Plugins>, engine: Engine, stores: Arc<Stores>) -> Self {
         Self { fixed: restart_only(&text), applied: parking_lot::Mutex::new(text), path, live, plugins, engine, stores, one: tokio::sync::Mutex::new(()) }
     }
 

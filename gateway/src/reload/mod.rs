@@ -22,6 +22,41 @@ pub struct Reloader {
     pub tls: Option<Arc<TlsHub>>,
     /// The config file the gateway runs.
     pub config: Arc<ConfigReload>,
+    /// SIGHUPs caught since start-up (`None`: the handler could not be set).
+    pub hangups: Option<Arc<Hangups>>,
+}
+
+/// SIGHUPs caught from start-up on. The default action of SIGHUP ends the
+/// process, and the reload service listens only once Pingora runs it: a
+/// SIGHUP sent right after start (a service manager's reload) killed the
+/// gateway. The handler is set first thing in `run` and writes a
+/// byte to a socket (signal-hook's self-pipe); the reload service reads
+/// them, so an early SIGHUP is a reload once it runs.
+pub struct Hangups(std::sync::Mutex<Option<std::os::unix::net::UnixStream>>);
+
+/// The process's one handler.
+static CAUGHT: std::sync::OnceLock<Option<Arc<Hangups>>> = std::sync::OnceLock::new();
+
+impl Hangups {
+    /// Catch SIGHUP from now on: `run` calls this first, before the config
+    /// loads and plugins compile; later calls get the same. `None` (logged)
+    /// if the handler cannot be set.
+    pub fn catch() -> Option<Arc<Self>> {
+        CAUGHT.get_or_init(|| Self::register().inspect_err(|e| tracing::warn!("cannot catch SIGHUP ({e}); reload on signal is off")).ok()).clone()
+    }
+
+    fn register() -> std::io::Result<Arc<Self>> {
+        let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+        tx.set_nonblocking(true)?;
+        rx.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(signal_hook::consts::SIGHUP, tx)?;
+        Ok(Arc::new(Self(std::sync::Mutex::new(Some(rx)))))
+    }
+
+    /// The reading end, once.
+    fn take(&self) -> Option<std::os::unix::net::UnixStream> {
+        self.0.lock().ok()?.take()
+    }
 }
 
 /// The outcome of one reload, as the admin API answers it.
@@ -88,11 +123,14 @@ impl BackgroundService for Reloader {
 }
 
 async fn on_sighup(r: Reloader) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+    use tokio::io::AsyncReadExt;
+    let Some(mut hup) = r.hangups.as_ref().and_then(|h| h.take()).and_then(|rx| tokio::net::UnixStream::from_std(rx).ok()) else {
         tracing::warn!("cannot listen for SIGHUP; reload on signal is off (the admin API's POST /reload still works)");
         return;
     };
-    while hup.recv().await.is_some() {
+    // Signals that came together (or before this ran) are one reload.
+    let mut caught = [0u8; 64];
+    while hup.read(&mut caught).await.is_ok_and(|n| n > 0) {
         tracing::info!("SIGHUP: reloading the config, changed plugins and the TLS certificates");
         let report = r.all("sighup").await;
         for e in &report.errors[report.logged..] {
