@@ -165,7 +165,7 @@ pub fn server(cfg: &ValidConfig, file: &std::path::Path, text: String, built: Bu
         PluginWatcher { plugins: built.plugins.clone(), live: built.live.clone() },
     ));
     let config = crate::reload::ConfigReload::new(file.to_path_buf(), text, built.live.clone(), built.plugins.clone(), built.engine.clone(), built.stores.clone());
-    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone(), config: Arc::new(config), hangups: crate::reload::Hangups::catch() };
+    let reloader = crate::reload::Reloader { plugins: built.plugins.clone(), tls: built.tls.clone(), config: Arc::new(config) };
     server.add_service(pingora::services::background::background_service("reload", reloader.clone()));
     if let Some(sql) = &built.sql {
         server.add_service(crate::sql::service(sql.clone()));

@@ -22,8 +22,6 @@ pub struct Reloader {
     pub tls: Option<Arc<TlsHub>>,
     /// The config file the gateway runs.
     pub config: Arc<ConfigReload>,
-    /// SIGHUPs caught since start-up (`None`: the handler could not be set).
-    pub hangups: Option<Arc<Hangups>>,
 }
 
 /// SIGHUPs caught from start-up on. The default action of SIGHUP ends the
@@ -124,7 +122,7 @@ impl BackgroundService for Reloader {
 
 async fn on_sighup(r: Reloader) {
     use tokio::io::AsyncReadExt;
-    let Some(mut hup) = r.hangups.as_ref().and_then(|h| h.take()).and_then(|rx| tokio::net::UnixStream::from_std(rx).ok()) else {
+    let Some(mut hup) = Hangups::catch().and_then(|h| h.take()).and_then(|rx| tokio::net::UnixStream::from_std(rx).ok()) else {
         tracing::warn!("cannot listen for SIGHUP; reload on signal is off (the admin API's POST /reload still works)");
         return;
     };
