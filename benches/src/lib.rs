@@ -124,13 +124,23 @@ impl CartUser {
     }
 }
 
-/// The cart scenario, closed-loop until `until` or `steps` requests;
-/// latencies in µs.
-async fn user_loop(addr: SocketAddr, id: usize, until: Instant, steps: usize) -> (Vec<u32>, usize) {
+/// When a user stops (`until`: no request starts after it) and which of
+/// its requests count: those that start after `from` and end by `counted_until`.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    until: Instant,
+    counted_until: Instant,
+}
+
+/// The cart scenario, closed-loop until the window ends or `steps`
+/// requests; latencies in µs of the requests inside the window, and the
+/// failures among them.
+async fn user_loop(addr: SocketAddr, id: usize, w: Window, steps: usize) -> (Vec<u32>, usize) {
     let mut u = CartUser::new(addr);
     let (mut lat, mut errors) = (Vec::new(), 0);
     let mut step = 0usize;
-    while step < steps && Instant::now() < until {
+    while step < steps && Instant::now() < w.until {
         let path = match step % 7 {
             0 => format!("/cart/login?user=u{id}"),
             6 => "/cart".to_string(),
@@ -138,10 +148,13 @@ async fn user_loop(addr: SocketAddr, id: usize, until: Instant, steps: usize) ->
         };
         let method = if step % 7 == 6 { "GET" } else { "POST" };
         let t = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await {
-            Ok(Ok(200)) => lat.push(t.elapsed().as_micros() as u32),
+        let out = tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await;
+        let counted = t >= w.from && Instant::now() <= w.counted_until;
+        match out {
+            Ok(Ok(200)) if counted => lat.push(t.elapsed().as_micros() as u32),
+            Ok(Ok(200)) => {}
             _ => {
-                errors += 1;
+                errors += usize::from(counted);
                 u.reset();
             }
         }
@@ -149,7 +162,6 @@ async fn user_loop(addr: SocketAddr, id: usize, until: Instant, steps: usize) ->
     }
     (lat, errors)
 }
-
 
 /// `users` closed-loop cart users for `run`, user `i` on `addrs[i % n]`;
 /// (sorted latencies in µs, failed requests, seconds).
@@ -161,9 +173,37 @@ pub fn cart_load(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usiz
 /// `run`, whichever comes first): a load of a known count.
 pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration, steps: usize) -> (Vec<u32>, usize, f64) {
     let start = Instant::now();
-    let until = start + run;
+    // Every request counts, also those still running when `run` ends.
+    let w = Window { from: start, until: start + run, counted_until: start + run + Duration::from_secs(3600) };
+    let (lat, errors) = run_users(rt, addrs, users, w, steps);
+    (lat, errors, start.elapsed().as_secs_f64())
+}
+
+/// The steady state of `users` closed-loop cart users: they connect, log
+/// in and run for `warm + run` without stopping, and only what happens in
+/// the last `run` counts: the requests that started and ended in it, and
+/// `probe` (say, the servers' CPU seconds) read at its start and its end.
+/// So neither the connects and first logins of every user at once nor the
+/// last requests' drain are measured. (sorted latencies in µs, failed
+/// requests, `run` in seconds, `probe` at the end less at the start).
+pub fn cart_steady(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, warm: Duration, run: Duration, probe: impl Fn() -> f64 + Send + 'static) -> (Vec<u32>, usize, f64, f64) {
+    let from = Instant::now() + warm;
+    let w = Window { from, until: from + run, counted_until: from + run };
+    let probed = rt.spawn(async move {
+        tokio::time::sleep_until(w.from.into()).await;
+        let before = probe();
+        tokio::time::sleep_until(w.until.into()).await;
+        probe() - before
+    });
+    let (lat, errors) = run_users(rt, addrs, users, w, usize::MAX);
+    let probed = rt.block_on(probed).expect("probe task");
+    (lat, errors, run.as_secs_f64(), probed)
+}
+
+/// Run the users to the end of `w`; their counted latencies, sorted, and failures.
+fn run_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, w: Window, steps: usize) -> (Vec<u32>, usize) {
     let (mut lat, errors) = rt.block_on(async {
-        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addrs[i % addrs.len()], i, until, steps))).collect();
+        let tasks: Vec<_> = (0..users).map(|i| tokio::spawn(user_loop(addrs[i % addrs.len()], i, w, steps))).collect();
         let (mut lat, mut errors) = (Vec::new(), 0);
         for t in tasks {
             let (l, e) = t.await.expect("user task");
@@ -173,5 +213,5 @@ pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usi
         (lat, errors)
     });
     lat.sort_unstable();
-    (lat, errors, start.elapsed().as_secs_f64())
+    (lat, errors)
 }

@@ -4,7 +4,7 @@
 //! `session-memory` (paper 002): gateway memory against users, sessions
 //! kept in the gateway against O-Session passports.
 //!
-//! Load: closed-loop cart users ([`cart_load`]: log in, add 5 items, read
+//! Load: closed-loop cart users ([`cart_steady`]: log in, add 5 items, read
 //! the cart, again), each on its own keep-alive connection, because the
 //! papers count concurrent users (JMeter threads), not a request rate. The
 //! cart app is `switchyard demo-backend --sessions header` (`memory` for
@@ -14,7 +14,7 @@
 use super::{find, labels, pct, runs};
 use crate::bench::report::{num, Claim, Results};
 use crate::bench::{check_config, shipped_path, Ctx, Family, Scenario};
-use crate::{cart_load, cpu_secs, rss_kib, CartUser};
+use crate::{cart_steady, cpu_secs, rss_kib, CartUser};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -247,20 +247,21 @@ fn memcached_rows(r: &mut Results, setup: &Setup, users: &[usize], step: Duratio
     Ok(())
 }
 
-/// Unmeasured load before each point, so a point measures the steady state:
+/// Unmeasured load at the start of each point, so a point measures the
+/// steady state: every user connects and logs in at once when a point
+/// starts (a burst of new sessions that a running site does not see), and
 /// a session plugin holds a Wasm instance while it waits for its store, so
 /// more users first grow each node's instance pool (instantiating costs
-/// about as much CPU as a hundred requests), once.
-const WARM_UP: Duration = Duration::from_secs(1);
+/// about as much CPU as a hundred requests). The same users then go on
+/// into the measured seconds.
+const WARM_UP: Duration = Duration::from_secs(2);
 
-/// `users` cart users on `nodes` for `step` after [`WARM_UP`]: the row's
-/// metrics, with the CPU of all nodes.
+/// `users` cart users on `nodes` for `step` after [`WARM_UP`] of the same
+/// load: the row's metrics, with the CPU all nodes spent in those seconds.
 fn measured_cart_load(rt: &tokio::runtime::Runtime, nodes: &[(Proc, SocketAddr)], users: usize, step: Duration) -> [(&'static str, f64); 5] {
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
-    cart_load(rt, &addrs, users, WARM_UP);
-    let cpu0: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum();
-    let (lat, errors, secs) = cart_load(rt, &addrs, users, step);
-    let cpu: f64 = nodes.iter().map(|(p, _)| cpu_secs(p.pid())).sum::<f64>() - cpu0;
+    let pids: Vec<u32> = nodes.iter().map(|(p, _)| p.pid()).collect();
+    let (lat, errors, secs, cpu) = cart_steady(rt, &addrs, users, WARM_UP, step, move || pids.iter().map(|&p| cpu_secs(p)).sum());
     load_metrics(&lat, errors, secs, cpu)
 }
 
@@ -282,7 +283,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     r.param("baselines", format!("{NO_SESSION}: sticky's nodes and route without the session plugin, the cart in one memory backend; {MEMCACHED_ONLY}: no gateway"));
     r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store (pool 32, timeout_ms 1000: at 2,000 closed-loop users every queue is long, sticky's own p50 is about 250 ms)");
     r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
-    r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s per point after {:.1} s of the same load unmeasured", step.as_secs_f64(), WARM_UP.as_secs_f64()));
+    r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s measured per point, after {:.1} s of the same users unmeasured (the connects and first logins of every user at once)", step.as_secs_f64(), WARM_UP.as_secs_f64()));
     r.param("traffic", format!("{TRAFFIC_USERS} users x (log in + 5 adds) over 20 threads; switchyard_cluster_bytes_sent_total of all nodes / successful writes"));
     let rt = Ctx::runtime();
     ctx.progress(ctx.reps * (ctx.plugins.len() * (1 + node_counts.len()) + users.len()));
