@@ -125,12 +125,15 @@ impl CartUser {
 }
 
 /// When a user stops (`until`: no request starts after it) and which of
-/// its requests count: those that start after `from` and end by `counted_until`.
+/// its requests count: those that start after `from` and end by
+/// `counted_until`. `every`: each user starts a request at most this often
+/// (a paced load), else as soon as the last one answered.
 #[derive(Clone, Copy)]
 struct Window {
     from: Instant,
     until: Instant,
     counted_until: Instant,
+    every: Option<Duration>,
 }
 
 /// The cart scenario, closed-loop until the window ends or `steps`
@@ -140,7 +143,16 @@ async fn user_loop(addr: SocketAddr, id: usize, w: Window, steps: usize) -> (Vec
     let mut u = CartUser::new(addr);
     let (mut lat, mut errors) = (Vec::new(), 0);
     let mut step = 0usize;
+    // A paced user's slots are spread over the interval by its id, so the
+    // users do not all send at once.
+    let mut slot = w.every.map(|e| Instant::now() + e.mul_f64((id % 97) as f64 / 97.0));
     while step < steps && Instant::now() < w.until {
+        if let (Some(at), Some(every)) = (slot.as_mut(), w.every) {
+            tokio::time::sleep_until((*at).into()).await;
+            // Late (the last request took longer than the interval): go now,
+            // without sending the missed ones in a burst.
+            *at = (*at + every).max(Instant::now());
+        }
         let path = match step % 7 {
             0 => format!("/cart/login?user=u{id}"),
             6 => "/cart".to_string(),
@@ -174,21 +186,25 @@ pub fn cart_load(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usiz
 pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration, steps: usize) -> (Vec<u32>, usize, f64) {
     let start = Instant::now();
     // Every request counts, also those still running when `run` ends.
-    let w = Window { from: start, until: start + run, counted_until: start + run + Duration::from_secs(3600) };
+    let w = Window { from: start, until: start + run, counted_until: start + run + Duration::from_secs(3600), every: None };
     let (lat, errors) = run_users(rt, addrs, users, w, steps);
     (lat, errors, start.elapsed().as_secs_f64())
 }
 
-/// The steady state of `users` closed-loop cart users: they connect, log
-/// in and run for `warm + run` without stopping, and only what happens in
-/// the last `run` counts: the requests that started and ended in it, and
-/// `probe` (say, the servers' CPU seconds) read at its start and its end.
-/// So neither the connects and first logins of every user at once nor the
-/// last requests' drain are measured. (sorted latencies in µs, failed
-/// requests, `run` in seconds, `probe` at the end less at the start).
-pub fn cart_steady(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, warm: Duration, run: Duration, probe: impl Fn() -> f64 + Send + 'static) -> (Vec<u32>, usize, f64, f64) {
+/// The steady state of `users` cart users: they connect, log in and run
+/// for `warm + run` without stopping, and only what happens in the last
+/// `run` counts: the requests that started and ended in it, and `probe`
+/// (say, the servers' CPU seconds) read at its start and its end. So
+/// neither the connects and first logins of every user at once nor the
+/// last requests' drain are measured. `rate`: all users together send at
+/// most this many requests a second (each paced to `users / rate` s), so
+/// servers of different speed can be compared at the same load; `None`:
+/// closed loop. (sorted latencies in µs, failed requests, `run` in
+/// seconds, `probe` at the end less at the start).
+pub fn cart_steady(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, rate: Option<f64>, (warm, run): (Duration, Duration), probe: impl Fn() -> f64 + Send + 'static) -> (Vec<u32>, usize, f64, f64) {
     let from = Instant::now() + warm;
-    let w = Window { from, until: from + run, counted_until: from + run };
+    let every = rate.map(|r| Duration::from_secs_f64(users as f64 / r));
+    let w = Window { from, until: from + run, counted_until: from + run, every };
     let probed = rt.spawn(async move {
         tokio::time::sleep_until(w.from.into()).await;
         let before = probe();

@@ -203,8 +203,10 @@ fn no_session_rows(r: &mut Results, ctx: &Ctx, setup: &Setup, users: &[usize], s
     let rt = Ctx::runtime();
     for &u in users {
         ctx.tick(&format!("rep {} {NO_SESSION}, {u} users", rep + 1));
-        r.row(NO_SESSION, "users", u as f64, rep, &measured_cart_load(&rt, &nodes, u, step));
+        r.row(NO_SESSION, "users", u as f64, rep, &measured_cart_load(&rt, &nodes, u, None, step));
     }
+    ctx.tick(&format!("rep {} {NO_SESSION}, paced", rep + 1));
+    paced_row(r, NO_SESSION, &rt, &nodes, paced_rate(ctx), step, rep);
     Ok(())
 }
 
@@ -257,12 +259,31 @@ fn memcached_rows(r: &mut Results, setup: &Setup, users: &[usize], step: Duratio
 const WARM_UP: Duration = Duration::from_secs(2);
 
 /// `users` cart users on `nodes` for `step` after [`WARM_UP`] of the same
-/// load: the row's metrics, with the CPU all nodes spent in those seconds.
-fn measured_cart_load(rt: &tokio::runtime::Runtime, nodes: &[(Proc, SocketAddr)], users: usize, step: Duration) -> [(&'static str, f64); 5] {
+/// load (closed loop, or paced to `rate` requests a second in all): the
+/// row's metrics, with the CPU all nodes spent in those seconds.
+fn measured_cart_load(rt: &tokio::runtime::Runtime, nodes: &[(Proc, SocketAddr)], users: usize, rate: Option<f64>, step: Duration) -> [(&'static str, f64); 5] {
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
     let pids: Vec<u32> = nodes.iter().map(|(p, _)| p.pid()).collect();
-    let (lat, errors, secs, cpu) = cart_steady(rt, &addrs, users, WARM_UP, step, move || pids.iter().map(|&p| cpu_secs(p)).sum());
+    let (lat, errors, secs, cpu) = cart_steady(rt, &addrs, users, rate, (WARM_UP, step), move || pids.iter().map(|&p| cpu_secs(p)).sum());
     load_metrics(&lat, errors, secs, cpu)
+}
+
+/// The paced point: [`PACED_USERS`] users sending `rate` requests a second
+/// in all, below every strategy's capacity here, so each strategy's CPU
+/// per request is read at the same load. A closed loop runs each at its
+/// own saturation, where a slower gateway also pays for waking peers that
+/// had time to fall asleep (`docs/bench.md`, "sessions").
+const PACED_USERS: usize = 300;
+
+/// The paced point's rate: 3,000 requests a second in all (1,000 per
+/// node); `--quick`, 1,000.
+fn paced_rate(ctx: &Ctx) -> f64 {
+    *ctx.pick(&1_000.0, &3_000.0)
+}
+
+/// Every series' paced point (x: the rate).
+fn paced_row(r: &mut Results, label: &str, rt: &tokio::runtime::Runtime, nodes: &[(Proc, SocketAddr)], rate: f64, step: Duration, rep: usize) {
+    r.row(label, "paced", rate, rep, &measured_cart_load(rt, nodes, PACED_USERS, Some(rate), step));
 }
 
 /// req/s, p50, p99, errors and gateway CPU per answered request.
@@ -284,9 +305,10 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store (pool 32, timeout_ms 1000: at 2,000 closed-loop users every queue is long, sticky's own p50 is about 250 ms)");
     r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
     r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s measured per point, after {:.1} s of the same users unmeasured (the connects and first logins of every user at once)", step.as_secs_f64(), WARM_UP.as_secs_f64()));
+    r.param("paced", format!("{PACED_USERS} cart users sending {} requests a second in all (each paced, the same warm-up and measured seconds): every strategy's CPU per request at the same load", paced_rate(ctx)));
     r.param("traffic", format!("{TRAFFIC_USERS} users x (log in + 5 adds) over 20 threads; switchyard_cluster_bytes_sent_total of all nodes / successful writes"));
     let rt = Ctx::runtime();
-    ctx.progress(ctx.reps * (ctx.plugins.len() * (1 + node_counts.len()) + users.len()));
+    ctx.progress(ctx.reps * (ctx.plugins.len() * (1 + node_counts.len()) + users.len() + 1));
     for rep in 0..ctx.reps {
         no_session_rows(&mut r, ctx, &setup, users, step, rep)?;
         memcached_rows(&mut r, &setup, users, step, rep)?;
@@ -298,8 +320,9 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
         let nodes = cluster(3, &setup.mc, &p.path, "", &backs);
         std::thread::sleep(Duration::from_secs(1));
         for &u in users {
-            r.row(&p.label, "users", u as f64, rep, &measured_cart_load(&rt, &nodes, u, step));
+            r.row(&p.label, "users", u as f64, rep, &measured_cart_load(&rt, &nodes, u, None, step));
         }
+        paced_row(&mut r, &p.label, &rt, &nodes, paced_rate(ctx), step, rep);
         drop(nodes);
         for &n in node_counts {
             ctx.tick(&format!("rep {} {} traffic, {n} nodes", rep + 1, p.label));
@@ -310,6 +333,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     r.plot("Fig. 3: p50 response time against users", "users", "concurrent users", ("p50 ms", "p50_ms"), false);
     r.plot("Bytes between gateway nodes per session write", "traffic", "gateway nodes", ("bytes / write", "bytes_per_write"), false);
     r.table("Response time against users (3 nodes)", "users", "users", &[("req/s", "req_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("errors %", "errors_pct"), ("gateway CPU µs/req (all nodes)", "cpu_us_req")]);
+    r.table(&format!("At the same load: {PACED_USERS} users paced to a fixed rate (3 nodes)"), "paced", "req/s offered", &[("req/s", "req_s"), ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"), ("errors %", "errors_pct"), ("gateway CPU µs/req (all nodes)", "cpu_us_req")]);
     r.table("Bytes between gateway nodes per session write", "traffic", "nodes", &[("bytes / write", "bytes_per_write")]);
     r.aggregate();
     r.claim = sessions_claim(&r, ctx, users, node_counts);
@@ -350,6 +374,14 @@ fn speed_evidence(r: &Results, ctx: &Ctx, users: &[usize]) -> Vec<String> {
         }
         out.push(format!("{u} users: sticky's hooks cost {:.1} µs CPU/req over {NO_SESSION}; {MEMCACHED_ONLY}: {} req/s", m(sticky, u, "cpu_us_req") - m(NO_SESSION, u, "cpu_us_req"), num(m(MEMCACHED_ONLY, u, "req_s"))));
     }
+    let rate = paced_rate(ctx);
+    let paced = |l: &str| r.median(l, "paced", rate, "cpu_us_req").unwrap_or(f64::NAN);
+    for kind in ["session-centralized", "session-o-session"] {
+        if let Some(l) = find(ctx, kind) {
+            out.push(format!("paced to {rate} req/s: {l} / sticky = {:.2}x CPU/req", paced(l) / paced(sticky)));
+        }
+    }
+    out.push(format!("paced to {rate} req/s: sticky's hooks cost {:.1} µs CPU/req over {NO_SESSION}", paced(sticky) - paced(NO_SESSION)));
     out
 }
 
