@@ -1,6 +1,7 @@
 //! One wasmtime engine with an epoch ticker; plugins compile once at load.
-//! A call that runs long yields at each tick and finishes on the plugin
-//! pool, so a looping plugin never holds a proxy worker.
+//! A call that runs long (noticed within `CHECK`) yields at each tick and
+//! finishes on the plugin pool, so a looping plugin never holds a proxy
+//! worker for long.
 
 use super::host::{HostState, PluginShared};
 use crate::config::PluginSpec;
@@ -40,26 +41,69 @@ pub struct Engine {
     stores: Arc<crate::session::Stores>,
 }
 
-/// How long the epoch keeps ticking after the last guest call: under load
-/// calls come back to back, and waking a parked thread per call would cost
-/// more than ticking.
+/// How long the epoch thread keeps looking after the last guest call:
+/// under load calls come back to back, and waking a parked thread per call
+/// would cost more than looking.
 const LINGER: Duration = Duration::from_millis(100);
 
-/// The thread that advances the epoch every `TICK` while guest calls run,
+/// How often the epoch thread looks for a guest call older than a `TICK`
+/// while only short ones run. Each wake-up of that thread costs about 24 µs
+/// of CPU on a 2-core VM (docs/bench.md, "sessions"), and calls take 1-4 µs,
+/// so it wakes 200 times a second, not 1,000; a call that runs long is
+/// noticed within this, then ticked every `TICK`.
+const CHECK: Duration = Duration::from_millis(5);
+
+/// The thread that advances the epoch every `TICK` while a guest call has
+/// run longer than a tick, looks every `CHECK` while only short calls run,
 /// and sleeps (no wake-ups) once none has for `LINGER`.
 struct Ticker {
     running: AtomicUsize,
+    /// When each call in progress started (`now_ns`), by slot.
+    calls: parking_lot::Mutex<Calls>,
     thread: OnceLock<std::thread::Thread>,
     /// The thread's kernel id (its wake-ups are in /proc/self/task/TID).
     #[cfg(test)]
     tid: std::sync::atomic::AtomicI32,
 }
 
-/// A guest call in progress: the epoch advances while one is held.
-pub(crate) struct Ticking(Arc<Ticker>);
+/// The start times of the calls in progress; 0 marks a free slot.
+#[derive(Default)]
+struct Calls {
+    started: Vec<u64>,
+    free: Vec<usize>,
+}
+
+impl Calls {
+    fn take(&mut self, now: u64) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.started[i] = now;
+                i
+            }
+            None => {
+                self.started.push(now);
+                self.started.len() - 1
+            }
+        }
+    }
+
+    fn give(&mut self, i: usize) {
+        self.started[i] = 0;
+        self.free.push(i);
+    }
+
+    /// The start of the oldest call in progress, if any.
+    fn oldest(&self) -> Option<u64> {
+        self.started.iter().copied().filter(|&t| t != 0).min()
+    }
+}
+
+/// A guest call in progress: the epoch advances while it runs long.
+pub(crate) struct Ticking(Arc<Ticker>, usize);
 
 impl Drop for Ticking {
     fn drop(&mut self) {
+        self.0.calls.lock().give(self.1);
         self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -68,6 +112,7 @@ impl Ticker {
     fn start(engine: wasmtime::EngineWeak) -> Result<Arc<Self>, Error> {
         let ticker = Arc::new(Self {
             running: AtomicUsize::new(0),
+            calls: parking_lot::Mutex::new(Calls::default()),
             thread: OnceLock::new(),
             #[cfg(test)]
             tid: std::sync::atomic::AtomicI32::new(0),
@@ -89,9 +134,14 @@ impl Ticker {
                         busy_at = std::time::Instant::now();
                         continue;
                     }
-                    engine.increment_epoch();
+                    // Only a call that has run for a tick needs the epoch to
+                    // move (its deadline and yield are checked at ticks).
+                    let long = t.calls.lock().oldest().is_some_and(|at| crate::upstream::now_ns().saturating_sub(at) >= TICK.as_nanos() as u64);
+                    if long {
+                        engine.increment_epoch();
+                    }
                     drop(engine);
-                    std::thread::sleep(TICK);
+                    std::thread::sleep(if long { TICK } else { CHECK });
                 }
             })
             .map_err(|e| Error::internal(format!("epoch thread: {e}")))?;
@@ -100,12 +150,13 @@ impl Ticker {
     }
 
     fn hold(self: &Arc<Self>) -> Ticking {
+        let slot = self.calls.lock().take(crate::upstream::now_ns());
         if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
         }
-        Ticking(self.clone())
+        Ticking(self.clone(), slot)
     }
 }
 
@@ -504,7 +555,8 @@ mod tests {
     }
 
     /// No guest call, no ticks: the epoch thread sleeps instead of waking
-    /// every millisecond; while a call runs, it ticks.
+    /// every millisecond; while only short calls run, it looks every
+    /// `CHECK`; while a call runs long, it ticks.
     #[test]
     fn the_epoch_ticks_only_while_a_guest_call_runs() {
         let engine = Engine::new().unwrap();
@@ -519,6 +571,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(500));
         let idle = wakeups(tid) - before;
         assert!(idle <= 3, "an idle engine's epoch thread woke {idle} times in 500 ms");
+        // Calls of a few µs, back to back for 500 ms: no call is ever a
+        // tick old, so the thread only looks (every 5 ms: about 100 times).
+        let before = wakeups(tid);
+        let until = std::time::Instant::now() + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            drop(engine.ticking());
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let short = wakeups(tid) - before;
+        assert!(short <= 200, "short calls woke the epoch thread {short} times in 500 ms (1 ms ticks would be about 500)");
         let ticking = engine.ticking();
         let before = wakeups(tid);
         std::thread::sleep(Duration::from_millis(500));
