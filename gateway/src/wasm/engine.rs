@@ -8,7 +8,7 @@ use crate::config::PluginSpec;
 use crate::error::{Error, PluginFault};
 use crate::metrics::metrics;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -16,7 +16,8 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::UpdateDeadline;
 
 /// Epoch tick: the granularity of call deadlines. The deadline counts wall
-/// time without store waits, the yield point CPU time (`CallClock`).
+/// time without store waits once the call has run a tick on a CPU, the
+/// yield point CPU time (`CallClock`).
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Least deadline of setup calls (see `LoadedPlugin::arm_setup`).
@@ -57,7 +58,6 @@ const CHECK: Duration = Duration::from_millis(5);
 /// run longer than a tick, looks every `CHECK` while only short calls run,
 /// and sleeps (no wake-ups) once none has for `LINGER`.
 struct Ticker {
-    running: AtomicUsize,
     /// When each call in progress started (`now_ns`), by slot.
     calls: parking_lot::Mutex<Calls>,
     thread: OnceLock<std::thread::Thread>,
@@ -87,6 +87,11 @@ impl Calls {
         }
     }
 
+    /// Whether no call is in progress.
+    fn idle(&self) -> bool {
+        self.free.len() == self.started.len()
+    }
+
     fn give(&mut self, i: usize) {
         self.started[i] = 0;
         self.free.push(i);
@@ -104,14 +109,12 @@ pub(crate) struct Ticking(Arc<Ticker>, usize);
 impl Drop for Ticking {
     fn drop(&mut self) {
         self.0.calls.lock().give(self.1);
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Ticker {
     fn start(engine: wasmtime::EngineWeak) -> Result<Arc<Self>, Error> {
         let ticker = Arc::new(Self {
-            running: AtomicUsize::new(0),
             calls: parking_lot::Mutex::new(Calls::default()),
             thread: OnceLock::new(),
             #[cfg(test)]
@@ -125,7 +128,8 @@ impl Ticker {
                 t.tid.store(rustix::thread::gettid().as_raw_nonzero().get(), Ordering::Release);
                 let mut busy_at = std::time::Instant::now();
                 while let Some(engine) = engine.upgrade() {
-                    if t.running.load(Ordering::Acquire) > 0 {
+                    let oldest = t.calls.lock().oldest();
+                    if oldest.is_some() {
                         busy_at = std::time::Instant::now();
                     } else if busy_at.elapsed() >= LINGER {
                         drop(engine);
@@ -136,7 +140,7 @@ impl Ticker {
                     }
                     // Only a call that has run for a tick needs the epoch to
                     // move (its deadline and yield are checked at ticks).
-                    let long = t.calls.lock().oldest().is_some_and(|at| crate::upstream::now_ns().saturating_sub(at) >= TICK.as_nanos() as u64);
+                    let long = oldest.is_some_and(|at| crate::upstream::now_ns().saturating_sub(at) >= TICK.as_nanos() as u64);
                     if long {
                         engine.increment_epoch();
                     }
@@ -150,8 +154,12 @@ impl Ticker {
     }
 
     fn hold(self: &Arc<Self>) -> Ticking {
-        let slot = self.calls.lock().take(crate::upstream::now_ns());
-        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+        let (slot, first) = {
+            let mut calls = self.calls.lock();
+            let first = calls.idle();
+            (calls.take(crate::upstream::now_ns()), first)
+        };
+        if first {
             if let Some(t) = self.thread.get() {
                 t.unpark();
             }
@@ -423,7 +431,7 @@ impl LoadedPlugin {
         // YIELD_AFTER it yields, so it never holds its thread for long.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            if data.clock.wall() >= data.call_budget {
+            if data.clock.past(data.call_budget) {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
             if data.clock.cpu() >= YIELD_AFTER {

@@ -16,10 +16,11 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A call's clocks. The deadline counts wall time minus store waits (a
-/// call holds its instance and its request meanwhile); the yield point
-/// counts thread CPU time while its Wasm runs, so a call the OS preempted
-/// or queued (milliseconds on a busy 2-core machine) is not mistaken for a
-/// loop and pushed to the low-priority plugin pool.
+/// call holds its instance and its request meanwhile), but a call only
+/// traps for it once it has also run on a CPU for a tick (`past`); the
+/// yield point counts thread CPU time while its Wasm runs, so a call the
+/// OS preempted or queued (milliseconds on a busy 2-core machine) is not
+/// mistaken for a loop, failed or pushed to the low-priority plugin pool.
 #[derive(Debug, Default)]
 pub(crate) struct CallClock {
     wall_used: std::time::Duration,
@@ -64,6 +65,18 @@ impl CallClock {
         self.wall_used + self.wall_mark.map_or(std::time::Duration::ZERO, |m| m.elapsed())
     }
 
+    /// Whether the call is past its deadline `budget`, asked at each epoch
+    /// tick. Wall time (store waits excluded) must be past it, and the call
+    /// must have run on a CPU for a `TICK` since its first tick: a thread the
+    /// host preempted past the deadline finishes its few microseconds
+    /// instead of failing its request. A call away that long for another
+    /// reason (a WASI sleep) traps at `AWAY_BOUND` times its budget.
+    pub(crate) fn past(&mut self, budget: std::time::Duration) -> bool {
+        let cpu = self.cpu();
+        let wall = self.wall();
+        wall >= budget && (cpu >= super::engine::TICK || wall >= budget * AWAY_BOUND)
+    }
+
     /// CPU time so far on the threads that ran the call's Wasm.
     pub(crate) fn cpu(&mut self) -> std::time::Duration {
         match self.cpu_mark {
@@ -75,6 +88,10 @@ impl CallClock {
         }
     }
 }
+
+/// A call past its deadline that has not run a tick's CPU since its first
+/// tick still traps at this many times its budget.
+const AWAY_BOUND: u32 = 4;
 
 /// This thread's CPU time. Through nix (libc), not rustix: rustix parses
 /// the vDSO at its first clock call, which faults under valgrind (and the
@@ -550,5 +567,54 @@ impl tokens::Host for HostState {
     }
     fn new_id(&mut self) -> String {
         crate::session::new_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallClock;
+    use std::time::Duration;
+
+    /// Run on this thread's CPU for `d` (CPU time, not wall time, so a
+    /// busy test machine cannot make it shorter).
+    fn spin(d: Duration) {
+        let t = super::thread_cpu();
+        while super::thread_cpu() - t < d {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    /// A call that was off the CPU past its deadline (preempted, or a host
+    /// wait that is not a store's) is not failed for it until `AWAY_BOUND`
+    /// times its budget; one that keeps running a tick past it is.
+    #[test]
+    fn only_a_call_that_runs_past_its_deadline_traps() {
+        let budget = Duration::from_millis(5);
+        let mut away = CallClock::default();
+        away.start();
+        assert!(!away.past(budget), "the first tick");
+        std::thread::sleep(budget + Duration::from_millis(2));
+        assert!(!away.past(budget), "off the CPU past the deadline: {:?} CPU", away.cpu());
+        std::thread::sleep(budget * super::AWAY_BOUND);
+        assert!(away.past(budget), "away for {}x its budget", super::AWAY_BOUND);
+
+        let mut busy = CallClock::default();
+        busy.start();
+        assert!(!busy.past(budget));
+        spin(budget + Duration::from_millis(2));
+        assert!(busy.past(budget), "ran {:?} of CPU past the deadline", busy.cpu());
+    }
+
+    /// Store waits count toward neither clock.
+    #[test]
+    fn a_store_wait_stops_the_deadline() {
+        let budget = Duration::from_millis(5);
+        let mut c = CallClock::default();
+        c.start();
+        c.pause();
+        std::thread::sleep(budget * (super::AWAY_BOUND + 1));
+        c.resume();
+        assert!(c.wall() < budget, "{:?}", c.wall());
+        assert!(!c.past(budget));
     }
 }
