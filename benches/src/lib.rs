@@ -126,14 +126,16 @@ impl CartUser {
 
 /// When a user stops (`until`: no request starts after it) and which of
 /// its requests count: those that start after `from` and end by
-/// `counted_until`. `every`: each user starts a request at most this often
-/// (a paced load), else as soon as the last one answered.
+/// `counted_until` (`None`: whenever they end). `every`: each of the
+/// `users` starts a request at most this often (a paced load), else as
+/// soon as the last one answered.
 #[derive(Clone, Copy)]
 struct Window {
     from: Instant,
     until: Instant,
-    counted_until: Instant,
+    counted_until: Option<Instant>,
     every: Option<Duration>,
+    users: usize,
 }
 
 /// The cart scenario, closed-loop until the window ends or `steps`
@@ -145,7 +147,7 @@ async fn user_loop(addr: SocketAddr, id: usize, w: Window, steps: usize) -> (Vec
     let mut step = 0usize;
     // A paced user's slots are spread over the interval by its id, so the
     // users do not all send at once.
-    let mut slot = w.every.map(|e| Instant::now() + e.mul_f64((id % 97) as f64 / 97.0));
+    let mut slot = w.every.map(|e| Instant::now() + e.mul_f64(id as f64 / w.users.max(1) as f64));
     while step < steps && Instant::now() < w.until {
         if let (Some(at), Some(every)) = (slot.as_mut(), w.every) {
             tokio::time::sleep_until((*at).into()).await;
@@ -161,7 +163,7 @@ async fn user_loop(addr: SocketAddr, id: usize, w: Window, steps: usize) -> (Vec
         let method = if step % 7 == 6 { "GET" } else { "POST" };
         let t = Instant::now();
         let out = tokio::time::timeout(Duration::from_secs(10), u.send(method, &path)).await;
-        let counted = t >= w.from && Instant::now() <= w.counted_until;
+        let counted = t >= w.from && w.counted_until.is_none_or(|end| Instant::now() <= end);
         match out {
             Ok(Ok(200)) if counted => lat.push(t.elapsed().as_micros() as u32),
             Ok(Ok(200)) => {}
@@ -186,7 +188,7 @@ pub fn cart_load(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usiz
 pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, run: Duration, steps: usize) -> (Vec<u32>, usize, f64) {
     let start = Instant::now();
     // Every request counts, also those still running when `run` ends.
-    let w = Window { from: start, until: start + run, counted_until: start + run + Duration::from_secs(3600), every: None };
+    let w = Window { from: start, until: start + run, counted_until: None, every: None, users };
     let (lat, errors) = run_users(rt, addrs, users, w, steps);
     (lat, errors, start.elapsed().as_secs_f64())
 }
@@ -204,7 +206,7 @@ pub fn cart_users(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usi
 pub fn cart_steady(rt: &tokio::runtime::Runtime, addrs: &[SocketAddr], users: usize, rate: Option<f64>, (warm, run): (Duration, Duration), probe: impl Fn() -> f64 + Send + 'static) -> (Vec<u32>, usize, f64, f64) {
     let from = Instant::now() + warm;
     let every = rate.map(|r| Duration::from_secs_f64(users as f64 / r));
-    let w = Window { from, until: from + run, counted_until: from + run, every };
+    let w = Window { from, until: from + run, counted_until: Some(from + run), every, users };
     let probed = rt.spawn(async move {
         tokio::time::sleep_until(w.from.into()).await;
         let before = probe();
