@@ -16,8 +16,8 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::UpdateDeadline;
 
 /// Epoch tick: the granularity of call deadlines. The deadline counts wall
-/// time without store waits once the call has run a tick on a CPU, the
-/// yield point CPU time (`CallClock`).
+/// time without store waits once the call has run on a CPU for
+/// `YIELD_AFTER`, the yield point CPU time (`CallClock`).
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// Least deadline of setup calls (see `LoadedPlugin::arm_setup`).

@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A call's clocks. The deadline counts wall time minus store waits (a
 /// call holds its instance and its request meanwhile), but a call only
-/// traps for it once it has also run on a CPU for a tick (`past`); the
+/// traps for it once it has also run on a CPU for a while (`over`); the
 /// yield point counts thread CPU time while its Wasm runs, so a call the
 /// OS preempted or queued (milliseconds on a busy 2-core machine) is not
 /// mistaken for a loop, failed or pushed to the low-priority plugin pool.
@@ -66,15 +66,10 @@ impl CallClock {
     }
 
     /// Whether the call is past its deadline `budget`, asked at each epoch
-    /// tick. Wall time (store waits excluded) must be past it, and the call
-    /// must have run on a CPU for a `TICK` since its first tick: a thread the
-    /// host preempted past the deadline finishes its few microseconds
-    /// instead of failing its request. A call away that long for another
-    /// reason (a WASI sleep) traps at `AWAY_BOUND` times its budget.
+    /// tick (see [`over`]).
     pub(crate) fn past(&mut self, budget: std::time::Duration) -> bool {
         let cpu = self.cpu();
-        let wall = self.wall();
-        wall >= budget && (cpu >= super::engine::TICK || wall >= budget * AWAY_BOUND)
+        over(self.wall(), cpu, budget)
     }
 
     /// CPU time so far on the threads that ran the call's Wasm.
@@ -89,9 +84,20 @@ impl CallClock {
     }
 }
 
-/// A call past its deadline that has not run a tick's CPU since its first
-/// tick still traps at this many times its budget.
+/// A call past its deadline that has not run `YIELD_AFTER` of CPU since
+/// its first tick still traps at this many times its budget.
 const AWAY_BOUND: u32 = 4;
+
+/// The deadline rule: wall time (store waits excluded) is past `budget`,
+/// and the call has run on a CPU for `YIELD_AFTER` since its first tick,
+/// the CPU a call needs to yield for it (after its first yield the CPU
+/// clock keeps at least that), so a thread the host preempted past the
+/// deadline finishes its few microseconds instead of failing its request.
+/// A call away that long for another reason (a WASI sleep) traps at
+/// `AWAY_BOUND` times its budget.
+fn over(wall: std::time::Duration, cpu: std::time::Duration, budget: std::time::Duration) -> bool {
+    wall >= budget && (cpu >= super::engine::YIELD_AFTER || wall >= budget * AWAY_BOUND)
+}
 
 /// This thread's CPU time. Through nix (libc), not rustix: rustix parses
 /// the vDSO at its first clock call, which faults under valgrind (and the
@@ -572,7 +578,8 @@ impl tokens::Host for HostState {
 
 #[cfg(test)]
 mod tests {
-    use super::CallClock;
+    use super::{over, CallClock, AWAY_BOUND};
+    use crate::wasm::engine::YIELD_AFTER;
     use std::time::Duration;
 
     /// Run on this thread's CPU for `d` (CPU time, not wall time, so a
@@ -584,37 +591,48 @@ mod tests {
         }
     }
 
-    /// A call that was off the CPU past its deadline (preempted, or a host
-    /// wait that is not a store's) is not failed for it until `AWAY_BOUND`
-    /// times its budget; one that keeps running a tick past it is.
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A call off the CPU past its deadline (preempted, or a host wait
+    /// that is not a store's) is not failed for it until `AWAY_BOUND` times
+    /// its budget; one that ran `YIELD_AFTER` of CPU past it is.
     #[test]
     fn only_a_call_that_runs_past_its_deadline_traps() {
-        let budget = Duration::from_millis(5);
+        let budget = 5 * MS;
+        assert!(!over(4 * MS, 4 * MS, budget), "before the deadline");
+        assert!(!over(7 * MS, Duration::from_micros(20), budget), "preempted past it");
+        assert!(!over(budget * AWAY_BOUND - MS, Duration::ZERO, budget));
+        assert!(over(budget * AWAY_BOUND, Duration::ZERO, budget), "away for {AWAY_BOUND}x its budget");
+        assert!(over(budget, YIELD_AFTER, budget), "ran past it");
+        assert!(over(6 * MS, 2 * MS, budget));
+    }
+
+    /// The clock counts the CPU a call ran, not the time it slept.
+    #[test]
+    fn the_cpu_clock_counts_running_not_sleeping() {
         let mut away = CallClock::default();
         away.start();
-        assert!(!away.past(budget), "the first tick");
-        std::thread::sleep(budget + Duration::from_millis(2));
-        assert!(!away.past(budget), "off the CPU past the deadline: {:?} CPU", away.cpu());
-        std::thread::sleep(budget * super::AWAY_BOUND);
-        assert!(away.past(budget), "away for {}x its budget", super::AWAY_BOUND);
+        away.cpu(); // the first tick
+        std::thread::sleep(10 * MS);
+        assert!(away.cpu() < YIELD_AFTER, "slept, yet {:?} of CPU", away.cpu());
+        assert!(away.wall() >= 10 * MS);
 
         let mut busy = CallClock::default();
         busy.start();
-        assert!(!busy.past(budget));
-        spin(budget + Duration::from_millis(2));
-        assert!(busy.past(budget), "ran {:?} of CPU past the deadline", busy.cpu());
+        busy.cpu();
+        spin(6 * MS);
+        assert!(busy.cpu() >= 6 * MS);
+        assert!(busy.past(5 * MS), "ran {:?} of CPU past a 5 ms deadline", busy.cpu());
     }
 
     /// Store waits count toward neither clock.
     #[test]
     fn a_store_wait_stops_the_deadline() {
-        let budget = Duration::from_millis(5);
         let mut c = CallClock::default();
         c.start();
         c.pause();
-        std::thread::sleep(budget * (super::AWAY_BOUND + 1));
+        std::thread::sleep(25 * MS);
         c.resume();
-        assert!(c.wall() < budget, "{:?}", c.wall());
-        assert!(!c.past(budget));
+        assert!(c.wall() < 25 * MS, "{:?}", c.wall());
     }
 }
