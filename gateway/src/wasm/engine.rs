@@ -431,10 +431,12 @@ impl LoadedPlugin {
         // YIELD_AFTER it yields, so it never holds its thread for long.
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
-            if data.clock.past(data.call_budget) {
+            // One read of the thread's CPU clock (a system call) per tick.
+            let cpu = data.clock.cpu();
+            if super::host::over(data.clock.wall(), cpu, data.call_budget) {
                 return Err(wasmtime::Trap::Interrupt.into());
             }
-            if data.clock.cpu() >= YIELD_AFTER {
+            if cpu >= YIELD_AFTER {
                 data.cpu_yield.store(true, Ordering::Relaxed);
                 data.clock.yielded();
                 return Ok(UpdateDeadline::Yield(1));

@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A call's clocks. The deadline counts wall time minus store waits (a
 /// call holds its instance and its request meanwhile), but a call only
-/// traps for it once it has also run on a CPU for a while (`over`); the
+/// traps for it once it has also run on a CPU for a while ([`over`]); the
 /// yield point counts thread CPU time while its Wasm runs, so a call the
 /// OS preempted or queued (milliseconds on a busy 2-core machine) is not
 /// mistaken for a loop, failed or pushed to the low-priority plugin pool.
@@ -65,13 +65,6 @@ impl CallClock {
         self.wall_used + self.wall_mark.map_or(std::time::Duration::ZERO, |m| m.elapsed())
     }
 
-    /// Whether the call is past its deadline `budget`, asked at each epoch
-    /// tick (see [`over`]).
-    pub(crate) fn past(&mut self, budget: std::time::Duration) -> bool {
-        let cpu = self.cpu();
-        over(self.wall(), cpu, budget)
-    }
-
     /// CPU time so far on the threads that ran the call's Wasm.
     pub(crate) fn cpu(&mut self) -> std::time::Duration {
         match self.cpu_mark {
@@ -95,7 +88,7 @@ const AWAY_BOUND: u32 = 4;
 /// deadline finishes its few microseconds instead of failing its request.
 /// A call away that long for another reason (a WASI sleep) traps at
 /// `AWAY_BOUND` times its budget.
-fn over(wall: std::time::Duration, cpu: std::time::Duration, budget: std::time::Duration) -> bool {
+pub(crate) fn over(wall: std::time::Duration, cpu: std::time::Duration, budget: std::time::Duration) -> bool {
     wall >= budget && (cpu >= super::engine::YIELD_AFTER || wall >= budget * AWAY_BOUND)
 }
 
@@ -622,7 +615,7 @@ mod tests {
         busy.cpu();
         spin(6 * MS);
         assert!(busy.cpu() >= 6 * MS);
-        assert!(busy.past(5 * MS), "ran {:?} of CPU past a 5 ms deadline", busy.cpu());
+        assert!(over(busy.wall(), busy.cpu(), 5 * MS), "ran {:?} of CPU past a 5 ms deadline", busy.cpu());
     }
 
     /// Store waits count toward neither clock.
