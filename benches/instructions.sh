@@ -18,7 +18,9 @@
 # session-replicated; the load is 16 closed-loop cart users (log in, add 5
 # items, read the cart: 6 of 7 requests write) from benches/examples/cart.rs,
 # one warm-up round of 7 requests each, then N/16 (rounded to whole rounds)
-# each. Rows ending in -base run E2E_BASE_BIN.
+# each. Rows ending in -base run E2E_BASE_BIN. floor-bare, floor-memcached
+# and floor-pipe are benches/session_floor.sh's stock-Pingora rows under the
+# same cart load.
 # INSTR_KEEP=DIR keeps each row's callgrind dump and its inclusive profile.
 # Usage: bash benches/instructions.sh [N requests, default 4000]
 set -euo pipefail
@@ -41,43 +43,6 @@ gw_config() { # $1 port, $2 lb line, $3 threads
     printf '[[routes]]\nupstream = "web"\n'
 }
 
-# Session rows: memcached and the cart backends, started at the first.
-KEY=instructions-session-signing-key-0123456789
-sessions_up() {
-    [ -n "${MC:-}" ] && return 0
-    MC=$(port)
-    memcached -l 127.0.0.1 -p "$MC" -U 0 -m 64 -c 4096 -u nobody >/dev/null 2>&1 &
-    pids+=("$!")
-    wait_port "$MC"
-    for kind in memory header; do
-        for i in 1 2 3; do
-            local p; p=$(port)
-            "$BIN" demo-backend --listen "127.0.0.1:$p" --name "${kind:0:1}$i" --sessions "$kind" --threads 1 >"$WORK/backend-$kind$i.log" 2>&1 &
-            pids+=("$!"); wait_port "$p" 30 "$WORK/backend-$kind$i.log"
-            eval "${kind}_$i=$p"
-        done
-    done
-}
-session_config() { # $1 port, $2 row
-    local plugin=${2#session-} list
-    case "$plugin" in
-        none) list="{ address = \"127.0.0.1:$memory_1\" }" ;;
-        sticky) list="{ address = \"127.0.0.1:$memory_1\" }, { address = \"127.0.0.1:$memory_2\" }, { address = \"127.0.0.1:$memory_3\" }" ;;
-        *) list="{ address = \"127.0.0.1:$header_1\" }, { address = \"127.0.0.1:$header_2\" }, { address = \"127.0.0.1:$header_3\" }" ;;
-    esac
-    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
-    printf '[session]\nkeys = ["%s"]\nlocal = { max_mb = 1024 }\n' "$KEY"
-    printf '[session.central]\nservers = ["127.0.0.1:%s"]\npool = 32\ntimeout_ms = 1000\n' "$MC"
-    printf '[[upstreams]]\nname = "app"\nbackends = [%s]\n[[routes]]\nupstream = "app"\n' "$list"
-    [ "$plugin" = none ] && return 0
-    printf 'session = "sess"\n[plugins.sess]\npath = "%s/session_%s.wasm"\n' "$SWITCHYARD_PLUGIN_DIR" "${plugin//-/_}"
-    printf 'on_error = "fail-closed"\nlimits = { deadline_ms = 2000, instances = 1024 }\n'
-    # The replicated tier (replicated, and the static part of
-    # centralized-dynamic) needs a cluster: one node without peers.
-    case "$plugin" in
-        replicated | centralized-dynamic) printf '[cluster]\nid = 1\nlisten = "127.0.0.1:%s"\nkey = "%s"\n' "$(port)" "$KEY" ;;
-    esac
-}
 USERS=16
 ROUNDS=$(( (N + USERS * 7 - 1) / (USERS * 7) ))
 
@@ -99,6 +64,13 @@ for row in "${ROWS[@]}"; do
             gw_config "$P" "$lb" "$t" >"$WORK/$row.toml"
             bin=$BIN; case "$row" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
             "${CG[@]}" --callgrind-out-file="$OUT" "$bin" run --config "$WORK/$row.toml" >"$WORK/$row.log" 2>&1 & ;;
+        floor-*)
+            # benches/session_floor.sh's rows: stock Pingora before the
+            # memory cart backend, with a memcached read and write per
+            # request (floor-memcached, floor-pipe) or without (floor-bare).
+            sessions_up
+            env=(); case "$row" in floor-memcached) env=(BARE_MEMCACHED="127.0.0.1:$MC") ;; floor-pipe) env=(BARE_MEMCACHED="127.0.0.1:$MC" BARE_MEMCACHED_PIPE=1) ;; esac
+            env "${env[@]}" "${CG[@]}" --callgrind-out-file="$OUT" "$BARE" "127.0.0.1:$P" 1 true "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
         session-*)
             sessions_up
             session_config "$P" "${row%-base}" >"$WORK/$row.toml"
@@ -109,7 +81,7 @@ for row in "${ROWS[@]}"; do
     pid=$!; pids+=("$pid")
     wait_port "$P" 300 "$WORK/$row.log"  # start-up under callgrind is slow
     case "$row" in
-        session-*)
+        session-* | floor-*)
             "$CART" "127.0.0.1:$P" "$USERS" 7 >/dev/null || { tail -20 "$WORK/$row.log" >&2; exit 1; }
             callgrind_control -z "$pid" >/dev/null 2>&1
             n=$((USERS * ROUNDS * 7))

@@ -74,3 +74,43 @@ start_backends() {
         wait_port "$b"
     done
 }
+
+# Session rows (instructions.sh, session_floor.sh): memcached (its pid in
+# MC_PID) and the cart backends, started at the first; the config of a
+# one-worker gateway per row.
+KEY=instructions-session-signing-key-0123456789
+sessions_up() {
+    [ -n "${MC:-}" ] && return 0
+    MC=$(port)
+    memcached -l 127.0.0.1 -p "$MC" -U 0 -m 64 -c 4096 -u nobody >/dev/null 2>&1 &
+    MC_PID=$!; pids+=("$!")
+    wait_port "$MC"
+    for kind in memory header; do
+        for i in 1 2 3; do
+            local p; p=$(port)
+            "$BIN" demo-backend --listen "127.0.0.1:$p" --name "${kind:0:1}$i" --sessions "$kind" --threads 1 >"$WORK/backend-$kind$i.log" 2>&1 &
+            pids+=("$!"); wait_port "$p" 30 "$WORK/backend-$kind$i.log"
+            eval "${kind}_$i=$p"
+        done
+    done
+}
+session_config() { # $1 port, $2 row
+    local plugin=${2#session-} list
+    case "$plugin" in
+        none) list="{ address = \"127.0.0.1:$memory_1\" }" ;;
+        sticky) list="{ address = \"127.0.0.1:$memory_1\" }, { address = \"127.0.0.1:$memory_2\" }, { address = \"127.0.0.1:$memory_3\" }" ;;
+        *) list="{ address = \"127.0.0.1:$header_1\" }, { address = \"127.0.0.1:$header_2\" }, { address = \"127.0.0.1:$header_3\" }" ;;
+    esac
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
+    printf '[session]\nkeys = ["%s"]\nlocal = { max_mb = 1024 }\n' "$KEY"
+    printf '[session.central]\nservers = ["127.0.0.1:%s"]\npool = 32\ntimeout_ms = 1000\n' "$MC"
+    printf '[[upstreams]]\nname = "app"\nbackends = [%s]\n[[routes]]\nupstream = "app"\n' "$list"
+    [ "$plugin" = none ] && return 0
+    printf 'session = "sess"\n[plugins.sess]\npath = "%s/session_%s.wasm"\n' "$SWITCHYARD_PLUGIN_DIR" "${plugin//-/_}"
+    printf 'on_error = "fail-closed"\nlimits = { deadline_ms = 2000, instances = 1024 }\n'
+    # The replicated tier (replicated, and the static part of
+    # centralized-dynamic) needs a cluster: one node without peers.
+    case "$plugin" in
+        replicated | centralized-dynamic) printf '[cluster]\nid = 1\nlisten = "127.0.0.1:%s"\nkey = "%s"\n' "$(port)" "$KEY" ;;
+    esac
+}
