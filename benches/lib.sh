@@ -1,4 +1,4 @@
-# Shared by benches/e2e.sh, tls.sh and instructions.sh (sourced): a scratch
+# Shared by benches/e2e.sh, tls.sh, instructions.sh and session_floor.sh (sourced): a scratch
 # directory removed on exit with every process a run started, free ports,
 # a wait for a port, the 1 KB file the nginx backends serve, stopping a
 # balancer and its CPU ticks, the nginx config and the two nginx backends.

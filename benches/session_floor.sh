@@ -26,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-need_apt cmake protobuf-compiler nginx-light memcached
+need_apt cmake protobuf-compiler memcached
 need_wasm_target
 STEPS=${1:-350}
 ROUNDS=${2:-3}

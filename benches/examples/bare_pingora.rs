@@ -7,10 +7,12 @@
 //! session (`benches/session_floor.sh`): each request reads its client
 //! connection's key (`mg KEY v c T1800`) before it is proxied and writes a
 //! 200-byte value back with the CAS of that read (`ms KEY S200 C<cas>
-//! T1800`) before the response leaves, each on a pooled connection the
+//! T1800`) before the response leaves (not for a `GET`, which the cart
+//! app answers without a change), each on a pooled connection the
 //! request's own task drives: what any gateway pays for one read and one
 //! write per request, without Wasm, a session format or a pipe task.
-//! `BARE_MEMCACHED_PIPE=1` sends them instead as Switchyard does: through
+//! Each exchange is bounded as the gateway bounds its own. With
+//! `BARE_MEMCACHED_PIPE=1` they go instead as Switchyard does: through
 //! one task that owns one connection and writes every command waiting
 //! when it wakes in one batch (`gateway/src/session/central/pipe.rs`).
 //!
@@ -60,6 +62,11 @@ struct Memcached {
     pipe: Option<Mutex<Option<mpsc::UnboundedSender<Job>>>>,
 }
 
+/// The bound on each exchange, and (twice it) on each command's wait, as
+/// the gateway bounds them (`timeout_ms` of `session_config` in
+/// `benches/lib.sh`).
+const TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// A command for the batching task, and where its answer goes.
 type Job = (MetaCommand, oneshot::Sender<Option<MetaResponse>>);
 
@@ -74,7 +81,7 @@ async fn pipe_task(addr: String, mut rx: mpsc::UnboundedReceiver<Job>) {
             conn = AsyncMetaConnection::connect(addr.as_str()).await.ok();
         }
         let answers = match conn.as_mut() {
-            Some(c) => c.execute_batch(&cmds).await.ok(),
+            Some(c) => tokio::time::timeout(TIMEOUT, c.execute_batch(&cmds)).await.ok().and_then(Result::ok),
             None => None,
         };
         match answers {
@@ -105,14 +112,15 @@ impl Memcached {
             let (tx, rx) = oneshot::channel();
             let failed = || Error::explain(ErrorType::ReadError, "memcached batch failed");
             jobs.send((cmd, tx)).map_err(|_| failed())?;
-            return rx.await.ok().flatten().ok_or_else(failed);
+            return tokio::time::timeout(TIMEOUT * 2, rx).await.ok().and_then(Result::ok).flatten().ok_or_else(failed);
         }
         let idle = self.idle.lock().expect("pool").pop();
         let mut conn = match idle {
             Some(c) => c,
             None => AsyncMetaConnection::connect(self.addr.as_str()).await.map_err(|e| Error::explain(ErrorType::ConnectError, e.to_string()))?,
         };
-        let answer = conn.execute(&cmd).await.map_err(|e| Error::explain(ErrorType::ReadError, e.to_string()))?;
+        let answer = tokio::time::timeout(TIMEOUT, conn.execute(&cmd)).await.map_err(|_| Error::explain(ErrorType::ReadError, "memcached timed out"))?;
+        let answer = answer.map_err(|e| Error::explain(ErrorType::ReadError, e.to_string()))?;
         self.idle.lock().expect("pool").push(conn);
         Ok(answer)
     }
@@ -143,7 +151,12 @@ impl ProxyHttp for Floor {
         self.bare.peer()
     }
 
-    async fn response_filter(&self, _session: &mut Session, _response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    /// The write-back, skipped for a `GET`: the cart read changes nothing,
+    /// and the gateway writes only a session that changed.
+    async fn response_filter(&self, session: &mut Session, _response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if session.req_header().method == pingora::http::Method::GET {
+            return Ok(());
+        }
         let mut cmd = MetaCommand::new(MetaOp::Set, ctx.key.as_str()).flag("T1800").value([b'x'; 200]);
         if let Some(cas) = ctx.cas {
             cmd = cmd.flag(format!("C{cas}"));
@@ -166,14 +179,14 @@ fn main() {
     server.bootstrap();
     let bare = Bare { backends: args[3..].to_vec(), next: AtomicUsize::new(0) };
     match std::env::var("BARE_MEMCACHED") {
-        Ok(addr) => {
-            let pipe = std::env::var_os("BARE_MEMCACHED_PIPE").map(|_| Mutex::new(None));
+        Ok(addr) if !addr.is_empty() => {
+            let pipe = (std::env::var("BARE_MEMCACHED_PIPE").as_deref() == Ok("1")).then(|| Mutex::new(None));
             let mc = Memcached { addr, idle: Mutex::new(Vec::new()), pipe };
             let mut svc = pingora::proxy::http_proxy_service(&server.configuration, Floor { bare, mc });
             svc.add_tcp(&args[0]);
             server.add_service(svc);
         }
-        Err(_) => {
+        _ => {
             let mut svc = pingora::proxy::http_proxy_service(&server.configuration, bare);
             svc.add_tcp(&args[0]);
             server.add_service(svc);
