@@ -58,3 +58,28 @@ fn a_looping_plugin_never_stalls_another_route() {
     let log = gw.log_text();
     assert!(log.contains("deadline"), "the deadline hits are logged:\n{log}");
 }
+
+/// A call that sleeps is away in a host await (a WASI clock wait), where
+/// the epoch never interrupts it: it ends at four times its deadline as a
+/// deadline hit, and its request falls back, instead of waiting out the
+/// 30 s the plugin asked for.
+#[test]
+fn a_sleeping_plugin_call_ends_at_its_bound() {
+    let b1 = backend("b1", &[]);
+    let cfg = format!(
+        "{SERVER}{}[[upstreams]]\nname = \"sleepy\"\nlb = \"sleep\"\nbackends = [{{ address = \"{}\" }}]\n[[routes]]\nupstream = \"sleepy\"\n",
+        plugin_table("sleep", "misbehave", "limits = { deadline_ms = 250 }\nconfig = { mode = \"sleep\" }"),
+        b1.addr,
+    );
+    let gw = gateway(&cfg);
+    for i in 0..2 {
+        let started = std::time::Instant::now();
+        let r = get(gw.addr, "/", &[]);
+        assert_eq!((r.status, r.backend()), (200, "b1"), "request {i}: the deadline hit falls back: {r:?}");
+        // Not a timing assertion: the bound is 1 s, and anything well
+        // under the plugin's 30 s shows the call was cut.
+        assert!(started.elapsed() < Duration::from_secs(20), "request {i} waited out the plugin's sleep: {:?}", started.elapsed());
+    }
+    let log = gw.log_text();
+    assert!(log.contains("ran past its 250 ms deadline"), "the cut calls are logged as deadline hits:\n{log}");
+}

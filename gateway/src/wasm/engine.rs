@@ -540,6 +540,53 @@ impl LoadedPlugin {
     }
 }
 
+/// A guest call, bounded while it awaits the host. The epoch interrupts
+/// only running Wasm, so a call parked in a host await that is not a
+/// store's (a WASI sleep, a pollable) would last as long as it asked.
+/// Once such a call has been away `AWAY_BOUND` times its budget, store
+/// waits excluded, it ends with the deadline's trap, and the caller drops
+/// its instance as after any trap. Free for a call that ends at its first
+/// poll (nearly all); one that waits pays one timer.
+pub(crate) struct Bounded<F> {
+    call: F,
+    bound: Duration,
+    waits: Arc<super::host::StoreWaits>,
+    /// Armed at the first `Pending`: the timer, when it was armed, and the
+    /// store wait time then.
+    timer: Option<(std::pin::Pin<Box<tokio::time::Sleep>>, u64, u64)>,
+}
+
+impl<F> Bounded<F> {
+    /// `call` on a store armed with `budget`, whose clock keeps `waits`.
+    pub(crate) fn new(call: F, budget: Duration, waits: Arc<super::host::StoreWaits>) -> Self {
+        Self { call, bound: budget * super::host::AWAY_BOUND, waits, timer: None }
+    }
+}
+
+impl<T, F: Future<Output = wasmtime::Result<T>> + Unpin> Future for Bounded<F> {
+    type Output = wasmtime::Result<T>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Poll::Ready(out) = std::pin::Pin::new(&mut this.call).poll(cx) {
+            return Poll::Ready(out);
+        }
+        let (timer, armed, waited) = this.timer.get_or_insert_with(|| {
+            let now = crate::upstream::now_ns();
+            (Box::pin(tokio::time::sleep(this.bound)), now, this.waits.total(now))
+        });
+        while timer.as_mut().poll(cx).is_ready() {
+            let now = crate::upstream::now_ns();
+            let away = now.saturating_sub(*armed).saturating_sub(this.waits.total(now).saturating_sub(*waited));
+            match this.bound.checked_sub(Duration::from_nanos(away)) {
+                Some(left) if !left.is_zero() => timer.as_mut().reset(tokio::time::Instant::now() + left),
+                _ => return Poll::Ready(Err(wasmtime::Trap::Interrupt.into())),
+            }
+        }
+        Poll::Pending
+    }
+}
+
 /// What trapped and where: the trap kind (or the error's first line) and
 /// the innermost wasm frames.
 fn trap_text(err: &wasmtime::Error) -> String {
@@ -597,5 +644,38 @@ mod tests {
         let busy = wakeups(tid) - before;
         drop(ticking);
         assert!(busy >= 50, "the epoch thread woke only {busy} times in 500 ms of a guest call");
+    }
+
+    /// A call that never answers: parked in a host await that is not a
+    /// store's.
+    fn parked() -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send>> {
+        Box::pin(std::future::pending())
+    }
+
+    fn is_deadline(out: wasmtime::Result<()>) -> bool {
+        matches!(out.map_err(|e| e.downcast::<wasmtime::Trap>()), Err(Ok(wasmtime::Trap::Interrupt)))
+    }
+
+    /// A call that ends at its first poll passes through; one that stays
+    /// away ends with the deadline's trap.
+    #[tokio::test]
+    async fn a_call_away_in_a_host_await_ends_with_the_deadline_trap() {
+        let waits = Arc::new(super::super::host::StoreWaits::default());
+        let quick = Bounded::new(Box::pin(async { Ok::<_, wasmtime::Error>(7) }), Duration::from_millis(5), waits.clone());
+        assert_eq!(quick.await.unwrap(), 7);
+        assert!(is_deadline(Bounded::new(parked(), Duration::from_millis(5), waits).await), "a parked call ends as a deadline hit");
+    }
+
+    /// Store waits do not count: a call in one is not ended however long
+    /// it lasts, and once it ends the call has its whole bound again.
+    #[tokio::test]
+    async fn a_store_wait_does_not_count_toward_the_bound() {
+        let waits = Arc::new(super::super::host::StoreWaits::default());
+        waits.begin();
+        let mut call = Bounded::new(parked(), Duration::from_millis(5), waits.clone());
+        // 10x the 20 ms bound inside a store wait: still running.
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut call).await.is_err(), "a call in a store wait was ended");
+        waits.end();
+        assert!(is_deadline(call.await), "after the wait the call is bounded again");
     }
 }

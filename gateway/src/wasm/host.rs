@@ -28,6 +28,9 @@ pub(crate) struct CallClock {
     cpu_used: std::time::Duration,
     /// Thread CPU time when Wasm last (re)started on this thread.
     cpu_mark: Option<std::time::Duration>,
+    /// The store waits, as the away bound reads them while a call holds
+    /// the store (`engine::Bounded`).
+    pub(crate) waits: Arc<StoreWaits>,
 }
 
 impl CallClock {
@@ -35,7 +38,10 @@ impl CallClock {
     /// epoch tick (`cpu`), not here: reading a thread's CPU time is a
     /// system call, and most calls end before any tick.
     pub(crate) fn start(&mut self) {
-        *self = Self { wall_mark: Some(std::time::Instant::now()), ..Self::default() };
+        self.wall_used = std::time::Duration::ZERO;
+        self.wall_mark = Some(std::time::Instant::now());
+        self.cpu_used = std::time::Duration::ZERO;
+        self.cpu_mark = None;
     }
 
     /// A store call: neither clock runs until [`Self::resume`].
@@ -43,6 +49,7 @@ impl CallClock {
         if let Some(m) = self.wall_mark.take() {
             self.wall_used += m.elapsed();
         }
+        self.waits.begin();
         self.yielded();
     }
 
@@ -57,6 +64,7 @@ impl CallClock {
     /// Back from a store call, on this thread (the CPU mark is taken again
     /// at the next tick).
     pub(crate) fn resume(&mut self) {
+        self.waits.end();
         self.wall_mark = Some(std::time::Instant::now());
     }
 
@@ -78,8 +86,38 @@ impl CallClock {
 }
 
 /// A call past its deadline that has not run `YIELD_AFTER` of CPU since
-/// its first tick still traps at this many times its budget.
-const AWAY_BOUND: u32 = 4;
+/// its first tick still traps at this many times its budget; so does one
+/// away in a host await other than a store's (`engine::Bounded`).
+pub(crate) const AWAY_BOUND: u32 = 4;
+
+/// The store waits of one instance's calls, readable from outside its
+/// store while a call holds it, in `now_ns` nanoseconds.
+#[derive(Debug, Default)]
+pub(crate) struct StoreWaits {
+    /// Spent in finished store waits, over the store's life.
+    waited: std::sync::atomic::AtomicU64,
+    /// When the wait in progress began; 0 when none is.
+    since: std::sync::atomic::AtomicU64,
+}
+
+impl StoreWaits {
+    pub(crate) fn begin(&self) {
+        self.since.store(crate::upstream::now_ns(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn end(&self) {
+        let since = self.since.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if since != 0 {
+            self.waited.fetch_add(crate::upstream::now_ns().saturating_sub(since), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Store wait time up to `now`, the wait in progress included.
+    pub(crate) fn total(&self, now: u64) -> u64 {
+        let since = self.since.load(std::sync::atomic::Ordering::Relaxed);
+        self.waited.load(std::sync::atomic::Ordering::Relaxed) + if since != 0 { now.saturating_sub(since) } else { 0 }
+    }
+}
 
 /// The deadline rule: wall time (store waits excluded) is past `budget`,
 /// and the call has run on a CPU for `YIELD_AFTER` since its first tick,

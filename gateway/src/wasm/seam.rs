@@ -4,7 +4,7 @@
 //! swap and a rollback drive. A seam supplies its exports ([`Seam`]) and a
 //! smoke call; its adapter is a thin layer over [`Hosted`].
 
-use super::engine::LoadedPlugin;
+use super::engine::{Bounded, LoadedPlugin};
 use super::host::HostState;
 use crate::config::OnError;
 use crate::error::{Error, PluginFault};
@@ -202,7 +202,8 @@ impl<S: Seam> Generation<S> {
             .plugin
             .isolated(cpu_yield, async move {
                 arm(&plugin, &mut inst.store);
-                let out = plugin.timed(hook, f(&mut inst, input)).await;
+                let (budget, waits) = (inst.store.data().call_budget, inst.store.data().clock.waits.clone());
+                let out = plugin.timed(hook, Bounded::new(f(&mut inst, input), budget, waits)).await;
                 (inst, out)
             })
             .await;

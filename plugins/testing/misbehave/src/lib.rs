@@ -7,8 +7,8 @@ use switchyard_sdk::Config;
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    /// "trap", "trap-half" (every other call), "spin", "hog",
-    /// "out-of-range" or "reject-config".
+    /// "trap", "trap-half" (every other call), "spin", "hog", "sleep"
+    /// (30 s in a WASI clock wait), "out-of-range" or "reject-config".
     mode: String,
 }
 
@@ -24,7 +24,7 @@ impl LoadBalancer for Misbehave {
         let s: Settings = config.parse()?;
         match s.mode.as_str() {
             "reject-config" => Err("misbehave: this config is rejected on purpose".into()),
-            "trap" | "trap-half" | "spin" | "hog" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new(), calls: 0 }),
+            "trap" | "trap-half" | "spin" | "hog" | "sleep" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new(), calls: 0 }),
             other => Err(format!("unknown mode {other:?}")),
         }
     }
@@ -42,6 +42,10 @@ impl LoadBalancer for Misbehave {
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Some(0)
             }
             "hog" => loop {
                 self.hoard.push(vec![1u8; 1 << 20]);
