@@ -108,6 +108,27 @@ fn wrong_world_and_rejected_config_fail_the_load() {
     }
 }
 
+/// A `configure` that sleeps is away in a host await, which the epoch
+/// never interrupts: the load fails at the setup bound (4x the 1 s setup
+/// deadline) as a deadline hit, instead of hanging for the 30 s asked.
+#[test]
+fn a_sleeping_configure_fails_the_load_at_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sleepy.toml");
+    let text = format!(
+        "{}[[upstreams]]\nname = \"a\"\nlb = \"sleepy\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n",
+        plugin_table("sleepy", "misbehave", "config = { mode = \"sleep-configure\" }")
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, out) = check(&cfg);
+    assert!(!ok, "{out}");
+    assert!(out.contains("plugin \"sleepy\"") && out.contains("configure ran past its"), "{out}");
+    // Not a timing assertion: anything well under the 30 s asked shows
+    // the call was cut.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "the load waited out the sleep: {:?}", started.elapsed());
+}
+
 /// A session plugin without `on_error` fails closed: its fault answers
 /// 503, never a request served without its session (it used to fall back
 /// to no session at all).

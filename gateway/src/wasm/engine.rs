@@ -494,10 +494,12 @@ impl LoadedPlugin {
 
     /// Await one guest call: time it under `hook` and turn a failure into
     /// a typed, counted fault. Arm the store's deadline first.
-    pub(crate) async fn timed<T>(&self, hook: &'static str, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
+    /// `bound` is the store's [`HostState::bound`], read before the call
+    /// borrows the store: the call is [`Bounded`] by it.
+    pub(crate) async fn timed<T>(&self, hook: &'static str, bound: (Duration, Arc<super::host::StoreWaits>), call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
         let started = std::time::Instant::now();
         let _ticking = self.engine.ticking();
-        let out = call.await;
+        let out = Bounded::new(std::pin::pin!(call), bound.0, bound.1).await;
         self.call_seconds(hook).observe(started.elapsed().as_secs_f64());
         out.map_err(|e| self.fault(&e, hook))
     }
@@ -540,7 +542,9 @@ impl LoadedPlugin {
     }
 }
 
-/// A guest call, bounded while it awaits the host. The epoch interrupts
+/// A guest call (every one, through `LoadedPlugin::timed`, and each
+/// instantiation), bounded
+/// while it awaits the host. The epoch interrupts
 /// only running Wasm, so a call parked in a host await that is not a
 /// store's (a WASI sleep, a pollable) would last as long as it asked.
 /// Once such a call has been away `AWAY_BOUND` times its budget, store

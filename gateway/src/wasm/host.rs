@@ -275,6 +275,12 @@ impl HostState {
 
 
     /// Put a request in the table for the duration of one call.
+    /// The armed call's budget and the store waits its bound leaves out
+    /// (`engine::Bounded`), taken before the call borrows the store.
+    pub(crate) fn bound(&self) -> (std::time::Duration, Arc<StoreWaits>) {
+        (self.call_budget, self.clock.waits.clone())
+    }
+
     pub(crate) fn lend(&mut self, req: &RequestRef) -> wasmtime::Result<Resource<RequestRef>> {
         Ok(self.table.push(req.clone())?)
     }

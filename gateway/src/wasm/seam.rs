@@ -128,20 +128,23 @@ impl<S: Seam> Generation<S> {
         let mut store = plugin.new_store();
         plugin.arm_setup(&mut store);
         let ticking = plugin.engine.ticking();
-        let instance = plugin.pre.instantiate_async(&mut store).await.map_err(|e| plugin.fault(&e, "instantiate"))?;
+        let (budget, waits) = store.data().bound();
+        let instance = Bounded::new(std::pin::pin!(plugin.pre.instantiate_async(&mut store)), budget, waits).await.map_err(|e| plugin.fault(&e, "instantiate"))?;
         drop(ticking);
         let guest = S::load(&plugin.pre, &mut store, &instance).map_err(|m| Error::plugin(PluginFault::Load, name, m))?;
         plugin.arm_setup(&mut store);
+        let bound = store.data().bound();
         let setup = plugin
-            .timed("configure", S::configure(&guest, &mut store, &plugin.spec.config_json))
+            .timed("configure", bound, S::configure(&guest, &mut store, &plugin.spec.config_json))
             .await
             .map_err(|e| LoadedPlugin::with_panic(e, &mut store))?
             .map_err(|msg| Error::plugin(PluginFault::Config, name, msg))?;
         if let Some(bytes) = restore {
             plugin.arm_setup(&mut store);
+            let bound = store.data().bound();
             if let Some(call) = S::restore(&guest, &mut store, bytes) {
                 plugin
-                    .timed("restore", call)
+                    .timed("restore", bound, call)
                     .await?
                     .map_err(|msg| Error::plugin(PluginFault::Config, name, format!("restore rejected the previous version's state: {msg}")))?;
             }
@@ -202,8 +205,8 @@ impl<S: Seam> Generation<S> {
             .plugin
             .isolated(cpu_yield, async move {
                 arm(&plugin, &mut inst.store);
-                let (budget, waits) = (inst.store.data().call_budget, inst.store.data().clock.waits.clone());
-                let out = plugin.timed(hook, Bounded::new(f(&mut inst, input), budget, waits)).await;
+                let bound = inst.store.data().bound();
+                let out = plugin.timed(hook, bound, f(&mut inst, input)).await;
                 (inst, out)
             })
             .await;
@@ -227,11 +230,12 @@ impl<S: Seam> Generation<S> {
     pub async fn snapshot(&self) -> Option<Vec<u8>> {
         let mut inst = self.idle.lock().pop()?;
         self.plugin.arm_setup(&mut inst.store);
+        let bound = inst.store.data().bound();
         let Some(call) = S::snapshot(&inst.guest, &mut inst.store) else {
             self.checkin(inst);
             return None;
         };
-        match self.plugin.timed("snapshot", call).await {
+        match self.plugin.timed("snapshot", bound, call).await {
             Ok(bytes) => {
                 self.checkin(inst);
                 Some(bytes).filter(|b| !b.is_empty())

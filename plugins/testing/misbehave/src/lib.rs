@@ -8,7 +8,8 @@ use switchyard_sdk::Config;
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// "trap", "trap-half" (every other call), "spin", "hog", "sleep"
-    /// (30 s in a WASI clock wait), "out-of-range" or "reject-config".
+    /// (30 s in a WASI clock wait), "out-of-range", "reject-config" or
+    /// "sleep-configure" (30 s in `configure`).
     mode: String,
 }
 
@@ -24,6 +25,10 @@ impl LoadBalancer for Misbehave {
         let s: Settings = config.parse()?;
         match s.mode.as_str() {
             "reject-config" => Err("misbehave: this config is rejected on purpose".into()),
+            "sleep-configure" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Ok(Self { mode: s.mode, hoard: Vec::new(), calls: 0 })
+            }
             "trap" | "trap-half" | "spin" | "hog" | "sleep" | "out-of-range" => Ok(Self { mode: s.mode, hoard: Vec::new(), calls: 0 }),
             other => Err(format!("unknown mode {other:?}")),
         }
