@@ -496,10 +496,10 @@ impl LoadedPlugin {
     /// a typed, counted fault. Arm the store's deadline first.
     /// `bound` is the store's [`HostState::bound`], read before the call
     /// borrows the store: the call is [`Bounded`] by it.
-    pub(crate) async fn timed<T>(&self, hook: &'static str, bound: (Duration, Arc<super::host::StoreWaits>), call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
+    pub(crate) async fn timed<T>(&self, hook: &'static str, bound: super::host::CallBound, call: impl std::future::Future<Output = wasmtime::Result<T>>) -> Result<T, Error> {
         let started = std::time::Instant::now();
         let _ticking = self.engine.ticking();
-        let out = Bounded::new(std::pin::pin!(call), bound.0, bound.1).await;
+        let out = Bounded::new(std::pin::pin!(call), bound).await;
         self.call_seconds(hook).observe(started.elapsed().as_secs_f64());
         out.map_err(|e| self.fault(&e, hook))
     }
@@ -543,8 +543,7 @@ impl LoadedPlugin {
 }
 
 /// A guest call (every one, through `LoadedPlugin::timed`, and each
-/// instantiation), bounded
-/// while it awaits the host. The epoch interrupts
+/// instantiation), bounded while it awaits the host. The epoch interrupts
 /// only running Wasm, so a call parked in a host await that is not a
 /// store's (a WASI sleep, a pollable) would last as long as it asked.
 /// Once such a call has been away `AWAY_BOUND` times its budget, store
@@ -561,9 +560,9 @@ pub(crate) struct Bounded<F> {
 }
 
 impl<F> Bounded<F> {
-    /// `call` on a store armed with `budget`, whose clock keeps `waits`.
-    pub(crate) fn new(call: F, budget: Duration, waits: Arc<super::host::StoreWaits>) -> Self {
-        Self { call, bound: budget * super::host::AWAY_BOUND, waits, timer: None }
+    /// `call` on a store armed as `bound` says.
+    pub(crate) fn new(call: F, bound: super::host::CallBound) -> Self {
+        Self { call, bound: bound.budget * super::host::AWAY_BOUND, waits: bound.waits, timer: None }
     }
 }
 
@@ -656,6 +655,11 @@ mod tests {
         Box::pin(std::future::pending())
     }
 
+    /// A 5 ms budget (a 20 ms bound) over `waits`.
+    fn bound(waits: &Arc<super::super::host::StoreWaits>) -> super::super::host::CallBound {
+        super::super::host::CallBound { budget: Duration::from_millis(5), waits: waits.clone() }
+    }
+
     fn is_deadline(out: wasmtime::Result<()>) -> bool {
         matches!(out.map_err(|e| e.downcast::<wasmtime::Trap>()), Err(Ok(wasmtime::Trap::Interrupt)))
     }
@@ -665,9 +669,9 @@ mod tests {
     #[tokio::test]
     async fn a_call_away_in_a_host_await_ends_with_the_deadline_trap() {
         let waits = Arc::new(super::super::host::StoreWaits::default());
-        let quick = Bounded::new(Box::pin(async { Ok::<_, wasmtime::Error>(7) }), Duration::from_millis(5), waits.clone());
+        let quick = Bounded::new(Box::pin(async { Ok::<_, wasmtime::Error>(7) }), bound(&waits));
         assert_eq!(quick.await.unwrap(), 7);
-        assert!(is_deadline(Bounded::new(parked(), Duration::from_millis(5), waits).await), "a parked call ends as a deadline hit");
+        assert!(is_deadline(Bounded::new(parked(), bound(&waits)).await), "a parked call ends as a deadline hit");
     }
 
     /// Store waits do not count: a call in one is not ended however long
@@ -676,7 +680,7 @@ mod tests {
     async fn a_store_wait_does_not_count_toward_the_bound() {
         let waits = Arc::new(super::super::host::StoreWaits::default());
         waits.begin();
-        let mut call = Bounded::new(parked(), Duration::from_millis(5), waits.clone());
+        let mut call = Bounded::new(parked(), bound(&waits));
         // 10x the 20 ms bound inside a store wait: still running.
         assert!(tokio::time::timeout(Duration::from_millis(200), &mut call).await.is_err(), "a call in a store wait was ended");
         waits.end();

@@ -90,6 +90,13 @@ impl CallClock {
 /// away in a host await other than a store's (`engine::Bounded`).
 pub(crate) const AWAY_BOUND: u32 = 4;
 
+/// What bounds one call while it awaits the host: its budget, and the
+/// store waits that do not count against it.
+pub(crate) struct CallBound {
+    pub(crate) budget: std::time::Duration,
+    pub(crate) waits: Arc<StoreWaits>,
+}
+
 /// The store waits of one instance's calls, readable from outside its
 /// store while a call holds it, in `now_ns` nanoseconds.
 #[derive(Debug, Default)]
@@ -274,13 +281,13 @@ impl HostState {
     }
 
 
-    /// Put a request in the table for the duration of one call.
-    /// The armed call's budget and the store waits its bound leaves out
-    /// (`engine::Bounded`), taken before the call borrows the store.
-    pub(crate) fn bound(&self) -> (std::time::Duration, Arc<StoreWaits>) {
-        (self.call_budget, self.clock.waits.clone())
+    /// The armed call's bound (`engine::Bounded`), taken before the call
+    /// borrows the store.
+    pub(crate) fn bound(&self) -> CallBound {
+        CallBound { budget: self.call_budget, waits: self.clock.waits.clone() }
     }
 
+    /// Put a request in the table for the duration of one call.
     pub(crate) fn lend(&mut self, req: &RequestRef) -> wasmtime::Result<Resource<RequestRef>> {
         Ok(self.table.push(req.clone())?)
     }

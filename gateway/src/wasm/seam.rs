@@ -128,8 +128,8 @@ impl<S: Seam> Generation<S> {
         let mut store = plugin.new_store();
         plugin.arm_setup(&mut store);
         let ticking = plugin.engine.ticking();
-        let (budget, waits) = store.data().bound();
-        let instance = Bounded::new(std::pin::pin!(plugin.pre.instantiate_async(&mut store)), budget, waits).await.map_err(|e| plugin.fault(&e, "instantiate"))?;
+        let bound = store.data().bound();
+        let instance = Bounded::new(std::pin::pin!(plugin.pre.instantiate_async(&mut store)), bound).await.map_err(|e| plugin.fault(&e, "instantiate"))?;
         drop(ticking);
         let guest = S::load(&plugin.pre, &mut store, &instance).map_err(|m| Error::plugin(PluginFault::Load, name, m))?;
         plugin.arm_setup(&mut store);
