@@ -101,7 +101,8 @@ session_config() { # $1 port, $2 row
         sticky) list="{ address = \"127.0.0.1:$memory_1\" }, { address = \"127.0.0.1:$memory_2\" }, { address = \"127.0.0.1:$memory_3\" }" ;;
         *) list="{ address = \"127.0.0.1:$header_1\" }, { address = \"127.0.0.1:$header_2\" }, { address = \"127.0.0.1:$header_3\" }" ;;
     esac
-    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$1"
+    printf '[server]\nlisten = "127.0.0.1:%s"\nthreads = %s\n' "$1" "${SESSION_THREADS:-1}"
+    [ -n "${SESSION_WORK_STEALING:-}" ] && printf 'work_stealing = %s\n' "$SESSION_WORK_STEALING"
     printf '[session]\nkeys = ["%s"]\nlocal = { max_mb = 1024 }\n' "$KEY"
     printf '[session.central]\nservers = ["127.0.0.1:%s"]\npool = 32\ntimeout_ms = 1000\n' "$MC"
     printf '[[upstreams]]\nname = "app"\nbackends = [%s]\n[[routes]]\nupstream = "app"\n' "$list"

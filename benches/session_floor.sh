@@ -22,7 +22,10 @@
 # run shows how much of the gap any gateway pays on this machine and how
 # much is Switchyard's.
 # Usage: bash benches/session_floor.sh [STEPS per user, default 350] [ROUNDS, default 3]
-# (USERS=N, default 64; FLOOR_ROWS="floor-bare session-sticky ..." picks rows.)
+# (USERS=N, default 64; FLOOR_ROWS="floor-bare session-sticky ..." picks rows;
+# a session row ending in -base runs E2E_BASE_BIN, an earlier build, beside
+# this one; SESSION_THREADS=N and SESSION_WORK_STEALING=true|false set the
+# proxies' [server] threads (default 1) and work_stealing.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -39,16 +42,18 @@ sessions_up
 
 ROWS=(floor-bare floor-memcached floor-pipe session-none session-sticky session-centralized session-o-session)
 [ -n "${FLOOR_ROWS:-}" ] && read -r -a ROWS <<<"$FLOOR_ROWS"
+THREADS=${SESSION_THREADS:-1} WS=${SESSION_WORK_STEALING:-true}
 declare -A PORT PID
 for row in "${ROWS[@]}"; do
     P=$(port); PORT[$row]=$P
     case "$row" in
-        floor-bare) "$BARE" "127.0.0.1:$P" 1 true "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
-        floor-memcached) BARE_MEMCACHED="127.0.0.1:$MC" "$BARE" "127.0.0.1:$P" 1 true "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
-        floor-pipe) BARE_MEMCACHED="127.0.0.1:$MC" BARE_MEMCACHED_PIPE=1 "$BARE" "127.0.0.1:$P" 1 true "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
+        floor-bare) "$BARE" "127.0.0.1:$P" "$THREADS" "$WS" "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
+        floor-memcached) BARE_MEMCACHED="127.0.0.1:$MC" "$BARE" "127.0.0.1:$P" "$THREADS" "$WS" "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
+        floor-pipe) BARE_MEMCACHED="127.0.0.1:$MC" BARE_MEMCACHED_PIPE=1 "$BARE" "127.0.0.1:$P" "$THREADS" "$WS" "127.0.0.1:$memory_1" >"$WORK/$row.log" 2>&1 & ;;
         session-*)
-            session_config "$P" "$row" >"$WORK/$row.toml"
-            "$BIN" run --config "$WORK/$row.toml" >"$WORK/$row.log" 2>&1 & ;;
+            session_config "$P" "${row%-base}" >"$WORK/$row.toml"
+            bin=$BIN; case "$row" in *-base) bin=${E2E_BASE_BIN:?rows ending in -base need E2E_BASE_BIN} ;; esac
+            "$bin" run --config "$WORK/$row.toml" >"$WORK/$row.log" 2>&1 & ;;
         *) echo "unknown row $row" >&2; exit 1 ;;
     esac
     PID[$row]=$!; pids+=("$!")
@@ -58,7 +63,7 @@ for row in "${ROWS[@]}"; do
 done
 
 n=$((USERS * STEPS))
-echo ">> $USERS cart users x $STEPS requests per row, one worker thread per proxy, $ROUNDS rounds" >&2
+echo ">> $USERS cart users x $STEPS requests per row, $THREADS worker thread(s) per proxy (work stealing $WS), $ROUNDS rounds" >&2
 for r in $(seq "$ROUNDS"); do
     for row in "${ROWS[@]}"; do
         c0=$(cpu "${PID[$row]}"); m0=$(cpu "$MC_PID"); t0=$(date +%s.%N)
