@@ -477,13 +477,18 @@ fn clients_can_neither_inject_nor_read_session_headers() {
     let bs = backends(2, "header");
     let gw = gateway(&config(Some(&mc), KEY, "session_centralized", "", &addrs(&bs), ""));
     // An injected session (user "mallory") does not reach the backend.
+    // Also spelled with `_`, which CGI, PHP, WSGI and Rack backends read as
+    // the same header (`HTTP_X_SWITCHYARD_SESSION`), and a forwarding
+    // header spelled so.
     let fake = "eyJ1c2VyIjoibWFsbG9yeSIsImNhcnQiOlsieCJdfQ==";
-    let r = switchyard_tests::request(gw.addr, "GET", "/cart", &[("X-Switchyard-Session", fake), ("x-switchyard-session-id", "evil")], b"");
+    let injected = [("X-Switchyard-Session", fake), ("x-switchyard-session-id", "evil"), ("X_Switchyard_Session", fake), ("x_switchyard_session-id", "evil"), ("X_Forwarded_For", "6.6.6.6")];
+    let r = switchyard_tests::request(gw.addr, "GET", "/cart", &injected, b"");
     assert_eq!(r.status, 401, "{r:?}");
     let mut alice = Browser::new(gw.addr);
     fill_cart(&mut alice, "alice");
-    let r = alice.send("GET", "/echo", &[("X-Switchyard-Session", fake), ("x-switchyard-session-id", "evil")], b"");
-    assert!(!r.body.contains(fake) && !r.body.contains("evil"), "the backend saw only the gateway's session headers:\n{}", r.body);
+    let r = alice.send("GET", "/echo", &injected, b"");
+    assert!(!r.body.contains(fake) && !r.body.contains("evil") && !r.body.contains("6.6.6.6"), "the backend saw only the gateway's session headers:\n{}", r.body);
+    assert!(!r.body.to_ascii_lowercase().contains("x_switchyard"), "{}", r.body);
     assert!(r.body.contains("x-switchyard-session-id: "), "{}", r.body);
     // The backend's session updates never reach the client.
     let r = alice.send("POST", "/cart/add?item=z", &[], b"");

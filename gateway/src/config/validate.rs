@@ -803,7 +803,7 @@ fn check_plugins(c: &mut Checker, raw: &BTreeMap<String, PluginSection>, routes:
             c.err(format!("{key}.limits.instances"), &p.path, "must be 1..=1024");
         }
         let canary_header = p.canary_header.as_ref().and_then(|h| match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(n) if n.as_str().starts_with(crate::proxy::INTERNAL_PREFIX) => {
+            Ok(n) if crate::proxy::is_internal(n.as_str()) => {
                 let why = format!("{n} is internal: the gateway strips it from client requests, so every request would be split at random");
                 c.err(format!("{key}.canary_header"), h, why);
                 None

@@ -338,12 +338,13 @@ impl Ctx {
     }
 }
 
-/// The client's headers without any `x-switchyard-*` one: what every
-/// policy sees of the request.
+/// The client's headers without any internal one (`x-switchyard-*`, or
+/// `x_switchyard_*`: [`super::is_internal`]): what every policy sees of the
+/// request.
 fn without_internal(headers: &http::HeaderMap) -> http::HeaderMap {
     let mut out = headers.clone();
-    if out.keys().any(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)) {
-        let internal: Vec<_> = out.keys().filter(|k| k.as_str().starts_with(super::INTERNAL_PREFIX)).cloned().collect();
+    if out.keys().any(|k| super::is_internal(k.as_str())) {
+        let internal: Vec<_> = out.keys().filter(|k| super::is_internal(k.as_str())).cloned().collect();
         internal.iter().for_each(|k| drop(out.remove(k)));
     }
     out

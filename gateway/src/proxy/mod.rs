@@ -42,10 +42,26 @@ use std::time::Duration;
 /// responses, so clients can neither inject nor read them.
 pub const INTERNAL_PREFIX: &str = "x-switchyard-";
 
+/// Whether `name` (lowercase, as `HeaderName` keeps it) is `owned` or
+/// would be taken for it by a backend that maps `_` to `-`, as CGI, PHP,
+/// WSGI and Rack do (`X_Switchyard_Session` arrives there as
+/// `HTTP_X_SWITCHYARD_SESSION`). `prefix`: whether `owned` is a prefix.
+fn reads_as(name: &str, owned: &str, prefix: bool) -> bool {
+    let (n, o) = (name.as_bytes(), owned.as_bytes());
+    (n.len() == o.len() || (prefix && n.len() > o.len())) && n.iter().zip(o).all(|(&c, &e)| c == e || (e == b'-' && c == b'_'))
+}
+
+/// An internal header name: `x-switchyard-*`, or one a backend would read
+/// as one (`x_switchyard_*`, see [`reads_as`]).
+pub fn is_internal(name: &str) -> bool {
+    reads_as(name, INTERNAL_PREFIX, true)
+}
+
 /// Inserted by its `&'static str` (Pingora shares those bytes; a
 /// `HeaderName` it would copy), looked up by its `HeaderName`.
 const XFF: &str = "x-forwarded-for";
 const XFF_NAME: http::HeaderName = http::HeaderName::from_static(XFF);
+const XFP: &str = "x-forwarded-proto";
 
 /// The request-id header (`[server] request_id_header`): its name for
 /// lookups, and its bytes for inserts, shared rather than copied (Pingora
@@ -148,7 +164,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_request_filter(&self, session: &mut Session, req: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        for h in internal_names(&req.headers) {
+        for h in spoofed_names(&req.headers, self.request_id_header.name.as_str()) {
             req.remove_header(&h);
         }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
@@ -161,7 +177,7 @@ impl ProxyHttp for Gateway {
             req.insert_header(XFF, xff)?;
         }
         req.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
-        req.insert_header("x-forwarded-proto", if crate::tls::is_tls(session) { "https" } else { "http" })?;
+        req.insert_header(XFP, if crate::tls::is_tls(session) { "https" } else { "http" })?;
         for (name, value) in ctx.session_headers() {
             req.append_header(name.clone(), value.clone())?;
         }
@@ -334,12 +350,50 @@ fn explain(e: &Error) -> String {
     }
 }
 
-/// The `x-switchyard-*` header names of `headers`, to remove; nothing is
-/// allocated when there are none (the usual case).
+/// The internal header names of `headers` ([`is_internal`]), to remove;
+/// nothing is allocated when there are none (the usual case).
 fn internal_names(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
-    let internal = |k: &&http::HeaderName| k.as_str().starts_with(INTERNAL_PREFIX);
-    match headers.keys().any(|k| internal(&k)) {
-        true => headers.keys().filter(internal).cloned().collect(),
+    names_where(headers, |k| is_internal(k))
+}
+
+/// What a client's request must not carry to the backend: internal
+/// headers, and spellings with `_` of the headers the gateway sets for the
+/// backend (`x-forwarded-for`, `x-forwarded-proto`, the request id), which
+/// a backend that maps `_` to `-` could read in place of the gateway's.
+fn spoofed_names(headers: &http::HeaderMap, request_id: &str) -> Vec<http::HeaderName> {
+    names_where(headers, |k| is_internal(k) || (k.contains('_') && [XFF, XFP, request_id].iter().any(|o| reads_as(k, o, false))))
+}
+
+fn names_where(headers: &http::HeaderMap, pick: impl Fn(&str) -> bool) -> Vec<http::HeaderName> {
+    match headers.keys().any(|k| pick(k.as_str())) {
+        true => headers.keys().filter(|k| pick(k.as_str())).cloned().collect(),
         false => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_internal, spoofed_names, INTERNAL_PREFIX};
+
+    #[test]
+    fn internal_names_include_the_spellings_a_cgi_backend_reads_alike() {
+        for name in ["x-switchyard-session", "x_switchyard_session", "x-switchyard_session-id", "x_switchyard-", INTERNAL_PREFIX] {
+            assert!(is_internal(name), "{name}");
+        }
+        for name in ["x-switchyard", "x_switchyar", "xx-switchyard-session", "x-switchyard.session", "cookie", ""] {
+            assert!(!is_internal(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_client_cannot_spell_the_gateways_forwarding_headers_with_underscores() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [("x_forwarded_for", "6.6.6.6"), ("x-forwarded-for", "10.0.0.1"), ("x_forwarded-proto", "https"), ("x_request_id", "forged"), ("x_switchyard_session", "e30="), ("user_agent", "kept"), ("x_forwarded_forx", "kept")] {
+            h.append(http::HeaderName::from_static(k), http::HeaderValue::from_static(v));
+        }
+        let mut gone: Vec<_> = spoofed_names(&h, "x-request-id").iter().map(|n| n.as_str().to_string()).collect();
+        gone.sort();
+        assert_eq!(gone, ["x_forwarded-proto", "x_forwarded_for", "x_request_id", "x_switchyard_session"]);
+        assert!(spoofed_names(&http::HeaderMap::new(), "x-request-id").is_empty());
     }
 }

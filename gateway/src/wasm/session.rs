@@ -273,8 +273,11 @@ fn headers(plugin: &str, hook: &str, list: Vec<wit::Header>, internal: bool) -> 
                 Error::plugin(PluginFault::BadReturn, plugin, format!("{hook} returned header {:?}: {why}", h.name))
             };
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| bad(e.to_string()))?;
-            if name.as_str().starts_with(INTERNAL_PREFIX) != internal {
-                let rule = if internal { format!("upstream headers must start with {INTERNAL_PREFIX}") } else { format!("client headers may not start with {INTERNAL_PREFIX}") };
+            // Upstream: the exact prefix. Client: nothing a client could
+            // take for an internal header (`x_switchyard_*` too).
+            let refused = if internal { !name.as_str().starts_with(INTERNAL_PREFIX) } else { crate::proxy::is_internal(name.as_str()) };
+            if refused {
+                let rule = if internal { format!("upstream headers must start with {INTERNAL_PREFIX}") } else { format!("client headers may not be internal ones ({INTERNAL_PREFIX}*, or with _ for -)") };
                 return Err(bad(rule));
             }
             let value = HeaderValue::from_str(&h.value).map_err(|e| bad(format!("invalid value: {e}")))?;
