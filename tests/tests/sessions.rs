@@ -705,3 +705,66 @@ fn a_corrupt_stored_session_reads_as_none_is_counted_and_harms_no_one_else() {
     let (s, v) = cart(&mut alice);
     assert_eq!((s, &v["cart"], &v["user"]), (200, &items("alice", 5), &serde_json::json!("alice")), "{v}");
 }
+
+/// A backend that answers each request (one per connection) with an
+/// interim `103 Early Hints` carrying a session header of its own, then the
+/// final answer, which sets `k` and shows the session it was sent.
+fn early_hints_backend() -> SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let (mut len, mut session) = (0usize, String::new());
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        match k.trim().to_ascii_lowercase().as_str() {
+                            "content-length" => len = v.trim().parse().unwrap_or(0),
+                            "x-switchyard-session" => session = v.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                    line.clear();
+                }
+                let _ = r.read_exact(&mut vec![0; len]);
+                // {"k":"v1"} and {"user":"mallory"}, base64.
+                let (set, planted) = (K_V1, "eyJ1c2VyIjoibWFsbG9yeSJ9");
+                let body = format!("session={session}\n");
+                let out = format!(
+                    "HTTP/1.1 103 Early Hints\r\nlink: </app.css>; rel=preload\r\nx-switchyard-session-set: {planted}\r\n\r\n\
+                     HTTP/1.1 200 OK\r\nx-switchyard-session-set: {set}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let mut w = conn;
+                let _ = w.write_all(out.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// `{"k":"v1"}` in base64, as the session header carries it.
+const K_V1: &str = "eyJrIjoidjEifQ==";
+
+/// An interim answer (`103 Early Hints`, `100 Continue`) is not the
+/// response: the session's write-back waits for the final one, whose
+/// changes are stored and whose cookie reaches the client; the interim
+/// answer's internal headers are stripped like any other's.
+#[test]
+fn an_interim_response_does_not_take_the_sessions_write_back() {
+    let gw = gateway(&config(None, KEY, "session_centralized", "tier = \"local\"", &[early_hints_backend()], ""));
+    let r = switchyard_tests::request(gw.addr, "POST", "/set", &[], b"x");
+    assert_eq!(r.status, 103, "{r:?}");
+    assert!(r.headers.iter().all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-switchyard-")), "the interim answer's internal headers are stripped: {r:?}");
+    let (head, body) = r.body.split_once("\r\n\r\n").expect("the final answer follows the interim one");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("x-switchyard-"), "{head}");
+    let cookie = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("set-cookie: sy_session=").then(|| l["set-cookie: ".len()..].split(';').next().unwrap().to_string()));
+    let cookie = cookie.unwrap_or_else(|| panic!("the final answer sets the session cookie:\n{head}\n\n{body}"));
+    let r = switchyard_tests::request(gw.addr, "POST", "/read", &[("Cookie", &cookie)], b"x");
+    let stored = r.body.lines().find_map(|l| l.strip_prefix("session=")).unwrap_or_else(|| panic!("the backend's echo: {r:?}"));
+    assert_eq!(stored, K_V1, "the final answer's change was stored, the interim one's not");
+}

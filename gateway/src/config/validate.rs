@@ -306,6 +306,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, base: &Path) -> Result<ValidC
     if raw.server.threads == 0 || raw.server.threads > 256 {
         c.errors.push(ConfigError { path: "server.threads".into(), line: None, message: "must be 1..=256".into() });
     }
+    let id_header = raw.server.request_id_header.to_ascii_lowercase();
+    if http::HeaderName::from_bytes(id_header.as_bytes()).is_err() || id_header.contains('_') || crate::proxy::is_internal(&id_header) {
+        let why = format!("{:?} must be a header name without `_` (backends that map `_` to `-` could not tell a client's spelling from the gateway's) outside x-switchyard-*", raw.server.request_id_header);
+        c.errors.push(ConfigError { path: "server.request_id_header".into(), line: None, message: why });
+    }
     if raw.server.drain_delay_ms > 600_000 {
         c.errors.push(ConfigError { path: "server.drain_delay_ms".into(), line: None, message: "must be 0..=600000".into() });
     }
@@ -1090,6 +1095,16 @@ mod tests {
         assert!(e[0].contains("line 3: upstreams[0].backends[0].address"), "{e:?}");
         assert!(e[1].contains("line 4: upstreams[0].lb: no [plugins.ghost]"), "{e:?}");
         assert!(e[2].contains("line 6: routes[0].upstream"), "{e:?}");
+    }
+
+    #[test]
+    fn a_request_id_header_a_client_could_spell_otherwise_is_refused() {
+        let with = |h: &str| format!("[server]\nrequest_id_header = {h:?}\n[[upstreams]]\nname = \"a\"\nbackends = [{{ address = \"127.0.0.1:9\" }}]\n[[routes]]\nupstream = \"a\"\n");
+        for bad in ["x_request_id", "X-Switchyard-Id", "x y"] {
+            let e = errors(&with(bad));
+            assert!(e.len() == 1 && e[0].contains("server.request_id_header") && e[0].contains(bad), "{bad}: {e:?}");
+        }
+        assert_eq!(parse(&with("X-Correlation-Id"), Path::new(".")).unwrap().request_id_header, "x-correlation-id");
     }
 
     #[test]

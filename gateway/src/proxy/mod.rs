@@ -187,6 +187,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            // An interim answer (`100 Continue`, `103 Early Hints`): the
+            // final one follows, and it is the one the session and the log
+            // are about. Internal headers go here too.
+            for h in internal_names(&resp.headers) {
+                resp.remove_header(&h);
+            }
+            return Ok(());
+        }
         if let Some(hsts) = self.hsts.as_ref().filter(|_| crate::tls::is_tls(session)) {
             resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone())?;
         }
@@ -203,6 +212,15 @@ impl ProxyHttp for Gateway {
             resp.append_header(name, value)?;
         }
         resp.insert_header(self.request_id_header.case(), ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// A backend's trailers (gRPC over h2 and h2c) reach an HTTP/2 client:
+    /// internal ones are stripped as from the response's headers.
+    fn upstream_response_trailer_filter(&self, _session: &mut Session, trailers: &mut http::HeaderMap, _ctx: &mut Ctx) -> Result<()> {
+        for h in internal_names(trailers) {
+            trailers.remove(&h);
+        }
         Ok(())
     }
 
