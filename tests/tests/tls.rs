@@ -296,7 +296,7 @@ fn backends_over_tls_h2_and_h2c_with_client_certificates_and_name_checks() {
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(docs.path().join("svc"), "payload\n").unwrap();
     let mut nghttpd = Command::new("nghttpd")
-        .args(["--no-tls", "-d", docs.path().to_str().unwrap(), "--trailer=grpc-status: 0", "--trailer=grpc-message: fine", &grpc_port.to_string()])
+        .args(["--no-tls", "-d", docs.path().to_str().unwrap(), "--trailer=grpc-status: 0", "--trailer=grpc-message: fine", "--trailer=x-switchyard-session-set: e30=", "--trailer=x_switchyard_leak: 1", &grpc_port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -343,6 +343,7 @@ fn backends_over_tls_h2_and_h2c_with_client_certificates_and_name_checks() {
     let (_, out, err) = run("nghttp", &["-v", &url], None);
     assert!(out.contains(":status: 200") && out.contains("payload"), "{out}{err}");
     assert!(out.contains("grpc-status: 0") && out.contains("grpc-message: fine"), "trailers pass through: {out}");
+    assert!(!out.contains("x-switchyard-") && !out.contains("x_switchyard_"), "internal trailers are stripped: {out}");
     let _ = nghttpd.kill();
     let _ = nghttpd.wait();
 }

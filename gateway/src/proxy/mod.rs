@@ -208,6 +208,11 @@ impl ProxyHttp for Gateway {
         for h in internal_names(&resp.headers) {
             resp.remove_header(&h);
         }
+        match resp.headers.get(http::header::TRAILER).and_then(public_trailers) {
+            Some(kept) if kept.is_empty() => drop(resp.remove_header(&http::header::TRAILER)),
+            Some(kept) => resp.insert_header(http::header::TRAILER, kept)?,
+            None => {}
+        }
         for (name, value) in add {
             resp.append_header(name, value)?;
         }
@@ -382,6 +387,14 @@ fn spoofed_names(headers: &http::HeaderMap, request_id: &str) -> Vec<http::Heade
     names_where(headers, |k| is_internal(k) || (k.contains('_') && [XFF, XFP, request_id].iter().any(|o| reads_as(k, o, false))))
 }
 
+/// A `Trailer` header's names without internal ones (their trailers are
+/// stripped); `None` when it names none, the usual case.
+fn public_trailers(v: &http::HeaderValue) -> Option<String> {
+    let names = v.to_str().ok()?;
+    let internal = |n: &str| is_internal(&n.trim().to_ascii_lowercase());
+    names.split(',').any(internal).then(|| names.split(',').filter(|n| !internal(n)).map(str::trim).collect::<Vec<_>>().join(", "))
+}
+
 fn names_where(headers: &http::HeaderMap, pick: impl Fn(&str) -> bool) -> Vec<http::HeaderName> {
     match headers.keys().any(|k| pick(k.as_str())) {
         true => headers.keys().filter(|k| pick(k.as_str())).cloned().collect(),
@@ -413,5 +426,12 @@ mod tests {
         gone.sort();
         assert_eq!(gone, ["x_forwarded-proto", "x_forwarded_for", "x_request_id", "x_switchyard_session"]);
         assert!(spoofed_names(&http::HeaderMap::new(), "x-request-id").is_empty());
+    }
+
+    #[test]
+    fn a_trailer_header_names_no_internal_trailer() {
+        let v = |s: &'static str| http::HeaderValue::from_static(s);
+        assert_eq!(super::public_trailers(&v("grpc-status, X-Switchyard-Session-Set,x_switchyard_a, grpc-message")).as_deref(), Some("grpc-status, grpc-message"));
+        assert_eq!(super::public_trailers(&v("grpc-status, grpc-message")), None);
     }
 }
