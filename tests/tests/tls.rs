@@ -121,6 +121,11 @@ fn https_speaks_h2_and_http1_picks_certificates_by_name_and_plain_speaks_h2c() {
     assert!(ok && body.starts_with("HTTP/2 200") && body.contains("x-forwarded-proto: http\n"), "{body}{err}");
     assert!(!body.contains("strict-transport-security"), "no HSTS over cleartext: {body}");
     assert_eq!(get(gw.addr, "/", &[]).status, 200);
+    // Cookies an h2 client splits over several fields reach the HTTP/1.1
+    // backend as one header (RFC 9113 §8.2.3).
+    need("nghttp", "nghttp2-client");
+    let (_, out, err) = run("nghttp", &["-H", "cookie: a=1", "-H", "cookie: b=2", &plain], None);
+    assert!(out.contains("cookie: a=1; b=2\n") && out.matches("cookie:").count() == 1, "{out}{err}");
 }
 
 #[test]

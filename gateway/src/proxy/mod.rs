@@ -167,6 +167,9 @@ impl ProxyHttp for Gateway {
         for h in spoofed_names(&req.headers, self.request_id_header.name.as_str()) {
             req.remove_header(&h);
         }
+        if let Some(one) = joined_cookies(&req.headers) {
+            req.insert_header(http::header::COOKIE, one)?;
+        }
         if let Some(ip) = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()) {
             let mut xff = String::with_capacity(48);
             if let Some(prior) = req.headers.get(&XFF_NAME).and_then(|v| v.to_str().ok()) {
@@ -395,6 +398,23 @@ fn public_trailers(v: &http::HeaderValue) -> Option<String> {
     names.split(',').any(internal).then(|| names.split(',').filter(|n| !internal(n)).map(str::trim).collect::<Vec<_>>().join(", "))
 }
 
+/// An HTTP/2 client may split its cookies over several `cookie` fields;
+/// RFC 9113 §8.2.3 has them joined with `; ` before an HTTP/1.1 hop, whose
+/// servers read one `Cookie` header (RFC 6265 §5.4). `None` with at most
+/// one, the usual case.
+fn joined_cookies(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut all = headers.get_all(http::header::COOKIE).iter();
+    let first = all.next()?;
+    let mut rest = all.peekable();
+    rest.peek()?;
+    let mut one = first.as_bytes().to_vec();
+    for v in rest {
+        one.extend_from_slice(b"; ");
+        one.extend_from_slice(v.as_bytes());
+    }
+    http::HeaderValue::from_bytes(&one).ok()
+}
+
 fn names_where(headers: &http::HeaderMap, pick: impl Fn(&str) -> bool) -> Vec<http::HeaderName> {
     match headers.keys().any(|k| pick(k.as_str())) {
         true => headers.keys().filter(|k| pick(k.as_str())).cloned().collect(),
@@ -426,6 +446,16 @@ mod tests {
         gone.sort();
         assert_eq!(gone, ["x_forwarded-proto", "x_forwarded_for", "x_request_id", "x_switchyard_session"]);
         assert!(spoofed_names(&http::HeaderMap::new(), "x-request-id").is_empty());
+    }
+
+    #[test]
+    fn an_h2_clients_cookie_crumbs_are_joined_into_one_header() {
+        let mut h = http::HeaderMap::new();
+        assert!(super::joined_cookies(&h).is_none());
+        h.append(http::header::COOKIE, http::HeaderValue::from_static("a=1"));
+        assert!(super::joined_cookies(&h).is_none(), "one header stays as it is");
+        h.append(http::header::COOKIE, http::HeaderValue::from_static("b=2; c=3"));
+        assert_eq!(super::joined_cookies(&h).unwrap(), "a=1; b=2; c=3");
     }
 
     #[test]
