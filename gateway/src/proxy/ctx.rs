@@ -343,10 +343,7 @@ impl Ctx {
 /// request.
 fn without_internal(headers: &http::HeaderMap) -> http::HeaderMap {
     let mut out = headers.clone();
-    if out.keys().any(|k| super::is_internal(k.as_str())) {
-        let internal: Vec<_> = out.keys().filter(|k| super::is_internal(k.as_str())).cloned().collect();
-        internal.iter().for_each(|k| drop(out.remove(k)));
-    }
+    super::internal_names(headers).iter().for_each(|k| drop(out.remove(k)));
     out
 }
 

@@ -378,7 +378,7 @@ fn explain(e: &Error) -> String {
 
 /// The internal header names of `headers` ([`is_internal`]), to remove;
 /// nothing is allocated when there are none (the usual case).
-fn internal_names(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
+pub(super) fn internal_names(headers: &http::HeaderMap) -> Vec<http::HeaderName> {
     names_where(headers, |k| is_internal(k))
 }
 
