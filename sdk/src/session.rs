@@ -348,6 +348,17 @@ pub mod stored {
         /// Store key prefix of the static part.
         #[serde(default = "default_static_prefix")]
         pub static_prefix: String,
+        /// Let the gateway store a loaded session's plain update itself
+        /// ([`store::write_back`]): a response that only sets attributes
+        /// other than the principal then needs no `after-response` call.
+        /// `false` keeps every write in this plugin. Not used when split, or
+        /// with [`Hooks`] (they are asked on every response).
+        #[serde(default = "default_write_back")]
+        pub write_back: bool,
+    }
+
+    fn default_write_back() -> bool {
+        true
     }
 
     fn default_static_tier() -> String {
@@ -815,6 +826,9 @@ pub mod stored {
         /// merged) and into the context. Tells the gateway whose it is.
         fn forward_loaded(&self, id: &str, sign: bool, key: String, attrs: &[u8], statics: &[u8]) -> Action {
             let ((attrs, principal), (statics, static_principal)) = (self.checked(attrs), self.checked(statics));
+            if !sign && self.s.write_back && self.split.is_none() && self.hooks.is_none() {
+                self.write_back(&key, attrs);
+            }
             if let Some(p) = raw::as_text(principal.or(static_principal)) {
                 self.index(&p, id, key);
             }
@@ -832,6 +846,22 @@ pub mod stored {
             // is due to be signed again or a hook is asked on every request.
             let after = if sign || self.hooks.is_some() { After::Always } else { After::IfNamedHeaders };
             super::forward_after(headers, wire(id, if sign { SIGN } else { 0 }, attrs, statics), after)
+        }
+
+        /// Leave the plain update of the session under `key` (as loaded:
+        /// `attrs`) to the gateway: [`Stored::after`] would store exactly
+        /// what it stores, and the principal stays with this plugin.
+        fn write_back(&self, key: &str, attrs: &[u8]) {
+            store::write_back(&store::WritePlan {
+                tier: self.tier,
+                key: key.to_string(),
+                base: attrs.to_vec(),
+                ttl_s: self.s.ttl_s,
+                max_bytes: u32::try_from(self.s.max_bytes).unwrap_or(u32::MAX),
+                guard: if self.s.principal.is_empty() { Vec::new() } else { vec![self.s.principal.clone()] },
+                counter: "writes".into(),
+                on_failure: self.on_failure.to_vec(),
+            });
         }
 
         /// Store the backend's changes; set the cookie (and header) when

@@ -11,7 +11,7 @@
 //! which loses one of two concurrent updates.
 
 use crate::bindings::host::switchyard::policy as wit;
-pub use wit::store::{StoreError, Tier, Versioned};
+pub use wit::store::{StoreError, Tier, Versioned, WritePlan};
 
 /// Attempts [`update`] makes before it gives up (each lost race means
 /// another request's update went through).
@@ -44,6 +44,19 @@ pub fn read_ahead(tier: Tier, key: &str) -> bool {
 /// hook returned. Elsewhere the write is made at once (a failure is logged).
 pub fn set_deferred(tier: Tier, key: &str, value: &[u8], ttl_s: u32, on_failure: &[(String, String)]) {
     wit::store::set_deferred(tier, key, value, ttl_s, on_failure)
+}
+
+/// In `before-request`: let the gateway make this request's common write
+/// itself, so it needs no `after-response` call. When the backend answers
+/// with exactly one `x-switchyard-session-set` (and neither `-end` nor
+/// `-renew`) that touches none of `plan.guard`, the gateway applies it to
+/// `plan.base` (set, or delete on `null`; names in order, compact JSON, each
+/// value as the backend sent it) and, if that changed anything and fits in
+/// `plan.max_bytes`, writes it as [`set_deferred`] would, adding 1 to the
+/// plugin counter `plan.counter`; `after-response` is then skipped. Any
+/// other response reaches `after-response` as the forward's `after` says.
+pub fn write_back(plan: &WritePlan) {
+    wit::store::write_back(plan)
 }
 
 /// Store `value` only if `key` holds nothing (absent or expired), as

@@ -174,11 +174,12 @@ fn a_stored_session_request_that_changes_nothing_makes_no_after_response_call() 
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
     assert_eq!(afters(), 0.0, "nothing to store");
-    // Each write is stored (one call each) ...
+    // The login is stored by the plugin (a new principal, a new id); the
+    // adds by the gateway (`store.write-back`), with no call ...
     let mut alice = Browser::new(gw.addr);
     fill_cart(&mut alice, "alice");
     let calls = afters();
-    assert_eq!(calls, 6.0, "login and 5 adds");
+    assert_eq!(calls, 1.0, "the login; the 5 adds were written back");
     // ... and reads make none, and see every write.
     for _ in 0..4 {
         let (s, v) = cart(&mut alice);
@@ -192,7 +193,68 @@ fn a_stored_session_request_that_changes_nothing_makes_no_after_response_call() 
     let (s, _) = alice.json("POST", "/cart/logout");
     assert_eq!(s, 200);
     assert!(!alice.cookies.contains_key("sy_session"), "the logout cleared the cookie");
-    assert_eq!(afters(), calls + 2.0, "the add and the logout");
+    assert_eq!(afters(), calls + 1.0, "the logout; the add was written back");
+}
+
+/// Every value the session store holds under `prefix` (retired keys left
+/// out), from memcached's own listing.
+fn stored_under(mc: &Memcached, prefix: &str) -> Vec<Vec<u8>> {
+    let dump = memcached_say(mc, b"lru_crawler metadump all\r\n", &["END\r\n"]);
+    let keys = dump.lines().filter_map(|l| l.strip_prefix("key=")?.split(' ').next()).map(|k| k.replace("%3A", ":")).filter(|k| k.starts_with(prefix));
+    let values = keys.filter_map(|k| {
+        let out = memcached_say(mc, format!("get {k}\r\n").as_bytes(), &["END\r\n"]);
+        let value = out.split_once("\r\n")?.1.rsplit_once("\r\nEND\r\n")?.0;
+        Some(value.as_bytes().to_vec())
+    });
+    values.filter(|v| !v.starts_with(b"\0")).collect()
+}
+
+/// `store.write-back`: the gateway stores a plain update itself, byte for
+/// byte what the plugin stores with `write_back = false`, and every write
+/// the plugin alone can judge (a login, a renewal, a logout) still reaches
+/// its `after-response`.
+#[test]
+fn a_plain_update_is_written_back_by_the_gateway_exactly_as_the_plugin_writes_it() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let run = |plugin_config: &str| {
+        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", plugin_config, &addrs(&bs), ""), "");
+        let mut alice = Browser::new(gw.addr);
+        fill_cart(&mut alice, "alice");
+        for item in ["x", "y", "x", "z"] {
+            let (s, v) = b_add(&mut alice, item);
+            assert_eq!(s, 200, "{v}");
+        }
+        for _ in 0..2 {
+            assert_eq!(alice.json("POST", "/cart/incr").0, 200);
+        }
+        let id = alice.cookies["sy_session"].clone();
+        assert_eq!(alice.json("POST", "/cart/elevate?role=admin").0, 200);
+        assert_ne!(alice.cookies["sy_session"], id, "a renewal is the plugin's: a new id");
+        // A switch of user is the plugin's too: a new id, the old one reads nothing.
+        let mut old = Browser::new(gw.addr);
+        old.cookies = alice.cookies.clone();
+        let (s, v) = alice.json("POST", "/cart/login?user=bob");
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(cart(&mut old).0, 401, "alice's id after bob logged in on it");
+        // The last write, so the value stored is the write-back's.
+        let (s, v) = b_add(&mut alice, "last");
+        assert_eq!(s, 200, "{v}");
+        let (s, seen) = cart(&mut alice);
+        assert_eq!(s, 200, "{seen}");
+        let calls = metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "after-response")]);
+        let writes = metric(admin, "switchyard_plugin_counter", &[("name", "writes")]);
+        (seen, calls, writes)
+    };
+    let (gateway_wrote, calls, writes) = run("prefix = \"wb:\"");
+    let (plugin_wrote, plugin_calls, plugin_writes) = run("prefix = \"pl:\"\nwrite_back = false");
+    assert_eq!(gateway_wrote, plugin_wrote, "the same cart either way");
+    assert_eq!((&gateway_wrote["user"], &gateway_wrote["cart"], &gateway_wrote["count"]), (&serde_json::json!("bob"), &serde_json::json!(["last"]), &serde_json::json!(2)), "{gateway_wrote}");
+    assert_eq!((calls, plugin_calls), (3.0, 15.0), "login, elevate, bob's login; the plugin alone also 5 + 4 + 1 adds and 2 increments");
+    assert_eq!(writes, plugin_writes, "the gateway counts its writes as the plugin's");
+    let (wb, pl) = (stored_under(&mc, "wb:"), stored_under(&mc, "pl:"));
+    assert_eq!(wb.len(), 1, "the session renewed twice, its old ids retired: {wb:?}");
+    assert_eq!(wb.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect::<std::collections::BTreeSet<_>>(), pl.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect(), "byte for byte");
 }
 
 #[test]

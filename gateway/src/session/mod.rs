@@ -7,6 +7,7 @@ mod central;
 mod durable;
 pub mod index;
 mod local;
+pub mod merge;
 mod tokens;
 
 pub use central::Central;

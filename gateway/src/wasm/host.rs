@@ -168,6 +168,13 @@ impl PluginShared {
     }
 
     /// May this plugin define (or update) metric `name`?
+    /// Add to the plugin's counter `name` (`metrics.counter-add`).
+    pub(crate) fn count(&self, name: &str, delta: u64) {
+        if self.metric_allowed(name) {
+            crate::metrics::metrics().plugin_counter.with_label_values(&[self.name.as_str(), name]).inc_by(delta as f64);
+        }
+    }
+
     fn metric_allowed(&self, name: &str) -> bool {
         let mut names = self.metric_names.lock();
         if names.contains(name) {
@@ -218,6 +225,9 @@ pub struct HostState {
     /// `set-deferred` in `after-response`: writes the session adapter
     /// makes once the call returns; `None` elsewhere (written at once).
     pub(crate) deferred: Option<Vec<Deferred>>,
+    /// `write-back` in `before-request`: the write the session adapter
+    /// makes itself for a plain update, instead of `after-response`.
+    pub(crate) write_back: Option<WritePlan>,
 }
 
 /// Most reads one call may ask for ahead, and most writes it may defer:
@@ -251,6 +261,34 @@ pub(crate) struct Deferred {
     pub(crate) on_failure: Vec<(String, String)>,
 }
 
+/// A `write-back` the session adapter keeps for the response.
+pub(crate) struct WritePlan {
+    pub(crate) tier: Tier,
+    pub(crate) key: String,
+    /// The attributes as loaded (a JSON object; empty for none).
+    pub(crate) base: Vec<u8>,
+    pub(crate) ttl_s: u32,
+    pub(crate) max_bytes: usize,
+    /// Names only the plugin may change.
+    pub(crate) guard: Vec<String>,
+    /// The plugin counter a write adds to (empty: none).
+    pub(crate) counter: String,
+    pub(crate) on_failure: Vec<(String, String)>,
+}
+
+impl WritePlan {
+    /// The write for a backend's `x-switchyard-session-set` value `set`:
+    /// `Some(None)` when it changes nothing, `None` when the plugin must
+    /// see it (`after-response`).
+    pub(crate) fn write_for(self, set: &[u8]) -> Option<Option<Deferred>> {
+        match crate::session::merge::apply(&self.base, set, &self.guard, self.max_bytes) {
+            crate::session::merge::Merged::ToPlugin => None,
+            crate::session::merge::Merged::Same => Some(None),
+            crate::session::merge::Merged::Changed(value) => Some(Some(Deferred { tier: self.tier, key: self.key, value, ttl_s: self.ttl_s, on_failure: self.on_failure })),
+        }
+    }
+}
+
 impl HostState {
     pub fn new(spec: &PluginSpec, shared: Arc<PluginShared>, stores: Arc<Stores>) -> Self {
         let limits = StoreLimitsBuilder::new()
@@ -277,6 +315,7 @@ impl HostState {
             seen: 0,
             ahead: Ahead::default(),
             deferred: None,
+            write_back: None,
         }
     }
 
@@ -374,9 +413,7 @@ impl log::Host for HostState {
 
 impl metrics::Host for HostState {
     fn counter_add(&mut self, name: String, delta: u64) {
-        if self.shared.metric_allowed(&name) {
-            crate::metrics::metrics().plugin_counter.with_label_values(&[self.shared.name.as_str(), name.as_str()]).inc_by(delta as f64);
-        }
+        self.shared.count(&name, delta);
     }
     fn gauge_set(&mut self, name: String, value: f64) {
         if self.shared.metric_allowed(&name) {
@@ -542,6 +579,11 @@ impl store::Host for HostState {
         if let Err(e) = Box::pin(self.set(t, key.clone(), value, ttl_s)).await {
             tracing::warn!(plugin = %self.shared.name, key, "deferred session write failed: {e:?}");
         }
+    }
+
+    async fn write_back(&mut self, plan: store::WritePlan) {
+        let store::WritePlan { tier: t, key, base, ttl_s, max_bytes, guard, counter, on_failure } = plan;
+        self.write_back = Some(WritePlan { tier: tier(t), key, base, ttl_s, max_bytes: max_bytes as usize, guard, counter, on_failure });
     }
 
     async fn lock(&mut self, t: store::Tier, key: String) -> Result<bool, store::StoreError> {

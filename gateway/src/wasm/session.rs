@@ -4,7 +4,7 @@
 //! keep both hooks of a request on one plugin version.
 
 use super::engine::LoadedPlugin;
-use super::host::{Deferred, HostState, Read};
+use super::host::{Deferred, HostState, Read, WritePlan};
 use super::seam::{self, CallFuture, Generation, Hosted, Seam, SwapTarget};
 use super::session_exports as wit;
 use crate::error::{Error, PluginFault};
@@ -107,9 +107,12 @@ impl WasmSession {
 }
 
 /// What one `before-request` call gave: its action, the locks the request
-/// holds, its principal, its store calls, and the keys it asked to have
-/// read before it is called again (`read-ahead`).
-type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>);
+/// holds, its principal, its store calls, the keys it asked to have read
+/// before it is called again (`read-ahead`), and its `write-back`.
+type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>, Option<WritePlan>);
+
+/// What `before-request` gave the request: [`Before`] but the keys.
+type Began = (wit::Action, Locks, Principal, Seen, Option<WritePlan>);
 
 /// `before-request` on one generation. A call that asks for keys
 /// (`read-ahead`) gives up its instance while the gateway reads them, and
@@ -117,14 +120,14 @@ type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>);
 /// The keys asked for are remembered by the request's cookies (`hints`),
 /// so the session's next request has them read before its first call and
 /// needs that one call only.
-async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<(wit::Action, Locks, Principal, Seen), Error> {
+async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<Began, Error> {
     let hint = hints.key(generation, req);
     let mut known = hint.and_then(|h| hints.get(h)).unwrap_or_default();
     // Boxed: the reads' futures stay out of every session call's future.
     let early = if known.is_empty() { None } else { Some(Box::pin(read_wanted(stores, known.clone())).await) };
-    let (action, locks, principal, seen, wanted) = before_once(generation, arm, req, Locks::new(), early, true).await?;
+    let (action, locks, principal, seen, wanted, plan) = before_once(generation, arm, req, Locks::new(), early, true).await?;
     if wanted.is_empty() {
-        return Ok((action, locks, principal, seen));
+        return Ok((action, locks, principal, seen, plan));
     }
     if let Some(h) = hint {
         // A call that locks reads after its lock: nothing to read early.
@@ -139,8 +142,8 @@ async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<
         }
     }
     let read = Box::pin(read_wanted(stores, wanted)).await;
-    let (action, locks, principal, again, _) = before_once(generation, arm, req, locks, Some(read), false).await?;
-    Ok((action, locks, principal, seen | again))
+    let (action, locks, principal, again, _, plan) = before_once(generation, arm, req, locks, Some(read), false).await?;
+    Ok((action, locks, principal, seen | again, plan))
 }
 
 /// Most sessions whose read-ahead keys are remembered; past it the list
@@ -222,13 +225,14 @@ async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: 
             data.seen = 0;
             data.ahead = super::host::Ahead { read, wanted: ahead.then(Vec::new), early };
             data.deferred = None;
+            data.write_back = None;
             let handle = data.lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
             let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
             let data = inst.store.data_mut();
             data.table.delete(handle)?;
             let wanted = std::mem::take(&mut data.ahead).wanted.unwrap_or_default();
-            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, wanted))
+            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, wanted, data.write_back.take()))
         })
     });
     generation.call("before-request", arm, call, Ok).await
@@ -316,6 +320,8 @@ struct Run {
     pin: Option<http::HeaderValue>,
     /// When the request needs no `after-response` call (`forward.after`).
     skip: Skip,
+    /// The write the gateway makes itself for a plain update (`write-back`).
+    write_back: Option<WritePlan>,
 }
 
 /// A forward's `after`, as the host checks it at the response.
@@ -354,7 +360,11 @@ impl SessionRun for Run {
 
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers {
         let locks = std::mem::take(&mut self.locks);
-        let out = if self.skips(&outcome) { Ok((Vec::new(), locks, None, 0, Vec::new())) } else { after(&self.generation, context, outcome, locks).await };
+        let out = match self.written_back(&outcome) {
+            Some(writes) => Ok((Vec::new(), locks, None, 0, writes)),
+            None if self.skips(&outcome) => Ok((Vec::new(), locks, None, 0, Vec::new())),
+            None => after(&self.generation, context, outcome, locks).await,
+        };
         let mut deferred = Vec::new();
         let mut answer = out.and_then(|(list, locks, principal, seen, writes)| {
             self.locks = locks;
@@ -432,6 +442,27 @@ impl Run {
         }
     }
 
+    /// The writes of the strategy's `write-back` for this response, when
+    /// the plugin need not see it: a backend's one `x-switchyard-session-set`
+    /// and no header only the plugin handles (`None`: call `after-response`
+    /// as `forward.after` says).
+    fn written_back(&mut self, outcome: &Outcome<'_>) -> Option<Vec<Deferred>> {
+        use crate::session::merge::{PLUGIN_HEADERS, SET_HEADER};
+        let mut plan = self.write_back.take()?;
+        let headers = outcome.headers.filter(|_| outcome.backend.is_some())?;
+        if PLUGIN_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+            return None;
+        }
+        let mut sets = headers.get_all(SET_HEADER).iter();
+        let (Some(set), None) = (sets.next(), sets.next()) else { return None };
+        let counter = std::mem::take(&mut plan.counter);
+        let write = plan.write_for(set.as_bytes())?;
+        if write.is_some() && !counter.is_empty() {
+            self.generation.plugin.shared.count(&counter, 1);
+        }
+        Some(write.into_iter().collect())
+    }
+
     /// Register the request as `principal`'s (a login in `after` changes it).
     fn watch_principal(&mut self, principal: Principal) {
         let Some(p) = principal else { return };
@@ -493,9 +524,9 @@ impl SessionPolicy for WasmSession {
         let (generation, canary) = self.hosted.pick_during(split.as_ref().map(|(k, _)| k.as_str()));
         // A user new to the split keeps its side by cookie from now on.
         let pin = split.filter(|(_, fresh)| *fresh && canary).map(|(k, _)| split_cookie(&k));
-        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen)| Ok((Skip::of(&a), action(&self.hosted.name, a)?, locks, p, seen)));
+        let out = before(&generation, LoadedPlugin::arm, req, &self.stores, &self.hints).await.and_then(|(a, locks, p, seen, plan)| Ok((Skip::of(&a), action(&self.hosted.name, a)?, locks, p, seen, plan)));
         match out {
-            Ok((skip, mut action, locks, principal, seen)) => {
+            Ok((skip, mut action, locks, principal, seen, plan)) => {
                 if canary && matches!(action, SessionAction::Reply(_)) {
                     generation.plugin.outcomes.add("replied");
                 }
@@ -504,7 +535,8 @@ impl SessionPolicy for WasmSession {
                     r.headers.push((http::header::SET_COOKIE, cookie.clone()));
                     pin = None;
                 }
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip };
+                let write_back = plan.filter(|_| matches!(action, SessionAction::Forward(_)));
+                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip, write_back };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
@@ -524,7 +556,7 @@ impl SwapTarget for WasmSession {
     /// empty request (no cookie: a new visitor).
     async fn prepare(&self, plugin: Arc<LoadedPlugin>) -> Result<Box<dyn std::any::Any + Send>, Error> {
         let next = self.hosted.next(plugin).await?;
-        let (a, locks, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default()), &self.stores, &self.hints).await?;
+        let (a, locks, _, _, _) = before(&next, LoadedPlugin::arm_setup, &Arc::new(RequestView::default()), &self.stores, &self.hints).await?;
         for (tier, key, owner) in locks {
             let _ = self.stores.unlock(tier, &key, &owner).await;
         }

@@ -1,0 +1,182 @@
+//! `store.write-back`: a backend's `x-switchyard-session-set` applied to a
+//! session as loaded, as the SDK's stored strategies apply it (each value
+//! kept as its JSON text, names in order, compact), so the common write
+//! needs no `after-response` call into the plugin.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The backend header that sets attributes (base64 of a JSON object).
+pub const SET_HEADER: &str = "x-switchyard-session-set";
+/// The backend headers only the plugin handles: ending and renewing.
+pub const PLUGIN_HEADERS: [&str; 2] = ["x-switchyard-session-end", "x-switchyard-session-renew"];
+
+/// What a write-back made of a response.
+#[derive(Debug, PartialEq)]
+pub enum Merged {
+    /// Nothing changed: no write.
+    Same,
+    /// The attributes to store.
+    Changed(Vec<u8>),
+    /// The plugin must see it (its `after-response`): a header it alone
+    /// handles, several or unreadable set headers, a guarded name, or a
+    /// result over `max_bytes`.
+    ToPlugin,
+}
+
+/// Apply the response's set header `set` (its value as sent) to `base`
+/// (the stored JSON object; empty for none).
+pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Merged {
+    let Some(json) = B64.decode(set.trim_ascii()).ok() else { return Merged::ToPlugin };
+    let (Some(set), Some(mut merged)) = (Attrs::parse(&json), Attrs::parse(base)) else { return Merged::ToPlugin };
+    if guard.iter().any(|g| set.0.contains_key(g.as_str())) {
+        return Merged::ToPlugin;
+    }
+    let before = merged.clone();
+    for (name, value) in set.0 {
+        if value.get() == "null" {
+            merged.0.remove(&name);
+        } else {
+            merged.0.insert(name, value);
+        }
+    }
+    if merged.same(&before) {
+        return Merged::Same;
+    }
+    let bytes = merged.to_bytes();
+    if bytes.len() > max_bytes { Merged::ToPlugin } else { Merged::Changed(bytes) }
+}
+
+/// An attribute name, borrowed unless it holds an escape.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A JSON object's attributes, each value as its JSON text, in name order.
+#[derive(Clone, Default)]
+struct Attrs<'a>(BTreeMap<Cow<'a, str>, &'a RawValue>);
+
+impl<'a> Attrs<'a> {
+    /// `None` unless `bytes` are one JSON object; empty bytes are none.
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.is_empty() {
+            return Some(Self::default());
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let attrs = de.deserialize_map(AttrsVisitor).ok()?;
+        de.end().ok()?;
+        Some(attrs)
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|((k, v), (ok, ov))| k == ok && v.get() == ov.get())
+    }
+
+    /// One compact JSON object, names in order, each value as sent.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
+        out.push(b'{');
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // A str always serializes.
+            let _ = serde_json::to_writer(&mut out, k.as_ref());
+            out.push(b':');
+            out.extend_from_slice(v.get().as_bytes());
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+struct AttrsVisitor;
+
+impl<'de> Visitor<'de> for AttrsVisitor {
+    type Value = Attrs<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(Key(k)) = map.next_key()? {
+            out.insert(k, map.next_value::<&'de RawValue>()?);
+        }
+        Ok(Attrs(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn set(json: &str) -> Vec<u8> {
+        B64.encode(json).into_bytes()
+    }
+
+    #[test]
+    fn a_set_is_applied_in_place_and_nulls_delete() {
+        let base = br#"{"cart":["a"],"user":"ann","x":1}"#;
+        assert_eq!(apply(base, &set(r#"{"cart":["a","b"],"x":null}"#), &[], 1024), Merged::Changed(br#"{"cart":["a","b"],"user":"ann"}"#.to_vec()));
+        // Values keep their text (no re-serialization), names sort.
+        assert_eq!(apply(b"", &set(r#"{"z": 1.50, "a": {"k" : true}}"#), &[], 1024), Merged::Changed(br#"{"a":{"k" : true},"z":1.50}"#.to_vec()));
+    }
+
+    #[test]
+    fn what_changes_nothing_writes_nothing() {
+        assert_eq!(apply(br#"{"a":1}"#, &set(r#"{"a":1}"#), &[], 1024), Merged::Same);
+        assert_eq!(apply(br#"{"a":1}"#, &set("{}"), &[], 1024), Merged::Same);
+        assert_eq!(apply(b"", &set(r#"{"gone":null}"#), &[], 1024), Merged::Same);
+        // Stored with spaces: the same attributes, so no write either.
+        assert_eq!(apply(br#"{ "a" : 1 }"#, &set(r#"{"a":1}"#), &[], 1024), Merged::Same);
+    }
+
+    #[test]
+    fn the_plugin_decides_what_the_gateway_cannot() {
+        let guard = ["user".to_string()];
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":"bob"}"#), &guard, 1024), Merged::ToPlugin, "a guarded name");
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":null}"#), &guard, 1024), Merged::ToPlugin, "a guarded delete");
+        assert_eq!(apply(b"", &set(r#"{"a":"0123456789"}"#), &[], 10), Merged::ToPlugin, "over max_bytes");
+        for bad in [&b"not base64!"[..], &set("[1]"), &set("{\"a\":"), &set("{} {}"), &set("\"text\"")] {
+            assert_eq!(apply(b"", bad, &[], 1024), Merged::ToPlugin, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(apply(b"{corrupt", &set(r#"{"a":1}"#), &[], 1024), Merged::ToPlugin, "unreadable base");
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![Just(Value::Null), any::<bool>().prop_map(Value::from), any::<i32>().prop_map(Value::from), "[a-z\"\\\\é]{0,6}".prop_map(Value::from)];
+        leaf.prop_recursive(2, 8, 3, |inner| prop::collection::vec(inner, 0..3).prop_map(Value::from))
+    }
+
+    fn object() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map("[a-d\"é]{1,2}", json_value(), 0..5).prop_map(|m| m.into_iter().collect())
+    }
+
+    proptest! {
+        /// The same result as setting and deleting in a JSON map, then
+        /// writing it compactly (what the SDK's strategies store).
+        #[test]
+        fn it_agrees_with_a_json_map(base in object(), changes in object()) {
+            let base: Map<String, Value> = base.into_iter().filter(|(_, v)| !v.is_null()).collect();
+            let base_bytes = if base.is_empty() { Vec::new() } else { serde_json::to_vec(&base).unwrap() };
+            let mut want = base.clone();
+            for (k, v) in &changes {
+                if v.is_null() { want.remove(k); } else { want.insert(k.clone(), v.clone()); }
+            }
+            let got = apply(&base_bytes, &set(&serde_json::to_string(&changes).unwrap()), &[], usize::MAX);
+            if want == base {
+                prop_assert_eq!(got, Merged::Same);
+            } else {
+                prop_assert_eq!(got, Merged::Changed(serde_json::to_vec(&want).unwrap()));
+            }
+        }
+    }
+}
