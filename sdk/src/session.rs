@@ -826,21 +826,26 @@ pub mod stored {
         /// merged) and into the context. Tells the gateway whose it is.
         fn forward_loaded(&self, id: &str, sign: bool, key: String, attrs: &[u8], statics: &[u8]) -> Action {
             let ((attrs, principal), (statics, static_principal)) = (self.checked(attrs), self.checked(statics));
-            if !sign && self.s.write_back && self.split.is_none() && self.hooks.is_none() {
-                self.write_back(&key, attrs);
-            }
-            if let Some(p) = raw::as_text(principal.or(static_principal)) {
-                self.index(&p, id, key);
+            let may_write_back = !sign && self.s.write_back && self.hooks.is_none();
+            if may_write_back && self.split.is_none() {
+                self.write_back(&key, attrs, &[], self.s.max_bytes);
             }
             let session = match (&self.split, attrs.is_empty()) {
                 (Some(_), _) => {
-                    let mut all = Raw::parse(attrs).unwrap_or_default();
-                    all.extend(&Raw::parse(statics).unwrap_or_default());
+                    let (main, statics) = (Raw::parse(attrs).unwrap_or_default(), Raw::parse(statics).unwrap_or_default());
+                    if may_write_back {
+                        self.write_back_split(&key, attrs, &main, &statics);
+                    }
+                    let mut all = main;
+                    all.extend(&statics);
                     B64.encode(all.to_bytes())
                 }
                 (None, true) => B64.encode(b"{}"),
                 (None, false) => B64.encode(attrs),
             };
+            if let Some(p) = raw::as_text(principal.or(static_principal)) {
+                self.index(&p, id, key);
+            }
             let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
             // A read that changes nothing needs no `after`, unless the cookie
             // is due to be signed again or a hook is asked on every request.
@@ -851,17 +856,36 @@ pub mod stored {
         /// Leave the plain update of the session under `key` (as loaded:
         /// `attrs`) to the gateway: [`Stored::after`] would store exactly
         /// what it stores, and the principal stays with this plugin.
-        fn write_back(&self, key: &str, attrs: &[u8]) {
+        fn write_back(&self, key: &str, attrs: &[u8], guard: &[String], max_bytes: usize) {
+            let principal = Some(&self.s.principal).filter(|p| !p.is_empty());
             store::write_back(&store::WritePlan {
                 tier: self.tier,
                 key: key.to_string(),
                 base: attrs.to_vec(),
                 ttl_s: self.s.ttl_s,
-                max_bytes: u32::try_from(self.s.max_bytes).unwrap_or(u32::MAX),
-                guard: if self.s.principal.is_empty() { Vec::new() } else { vec![self.s.principal.clone()] },
+                max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+                guard: principal.into_iter().chain(guard).cloned().collect(),
                 counter: "writes".into(),
                 on_failure: self.on_failure.to_vec(),
             });
+        }
+
+        /// A split session's plain update (of its main part: `attrs`, read
+        /// as `main`; its static part read as `statics`), left to the
+        /// gateway when [`Stored::after`] would write exactly that part: no
+        /// static key in the main part, none but static keys in the static
+        /// part, and the response sets no static key. `max_bytes` bounds
+        /// both parts together, so the main part gets what the static part
+        /// leaves (one brace pair and a comma shared).
+        fn write_back_split(&self, key: &str, attrs: &[u8], main: &Raw<'_>, statics: &Raw<'_>) {
+            let is_static = |k: &str| self.s.static_keys.iter().any(|s| s == k);
+            if main.names().any(is_static) || !statics.names().all(is_static) {
+                return;
+            }
+            let static_len = if statics.is_empty() { 0 } else { statics.to_bytes().len() - 1 };
+            if let Some(max_bytes) = self.s.max_bytes.checked_sub(static_len) {
+                self.write_back(key, attrs, &self.s.static_keys, max_bytes);
+            }
         }
 
         /// Store the backend's changes; set the cookie (and header) when

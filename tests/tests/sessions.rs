@@ -215,10 +215,23 @@ fn stored_under(mc: &Memcached, prefix: &str) -> Vec<Vec<u8>> {
 /// its `after-response`.
 #[test]
 fn a_plain_update_is_written_back_by_the_gateway_exactly_as_the_plugin_writes_it() {
+    plain_updates_written_back("session_centralized", "");
+}
+
+/// The same for a session split over two tiers (centralized-dynamic, a
+/// one-node cluster for its replicated static part): the gateway writes
+/// the dynamic part in memcached, the static `user` stays the plugin's.
+#[test]
+fn a_split_sessions_plain_update_is_written_back_exactly_as_the_plugin_writes_it() {
+    let cluster = format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:{}\"\nkey = \"{}\"\n", free_port(), switchyard_tests::nodes::CLUSTER_KEY);
+    plain_updates_written_back("session_centralized_dynamic", &cluster);
+}
+
+fn plain_updates_written_back(file: &str, extra: &str) {
     let mc = Memcached::start();
     let bs = backends(2, "header");
     let run = |plugin_config: &str| {
-        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", plugin_config, &addrs(&bs), ""), "");
+        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, file, plugin_config, &addrs(&bs), extra), "");
         let mut alice = Browser::new(gw.addr);
         fill_cart(&mut alice, "alice");
         for item in ["x", "y", "x", "z"] {

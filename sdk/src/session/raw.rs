@@ -43,6 +43,11 @@ impl<'a> Raw<'a> {
         self.0.get(name).map(|v| v.get())
     }
 
+    /// Its attribute names, in order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(|k| k.as_ref())
+    }
+
     /// Whether it holds `name`.
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.0.contains_key(name)
