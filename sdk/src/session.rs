@@ -351,8 +351,9 @@ pub mod stored {
         /// Let the gateway store a loaded session's plain update itself
         /// ([`store::write_back`]): a response that only sets attributes
         /// other than the principal then needs no `after-response` call.
-        /// `false` keeps every write in this plugin. Not used when split, or
-        /// with [`Hooks`] (they are asked on every response).
+        /// `false` keeps every write in this plugin. Split, only the main
+        /// part's update (no static key set); not with [`Hooks`] (they are
+        /// asked on every response).
         #[serde(default = "default_write_back")]
         pub write_back: bool,
     }

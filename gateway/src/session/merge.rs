@@ -144,11 +144,27 @@ mod tests {
         let guard = ["user".to_string()];
         assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":"bob"}"#), &guard, 1024), Merged::ToPlugin, "a guarded name");
         assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":null}"#), &guard, 1024), Merged::ToPlugin, "a guarded delete");
+        // The guard sees names as JSON reads them: escaped, or repeated.
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"us\u0065r":"bob"}"#), &guard, 1024), Merged::ToPlugin, "an escaped guarded name");
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":"ann","cart":[],"user":"bob"}"#), &guard, 1024), Merged::ToPlugin, "a repeated one");
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"User":"bob"}"#), &guard, 1024), Merged::Changed(br#"{"User":"bob","user":"ann"}"#.to_vec()), "another name");
         assert_eq!(apply(b"", &set(r#"{"a":"0123456789"}"#), &[], 10), Merged::ToPlugin, "over max_bytes");
         for bad in [&b"not base64!"[..], &set("[1]"), &set("{\"a\":"), &set("{} {}"), &set("\"text\"")] {
             assert_eq!(apply(b"", bad, &[], 1024), Merged::ToPlugin, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(apply(b"{corrupt", &set(r#"{"a":1}"#), &[], 1024), Merged::ToPlugin, "unreadable base");
+    }
+
+    /// A backend's value nested past any sane depth, or huge, neither
+    /// overflows the stack nor slips past `max_bytes`. (A value is kept as
+    /// its text, never built: the depth is taken as the plugin takes it.)
+    #[test]
+    fn deep_or_huge_values_are_bounded() {
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(apply(b"", &set(&deep), &[], usize::MAX), Merged::Changed(v) if v.len() == deep.len()), "kept as sent");
+        assert_eq!(apply(b"", &set(&deep), &[], 16 * 1024), Merged::ToPlugin, "over max_bytes");
+        let huge = format!("{{\"a\":\"{}\"}}", "x".repeat(64 * 1024));
+        assert_eq!(apply(b"", &set(&huge), &[], 16 * 1024), Merged::ToPlugin);
     }
 
     fn json_value() -> impl Strategy<Value = Value> {
