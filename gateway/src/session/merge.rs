@@ -1,15 +1,12 @@
 //! `store.write-back`: a backend's `x-switchyard-session-set` applied to a
-//! session as loaded, as the SDK's stored strategies apply it (each value
-//! kept as its JSON text, names in order, compact), so the common write
-//! needs no `after-response` call into the plugin.
+//! session as loaded with the SDK's own merge (`switchyard-attrs`: each
+//! value kept as its JSON text, names in order, compact), so the common
+//! write needs no `after-response` call into the plugin and stores the
+//! bytes the plugin would.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
+use switchyard_attrs::Raw;
 
 /// The backend header that sets attributes (base64 of a JSON object).
 pub const SET_HEADER: &str = "x-switchyard-session-set";
@@ -33,83 +30,17 @@ pub enum Merged {
 /// (the stored JSON object; empty for none).
 pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Merged {
     let Some(json) = B64.decode(set.trim_ascii()).ok() else { return Merged::ToPlugin };
-    let (Some(set), Some(mut merged)) = (Attrs::parse(&json), Attrs::parse(base)) else { return Merged::ToPlugin };
-    if guard.iter().any(|g| set.0.contains_key(g.as_str())) {
+    let (Some(set), Some(before)) = (Raw::parse(&json), Raw::parse(base)) else { return Merged::ToPlugin };
+    if guard.iter().any(|g| set.contains(g)) {
         return Merged::ToPlugin;
     }
-    let before = merged.clone();
-    for (name, value) in set.0 {
-        if value.get() == "null" {
-            merged.0.remove(&name);
-        } else {
-            merged.0.insert(name, value);
-        }
-    }
+    let mut merged = before.clone();
+    merged.apply(&set);
     if merged.same(&before) {
         return Merged::Same;
     }
     let bytes = merged.to_bytes();
     if bytes.len() > max_bytes { Merged::ToPlugin } else { Merged::Changed(bytes) }
-}
-
-/// An attribute name, borrowed unless it holds an escape.
-#[derive(serde::Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// A JSON object's attributes, each value as its JSON text, in name order.
-#[derive(Clone, Default)]
-struct Attrs<'a>(BTreeMap<Cow<'a, str>, &'a RawValue>);
-
-impl<'a> Attrs<'a> {
-    /// `None` unless `bytes` are one JSON object; empty bytes are none.
-    fn parse(bytes: &'a [u8]) -> Option<Self> {
-        if bytes.is_empty() {
-            return Some(Self::default());
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let attrs = de.deserialize_map(AttrsVisitor).ok()?;
-        de.end().ok()?;
-        Some(attrs)
-    }
-
-    fn same(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|((k, v), (ok, ov))| k == ok && v.get() == ov.get())
-    }
-
-    /// One compact JSON object, names in order, each value as sent.
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>());
-        out.push(b'{');
-        for (i, (k, v)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            // A str always serializes.
-            let _ = serde_json::to_writer(&mut out, k.as_ref());
-            out.push(b':');
-            out.extend_from_slice(v.get().as_bytes());
-        }
-        out.push(b'}');
-        out
-    }
-}
-
-struct AttrsVisitor;
-
-impl<'de> Visitor<'de> for AttrsVisitor {
-    type Value = Attrs<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = BTreeMap::new();
-        while let Some(Key(k)) = map.next_key()? {
-            out.insert(k, map.next_value::<&'de RawValue>()?);
-        }
-        Ok(Attrs(out))
-    }
 }
 
 #[cfg(test)]
