@@ -167,7 +167,6 @@ impl PluginShared {
         Self { name: name.to_string(), counters: Mutex::default(), kv: Mutex::default(), metric_names: Mutex::default() }
     }
 
-    /// May this plugin define (or update) metric `name`?
     /// Add to the plugin's counter `name` (`metrics.counter-add`).
     pub(crate) fn count(&self, name: &str, delta: u64) {
         if self.metric_allowed(name) {
@@ -175,6 +174,7 @@ impl PluginShared {
         }
     }
 
+    /// May this plugin define (or update) metric `name`?
     fn metric_allowed(&self, name: &str) -> bool {
         let mut names = self.metric_names.lock();
         if names.contains(name) {
