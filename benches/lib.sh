@@ -94,8 +94,9 @@ sessions_up() {
         done
     done
 }
-session_config() { # $1 port, $2 row; a row ending in -in-plugin keeps every write in the plugin (write_back = false)
-    local plugin=${2#session-} list in_plugin=
+session_config() { # $1 port, $2 row; a row ending in -in-plugin keeps every write in the plugin (write_back = false), one ending in -no-memo calls it on every request (memo = false)
+    local plugin=${2#session-} list in_plugin= no_memo=
+    case "$plugin" in *-no-memo) plugin=${plugin%-no-memo}; no_memo=1 ;; esac
     case "$plugin" in *-in-plugin) plugin=${plugin%-in-plugin}; in_plugin=1 ;; esac
     case "$plugin" in
         none) list="{ address = \"127.0.0.1:$memory_1\" }" ;;
@@ -110,7 +111,10 @@ session_config() { # $1 port, $2 row; a row ending in -in-plugin keeps every wri
     [ "$plugin" = none ] && return 0
     printf 'session = "sess"\n[plugins.sess]\npath = "%s/session_%s.wasm"\n' "$SWITCHYARD_PLUGIN_DIR" "${plugin//-/_}"
     printf 'on_error = "fail-closed"\nlimits = { deadline_ms = 2000, instances = 1024 }\n'
-    [ -n "$in_plugin" ] && printf 'config = { write_back = false }\n'
+    local off=()
+    [ -n "$in_plugin" ] && off+=("write_back = false")
+    [ -n "$no_memo" ] && off+=("memo = false")
+    [ ${#off[@]} -gt 0 ] && (IFS=,; printf 'config = { %s }\n' "${off[*]}")
     # The replicated tier (replicated, and the static part of
     # centralized-dynamic) needs a cluster: one node without peers.
     case "$plugin" in

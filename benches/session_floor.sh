@@ -24,8 +24,9 @@
 # Usage: bash benches/session_floor.sh [STEPS per user, default 350] [ROUNDS, default 3]
 # (USERS=N, default 64; FLOOR_ROWS="floor-bare session-sticky ..." picks rows;
 # a session row ending in -base runs E2E_BASE_BIN, an earlier build, beside
-# this one, and one ending in -in-plugin (before any -base) runs the strategy
-# with write_back = false; SESSION_THREADS=N and SESSION_WORK_STEALING=true|false set the
+# this one, one ending in -in-plugin (before any -base) runs the strategy
+# with write_back = false, and one ending in -no-memo (after any -in-plugin)
+# with memo = false; SESSION_THREADS=N and SESSION_WORK_STEALING=true|false set the
 # proxies' [server] threads (default 1) and work_stealing.)
 set -euo pipefail
 cd "$(dirname "$0")/.."

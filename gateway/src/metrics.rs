@@ -113,6 +113,10 @@ pub struct Metrics {
     pub session_pin_lost: IntCounterVec,
     /// Requests a session plugin answered itself, by route and status.
     pub session_replies: IntCounterVec,
+    /// Session memos (`store.remember`) by plugin and outcome: `hit` (the
+    /// forward repeated, no plugin call), `stale` (the read no longer fits
+    /// it: the plugin was called).
+    pub session_memo: IntCounterVec,
     /// Cluster peer traffic, by peer node id.
     pub cluster_bytes_sent: IntCounterVec,
     pub cluster_bytes_received: IntCounterVec,
@@ -247,6 +251,7 @@ impl Metrics {
             session_tokens_rejected: counter(&r, "switchyard_session_tokens_rejected_total", "Signed tokens refused (forged, tampered, expired, malformed)", &["reason"]),
             session_pin_lost: counter(&r, "switchyard_session_pin_lost_total", "Session pins the lb could not honour", &["route", "reason"]),
             session_replies: counter(&r, "switchyard_session_replies_total", "Requests a session plugin answered itself", &["route", "status"]),
+            session_memo: counter(&r, "switchyard_session_memo_total", "Session forwards the gateway repeated for a plugin (store.remember), by outcome", &["plugin", "outcome"]),
             cluster_bytes_sent: counter(&r, "switchyard_cluster_bytes_sent_total", "Bytes sent to each peer node", &["peer"]),
             cluster_bytes_received: counter(&r, "switchyard_cluster_bytes_received_total", "Bytes received from each peer node", &["peer"]),
             cluster_messages_sent: counter(&r, "switchyard_cluster_messages_sent_total", "Messages sent to each peer node", &["peer"]),

@@ -354,11 +354,18 @@ pub mod stored {
         /// `false` keeps every write in this plugin. Split, only the main
         /// part's update (no static key set); not with [`Hooks`] (they are
         /// asked on every response).
-        #[serde(default = "default_write_back")]
+        #[serde(default = "default_true")]
         pub write_back: bool,
+        /// Let the gateway repeat a loaded session's forward for its next
+        /// requests ([`store::remember`]) while the token is not due to be
+        /// signed again: such a request then needs no `before-request`
+        /// call. `false` calls this plugin on every request. Not split,
+        /// not with [`Hooks`] or `lock`.
+        #[serde(default = "default_true")]
+        pub memo: bool,
     }
 
-    fn default_write_back() -> bool {
+    fn default_true() -> bool {
         true
     }
 
@@ -429,6 +436,9 @@ pub mod stored {
     /// both parts as stored (JSON; empty for no attributes), each after its
     /// length (u32, little-endian). A session as loaded goes to
     /// `after-response` in the bytes it was read in, never serialized again.
+    /// [`wire`]'s bytes before the id: the tag, the flags, the id's length.
+    const WIRE_HEAD: usize = 6;
+
     fn wire(id: &str, flags: u8, attrs: &[u8], statics: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(14 + id.len() + attrs.len() + statics.len());
         out.extend_from_slice(&[WIRE, flags]);
@@ -754,11 +764,13 @@ pub mod stored {
             parse_token_payload(&tokens::verify(&token)?)
         }
 
-        /// The id, and whether to sign it again (past half its life).
-        fn id(&self, req: &Request) -> Option<(String, bool)> {
+        /// The id, whether to sign it again (past half its life), and
+        /// from when on it is (milliseconds since the epoch).
+        fn id(&self, req: &Request) -> Option<(String, bool, u64)> {
             let (id, issued) = self.session_id(req)?;
+            let half = u64::from(self.s.ttl_s) / 2;
             let age = (crate::host::now_ms() / 1000).saturating_sub(issued);
-            Some((id, age > u64::from(self.s.ttl_s) / 2))
+            Some((id, age > half, issued.saturating_add(half + 1).saturating_mul(1000)))
         }
 
         fn store_failed(&self, e: &store::StoreError, id: String) -> Action {
@@ -779,7 +791,7 @@ pub mod stored {
         /// `after_response` on every request sets `after` to
         /// `After::Always` on the returned forward.
         pub fn before(&mut self, req: &Request) -> Action {
-            let Some((id, sign)) = self.id(req) else {
+            let Some((id, sign, sign_from)) = self.id(req) else {
                 let ctx = Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() };
                 return self.forward_with(ctx);
             };
@@ -809,7 +821,7 @@ pub mod stored {
                 // A valid id that holds nothing (expired, ended, or retired
                 // by a renewal): never written again; a new id if needed.
                 (Ok(None), None) => self.forward_with(Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() }),
-                (Ok(attrs), statics) => self.forward_loaded(&id, sign, key, &attrs.unwrap_or_default(), &statics.unwrap_or_default()),
+                (Ok(attrs), statics) => self.forward_loaded(&id, (sign, sign_from), key, &attrs.unwrap_or_default(), &statics.unwrap_or_default()),
                 (Err(e), _) => self.store_failed(&e, id),
             }
         }
@@ -825,7 +837,9 @@ pub mod stored {
         /// Forward a session as loaded (`key` is its main part's): its
         /// bytes as read go to the backend (unless split: the parts are
         /// merged) and into the context. Tells the gateway whose it is.
-        fn forward_loaded(&self, id: &str, sign: bool, key: String, attrs: &[u8], statics: &[u8]) -> Action {
+        /// `sign`: whether the token is signed again in this response, and
+        /// from when on it would be.
+        fn forward_loaded(&self, id: &str, (sign, sign_from): (bool, u64), key: String, attrs: &[u8], statics: &[u8]) -> Action {
             let ((attrs, principal), (statics, static_principal)) = (self.checked(attrs), self.checked(statics));
             let may_write_back = !sign && self.s.write_back && self.hooks.is_none();
             if may_write_back && self.split.is_none() {
@@ -847,11 +861,28 @@ pub mod stored {
             if let Some(p) = raw::as_text(principal.or(static_principal)) {
                 self.index(&p, id, key);
             }
+            if !sign && self.s.memo && self.split.is_none() && self.hooks.is_none() && !self.s.lock && !attrs.is_empty() {
+                self.remember(id, sign_from);
+            }
             let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
             // A read that changes nothing needs no `after`, unless the cookie
             // is due to be signed again or a hook is asked on every request.
             let after = if sign || self.hooks.is_some() { After::Always } else { After::IfNamedHeaders };
             super::forward_after(headers, wire(id, if sign { SIGN } else { 0 }, attrs, statics), after)
+        }
+
+        /// Let the gateway repeat [`Stored::forward_loaded`]'s forward of
+        /// session `id` until its token is due to be signed again
+        /// (`until_ms`): it depends on the token (the cookie, else the
+        /// header) and on the value read alone.
+        fn remember(&self, id: &str, until_ms: u64) {
+            store::remember(&store::Memo {
+                until_ms,
+                inputs: self.s.header.iter().cloned().collect(),
+                value_header: SESSION_HEADER.into(),
+                context_at: u32::try_from(WIRE_HEAD + id.len()).unwrap_or(u32::MAX),
+                principal: self.s.principal.clone(),
+            });
         }
 
         /// Leave the plain update of the session under `key` (as loaded:

@@ -11,7 +11,7 @@
 //! which loses one of two concurrent updates.
 
 use crate::bindings::host::switchyard::policy as wit;
-pub use wit::store::{StoreError, Tier, Versioned, WritePlan};
+pub use wit::store::{Memo, StoreError, Tier, Versioned, WritePlan};
 
 /// Attempts [`update`] makes before it gives up (each lost race means
 /// another request's update went through).
@@ -57,6 +57,21 @@ pub fn set_deferred(tier: Tier, key: &str, value: &[u8], ttl_s: u32, on_failure:
 /// other response reaches `after-response` as the forward's `after` says.
 pub fn write_back(plan: &WritePlan) {
     wit::store::write_back(plan)
+}
+
+/// In `before-request`: let the gateway repeat this call's forward for the
+/// session's next requests without calling the plugin, while they carry
+/// the same `cookie` headers and `memo.inputs`, until `memo.until_ms`, and
+/// the one key this call read ([`get`]) still holds a value with the same
+/// `memo.principal`. The gateway puts each new value where this call put
+/// the one it read (`memo.value_header`, base64; the context at
+/// `memo.context_at`, length-prefixed), keeps this call's [`write_back`]
+/// with the new value as its base, and makes its [`index`] call again.
+/// It checks that it rebuilds this call's forward exactly, and remembers
+/// nothing when it cannot, or when the call replied, locked or wrote.
+/// Call it only for a decision that depends on nothing else.
+pub fn remember(memo: &Memo) {
+    wit::store::remember(memo)
 }
 
 /// Store `value` only if `key` holds nothing (absent or expired), as

@@ -270,6 +270,97 @@ fn plain_updates_written_back(file: &str, extra: &str) {
     assert_eq!(wb.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect::<std::collections::BTreeSet<_>>(), pl.iter().map(|v| String::from_utf8_lossy(v).into_owned()).collect(), "byte for byte");
 }
 
+/// An answer's status and cart (which backend served it aside).
+fn shown((status, v): (u16, serde_json::Value)) -> (u16, serde_json::Value) {
+    (status, v["cart"].clone())
+}
+
+/// `store.remember`: the gateway repeats a known session's forward from
+/// its memo, with no `before-request` call, and everything it cannot repeat
+/// (another cookie, a renewal, a revoke, a token due to be signed again)
+/// still reaches the plugin: the same carts and the same stored bytes as
+/// with `memo = false`.
+#[test]
+fn a_known_sessions_forward_is_repeated_from_the_memo_exactly_as_the_plugin_makes_it() {
+    let mc = Memcached::start();
+    let bs = backends(2, "header");
+    let run = |plugin_config: &str| {
+        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", plugin_config, &addrs(&bs), ""), "");
+        let befores = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "before-request")]);
+        let mut alice = Browser::new(gw.addr);
+        fill_cart(&mut alice, "alice");
+        let mut seen = Vec::new();
+        for item in ["x", "y"] {
+            seen.push(shown(b_add(&mut alice, item)));
+            seen.push(shown(cart(&mut alice)));
+        }
+        let known = befores();
+        for _ in 0..5 {
+            seen.push(shown(cart(&mut alice)));
+        }
+        let repeated = befores() - known;
+        // Another cookie beside the session's: not what the memo was made for.
+        let mut extra = Browser::new(gw.addr);
+        extra.cookies = alice.cookies.clone();
+        extra.cookies.insert("theme".into(), "dark".into());
+        seen.push(shown(cart(&mut extra)));
+        // A planted token: refused by the plugin, never another's session.
+        let mut planted = Browser::new(gw.addr);
+        planted.cookies.insert("sy_session".into(), format!("{}x", alice.cookies["sy_session"]));
+        assert_eq!(cart(&mut planted).0, 401, "a tampered token");
+        // A renewal: the old cookie's memo now reads a retired key.
+        let mut old = Browser::new(gw.addr);
+        old.cookies = alice.cookies.clone();
+        assert_eq!(alice.json("POST", "/cart/elevate?role=admin").0, 200);
+        assert_ne!(alice.cookies["sy_session"], old.cookies["sy_session"], "a new id");
+        assert_eq!(cart(&mut old).0, 401, "the id before the renewal reads nothing");
+        seen.push(shown(cart(&mut alice)));
+        seen.push(shown(cart(&mut alice)));
+        // A revoke: the memo's key is retired on every tier.
+        let mut stolen = Browser::new(gw.addr);
+        stolen.cookies = alice.cookies.clone();
+        let (k, v) = bearer();
+        let r = request(admin, "DELETE", "/sessions?principal=alice", &[(k, v.as_str())], b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(cart(&mut stolen).0, 401, "a revoked session reads nothing");
+        let hits = metric(admin, "switchyard_session_memo_total", &[("outcome", "hit")]);
+        let stale = metric(admin, "switchyard_session_memo_total", &[("outcome", "stale")]);
+        (seen, repeated, hits, stale)
+    };
+    let (memo, repeated, hits, stale) = run("prefix = \"memo:\"");
+    let (plugin, called, plugin_hits, _) = run("prefix = \"plugin:\"\nmemo = false");
+    assert_eq!(memo, plugin, "the same answers either way");
+    assert_eq!((repeated, called), (0.0, 5.0), "5 reads of a known session: no call with the memo, one each without");
+    assert_eq!(plugin_hits, 0.0, "memo = false remembers nothing");
+    assert!(hits >= 9.0, "2 adds, 7 reads and the reads after the renewal were repeated: {hits}");
+    assert!(stale >= 2.0, "the renewed and the revoked id read nothing: {stale}");
+    let (m, p) = (stored_under(&mc, "memo:"), stored_under(&mc, "plugin:"));
+    assert_eq!(m.len(), 0, "revoked: {m:?}");
+    assert_eq!(p.len(), 0, "revoked: {p:?}");
+}
+
+/// A memo holds until the token is due to be signed again (past half its
+/// `ttl_s`): the next request reaches the plugin, which signs it again.
+#[test]
+fn a_memo_ends_when_the_token_is_due_to_be_signed_again() {
+    let mc = Memcached::start();
+    let bs = backends(1, "header");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "ttl_s = 4", &addrs(&bs), ""), "");
+    let mut alice = Browser::new(gw.addr);
+    fill_cart(&mut alice, "alice");
+    let token = alice.cookies["sy_session"].clone();
+    assert_eq!(cart(&mut alice).1["cart"], items("alice", 5));
+    assert_eq!(alice.cookies["sy_session"], token, "not due yet");
+    assert!(metric(admin, "switchyard_session_memo_total", &[("outcome", "hit")]) >= 1.0);
+    // Past half of 4 s (signed in whole seconds): due. memcached keeps the
+    // session 4 s from its last read.
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let (s, v) = cart(&mut alice);
+    assert_eq!((s, &v["cart"]), (200, &items("alice", 5)), "{v}");
+    assert_ne!(alice.cookies["sy_session"], token, "signed again once due, memo or not");
+    assert_eq!(cart(&mut alice).1["cart"], items("alice", 5));
+}
+
 #[test]
 fn o_session_survives_a_restart_of_the_gateway_and_every_backend() {
     let mc = Memcached::start();
@@ -357,7 +448,9 @@ fn a_sessions_read_ahead_is_remembered_so_its_later_requests_take_one_call() {
     let mc = Memcached::start();
     let bs = backends(2, "header");
     let calls = |admin| metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("plugin", "sess"), ("hook", "before-request")]);
-    for (lock, per_request) in [("", 1.0), ("lock = true", 2.0)] {
+    // With the memo off, one call each; with a lock, two (the lock, then the
+    // read); with the memo (the default), none once a session is known.
+    for (lock, per_request) in [("memo = false", 1.0), ("lock = true", 2.0), ("", 0.0)] {
         let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", lock, &addrs(&bs), ""), "");
         let (mut alice, mut bob) = (Browser::new(gw.addr), Browser::new(gw.addr));
         fill_cart(&mut alice, "alice");

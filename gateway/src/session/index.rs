@@ -206,6 +206,14 @@ pub async fn index(stores: &Stores, strategy: &str, principal: &str, id: &str, p
     Ok(())
 }
 
+/// [`index`] as a plugin's `store.index` (or a memo repeating it) makes
+/// it: best effort, a failure logged and never the request's.
+pub async fn touch(stores: &Stores, strategy: &str, principal: &str, id: &str, parts: Vec<(Tier, String)>, ttl_s: u32) {
+    if let Err(e) = index(stores, strategy, principal, id, parts, ttl_s).await {
+        tracing::warn!(plugin = %strategy, "session index not updated: {e:?}");
+    }
+}
+
 /// Whether this node wrote `id` as `principal`'s less than [`REFRESH_S`]
 /// before `now`: [`index`] then has nothing to do (checked first by
 /// callers that would otherwise box its future on every request).

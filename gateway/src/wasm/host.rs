@@ -228,6 +228,9 @@ pub struct HostState {
     /// `write-back` in `before-request`: the write the session adapter
     /// makes itself for a plain update, instead of `after-response`.
     pub(crate) write_back: Option<WritePlan>,
+    /// `remember` in `before-request`, and what the call did that a memo
+    /// repeats (`wasm/memo.rs`).
+    pub(crate) trace: super::memo::Trace,
 }
 
 /// Most reads one call may ask for ahead, and most writes it may defer:
@@ -262,6 +265,7 @@ pub(crate) struct Deferred {
 }
 
 /// A `write-back` the session adapter keeps for the response.
+#[derive(Clone)]
 pub(crate) struct WritePlan {
     pub(crate) tier: Tier,
     pub(crate) key: String,
@@ -316,6 +320,7 @@ impl HostState {
             ahead: Ahead::default(),
             deferred: None,
             write_back: None,
+            trace: Default::default(),
         }
     }
 
@@ -494,19 +499,22 @@ fn to_wit(e: StoreError) -> store::StoreError {
 // copy kilobytes.
 impl store::Host for HostState {
     async fn get(&mut self, t: store::Tier, key: String) -> Result<Option<Vec<u8>>, store::StoreError> {
-        if let Some(i) = self.ahead.read.iter().position(|(rt, k, _)| *rt == tier(t) && *k == key) {
-            let out = self.ahead.read.swap_remove(i).2.map_err(to_wit);
-            self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
-            return out;
-        }
-        let stores = self.wait_on(tier(t));
-        let out = Box::pin(stores.get(tier(t), &key)).await.map_err(to_wit);
-        self.clock.resume();
+        let out = match self.ahead.read.iter().position(|(rt, k, _)| *rt == tier(t) && *k == key) {
+            Some(i) => self.ahead.read.swap_remove(i).2.map_err(to_wit),
+            None => {
+                let stores = self.wait_on(tier(t));
+                let out = Box::pin(stores.get(tier(t), &key)).await.map_err(to_wit);
+                self.clock.resume();
+                out
+            }
+        };
         self.saw(&out, matches!(out, Ok(Some(_))), SEEN_LOADED);
+        self.trace.read(tier(t), key, &out);
         out
     }
 
     async fn set(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<(), store::StoreError> {
+        self.trace.wrote = true;
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.set(tier(t), &key, value, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
@@ -515,6 +523,7 @@ impl store::Host for HostState {
     }
 
     async fn delete(&mut self, t: store::Tier, key: String) -> Result<(), store::StoreError> {
+        self.trace.wrote = true;
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.delete(tier(t), &key)).await.map_err(to_wit);
         self.clock.resume();
@@ -523,6 +532,7 @@ impl store::Host for HostState {
     }
 
     async fn retire(&mut self, t: store::Tier, key: String, ttl_s: u32) -> Result<(), store::StoreError> {
+        self.trace.wrote = true;
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.retire(tier(t), &key, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
@@ -531,6 +541,7 @@ impl store::Host for HostState {
     }
 
     async fn add(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32) -> Result<bool, store::StoreError> {
+        self.trace.wrote = true;
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.add(tier(t), &key, value, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
@@ -539,6 +550,7 @@ impl store::Host for HostState {
     }
 
     async fn get_versioned(&mut self, t: store::Tier, key: String) -> Result<Option<store::Versioned>, store::StoreError> {
+        self.trace.reads = self.trace.reads.saturating_add(1);
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.get_versioned(tier(t), &key)).await.map_err(to_wit);
         self.clock.resume();
@@ -547,6 +559,7 @@ impl store::Host for HostState {
     }
 
     async fn cas(&mut self, t: store::Tier, key: String, value: Vec<u8>, ttl_s: u32, version: u64) -> Result<bool, store::StoreError> {
+        self.trace.wrote = true;
         let stores = self.wait_on(tier(t));
         let out = Box::pin(stores.cas(tier(t), &key, value, ttl_s, version)).await.map_err(to_wit);
         self.clock.resume();
@@ -586,6 +599,10 @@ impl store::Host for HostState {
         self.write_back = Some(WritePlan { tier: tier(t), key, base, ttl_s, max_bytes: max_bytes as usize, guard, counter, on_failure });
     }
 
+    async fn remember(&mut self, memo: store::Memo) {
+        self.trace.asked = Some(memo);
+    }
+
     async fn lock(&mut self, t: store::Tier, key: String) -> Result<bool, store::StoreError> {
         let t = tier(t);
         if self.locks.iter().any(|(lt, k, _)| *lt == t && *k == key) {
@@ -609,19 +626,19 @@ impl store::Host for HostState {
             return;
         }
         self.principal = Some(principal.clone());
+        let parts: Vec<(Tier, String)> = parts.into_iter().map(|p| (tier(p.tier), p.key)).collect();
+        self.trace.index(&principal, &id, &parts, ttl_s);
         if crate::session::index::is_fresh(&principal, &id, crate::session::index::now_s()) {
             return;
         }
-        let parts = parts.into_iter().map(|p| (tier(p.tier), p.key)).collect();
         self.clock.pause();
         let stores = self.stores.clone();
-        if let Err(e) = Box::pin(crate::session::index::index(&stores, &self.shared.name, &principal, &id, parts, ttl_s)).await {
-            tracing::warn!(plugin = %self.shared.name, "session index not updated: {e:?}");
-        }
+        Box::pin(crate::session::index::touch(&stores, &self.shared.name, &principal, &id, parts, ttl_s)).await;
         self.clock.resume();
     }
 
     async fn unindex(&mut self, principal: String, id: String, t: store::Tier) {
+        self.trace.wrote = true;
         if crate::session::index::check_principal(&principal).is_err() {
             return;
         }

@@ -8,6 +8,7 @@ mod faults;
 mod host;
 mod inspect;
 mod lb;
+mod memo;
 mod registry;
 mod seam;
 mod session;

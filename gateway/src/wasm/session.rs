@@ -5,6 +5,7 @@
 
 use super::engine::LoadedPlugin;
 use super::host::{Deferred, HostState, Read, WritePlan};
+use super::memo::{Memo, Trace};
 use super::seam::{self, CallFuture, Generation, Hosted, Seam, SwapTarget};
 use super::session_exports as wit;
 use crate::error::{Error, PluginFault};
@@ -99,17 +100,32 @@ pub struct WasmSession {
     hints: Hints,
 }
 
+/// The memo counters of one plugin (`switchyard_session_memo_total`).
+struct MemoCounts {
+    hit: prometheus::IntCounter,
+    stale: prometheus::IntCounter,
+}
+
+impl MemoCounts {
+    fn of(plugin: &str) -> Self {
+        let c = |outcome| crate::metrics::metrics().session_memo.with_label_values(&[plugin, outcome]);
+        Self { hit: c("hit"), stale: c("stale") }
+    }
+}
+
 impl WasmSession {
     pub async fn new(plugin: Arc<LoadedPlugin>, route: &str) -> Result<Self, Error> {
         let stores = plugin.engine.stores().clone();
-        Ok(Self { hosted: Hosted::new(plugin).await?, route: route.to_string(), stores, hints: Hints::default() })
+        let hosted = Hosted::new(plugin).await?;
+        let hints = Hints { counts: Some(MemoCounts::of(&hosted.name)), ..Hints::default() };
+        Ok(Self { hosted, route: route.to_string(), stores, hints })
     }
 }
 
 /// What one `before-request` call gave: its action, the locks the request
 /// holds, its principal, its store calls, the keys it asked to have read
 /// before it is called again (`read-ahead`), and its `write-back`.
-type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>, Option<WritePlan>);
+type Before = (wit::Action, Locks, Principal, Seen, Vec<(Tier, String)>, Option<WritePlan>, Trace);
 
 /// What `before-request` gave the request: [`Before`] but the keys.
 type Began = (wit::Action, Locks, Principal, Seen, Option<WritePlan>);
@@ -122,11 +138,22 @@ type Began = (wit::Action, Locks, Principal, Seen, Option<WritePlan>);
 /// needs that one call only.
 async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<Began, Error> {
     let hint = hints.key(generation, req);
-    let mut known = hint.and_then(|h| hints.get(h)).unwrap_or_default();
+    let (mut known, memo) = hint.and_then(|h| hints.get(h)).unwrap_or_default();
+    let had_memo = memo.is_some();
     // Boxed: the reads' futures stay out of every session call's future.
-    let early = if known.is_empty() { None } else { Some(Box::pin(read_wanted(stores, known.clone())).await) };
-    let (action, locks, principal, seen, wanted, plan) = before_once(generation, arm, req, Locks::new(), early, true).await?;
+    let early = match memo {
+        Some(m) => match Box::pin(repeat(generation, &m, req, stores, hints)).await {
+            Ok(began) => return Ok(began),
+            Err(Some(read)) if known.len() == 1 => Some(read),
+            Err(_) if known.is_empty() => None,
+            Err(_) => Some(Box::pin(read_wanted(stores, known.clone())).await),
+        },
+        None if known.is_empty() => None,
+        None => Some(Box::pin(read_wanted(stores, known.clone())).await),
+    };
+    let (action, locks, principal, seen, wanted, plan, trace) = before_once(generation, arm, req, Locks::new(), early, true).await?;
     if wanted.is_empty() {
+        hints.remember(hint, had_memo, || Memo::record(trace, Arc::downgrade(&generation.plugin), generation_id(generation), req, &action, !locks.is_empty(), &plan));
         return Ok((action, locks, principal, seen, plan));
     }
     if let Some(h) = hint {
@@ -142,8 +169,48 @@ async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<
         }
     }
     let read = Box::pin(read_wanted(stores, wanted)).await;
-    let (action, locks, principal, again, _, plan) = before_once(generation, arm, req, locks, Some(read), false).await?;
+    let (action, locks, principal, again, _, plan, trace) = before_once(generation, arm, req, locks, Some(read), false).await?;
+    hints.remember(hint, false, || Memo::record(trace, Arc::downgrade(&generation.plugin), generation_id(generation), req, &action, !locks.is_empty(), &plan));
     Ok((action, locks, principal, seen | again, plan))
+}
+
+/// A generation's identity while it lives (a memo's and a hint's).
+fn generation_id(generation: &Generation<SessionSeam>) -> usize {
+    std::ptr::from_ref(generation) as usize
+}
+
+/// `before-request` repeated from a memo, without calling the plugin,
+/// when it holds for this request and the key still reads as it needs.
+/// `Err`: the plugin decides, with the key's read when it was made.
+async fn repeat(generation: &Generation<SessionSeam>, memo: &Memo, req: &RequestView, stores: &Stores, hints: &Hints) -> Result<Began, Option<Read>> {
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    if !memo.holds(Arc::as_ptr(&generation.plugin), generation_id(generation), req, now_ms) {
+        return Err(None);
+    }
+    let read = Box::pin(stores.get(memo.tier, &memo.key)).await;
+    let replayed = match &read {
+        Ok(Some(value)) => memo.replay(value),
+        _ => None,
+    };
+    let Some(r) = replayed else {
+        if let Some(c) = &hints.counts {
+            c.stale.inc();
+        }
+        return Err(Some(vec![(memo.tier, memo.key.clone(), read)]));
+    };
+    if let Some(c) = &hints.counts {
+        c.hit.inc();
+    }
+    let principal = match r.indexed {
+        Some(i) => {
+            if !crate::session::index::is_fresh(&i.principal, &i.id, crate::session::index::now_s()) {
+                Box::pin(crate::session::index::touch(stores, &generation.plugin.spec.name, &i.principal, &i.id, i.parts, i.ttl_s)).await;
+            }
+            Some(i.principal)
+        }
+        None => None,
+    };
+    Ok((r.action, Locks::new(), principal, crate::seams::session::SEEN_LOADED, r.plan))
 }
 
 /// Most sessions whose read-ahead keys are remembered; past it the list
@@ -158,8 +225,17 @@ const MOST_HINTS: usize = 16_384;
 /// asked for is dropped. A request without cookies is never hinted.
 #[derive(Default)]
 struct Hints {
-    keys: parking_lot::Mutex<std::collections::HashMap<u64, Vec<(Tier, String)>>>,
+    keys: parking_lot::Mutex<std::collections::HashMap<u64, Hint>>,
     hasher: std::hash::RandomState,
+    counts: Option<MemoCounts>,
+}
+
+/// What a session's earlier request left: the keys its first call asked
+/// for, and its forward when the plugin let it be repeated (`remember`).
+#[derive(Default)]
+struct Hint {
+    keys: Vec<(Tier, String)>,
+    memo: Option<Arc<Memo>>,
 }
 
 impl Hints {
@@ -176,8 +252,8 @@ impl Hints {
         Some(h.finish())
     }
 
-    fn get(&self, key: u64) -> Option<Vec<(Tier, String)>> {
-        self.keys.lock().get(&key).cloned()
+    fn get(&self, key: u64) -> Option<(Vec<(Tier, String)>, Option<Arc<Memo>>)> {
+        self.keys.lock().get(&key).map(|h| (h.keys.clone(), h.memo.clone()))
     }
 
     fn put(&self, key: u64, wanted: Vec<(Tier, String)>) {
@@ -185,7 +261,32 @@ impl Hints {
         if keys.len() >= MOST_HINTS && !keys.contains_key(&key) {
             keys.clear();
         }
-        keys.insert(key, wanted);
+        keys.insert(key, Hint { keys: wanted, memo: None });
+    }
+
+    /// Keep the memo a call left for the session's next requests, or drop
+    /// the one it had (`had`): a call that did not remember ends it.
+    fn remember(&self, key: Option<u64>, had: bool, memo: impl FnOnce() -> Option<Memo>) {
+        let Some(key) = key else { return };
+        let memo = memo();
+        if memo.is_none() && !had {
+            return;
+        }
+        let mut keys = self.keys.lock();
+        let room = keys.len() < MOST_HINTS;
+        match keys.get_mut(&key) {
+            Some(h) => h.memo = memo.map(Arc::new),
+            // A session whose reads never wait (local, replicated) has no keys.
+            None if memo.is_some() && room => {
+                keys.insert(key, Hint { keys: Vec::new(), memo: memo.map(Arc::new) });
+            }
+            None => {}
+        }
+    }
+
+    /// Drop every memo and hint (a new plugin version serves).
+    fn clear(&self) {
+        self.keys.lock().clear();
     }
 
     fn forget(&self, key: u64) {
@@ -226,13 +327,14 @@ async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: 
             data.ahead = super::host::Ahead { read, wanted: ahead.then(Vec::new), early };
             data.deferred = None;
             data.write_back = None;
+            data.trace = Trace::default();
             let handle = data.lend(&req)?;
             let borrowed = wasmtime::component::Resource::new_borrow(handle.rep());
             let out = inst.guest.call_before_request(&mut inst.store, borrowed).await;
             let data = inst.store.data_mut();
             data.table.delete(handle)?;
             let wanted = std::mem::take(&mut data.ahead).wanted.unwrap_or_default();
-            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, wanted, data.write_back.take()))
+            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, wanted, data.write_back.take(), std::mem::take(&mut data.trace)))
         })
     });
     generation.call("before-request", arm, call, Ok).await
@@ -260,6 +362,7 @@ async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: 
             data.ahead = Default::default();
             let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
             let data = inst.store.data_mut();
+            data.trace = Trace::default();
             let deferred = data.deferred.take().unwrap_or_default();
             Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, deferred))
         })
@@ -566,10 +669,12 @@ impl SwapTarget for WasmSession {
 
     fn commit(&self, prepared: Box<dyn std::any::Any + Send>) {
         seam::commit_any(&self.hosted, prepared);
+        self.hints.clear();
     }
 
     fn canary(&self, op: seam::CanaryOp) {
         self.hosted.canary(op);
+        self.hints.clear();
     }
 }
 
