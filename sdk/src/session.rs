@@ -359,8 +359,8 @@ pub mod stored {
         /// Let the gateway repeat a loaded session's forward for its next
         /// requests ([`store::remember`]) while the token is not due to be
         /// signed again: such a request then needs no `before-request`
-        /// call. `false` calls this plugin on every request. Not split,
-        /// not with [`Hooks`] or `lock`.
+        /// call. `false` calls this plugin on every request. Not with
+        /// [`Hooks`] or `lock`.
         #[serde(default = "default_true")]
         pub memo: bool,
     }
@@ -813,11 +813,14 @@ pub mod stored {
             if !(main_ready && static_ready) {
                 return forward(Vec::new(), Vec::new());
             }
+            // The main part first: a memo (`store::remember`) reads the
+            // parts in the order this call did, and keeps the second fixed.
+            let attrs = store::get(self.tier, &key);
             let statics = match self.split.map(|t| store::get(t, &self.static_key(&id))).transpose() {
                 Ok(a) => a.flatten(),
                 Err(e) => return self.store_failed(&e, id),
             };
-            match (store::get(self.tier, &key), statics) {
+            match (attrs, statics) {
                 // A valid id that holds nothing (expired, ended, or retired
                 // by a renewal): never written again; a new id if needed.
                 (Ok(None), None) => self.forward_with(Context { id: tokens::new_id(), sign: true, fresh: true, ..Context::default() }),
@@ -861,7 +864,7 @@ pub mod stored {
             if let Some(p) = raw::as_text(principal.or(static_principal)) {
                 self.index(&p, id, key);
             }
-            if !sign && self.s.memo && self.split.is_none() && self.hooks.is_none() && !self.s.lock && !attrs.is_empty() {
+            if !sign && self.s.memo && self.hooks.is_none() && !self.s.lock && !attrs.is_empty() {
                 self.remember(id, sign_from);
             }
             let headers = vec![header(SESSION_HEADER, session), header(SESSION_ID_HEADER, id.to_string())];
@@ -874,7 +877,8 @@ pub mod stored {
         /// Let the gateway repeat [`Stored::forward_loaded`]'s forward of
         /// session `id` until its token is due to be signed again
         /// (`until_ms`): it depends on the token (the cookie, else the
-        /// header) and on the value read alone.
+        /// header) and on the values read alone (split: the gateway keeps
+        /// the static part as it was, and comes back here when it changes).
         fn remember(&self, id: &str, until_ms: u64) {
             store::remember(&store::Memo {
                 until_ms,

@@ -62,12 +62,13 @@ pub fn write_back(plan: &WritePlan) {
 /// In `before-request`: let the gateway repeat this call's forward for the
 /// session's next requests without calling the plugin, while they carry
 /// the same `cookie` headers and `memo.inputs`, until `memo.until_ms`, and
-/// the one key this call read ([`get`]) still holds a value with the same
-/// `memo.principal`. The gateway puts each new value where this call put
-/// the one it read (`memo.value_header`, base64; the context at
+/// the key this call read ([`get`]) still holds a JSON object with the same
+/// `memo.principal` (a split session's second key: the same bytes). The
+/// gateway puts each new read where this call put the one it read
+/// (`memo.value_header`, base64, two reads merged; the context at
 /// `memo.context_at`, length-prefixed), keeps this call's [`write_back`]
-/// with the new value as its base, and makes its [`index`] call again.
-/// It checks that it rebuilds this call's forward exactly, and remembers
+/// with the new read as its base, and makes its [`index`] call again. It
+/// checks that it rebuilds this call's forward exactly, and remembers
 /// nothing when it cannot, or when the call replied, locked or wrote.
 /// Call it only for a decision that depends on nothing else.
 pub fn remember(memo: &Memo) {

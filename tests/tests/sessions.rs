@@ -282,10 +282,22 @@ fn shown((status, v): (u16, serde_json::Value)) -> (u16, serde_json::Value) {
 /// with `memo = false`.
 #[test]
 fn a_known_sessions_forward_is_repeated_from_the_memo_exactly_as_the_plugin_makes_it() {
+    repeated_from_the_memo("session_centralized", "");
+}
+
+/// The same for a split session (centralized-dynamic): its static part
+/// (`user`, replicated) is read each time and must read as remembered.
+#[test]
+fn a_split_sessions_forward_is_repeated_from_the_memo_exactly_as_the_plugin_makes_it() {
+    let cluster = format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:{}\"\nkey = \"{}\"\n", free_port(), switchyard_tests::nodes::CLUSTER_KEY);
+    repeated_from_the_memo("session_centralized_dynamic", &cluster);
+}
+
+fn repeated_from_the_memo(file: &str, extra: &str) {
     let mc = Memcached::start();
     let bs = backends(2, "header");
     let run = |plugin_config: &str| {
-        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", plugin_config, &addrs(&bs), ""), "");
+        let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, file, plugin_config, &addrs(&bs), extra), "");
         let befores = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "before-request")]);
         let mut alice = Browser::new(gw.addr);
         fill_cart(&mut alice, "alice");

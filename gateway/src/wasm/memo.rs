@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use http::HeaderName;
 use std::sync::Weak;
-use switchyard_attrs::{as_text, field, object_len};
+use switchyard_attrs::{as_text, field, object_len, Raw};
 
 /// What one session hook call did that a memo repeats, or that rules one out.
 #[derive(Default)]
@@ -20,8 +20,8 @@ pub(crate) struct Trace {
     pub(crate) asked: Option<store::Memo>,
     /// How many reads it made (`get`, `get-versioned`)...
     pub(crate) reads: u8,
-    /// ...and what the first found, when it was a `get` that found a value.
-    got: Option<(Tier, String, Vec<u8>)>,
+    /// ...and what the first [`MOST_READS`] found, when `get`s that found a value.
+    got: Vec<(Tier, String, Vec<u8>)>,
     /// Its `index` call (a second one rules a memo out).
     indexed: Option<Indexed>,
     /// It wrote, added, retired, deleted or unindexed a key.
@@ -32,8 +32,8 @@ impl Trace {
     /// A `get` of `key` that gave `out`.
     pub(crate) fn read(&mut self, tier: Tier, key: String, out: &Result<Option<Vec<u8>>, store::StoreError>) {
         self.reads = self.reads.saturating_add(1);
-        if let (1, Ok(Some(value))) = (self.reads, out) {
-            self.got = Some((tier, key, value.clone()));
+        if let (true, Ok(Some(value))) = (usize::from(self.reads) <= MOST_READS, out) {
+            self.got.push((tier, key, value.clone()));
         }
     }
 
@@ -46,6 +46,10 @@ impl Trace {
         self.indexed = Some(Indexed { principal: principal.to_string(), id: id.to_string(), parts: parts.to_vec(), ttl_s });
     }
 }
+
+/// Most reads a remembered call may make: a session's part, or its two
+/// parts when split (centralized-dynamic).
+const MOST_READS: usize = 2;
 
 /// An `index` call a memo makes again.
 #[derive(Clone)]
@@ -67,9 +71,12 @@ pub(crate) struct Memo {
     /// The request's `cookie` headers, each followed by a NUL (which no
     /// header value holds), then each input header the same way.
     inputs: Vec<(HeaderName, Vec<u8>)>,
-    pub(crate) tier: Tier,
-    pub(crate) key: String,
-    /// The principal's attribute (`""`: none) and its JSON text as read.
+    /// The keys read: the first is read anew for each request; a second
+    /// (a split session's static part) must read `fixed` again.
+    pub(crate) keys: Vec<(Tier, String)>,
+    fixed: Option<Vec<u8>>,
+    /// The principal's attribute (`""`: none) and its JSON text in the
+    /// first read.
     principal: String,
     principal_json: Option<String>,
     pin: Option<String>,
@@ -92,7 +99,7 @@ pub(crate) struct Replayed {
 }
 
 /// A request's values of header `name`, each followed by a NUL.
-fn values(req: &RequestView, name: &HeaderName) -> Vec<u8> {
+fn values_of(req: &RequestView, name: &HeaderName) -> Vec<u8> {
     let mut out = Vec::new();
     for v in req.headers.get_all(name) {
         out.extend_from_slice(v.as_bytes());
@@ -101,7 +108,7 @@ fn values(req: &RequestView, name: &HeaderName) -> Vec<u8> {
     out
 }
 
-/// Whether the request's values of `name` are `stored` ([`values`]).
+/// Whether the request's values of `name` are `stored` ([`values_of`]).
 fn same_values(req: &RequestView, name: &HeaderName, stored: &[u8]) -> bool {
     let mut rest = stored;
     for v in req.headers.get_all(name) {
@@ -124,51 +131,82 @@ fn principal_of<'a>(value: &'a [u8], name: &str) -> Option<Option<&'a str>> {
     field(value, name)
 }
 
+/// The session the forward's header carries for these reads: one read as
+/// it is; a split session's two merged (the second's names win), as
+/// `session::stored` merges them. `None` when one is not a JSON object.
+fn carried(values: &[&[u8]]) -> Option<Vec<u8>> {
+    match values {
+        [one] => Some(one.to_vec()),
+        [main, statics] => {
+            let mut all = Raw::parse(main)?;
+            all.extend(&Raw::parse(statics)?);
+            Some(all.to_bytes())
+        }
+        _ => None,
+    }
+}
+
+/// The reads as the context holds them: each one's length (u32, little
+/// endian), then its bytes.
+fn framed(values: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
+    for v in values {
+        out.extend_from_slice(&u32::try_from(v.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    Some(out)
+}
+
 impl Memo {
     /// The memo a `before-request` call asked for (`trace.asked`), if the
     /// gateway can rebuild exactly its `action` and `plan` from its one
     /// read; `None` when it did not ask, or did more than that.
     pub(crate) fn record(trace: Trace, plugin: Weak<super::LoadedPlugin>, generation: usize, req: &RequestView, action: &wit::Action, locked: bool, plan: &Option<WritePlan>) -> Option<Self> {
         let asked = trace.asked?;
-        if trace.wrote || trace.reads != 1 || locked {
+        if trace.wrote || locked || usize::from(trace.reads) != trace.got.len() || trace.got.is_empty() {
             return None;
         }
-        let (tier, key, value) = trace.got?;
+        let values: Vec<&[u8]> = trace.got.iter().map(|(_, _, v)| v.as_slice()).collect();
         let wit::Action::Forward(f) = action else { return None };
-        let encoded = B64.encode(&value);
+        let encoded = B64.encode(carried(&values)?);
         let mut carriers = f.headers.iter().enumerate().filter(|(_, h)| h.name.eq_ignore_ascii_case(&asked.value_header));
         let (Some((value_at, carrier)), None) = (carriers.next(), carriers.next()) else { return None };
         if carrier.value != encoded {
             return None;
         }
+        let framed = framed(&values)?;
         let at = usize::try_from(asked.context_at).ok()?;
-        let end = at.checked_add(4)?.checked_add(value.len())?;
-        let len = u32::try_from(value.len()).ok()?.to_le_bytes();
-        if f.context.get(at..at + 4)? != len || f.context.get(at + 4..end)? != value.as_slice() {
+        let end = at.checked_add(framed.len())?;
+        if f.context.get(at..end)? != framed.as_slice() {
             return None;
         }
-        let principal_json = principal_of(&value, &asked.principal)?;
+        let first = principal_of(values[0], &asked.principal)?;
+        let rest = values[1..].iter().map(|v| principal_of(v, &asked.principal)).collect::<Option<Vec<_>>>()?;
+        let principal = rest.into_iter().fold(first, Option::or);
         let indexed_as = trace.indexed.as_ref().map(|i| i.principal.as_str());
-        if as_text(principal_json).as_deref() != indexed_as || plan.as_ref().is_some_and(|p| p.base != value) {
+        if as_text(principal).as_deref() != indexed_as || plan.as_ref().is_some_and(|p| p.base != values[0]) {
             return None;
         }
-        let mut inputs = vec![(http::header::COOKIE, values(req, &http::header::COOKIE))];
+        let mut inputs = vec![(http::header::COOKIE, values_of(req, &http::header::COOKIE))];
         for name in &asked.inputs {
             let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
-            inputs.push((name.clone(), values(req, &name)));
+            inputs.push((name.clone(), values_of(req, &name)));
         }
         if inputs[0].1.is_empty() {
             return None; // remembered by cookies: a request without them never repeats
         }
+        let principal_json = first.map(str::to_string);
+        let fixed = values.get(1).map(|v| v.to_vec());
+        let keys = trace.got.into_iter().map(|(t, k, _)| (t, k)).collect();
         Some(Self {
             plugin,
             generation,
             until_ms: asked.until_ms,
             inputs,
-            tier,
-            key,
+            keys,
+            fixed,
             principal: asked.principal,
-            principal_json: principal_json.map(str::to_string),
+            principal_json,
             pin: f.pin.clone(),
             headers: f.headers.iter().enumerate().map(|(i, h)| wit::Header { name: h.name.clone(), value: if i == value_at { String::new() } else { h.value.clone() } }).collect(),
             value_at,
@@ -187,22 +225,29 @@ impl Memo {
             && self.inputs.iter().all(|(name, stored)| same_values(req, name, stored))
     }
 
-    /// The forward for `value`, a new read of the key; `None` when it is
-    /// not one JSON object or its principal changed (the plugin decides).
-    pub(crate) fn replay(&self, value: &[u8]) -> Option<Replayed> {
-        if principal_of(value, &self.principal)? != self.principal_json.as_deref() {
+    /// The forward for `values`, new reads of its keys; `None` when the
+    /// first is not one JSON object or names another principal, or a
+    /// second is not what it was (the plugin decides).
+    pub(crate) fn replay(&self, values: &[&[u8]]) -> Option<Replayed> {
+        let (&first, rest) = values.split_first()?;
+        if values.len() != self.keys.len() || rest.first().copied() != self.fixed.as_deref() {
             return None;
         }
-        let len = u32::try_from(value.len()).ok()?.to_le_bytes();
+        if principal_of(first, &self.principal)? != self.principal_json.as_deref() {
+            return None;
+        }
+        // Split: the write-back stands while the main part holds none of
+        // the names only the plugin may change (its static keys among them).
+        if !rest.is_empty() && self.plan.as_ref().is_some_and(|p| Raw::parse(first).is_none_or(|r| r.names().any(|n| p.guard.iter().any(|g| g == n)))) {
+            return None;
+        }
         let mut headers = self.headers.clone();
-        headers[self.value_at].value = B64.encode(value);
+        headers[self.value_at].value = B64.encode(carried(values)?);
         let (head, tail) = &self.context;
-        let mut context = Vec::with_capacity(head.len() + 4 + value.len() + tail.len());
-        context.extend_from_slice(head);
-        context.extend_from_slice(&len);
-        context.extend_from_slice(value);
+        let mut context = head.clone();
+        context.extend_from_slice(&framed(values)?);
         context.extend_from_slice(tail);
-        let plan = self.plan.clone().map(|p| WritePlan { base: value.to_vec(), ..p });
+        let plan = self.plan.clone().map(|p| WritePlan { base: first.to_vec(), ..p });
         let action = wit::Action::Forward(wit::Forward { pin: self.pin.clone(), headers, context, after: self.after });
         Some(Replayed { action, plan, indexed: self.indexed.clone() })
     }
@@ -244,7 +289,7 @@ mod tests {
         Trace {
             asked: Some(asked()),
             reads: 1,
-            got: Some((Tier::Central, "s:ab".into(), value.to_vec())),
+            got: vec![(Tier::Central, "s:ab".into(), value.to_vec())],
             indexed: Some(Indexed { principal: "alice".into(), id: ID.into(), parts: vec![(Tier::Central, "s:ab".into())], ttl_s: 60 }),
             wrote: false,
         }
@@ -270,7 +315,7 @@ mod tests {
     fn a_remembered_forward_is_rebuilt_byte_for_byte_from_a_new_read() {
         let memo = recorded();
         for value in [V1, br#"{"user":"alice","cart":[1,2],"note":"\u00e9"}"#, br#"{"cart":[],"user":"alice"}"#] {
-            let r = memo.replay(value).expect("same principal");
+            let r = memo.replay(&[value]).expect("same principal");
             assert!(same(&r.action, &forward(value)), "{}", String::from_utf8_lossy(value));
             assert_eq!(r.plan.expect("the write-back").base, value);
             assert_eq!(r.indexed.expect("the index call").principal, "alice");
@@ -281,8 +326,45 @@ mod tests {
     fn a_read_of_another_principal_or_not_one_object_goes_to_the_plugin() {
         let memo = recorded();
         for value in [&br#"{"user":"bob","cart":[1]}"#[..], br#"{"cart":[1]}"#, br#"{"user":null}"#, b"[1]", b"", br#"{"user":"alice"} {}"#, b"\0retired"] {
-            assert!(memo.replay(value).is_none(), "{}", String::from_utf8_lossy(value));
+            assert!(memo.replay(&[value]).is_none(), "{}", String::from_utf8_lossy(value));
         }
+        assert!(memo.replay(&[V1, b"{}"]).is_none(), "two reads for one key");
+        assert!(memo.replay(&[]).is_none());
+    }
+
+    /// A split session's forward: both parts in the context, merged in the header.
+    fn forward_split(main: &[u8], statics: &[u8]) -> wit::Action {
+        let mut context = vec![1, 0];
+        for part in [ID.as_bytes(), main, statics] {
+            context.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            context.extend_from_slice(part);
+        }
+        let mut all = Raw::parse(main).unwrap();
+        all.extend(&Raw::parse(statics).unwrap());
+        let headers = vec![wit::Header { name: "x-switchyard-session".into(), value: B64.encode(all.to_bytes()) }];
+        wit::Action::Forward(wit::Forward { pin: None, headers, context, after: wit::After::IfNamedHeaders })
+    }
+
+    #[test]
+    fn a_split_session_is_repeated_while_its_static_part_reads_the_same() {
+        const MAIN: &[u8] = br#"{"cart":[1]}"#;
+        const STATICS: &[u8] = br#"{"user":"alice"}"#;
+        let two = Trace { reads: 2, got: vec![(Tier::Central, "s:ab".into(), MAIN.to_vec()), (Tier::Replicated, "st:ab".into(), STATICS.to_vec())], ..trace(MAIN) };
+        let guarded = plan(MAIN).map(|p| WritePlan { guard: vec!["user".into(), "role".into()], ..p });
+        let memo = Memo::record(two, Weak::new(), 7, &req(&["sy=t1"], None), &forward_split(MAIN, STATICS), false, &guarded).expect("a split forward it can rebuild");
+        let main = br#"{"cart":[1,2],"note":"x"}"#;
+        let r = memo.replay(&[main, STATICS]).expect("the static part is the same");
+        assert!(same(&r.action, &forward_split(main, STATICS)));
+        assert_eq!(r.plan.unwrap().base, main, "the write-back is the main part's");
+        assert!(memo.replay(&[main, br#"{"user":"alice","role":"admin"}"#]).is_none(), "the static part changed");
+        assert!(memo.replay(&[br#"{"cart":[],"role":"admin"}"#, STATICS]).is_none(), "a static key in the main part: the plugin's");
+        assert!(memo.replay(&[main]).is_none(), "one read of two");
+        let mut wrong = forward_split(MAIN, STATICS);
+        if let wit::Action::Forward(f) = &mut wrong {
+            f.headers[0].value = B64.encode(MAIN);
+        }
+        let two = Trace { reads: 2, got: vec![(Tier::Central, "s:ab".into(), MAIN.to_vec()), (Tier::Replicated, "st:ab".into(), STATICS.to_vec())], ..trace(MAIN) };
+        assert!(Memo::record(two, Weak::new(), 7, &req(&["sy=t1"], None), &wrong, false, &guarded).is_none(), "a header that is not the merge");
     }
 
     #[test]
@@ -312,7 +394,7 @@ mod tests {
         assert!(!record(Trace { asked: None, ..trace(V1) }, &forward(V1), false, &None), "not asked");
         assert!(!record(Trace { wrote: true, ..trace(V1) }, &forward(V1), false, &None), "it wrote");
         assert!(!record(Trace { reads: 2, ..trace(V1) }, &forward(V1), false, &None), "two reads");
-        assert!(!record(Trace { got: None, ..trace(V1) }, &forward(V1), false, &None), "it found nothing");
+        assert!(!record(Trace { got: Vec::new(), ..trace(V1) }, &forward(V1), false, &None), "it found nothing");
         assert!(!record(trace(V1), &forward(V1), true, &None), "it locked");
         assert!(!record(trace(V1), &forward(br#"{"user":"alice"}"#), false, &None), "it forwarded something else");
         assert!(!record(trace(V1), &forward(V1), false, &plan(b"{}")), "its write-back has another base");

@@ -144,7 +144,8 @@ async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<
     let early = match memo {
         Some(m) => match Box::pin(repeat(generation, &m, req, stores, hints)).await {
             Ok(began) => return Ok(began),
-            Err(Some(read)) if known.len() == 1 => Some(read),
+            // The keys the memo read are the session's (its one part, or both).
+            Err(Some(read)) if known.len() == read.len() && read.iter().all(|(t, k, _)| known.contains(&(*t, k.clone()))) => Some(read),
             Err(_) if known.is_empty() => None,
             Err(_) => Some(Box::pin(read_wanted(stores, known.clone())).await),
         },
@@ -187,16 +188,13 @@ async fn repeat(generation: &Generation<SessionSeam>, memo: &Memo, req: &Request
     if !memo.holds(Arc::as_ptr(&generation.plugin), generation_id(generation), req, now_ms) {
         return Err(None);
     }
-    let read = Box::pin(stores.get(memo.tier, &memo.key)).await;
-    let replayed = match &read {
-        Ok(Some(value)) => memo.replay(value),
-        _ => None,
-    };
-    let Some(r) = replayed else {
+    let read = Box::pin(read_wanted(stores, memo.keys.clone())).await;
+    let values: Option<Vec<&[u8]>> = read.iter().map(|(_, _, r)| r.as_ref().ok()?.as_deref()).collect();
+    let Some(r) = values.and_then(|v| memo.replay(&v)) else {
         if let Some(c) = &hints.counts {
             c.stale.inc();
         }
-        return Err(Some(vec![(memo.tier, memo.key.clone(), read)]));
+        return Err(Some(read));
     };
     if let Some(c) = &hints.counts {
         c.hit.inc();
