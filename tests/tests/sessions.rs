@@ -357,16 +357,18 @@ fn repeated_from_the_memo(file: &str, extra: &str) {
 fn a_memo_ends_when_the_token_is_due_to_be_signed_again() {
     let mc = Memcached::start();
     let bs = backends(1, "header");
-    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "ttl_s = 4", &addrs(&bs), ""), "");
+    let (gw, admin) = gateway_with_admin(&config(Some(&mc), KEY, "session_centralized", "ttl_s = 10", &addrs(&bs), ""), "");
     let mut alice = Browser::new(gw.addr);
     fill_cart(&mut alice, "alice");
     let token = alice.cookies["sy_session"].clone();
     assert_eq!(cart(&mut alice).1["cart"], items("alice", 5));
     assert_eq!(alice.cookies["sy_session"], token, "not due yet");
     assert!(metric(admin, "switchyard_session_memo_total", &[("outcome", "hit")]) >= 1.0);
-    // Past half of 4 s (signed in whole seconds): due. memcached keeps the
-    // session 4 s from its last read.
-    std::thread::sleep(std::time::Duration::from_millis(3200));
+    // Due once more than half of 10 s has passed in whole seconds (6 s on),
+    // and the token holds until 10 s after the second it was signed in
+    // (more than 9 s from now): 6.5 s is inside both, whatever the clock's
+    // fraction of a second.
+    std::thread::sleep(std::time::Duration::from_millis(6500));
     let (s, v) = cart(&mut alice);
     assert_eq!((s, &v["cart"]), (200, &items("alice", 5)), "{v}");
     assert_ne!(alice.cookies["sy_session"], token, "signed again once due, memo or not");
