@@ -126,16 +126,21 @@ fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_
     let first = alice.send("GET", "/", &[], b"");
     assert_eq!(first.status, 200, "{}", first.body);
     assert!(sticky_set(&first).is_some(), "a new visitor gets the cookie: {:?}", first.headers);
-    let (calls, cookie) = (afters(), alice.cookies["sy_backend"].clone());
+    let befores = || metric(admin, "switchyard_plugin_call_duration_seconds_count", &[("hook", "before-request")]);
+    let hits = || metric(admin, "switchyard_session_memo_total", &[("outcome", "hit")]);
+    let (calls, cookie, called) = (afters(), alice.cookies["sy_backend"].clone(), befores());
     assert_eq!(calls, 1.0, "one after-response so far");
     // Served by the backend its fresh cookie names (more than 3 of its 6 s
-    // left, at least 2 s from now): no call, no cookie.
+    // left, at least 2 s from now): no call, no cookie. The first such
+    // request calls before-request, which lets the gateway repeat its
+    // forward (a memo with nothing read): the other four call nothing.
     for _ in 0..5 {
         let r = alice.send("GET", "/", &[], b"");
         assert_eq!((r.status, r.backend()), (200, first.backend()), "{}", r.body);
         assert_eq!(sticky_set(&r), None, "nothing to write while the cookie is fresh");
     }
     assert_eq!(afters(), calls, "after-response was skipped");
+    assert_eq!((befores(), hits()), (called + 1.0, 4.0), "one before-request call, then repeated from the memo");
     // Past half its lifetime the cookie is signed again, naming the same
     // backend, so an active user never loses the pin.
     std::thread::sleep(std::time::Duration::from_millis(3_200));
@@ -146,6 +151,11 @@ fn sticky_calls_after_response_only_when_its_cookie_needs_writing_and_renews_it_
     assert_eq!(afters(), calls + 1.0);
     let r = alice.send("GET", "/", &[], b"");
     assert_eq!((sticky_set(&r), afters()), (None, calls + 1.0), "fresh again");
+    // The renewed cookie is remembered anew; the old one's memo never
+    // served it (another cookie) and the due request called the plugin.
+    let r = alice.send("GET", "/", &[], b"");
+    assert_eq!((r.status, r.backend(), sticky_set(&r)), (200, first.backend(), None), "{}", r.body);
+    assert_eq!((befores(), hits()), (called + 3.0, 5.0), "the due request and the renewed cookie's first call the plugin");
     // The first cookie, past its lifetime, is refused as expired and replaced.
     let expired = || metric(admin, "switchyard_session_tokens_rejected_total", &[("reason", "expired")]);
     let before = expired();

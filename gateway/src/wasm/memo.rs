@@ -81,8 +81,8 @@ pub(crate) struct Memo {
     principal_json: Option<String>,
     pin: Option<String>,
     headers: Vec<wit::Header>,
-    /// Which of `headers` carries the value.
-    value_at: usize,
+    /// Which of `headers` carries the value (`None`: nothing was read).
+    value_at: Option<usize>,
     /// The context around the value's length and bytes.
     context: (Vec<u8>, Vec<u8>),
     after: wit::After,
@@ -163,28 +163,38 @@ impl Memo {
     /// read; `None` when it did not ask, or did more than that.
     pub(crate) fn record(trace: Trace, plugin: Weak<super::LoadedPlugin>, generation: usize, req: &RequestView, action: &wit::Action, locked: bool, plan: &Option<WritePlan>) -> Option<Self> {
         let asked = trace.asked?;
-        if trace.wrote || locked || usize::from(trace.reads) != trace.got.len() || trace.got.is_empty() {
+        if trace.wrote || locked || usize::from(trace.reads) != trace.got.len() {
             return None;
         }
         let values: Vec<&[u8]> = trace.got.iter().map(|(_, _, v)| v.as_slice()).collect();
         let wit::Action::Forward(f) = action else { return None };
-        let encoded = B64.encode(carried(&values)?);
-        let mut carriers = f.headers.iter().enumerate().filter(|(_, h)| h.name.eq_ignore_ascii_case(&asked.value_header));
-        let (Some((value_at, carrier)), None) = (carriers.next(), carriers.next()) else { return None };
-        if carrier.value != encoded {
-            return None;
-        }
+        let value_at = if values.is_empty() {
+            // No read (sticky): the forward is its cookie's alone, repeated
+            // as it is; nothing read may be named, written back or indexed.
+            if !asked.value_header.is_empty() || !asked.principal.is_empty() || plan.is_some() || trace.indexed.is_some() {
+                return None;
+            }
+            None
+        } else {
+            let encoded = B64.encode(carried(&values)?);
+            let mut carriers = f.headers.iter().enumerate().filter(|(_, h)| h.name.eq_ignore_ascii_case(&asked.value_header));
+            let (Some((value_at, carrier)), None) = (carriers.next(), carriers.next()) else { return None };
+            if carrier.value != encoded {
+                return None;
+            }
+            Some(value_at)
+        };
         let framed = framed(&values)?;
         let at = usize::try_from(asked.context_at).ok()?;
         let end = at.checked_add(framed.len())?;
         if f.context.get(at..end)? != framed.as_slice() {
             return None;
         }
-        let first = principal_of(values[0], &asked.principal)?;
-        let rest = values[1..].iter().map(|v| principal_of(v, &asked.principal)).collect::<Option<Vec<_>>>()?;
-        let principal = rest.into_iter().fold(first, Option::or);
+        let principals = values.iter().map(|v| principal_of(v, &asked.principal)).collect::<Option<Vec<_>>>()?;
+        let first = principals.first().copied().flatten();
+        let principal = principals.into_iter().fold(None, Option::or);
         let indexed_as = trace.indexed.as_ref().map(|i| i.principal.as_str());
-        if as_text(principal).as_deref() != indexed_as || plan.as_ref().is_some_and(|p| p.base != values[0]) {
+        if as_text(principal).as_deref() != indexed_as || plan.as_ref().is_some_and(|p| values.first() != Some(&p.base.as_slice())) {
             return None;
         }
         let mut inputs = vec![(http::header::COOKIE, values_of(req, &http::header::COOKIE))];
@@ -208,7 +218,7 @@ impl Memo {
             principal: asked.principal,
             principal_json,
             pin: f.pin.clone(),
-            headers: f.headers.iter().enumerate().map(|(i, h)| wit::Header { name: h.name.clone(), value: if i == value_at { String::new() } else { h.value.clone() } }).collect(),
+            headers: f.headers.iter().enumerate().map(|(i, h)| wit::Header { name: h.name.clone(), value: if Some(i) == value_at { String::new() } else { h.value.clone() } }).collect(),
             value_at,
             context: (f.context[..at].to_vec(), f.context[end..].to_vec()),
             after: f.after,
@@ -229,8 +239,15 @@ impl Memo {
     /// first is not one JSON object or names another principal, or a
     /// second is not what it was (the plugin decides).
     pub(crate) fn replay(&self, values: &[&[u8]]) -> Option<Replayed> {
-        let (&first, rest) = values.split_first()?;
-        if values.len() != self.keys.len() || rest.first().copied() != self.fixed.as_deref() {
+        if values.len() != self.keys.len() {
+            return None;
+        }
+        let Some((&first, rest)) = values.split_first() else {
+            // Nothing read: the forward as the plugin made it.
+            let (pin, headers, context) = (self.pin.clone(), self.headers.clone(), [self.context.0.as_slice(), &self.context.1].concat());
+            return Some(Replayed { action: wit::Action::Forward(wit::Forward { pin, headers, context, after: self.after }), plan: None, indexed: None });
+        };
+        if rest.first().copied() != self.fixed.as_deref() {
             return None;
         }
         if principal_of(first, &self.principal)? != self.principal_json.as_deref() {
@@ -242,7 +259,9 @@ impl Memo {
             return None;
         }
         let mut headers = self.headers.clone();
-        headers[self.value_at].value = B64.encode(carried(values)?);
+        if let Some(at) = self.value_at {
+            headers[at].value = B64.encode(carried(values)?);
+        }
         let (head, tail) = &self.context;
         let mut context = head.clone();
         context.extend_from_slice(&framed(values)?);
@@ -365,6 +384,24 @@ mod tests {
         }
         let two = Trace { reads: 2, got: vec![(Tier::Central, "s:ab".into(), MAIN.to_vec()), (Tier::Replicated, "st:ab".into(), STATICS.to_vec())], ..trace(MAIN) };
         assert!(Memo::record(two, Weak::new(), 7, &req(&["sy=t1"], None), &wrong, false, &guarded).is_none(), "a header that is not the merge");
+    }
+
+    #[test]
+    fn a_forward_that_read_nothing_is_repeated_as_it_was() {
+        let sticky = |principal: &str, value_header: &str| store::Memo { until_ms: 10_000, inputs: Vec::new(), value_header: value_header.into(), context_at: 0, principal: principal.into() };
+        let asked = |memo| Trace { asked: Some(memo), ..Trace::default() };
+        let pinned = wit::Action::Forward(wit::Forward { pin: Some("127.0.0.1:9001".into()), headers: Vec::new(), context: b"127.0.0.1:9001".to_vec(), after: wit::After::UnlessPinned });
+        let r = req(&["sy_backend=t1"], None);
+        let memo = Memo::record(asked(sticky("", "")), Weak::new(), 7, &r, &pinned, false, &None).expect("a forward of the cookie alone");
+        let again = memo.replay(&[]).expect("nothing to read");
+        let (wit::Action::Forward(f), None, None) = (again.action, again.plan, again.indexed) else { panic!("a forward, no write-back, no index") };
+        assert_eq!((f.pin.as_deref(), f.context.as_slice(), f.headers.len()), (Some("127.0.0.1:9001"), &b"127.0.0.1:9001"[..], 0));
+        assert!(matches!(f.after, wit::After::UnlessPinned));
+        assert!(memo.replay(&[b"{}"]).is_none(), "a read it did not make");
+        assert!(Memo::record(asked(sticky("user", "")), Weak::new(), 7, &r, &pinned, false, &None).is_none(), "a principal with nothing read");
+        assert!(Memo::record(asked(sticky("", "x-switchyard-session")), Weak::new(), 7, &r, &pinned, false, &None).is_none(), "a value header with nothing read");
+        assert!(Memo::record(asked(sticky("", "")), Weak::new(), 7, &r, &pinned, false, &plan(b"{}")).is_none(), "a write-back with no read base");
+        assert!(Memo::record(asked(sticky("", "")), Weak::new(), 7, &req(&[], None), &pinned, false, &None).is_none(), "no cookie");
     }
 
     #[test]

@@ -188,7 +188,8 @@ async fn repeat(generation: &Generation<SessionSeam>, memo: &Memo, req: &Request
     if !memo.holds(Arc::as_ptr(&generation.plugin), generation_id(generation), req, now_ms) {
         return Err(None);
     }
-    let read = Box::pin(read_wanted(stores, memo.keys.clone())).await;
+    // A forward that read nothing (sticky's) is repeated with no read.
+    let read = if memo.keys.is_empty() { Read::new() } else { Box::pin(read_wanted(stores, memo.keys.clone())).await };
     let values: Option<Vec<&[u8]>> = read.iter().map(|(_, _, r)| r.as_ref().ok()?.as_deref()).collect();
     let Some(r) = values.and_then(|v| memo.replay(&v)) else {
         if let Some(c) = &hints.counts {

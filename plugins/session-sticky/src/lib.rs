@@ -10,9 +10,12 @@
 //! its pin, there is nothing to write. Past half its lifetime the cookie is
 //! signed again, so an active user stays pinned (a sliding expiry). The
 //! payload is the backend alone; its age comes from the token's expiry.
+//! Until then the forward depends on the cookie alone, so the plugin lets
+//! the gateway repeat it (`store.remember`, with nothing read): a pinned
+//! user's requests make no call into the plugin at all.
 
 use switchyard_sdk::session::{set_cookie, Action, After, Forward, Header, Request, Response, SessionStrategy};
-use switchyard_sdk::store::tokens;
+use switchyard_sdk::store::{self, tokens, Memo};
 use switchyard_sdk::Config;
 
 #[derive(serde::Deserialize)]
@@ -24,11 +27,14 @@ struct Settings {
     ttl_s: u32,
     /// Add `Secure` to the cookie (clients reach the gateway over TLS).
     secure: bool,
+    /// Let the gateway repeat a pinned forward without calling the plugin
+    /// (`false`: every request calls it, as before; for comparison).
+    memo: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { cookie: "sy_backend".into(), ttl_s: 3600, secure: false }
+        Self { cookie: "sy_backend".into(), ttl_s: 3600, secure: false, memo: true }
     }
 }
 
@@ -57,9 +63,16 @@ impl SessionStrategy for Sticky {
         // Fresh while more than half its lifetime is left. The context names
         // the backend the cookie may keep naming; empty when it is due to be
         // signed again.
-        let left = expires.saturating_sub(switchyard_sdk::host::now_ms() / 1000);
-        let (context, after) = if left > u64::from(self.s.ttl_s / 2) { (backend.as_bytes().to_vec(), After::UnlessPinned) } else { (Vec::new(), After::Always) };
-        Action::Forward(Forward { pin: Some(backend), headers: Vec::new(), context, after })
+        let due = expires.saturating_sub(u64::from(self.s.ttl_s / 2));
+        if switchyard_sdk::host::now_ms() / 1000 >= due {
+            return Action::Forward(Forward { pin: Some(backend), headers: Vec::new(), context: Vec::new(), after: After::Always });
+        }
+        // Until then this forward is the cookie's alone: the gateway may
+        // repeat it for the same cookies without calling the plugin.
+        if self.s.memo {
+            store::remember(&Memo { until_ms: due.saturating_mul(1000), inputs: Vec::new(), value_header: String::new(), context_at: 0, principal: String::new() });
+        }
+        Action::Forward(Forward { pin: Some(backend.clone()), headers: Vec::new(), context: backend.into_bytes(), after: After::UnlessPinned })
     }
 
     fn after_response(&mut self, context: Vec<u8>, resp: &Response) -> Vec<Header> {
