@@ -488,6 +488,31 @@ fn a_sessions_read_ahead_is_remembered_so_its_later_requests_take_one_call() {
         }
         let took = calls(admin) - before;
         assert_eq!(took, 20.0 * per_request, "{lock:?}: 20 requests of two known sessions took {took} before-request calls");
+        // A login's next request carries a cookie the gateway has not seen
+        // with these cookies, but the login's after-response wrote the key
+        // and set that cookie: the key is read ahead, and the request takes
+        // one call (two with the lock: it locks first), not a call to ask
+        // for the read and a second with it.
+        let mut carol = Browser::new(gw.addr);
+        carol.cookies.insert("other".into(), "x".into());
+        let (s, v) = carol.json("POST", "/cart/login?user=carol");
+        assert_eq!(s, 200, "{v}");
+        let before = calls(admin);
+        let (s, v) = b_add(&mut carol, "carol-0");
+        assert_eq!((s, &v["cart"]), (200, &items("carol", 1)), "{v}");
+        let first = if lock.is_empty() { 1.0 } else { per_request };
+        assert_eq!(calls(admin) - before, first, "{lock:?}: the first request after the login");
+        // A privilege change: the session moves to a new id (written at
+        // once, not deferred) under a new cookie; its next request is one
+        // call too.
+        let token = carol.cookies["sy_session"].clone();
+        let (s, v) = carol.json("POST", "/cart/elevate?role=admin");
+        assert_eq!(s, 200, "{v}");
+        assert_ne!(carol.cookies["sy_session"], token, "{lock:?}: renewed");
+        let before = calls(admin);
+        let (s, v) = b_add(&mut carol, "carol-1");
+        assert_eq!((s, &v["cart"]), (200, &items("carol", 2)), "{v}");
+        assert_eq!(calls(admin) - before, first, "{lock:?}: the first request after the renewal");
     }
 }
 

@@ -519,6 +519,11 @@ impl store::Host for HostState {
         let out = Box::pin(stores.set(tier(t), &key, value, ttl_s)).await.map_err(to_wit);
         self.clock.resume();
         self.saw(&out, true, SEEN_STORED);
+        // In `after-response` (a renewal's new id): kept for the cookie the
+        // response sets (`session.rs`, `Hints::wrote_for`).
+        if out.is_ok() && self.deferred.is_some() && self.trace.set.len() < MOST_AHEAD {
+            self.trace.set.push((tier(t), key));
+        }
         out
     }
 

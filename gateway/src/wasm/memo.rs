@@ -26,6 +26,8 @@ pub(crate) struct Trace {
     indexed: Option<Indexed>,
     /// It wrote, added, retired, deleted or unindexed a key.
     pub(crate) wrote: bool,
+    /// The keys `after-response` wrote with `set` (made at once).
+    pub(crate) set: Vec<(Tier, String)>,
 }
 
 impl Trace {
@@ -311,6 +313,7 @@ mod tests {
             got: vec![(Tier::Central, "s:ab".into(), value.to_vec())],
             indexed: Some(Indexed { principal: "alice".into(), id: ID.into(), parts: vec![(Tier::Central, "s:ab".into())], ttl_s: 60 }),
             wrote: false,
+            set: Vec::new(),
         }
     }
 

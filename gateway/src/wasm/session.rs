@@ -97,7 +97,7 @@ pub struct WasmSession {
     hosted: Hosted<SessionSeam>,
     route: String,
     stores: Arc<Stores>,
-    hints: Hints,
+    hints: Arc<Hints>,
 }
 
 /// The memo counters of one plugin (`switchyard_session_memo_total`).
@@ -117,7 +117,7 @@ impl WasmSession {
     pub async fn new(plugin: Arc<LoadedPlugin>, route: &str) -> Result<Self, Error> {
         let stores = plugin.engine.stores().clone();
         let hosted = Hosted::new(plugin).await?;
-        let hints = Hints { counts: Some(MemoCounts::of(&hosted.name)), ..Hints::default() };
+        let hints = Arc::new(Hints { counts: Some(MemoCounts::of(&hosted.name)), ..Hints::default() });
         Ok(Self { hosted, route: route.to_string(), stores, hints })
     }
 }
@@ -139,6 +139,12 @@ type Began = (wit::Action, Locks, Principal, Seen, Option<WritePlan>);
 async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<RequestView>, stores: &Arc<Stores>, hints: &Hints) -> Result<Began, Error> {
     let hint = hints.key(generation, req);
     let (mut known, memo) = hint.and_then(|h| hints.get(h)).unwrap_or_default();
+    // Cookies not seen before: the keys written by the response that set
+    // one of them (a login's next request), read ahead as for a known one.
+    let set_by_response = hint.is_some() && known.is_empty() && memo.is_none();
+    if set_by_response {
+        known = hints.written_for(generation, req);
+    }
     let had_memo = memo.is_some();
     // Boxed: the reads' futures stay out of every session call's future.
     let early = match memo {
@@ -154,6 +160,9 @@ async fn before(generation: &Generation<SessionSeam>, arm: seam::Arm, req: &Arc<
     };
     let (action, locks, principal, seen, wanted, plan, trace) = before_once(generation, arm, req, Locks::new(), early, true).await?;
     if wanted.is_empty() {
+        if let Some(h) = hint.filter(|_| set_by_response && !known.is_empty() && locks.is_empty()) {
+            hints.put(h, known);
+        }
         hints.remember(hint, had_memo, || Memo::record(trace, Arc::downgrade(&generation.plugin), generation_id(generation), req, &action, !locks.is_empty(), &plan));
         return Ok((action, locks, principal, seen, plan));
     }
@@ -212,8 +221,9 @@ async fn repeat(generation: &Generation<SessionSeam>, memo: &Memo, req: &Request
     Ok((r.action, Locks::new(), principal, crate::seams::session::SEEN_LOADED, r.plan))
 }
 
-/// Most sessions whose read-ahead keys are remembered; past it the list
-/// starts over (a session then takes two calls once more).
+/// Most sessions whose read-ahead keys and memo are remembered: two
+/// generations of half as many ([`Recent`]), so the sessions in use keep
+/// theirs however many others come and go.
 const MOST_HINTS: usize = 16_384;
 
 /// The keys a session's first `before-request` call asked to have read,
@@ -224,7 +234,7 @@ const MOST_HINTS: usize = 16_384;
 /// asked for is dropped. A request without cookies is never hinted.
 #[derive(Default)]
 struct Hints {
-    keys: parking_lot::Mutex<std::collections::HashMap<u64, Hint>>,
+    keys: parking_lot::Mutex<Recent>,
     hasher: std::hash::RandomState,
     counts: Option<MemoCounts>,
 }
@@ -235,6 +245,46 @@ struct Hints {
 struct Hint {
     keys: Vec<(Tier, String)>,
     memo: Option<Arc<Memo>>,
+}
+
+/// The hints of the sessions seen most recently: a newer and an older
+/// generation of at most `MOST_HINTS / 2` each. When the newer is full it
+/// becomes the older and the older is dropped; a hint found in the older
+/// moves to the newer. So a session that sends a request at least once
+/// per `MOST_HINTS / 2` new sessions keeps its hint and its memo, where
+/// one map emptied when full would drop every session's at once.
+#[derive(Default)]
+struct Recent {
+    newer: std::collections::HashMap<u64, Hint>,
+    older: std::collections::HashMap<u64, Hint>,
+}
+
+impl Recent {
+    fn get(&mut self, key: u64) -> Option<&mut Hint> {
+        if !self.newer.contains_key(&key) {
+            let hint = self.older.remove(&key)?;
+            self.insert(key, hint);
+        }
+        self.newer.get_mut(&key)
+    }
+
+    fn insert(&mut self, key: u64, hint: Hint) {
+        if self.newer.len() >= MOST_HINTS / 2 && !self.newer.contains_key(&key) {
+            self.older = std::mem::take(&mut self.newer);
+            self.older.remove(&key);
+        }
+        self.newer.insert(key, hint);
+    }
+
+    fn remove(&mut self, key: u64) {
+        self.newer.remove(&key);
+        self.older.remove(&key);
+    }
+
+    fn clear(&mut self) {
+        self.newer.clear();
+        self.older.clear();
+    }
 }
 
 impl Hints {
@@ -251,16 +301,43 @@ impl Hints {
         Some(h.finish())
     }
 
+    /// Where the keys written for a cookie a response set are kept: the
+    /// hash of the plugin version and the cookie's `name=value`, apart from
+    /// [`Hints::key`]'s.
+    fn pair_key(&self, generation: &Generation<SessionSeam>, pair: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.hasher.build_hasher();
+        h.write_usize(generation_id(generation).wrapping_add(1));
+        h.write(pair);
+        h.finish()
+    }
+
+    /// Keep `keys`, which a response's `after-response` wrote, for each
+    /// cookie the response sets (`name=value`, before any attribute).
+    fn wrote_for<'a>(&self, generation: &Generation<SessionSeam>, set_cookies: impl Iterator<Item = &'a HeaderValue>, keys: &[(Tier, String)]) {
+        for c in set_cookies {
+            let pair = c.as_bytes().split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            if pair.len() > 1 {
+                self.keys.lock().insert(self.pair_key(generation, pair), Hint { keys: keys.to_vec(), memo: None });
+            }
+        }
+    }
+
+    /// The keys kept by [`Hints::wrote_for`] for one of the request's
+    /// cookies (the first found), or none.
+    fn written_for(&self, generation: &Generation<SessionSeam>, req: &RequestView) -> Vec<(Tier, String)> {
+        let pairs = req.headers.get_all(http::header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|&b| b == b';')).map(<[u8]>::trim_ascii);
+        let keys: Vec<u64> = pairs.filter(|p| p.len() > 1).map(|p| self.pair_key(generation, p)).collect();
+        let mut recent = self.keys.lock();
+        keys.into_iter().find_map(|k| recent.get(k).map(|h| h.keys.clone())).unwrap_or_default()
+    }
+
     fn get(&self, key: u64) -> Option<(Vec<(Tier, String)>, Option<Arc<Memo>>)> {
-        self.keys.lock().get(&key).map(|h| (h.keys.clone(), h.memo.clone()))
+        self.keys.lock().get(key).map(|h| (h.keys.clone(), h.memo.clone()))
     }
 
     fn put(&self, key: u64, wanted: Vec<(Tier, String)>) {
-        let mut keys = self.keys.lock();
-        if keys.len() >= MOST_HINTS && !keys.contains_key(&key) {
-            keys.clear();
-        }
-        keys.insert(key, Hint { keys: wanted, memo: None });
+        self.keys.lock().insert(key, Hint { keys: wanted, memo: None });
     }
 
     /// Keep the memo a call left for the session's next requests, or drop
@@ -272,14 +349,11 @@ impl Hints {
             return;
         }
         let mut keys = self.keys.lock();
-        let room = keys.len() < MOST_HINTS;
-        match keys.get_mut(&key) {
-            Some(h) => h.memo = memo.map(Arc::new),
+        if let Some(h) = keys.get(key) {
+            h.memo = memo.map(Arc::new);
+        } else if memo.is_some() {
             // A session whose reads never wait (local, replicated) has no keys.
-            None if memo.is_some() && room => {
-                keys.insert(key, Hint { keys: Vec::new(), memo: memo.map(Arc::new) });
-            }
-            None => {}
+            keys.insert(key, Hint { keys: Vec::new(), memo: memo.map(Arc::new) });
         }
     }
 
@@ -289,7 +363,7 @@ impl Hints {
     }
 
     fn forget(&self, key: u64) {
-        self.keys.lock().remove(&key);
+        self.keys.lock().remove(key);
     }
 }
 
@@ -341,7 +415,7 @@ async fn before_once(generation: &Generation<SessionSeam>, arm: seam::Arm, req: 
 
 /// What one `after-response` call gave: the client's headers, the locks,
 /// the principal, its store calls and the writes it deferred.
-type After = (Vec<wit::Header>, Locks, Principal, Seen, Vec<Deferred>);
+type After = (Vec<wit::Header>, Locks, Principal, Seen, Vec<Deferred>, Vec<(Tier, String)>);
 
 /// `after-response` on one generation, with the request's locks.
 async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: Outcome<'_>, locks: Locks) -> Result<After, Error> {
@@ -359,11 +433,12 @@ async fn after(generation: &Generation<SessionSeam>, context: Vec<u8>, outcome: 
             data.seen = 0;
             data.deferred = Some(Vec::new());
             data.ahead = Default::default();
+            data.trace = Trace::default();
             let out = inst.guest.call_after_response(&mut inst.store, &context, &resp).await;
             let data = inst.store.data_mut();
-            data.trace = Trace::default();
+            let set = std::mem::take(&mut data.trace).set;
             let deferred = data.deferred.take().unwrap_or_default();
-            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, deferred))
+            Ok((out?, std::mem::take(&mut data.locks), data.principal.take(), data.seen, deferred, set))
         })
     });
     generation.call("after-response", LoadedPlugin::arm, call, Ok).await
@@ -408,6 +483,9 @@ fn action(plugin: &str, a: wit::Action) -> Result<SessionAction, Error> {
 /// One request on one generation; releases its locks when it ends.
 struct Run {
     generation: Arc<Generation<SessionSeam>>,
+    /// Where the keys its `after-response` wrote are kept for the cookie it
+    /// sets ([`Hints::wrote_for`]).
+    hints: Arc<Hints>,
     locks: Locks,
     stores: Arc<Stores>,
     name: String,
@@ -463,22 +541,24 @@ impl SessionRun for Run {
     async fn after(&mut self, context: Vec<u8>, outcome: Outcome<'_>) -> Headers {
         let locks = std::mem::take(&mut self.locks);
         let out = match self.written_back(&outcome) {
-            Some(writes) => Ok((Vec::new(), locks, None, 0, writes)),
-            None if self.skips(&outcome) => Ok((Vec::new(), locks, None, 0, Vec::new())),
+            Some(writes) => Ok((Vec::new(), locks, None, 0, writes, Vec::new())),
+            None if self.skips(&outcome) => Ok((Vec::new(), locks, None, 0, Vec::new(), Vec::new())),
             None => after(&self.generation, context, outcome, locks).await,
         };
         let mut deferred = Vec::new();
-        let mut answer = out.and_then(|(list, locks, principal, seen, writes)| {
+        let mut written = Vec::new();
+        let mut answer = out.and_then(|(list, locks, principal, seen, writes, set)| {
             self.locks = locks;
             self.seen |= seen;
             self.watch_principal(principal);
             deferred = writes;
+            written = set;
             headers(&self.name, "after-response", list, false)
         });
         // Written before the locks go and the client gets its answer. The
         // writes and the unlocks are boxed, and only awaited when there are
         // some: this future is moved into a box on every request.
-        let failed = if deferred.is_empty() { None } else { Box::pin(self.write_deferred(deferred)).await };
+        let failed = if deferred.is_empty() && written.is_empty() { None } else { Box::pin(self.write_and_keep(deferred, written, &answer)).await };
         if let Some(on_failure) = failed {
             let list = on_failure.into_iter().map(|(name, value)| wit::Header { name, value }).collect();
             answer = headers(&self.name, "after-response", list, false);
@@ -589,6 +669,21 @@ impl Run {
         None
     }
 
+    /// [`Run::write_deferred`]; when every write is made, keep their keys
+    /// and those `after-response` wrote at once (`written`) for the cookies
+    /// the answer sets, so such a cookie's first request has them read
+    /// ahead (a login's next request: one call, not two).
+    async fn write_and_keep(&mut self, writes: Vec<Deferred>, mut written: Vec<(Tier, String)>, answer: &Result<Headers, Error>) -> Option<Vec<(String, String)>> {
+        written.extend(writes.iter().map(|w| (w.tier, w.key.clone())));
+        written.truncate(super::host::MOST_AHEAD);
+        let failed = self.write_deferred(writes).await;
+        if let (None, Ok(list)) = (&failed, answer) {
+            let set = list.iter().filter(|(n, _)| *n == http::header::SET_COOKIE).map(|(_, v)| v);
+            self.hints.wrote_for(&self.generation, set, &written);
+        }
+        failed
+    }
+
     async fn release(&mut self) {
         for (tier, key, owner) in self.locks.drain(..) {
             if let Err(e) = self.stores.unlock(tier, &key, &owner).await {
@@ -638,7 +733,7 @@ impl SessionPolicy for WasmSession {
                     pin = None;
                 }
                 let write_back = plan.filter(|_| matches!(action, SessionAction::Forward(_)));
-                let mut run = Run { generation, locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip, write_back };
+                let mut run = Run { generation, hints: self.hints.clone(), locks, stores: self.stores.clone(), name: self.hosted.name.clone(), watch: None, seen, canary, pin, skip, write_back };
                 run.watch_principal(principal);
                 Ok((action, Box::new(run)))
             }
@@ -687,6 +782,26 @@ mod tests {
             r.headers.insert(http::header::COOKIE, http::HeaderValue::from_str(c).unwrap());
         }
         r
+    }
+
+    #[test]
+    fn a_session_in_use_keeps_its_hint_while_many_others_come_and_go() {
+        let mut recent = Recent::default();
+        let hint = |n: usize| Hint { keys: vec![(Tier::Central, format!("s:{n}"))], memo: None };
+        recent.insert(u64::MAX, hint(0));
+        for n in 0..10 * MOST_HINTS {
+            recent.insert(n as u64, hint(n));
+            assert!(recent.newer.len() + recent.older.len() <= MOST_HINTS, "bounded");
+            if n % 1000 == 0 {
+                assert_eq!(recent.get(u64::MAX).expect("used every 1,000 new sessions").keys[0].1, "s:0");
+            }
+        }
+        assert!(recent.get(0).is_none(), "one not seen since is gone");
+        assert_eq!(recent.get((10 * MOST_HINTS - 1) as u64).unwrap().keys[0].1, format!("s:{}", 10 * MOST_HINTS - 1));
+        recent.remove(u64::MAX);
+        assert!(recent.get(u64::MAX).is_none());
+        recent.clear();
+        assert!(recent.newer.is_empty() && recent.older.is_empty());
     }
 
     #[test]
