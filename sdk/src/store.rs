@@ -70,6 +70,9 @@ pub fn write_back(plan: &WritePlan) {
 /// with the new read as its base, and makes its [`index`] call again. It
 /// checks that it rebuilds this call's forward exactly, and remembers
 /// nothing when it cannot, or when the call replied, locked or wrote.
+/// A call that read no key (a sticky cookie's forward) leaves
+/// `memo.value_header` and `memo.principal` empty and makes no
+/// [`write_back`] or [`index`]; the forward is then repeated as it is.
 /// Call it only for a decision that depends on nothing else.
 pub fn remember(memo: &Memo) {
     wit::store::remember(memo)
