@@ -49,7 +49,9 @@ pub fn set_deferred(tier: Tier, key: &str, value: &[u8], ttl_s: u32, on_failure:
 /// In `before-request`: let the gateway make this request's common write
 /// itself, so it needs no `after-response` call. When the backend answers
 /// with exactly one `x-switchyard-session-set` (and neither `-end` nor
-/// `-renew`) that touches none of `plan.guard`, the gateway applies it to
+/// `-renew`) that changes none of `plan.guard` (sets one to another JSON
+/// value, or deletes one that is there; the value loaded set again is no
+/// change: the same user logging in again), the gateway applies it to
 /// `plan.base` (set, or delete on `null`; names in order, compact JSON, each
 /// value as the backend sent it) and, if that changed anything and fits in
 /// `plan.max_bytes`, writes it as [`set_deferred`] would, adding 1 to the

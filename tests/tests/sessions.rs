@@ -225,7 +225,7 @@ fn stored_under(mc: &Memcached, prefix: &str) -> Vec<Vec<u8>> {
 /// its `after-response`.
 #[test]
 fn a_plain_update_is_written_back_by_the_gateway_exactly_as_the_plugin_writes_it() {
-    plain_updates_written_back("session_centralized", "");
+    plain_updates_written_back("session_centralized", "", 3.0);
 }
 
 /// The same for a session split over two tiers (centralized-dynamic, a
@@ -234,10 +234,14 @@ fn a_plain_update_is_written_back_by_the_gateway_exactly_as_the_plugin_writes_it
 #[test]
 fn a_split_sessions_plain_update_is_written_back_exactly_as_the_plugin_writes_it() {
     let cluster = format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:{}\"\nkey = \"{}\"\n", free_port(), switchyard_tests::nodes::CLUSTER_KEY);
-    plain_updates_written_back("session_centralized_dynamic", &cluster);
+    plain_updates_written_back("session_centralized_dynamic", &cluster, 4.0);
 }
 
-fn plain_updates_written_back(file: &str, extra: &str) {
+/// `gateway_calls`: the `after-response` calls with `write_back` on. A
+/// login of the user the session already holds changes no guarded name,
+/// so the gateway writes it (3), unless that name is in the static part
+/// (split: 4).
+fn plain_updates_written_back(file: &str, extra: &str, gateway_calls: f64) {
     let mc = Memcached::start();
     let bs = backends(2, "header");
     let run = |plugin_config: &str| {
@@ -260,6 +264,14 @@ fn plain_updates_written_back(file: &str, extra: &str) {
         let (s, v) = alice.json("POST", "/cart/login?user=bob");
         assert_eq!(s, 200, "{v}");
         assert_eq!(cart(&mut old).0, 401, "alice's id after bob logged in on it");
+        let id = alice.cookies["sy_session"].clone();
+        assert_eq!(b_add(&mut alice, "gone").0, 200);
+        // The same user again: no privilege changes, so the id stays, and
+        // the login's other changes (an empty cart) are stored.
+        let (s, v) = alice.json("POST", "/cart/login?user=bob");
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(alice.cookies["sy_session"], id, "bob's second login keeps bob's id");
+        assert_eq!(shown(cart(&mut alice)), (200, serde_json::json!([])), "the second login's empty cart was stored");
         // The last write, so the value stored is the write-back's.
         let (s, v) = b_add(&mut alice, "last");
         assert_eq!(s, 200, "{v}");
@@ -273,7 +285,7 @@ fn plain_updates_written_back(file: &str, extra: &str) {
     let (plugin_wrote, plugin_calls, plugin_writes) = run("prefix = \"pl:\"\nwrite_back = false");
     assert_eq!(gateway_wrote, plugin_wrote, "the same cart either way");
     assert_eq!((&gateway_wrote["user"], &gateway_wrote["cart"], &gateway_wrote["count"]), (&serde_json::json!("bob"), &serde_json::json!(["last"]), &serde_json::json!(2)), "{gateway_wrote}");
-    assert_eq!((calls, plugin_calls), (3.0, 15.0), "login, elevate, bob's login; the plugin alone also 5 + 4 + 1 adds and 2 increments");
+    assert_eq!((calls, plugin_calls), (gateway_calls, 17.0), "login, elevate, bob's login (and, split, his second); the plugin alone also his second login, 5 + 4 + 2 adds and 2 increments");
     assert_eq!(writes, plugin_writes, "the gateway counts its writes as the plugin's");
     let (wb, pl) = (stored_under(&mc, "wb:"), stored_under(&mc, "pl:"));
     assert_eq!(wb.len(), 1, "the session renewed twice, its old ids retired: {wb:?}");

@@ -21,8 +21,8 @@ pub enum Merged {
     /// The attributes to store.
     Changed(Vec<u8>),
     /// The plugin must see it (its `after-response`): a header it alone
-    /// handles, several or unreadable set headers, a guarded name, or a
-    /// result over `max_bytes`.
+    /// handles, several or unreadable set headers, a guarded name set to
+    /// another value or deleted, or a result over `max_bytes`.
     ToPlugin,
 }
 
@@ -31,7 +31,7 @@ pub enum Merged {
 pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Merged {
     let Some(json) = B64.decode(set.trim_ascii()).ok() else { return Merged::ToPlugin };
     let (Some(set), Some(before)) = (Raw::parse(&json), Raw::parse(base)) else { return Merged::ToPlugin };
-    if guard.iter().any(|g| set.contains(g)) {
+    if guard.iter().any(|g| changes(&set, &before, g)) {
         return Merged::ToPlugin;
     }
     let mut merged = before.clone();
@@ -41,6 +41,18 @@ pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Mer
     }
     let bytes = merged.to_bytes();
     if bytes.len() > max_bytes { Merged::ToPlugin } else { Merged::Changed(bytes) }
+}
+
+/// Whether `set` changes `name` in `before`: sets it to another value
+/// (compared as JSON values), or deletes it where it is. A login of the
+/// user the session already holds changes no principal, so it needs no
+/// plugin (and no new id: the SDK's strategies renew only on a change).
+fn changes(set: &Raw<'_>, before: &Raw<'_>, name: &str) -> bool {
+    match set.get(name) {
+        None => false,
+        Some("null") => before.contains(name),
+        Some(v) => !switchyard_attrs::same_value(before.get(name), Some(v)),
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +91,23 @@ mod tests {
         assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"us\u0065r":"bob"}"#), &guard, 1024), Merged::ToPlugin, "an escaped guarded name");
         assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":"ann","cart":[],"user":"bob"}"#), &guard, 1024), Merged::ToPlugin, "a repeated one");
         assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"User":"bob"}"#), &guard, 1024), Merged::Changed(br#"{"User":"bob","user":"ann"}"#.to_vec()), "another name");
+        assert_eq!(apply(br#"{"cart":[]}"#, &set(r#"{"user":"ann"}"#), &guard, 1024), Merged::ToPlugin, "a guarded name set where there was none");
+        assert_eq!(apply(br#"{"user":"ann"}"#, &set(r#"{"user":1}"#), &guard, 1024), Merged::ToPlugin, "another type");
         assert_eq!(apply(b"", &set(r#"{"a":"0123456789"}"#), &[], 10), Merged::ToPlugin, "over max_bytes");
+    }
+
+    /// The same user logging in again: the guarded name keeps its value,
+    /// so the gateway stores the rest itself, as the plugin would.
+    #[test]
+    fn a_guarded_name_set_to_the_value_it_has_is_no_change() {
+        let guard = ["user".to_string()];
+        let base = br#"{"cart":["a"],"user":"ann"}"#;
+        assert_eq!(apply(base, &set(r#"{"user":"ann","cart":[]}"#), &guard, 1024), Merged::Changed(br#"{"cart":[],"user":"ann"}"#.to_vec()));
+        assert_eq!(apply(base, &set(r#"{"user":"ann"}"#), &guard, 1024), Merged::Same);
+        // The same value written another way passes the guard, and is
+        // stored as sent, as the plugin stores it.
+        assert_eq!(apply(br#"{"user":{"id":1,"n":"ann"}}"#, &set(r#"{"user":{"n":"ann","id":1}}"#), &guard, 1024), Merged::Changed(br#"{"user":{"n":"ann","id":1}}"#.to_vec()));
+        assert_eq!(apply(b"", &set(r#"{"user":null}"#), &guard, 1024), Merged::Same, "a delete of what is not there");
         for bad in [&b"not base64!"[..], &set("[1]"), &set("{\"a\":"), &set("{} {}"), &set("\"text\"")] {
             assert_eq!(apply(b"", bad, &[], 1024), Merged::ToPlugin, "{}", String::from_utf8_lossy(bad));
         }
