@@ -59,6 +59,11 @@ pub struct Args {
     /// Seed of arrivals, keys and service times.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Worker threads of each gateway node the session scenarios start
+    /// (their 3 nodes share this machine with the load, the backends and
+    /// memcached: more threads than cores measure the kernel's switching).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    node_threads: u32,
 }
 
 /// What kind of plugin a scenario compares.
@@ -111,6 +116,8 @@ pub struct Ctx {
     pub quick: bool,
     pub duration: Option<Duration>,
     pub seed: u64,
+    /// `--node-threads`.
+    pub node_threads: usize,
     bar: ProgressBar,
 }
 
@@ -206,7 +213,7 @@ fn prepare<'a>(args: &Args, registry: &'a [Scenario]) -> Result<(&'a Scenario, C
         Some(d) if !(d > 0.0 && d < 86_400.0) => return Err(format!("--duration {d}: must be more than 0 and less than a day")),
         d => d.map(Duration::from_secs_f64),
     };
-    Ok((scenario, Ctx { plugins, reps: args.reps as usize, quick: args.quick, duration, seed: args.seed, bar }))
+    Ok((scenario, Ctx { plugins, reps: args.reps as usize, quick: args.quick, duration, seed: args.seed, node_threads: args.node_threads as usize, bar }))
 }
 
 /// A shipped name (in the plugin build directory) or a path to a `.wasm`.

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 use switchyard_tests::browser::Browser;
 use switchyard_tests::memcached::Memcached;
-use switchyard_tests::{backend, free_port, gateway_with_admin, metric, Proc, SERVER};
+use switchyard_tests::{backend, free_port, gateway_with_admin, metric, Proc};
 
 /// Session token signing key of the bench gateways.
 pub const KEY: &str = "bench-session-signing-key-0123456789abcdef";
@@ -47,13 +47,14 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// A gateway with the session plugin at `path` (`[plugins.sess]`), over
-/// `backends`, memcached as the central tier, and, with `cluster = (id,
-/// ports)`, node `id` of a cluster whose nodes listen on `ports`.
-pub fn node_config(mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc], cluster: Option<(usize, &[u16])>) -> String {
+/// A gateway of `threads` worker threads with the session plugin at
+/// `path` (`[plugins.sess]`), over `backends`, memcached as the central
+/// tier, and, with `cluster = (id, ports)`, node `id` of a cluster whose
+/// nodes listen on `ports`.
+pub fn node_config(threads: usize, mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc], cluster: Option<(usize, &[u16])>) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
     let mut s = format!(
-        "{SERVER}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\ntimeout_ms = 1000\n\
+        "[server]\nlisten = \"{{listen}}\"\nthreads = {threads}\n[session]\nkeys = [\"{KEY}\"]\nlocal = {{ max_mb = 1024 }}\n[session.central]\nservers = [\"{}\"]\npool = 32\ntimeout_ms = 1000\n\
          [plugins.sess]\npath = {:?}\non_error = \"fail-closed\"\nlimits = {{ deadline_ms = 50, instances = 1024 }}\n[plugins.sess.config]\n{plugin_config}\n\
          [[upstreams]]\nname = \"app\"\nbackends = [{}]\n[[routes]]\nupstream = \"app\"\nsession = \"sess\"\n",
         mc.addr,
@@ -70,9 +71,9 @@ pub fn node_config(mc: &Memcached, path: &Path, plugin_config: &str, backends: &
 }
 
 /// `n` gateway nodes of one cluster, each with its admin address.
-pub fn cluster(n: usize, mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc]) -> Vec<(Proc, SocketAddr)> {
+pub fn cluster(n: usize, threads: usize, mc: &Memcached, path: &Path, plugin_config: &str, backends: &[&Proc]) -> Vec<(Proc, SocketAddr)> {
     let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    (0..n).map(|i| gateway_with_admin(&node_config(mc, path, plugin_config, backends, Some((i, &ports))), "")).collect()
+    (0..n).map(|i| gateway_with_admin(&node_config(threads, mc, path, plugin_config, backends, Some((i, &ports))), "")).collect()
 }
 
 /// Bytes all nodes sent to peers.
@@ -82,8 +83,8 @@ pub fn peer_bytes(nodes: &[(Proc, SocketAddr)]) -> f64 {
 
 /// Bytes between `n` nodes per successful session write, over
 /// [`TRAFFIC_USERS`] users who each log in and add 5 items.
-pub fn traffic_per_write(n: usize, mc: &Memcached, path: &Path, backends: &[&Proc]) -> Result<f64, String> {
-    let nodes = cluster(n, mc, path, "", backends);
+pub fn traffic_per_write(n: usize, threads: usize, mc: &Memcached, path: &Path, backends: &[&Proc]) -> Result<f64, String> {
+    let nodes = cluster(n, threads, mc, path, "", backends);
     std::thread::sleep(Duration::from_secs(2)); // catch-up done
     let before = peer_bytes(&nodes);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(p, _)| p.addr).collect();
@@ -197,7 +198,7 @@ fn no_session_rows(r: &mut Results, ctx: &Ctx, setup: &Setup, users: &[usize], s
     let sticky = shipped_path("session-sticky")?;
     let ports = [free_port(), free_port(), free_port()];
     let nodes: Vec<(Proc, SocketAddr)> = (0..3)
-        .map(|i| gateway_with_admin(&node_config(&setup.mc, &sticky, "", &[&one], Some((i, &ports))).replace("session = \"sess\"\n", ""), ""))
+        .map(|i| gateway_with_admin(&node_config(ctx.node_threads, &setup.mc, &sticky, "", &[&one], Some((i, &ports))).replace("session = \"sess\"\n", ""), ""))
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     let rt = Ctx::runtime();
@@ -302,7 +303,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     series.extend(labels(ctx));
     let mut r = Results::new("sessions", "response time against users per session strategy; bytes between gateway nodes against node count", &series, ctx.reps);
     r.param("baselines", format!("{NO_SESSION}: sticky's nodes and route without the session plugin, the cart in one memory backend; {MEMCACHED_ONLY}: no gateway"));
-    r.param("gateway", "3 nodes (2 threads each) in one [cluster]; users spread over the nodes; memcached as the central store (pool 32, timeout_ms 1000: at 2,000 closed-loop users every queue is long, sticky's own p50 is about 250 ms)");
+    r.param("gateway", format!("3 nodes ({} worker thread(s) each, --node-threads) in one [cluster]; users spread over the nodes; memcached as the central store (pool 32, timeout_ms 1000: at 2,000 closed-loop users every queue is long)", ctx.node_threads));
     r.param("backends", "3 x `switchyard demo-backend --sessions header --threads 1` (sticky: `--sessions memory`)");
     r.param("load", format!("closed loop: cart users (log in, add 5 items, read the cart), one keep-alive connection each, {:.1} s measured per point, after {:.1} s of the same users unmeasured (the connects and first logins of every user at once)", step.as_secs_f64(), WARM_UP.as_secs_f64()));
     r.param("paced", format!("{PACED_USERS} cart users sending {} requests a second in all (each paced, the same warm-up and measured seconds): every strategy's CPU per request at the same load", paced_rate(ctx)));
@@ -316,8 +317,8 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
     for (rep, p) in runs(ctx) {
         let backs = setup.backends(&p.kind);
         ctx.tick(&format!("rep {} {} users", rep + 1, p.label));
-        check_config(&node_config(&setup.mc, &p.path, "", &backs, Some((0, &[free_port(), free_port(), free_port()]))))?;
-        let nodes = cluster(3, &setup.mc, &p.path, "", &backs);
+        check_config(&node_config(ctx.node_threads, &setup.mc, &p.path, "", &backs, Some((0, &[free_port(), free_port(), free_port()]))))?;
+        let nodes = cluster(3, ctx.node_threads, &setup.mc, &p.path, "", &backs);
         std::thread::sleep(Duration::from_secs(1));
         for &u in users {
             r.row(&p.label, "users", u as f64, rep, &measured_cart_load(&rt, &nodes, u, None, step));
@@ -326,7 +327,7 @@ fn sessions(ctx: &Ctx) -> Result<Results, String> {
         drop(nodes);
         for &n in node_counts {
             ctx.tick(&format!("rep {} {} traffic, {n} nodes", rep + 1, p.label));
-            let bytes = traffic_per_write(n, &setup.mc, &p.path, &backs)?;
+            let bytes = traffic_per_write(n, ctx.node_threads, &setup.mc, &p.path, &backs)?;
             r.row(&p.label, "traffic", n as f64, rep, &[("bytes_per_write", bytes)]);
         }
     }
@@ -402,7 +403,7 @@ fn memory(ctx: &Ctx) -> Result<Results, String> {
     for rep in 0..ctx.reps {
         for (label, path, cfg) in &series {
             ctx.tick(&format!("rep {} {label}", rep + 1));
-            let config = node_config(&setup.mc, path, cfg, &setup.backends(""), None);
+            let config = node_config(ctx.node_threads, &setup.mc, path, cfg, &setup.backends(""), None);
             check_config(&config)?;
             let (gw, admin) = gateway_with_admin(&config, "");
             for (n, held, rss, failed) in memory_curve(&rt, &gw, admin, points) {
