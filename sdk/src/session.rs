@@ -571,15 +571,6 @@ pub mod stored {
         principal: Option<String>,
     }
 
-    /// [`Changes::changes_principal`], on JSON texts.
-    fn changes_principal(set: &Raw<'_>, principal: &str, before: &Raw<'_>) -> bool {
-        match set.get(principal) {
-            None => false,
-            Some("null") => before.contains(principal),
-            Some(v) => !raw::same_value(before.get(principal), Some(v)),
-        }
-    }
-
     /// What a strategy of your own adds to [`Stored`]; every method has a
     /// default that does nothing. One value lives in each Wasm instance
     /// (the gateway pools them), so keep per-session state in the stores.
@@ -945,7 +936,7 @@ pub mod stored {
             // Asked on every request of a live session (a hook may count them).
             let hooked = !fresh && self.hooks.as_mut().is_some_and(|h| h.renew(&view.context(), &changes));
             let set = changes.set_raw();
-            let new_principal = !self.s.principal.is_empty() && changes_principal(&set, &self.s.principal, &before);
+            let new_principal = !self.s.principal.is_empty() && set.changes(&before, &self.s.principal);
             let new_id = !fresh && (hooked || changes.renew || new_principal);
             // The index changes only with the id or the principal.
             let reindex = new_id || new_principal;

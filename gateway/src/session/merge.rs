@@ -31,7 +31,9 @@ pub enum Merged {
 pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Merged {
     let Some(json) = B64.decode(set.trim_ascii()).ok() else { return Merged::ToPlugin };
     let (Some(set), Some(before)) = (Raw::parse(&json), Raw::parse(base)) else { return Merged::ToPlugin };
-    if guard.iter().any(|g| changes(&set, &before, g)) {
+    // The SDK's own test of a principal change: a login of the user the
+    // session already holds needs no plugin (and gets no new id there).
+    if guard.iter().any(|g| set.changes(&before, g)) {
         return Merged::ToPlugin;
     }
     let mut merged = before.clone();
@@ -41,18 +43,6 @@ pub fn apply(base: &[u8], set: &[u8], guard: &[String], max_bytes: usize) -> Mer
     }
     let bytes = merged.to_bytes();
     if bytes.len() > max_bytes { Merged::ToPlugin } else { Merged::Changed(bytes) }
-}
-
-/// Whether `set` changes `name` in `before`: sets it to another value
-/// (compared as JSON values), or deletes it where it is. A login of the
-/// user the session already holds changes no principal, so it needs no
-/// plugin (and no new id: the SDK's strategies renew only on a change).
-fn changes(set: &Raw<'_>, before: &Raw<'_>, name: &str) -> bool {
-    match set.get(name) {
-        None => false,
-        Some("null") => before.contains(name),
-        Some(v) => !switchyard_attrs::same_value(before.get(name), Some(v)),
-    }
 }
 
 #[cfg(test)]

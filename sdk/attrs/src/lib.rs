@@ -71,6 +71,19 @@ impl<'a> Raw<'a> {
         }
     }
 
+    /// Whether applying this set (see [`Raw::apply`]) changes `name` in
+    /// `before`: sets it to another value (compared as JSON values, see
+    /// [`same_value`]), or deletes it where it is. The SDK asks it of the
+    /// principal (a change renews the id); the gateway's write-back of its
+    /// guarded names (a change goes to the plugin).
+    pub fn changes(&self, before: &Raw<'_>, name: &str) -> bool {
+        match self.get(name) {
+            None => false,
+            Some("null") => before.contains(name),
+            Some(v) => !same_value(before.get(name), Some(v)),
+        }
+    }
+
     /// The same attributes with the same JSON texts.
     pub fn same(&self, other: &Raw<'_>) -> bool {
         self.0.len() == other.0.len() && self.0.iter().zip(&other.0).all(|((k, v), (ok, ov))| k == ok && v.get() == ov.get())
