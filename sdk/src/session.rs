@@ -837,16 +837,16 @@ pub mod stored {
             let ((attrs, principal), (statics, static_principal)) = (self.checked(attrs), self.checked(statics));
             let may_write_back = !sign && self.s.write_back && self.hooks.is_none();
             if may_write_back && self.split.is_none() {
-                self.write_back(&key, attrs, &[], self.s.max_bytes);
+                self.write_back(&key, attrs, &[], self.s.max_bytes, None);
             }
             let session = match (&self.split, attrs.is_empty()) {
                 (Some(_), _) => {
-                    let (main, statics) = (Raw::parse(attrs).unwrap_or_default(), Raw::parse(statics).unwrap_or_default());
+                    let (main, parsed) = (Raw::parse(attrs).unwrap_or_default(), Raw::parse(statics).unwrap_or_default());
                     if may_write_back {
-                        self.write_back_split(&key, attrs, &main, &statics);
+                        self.write_back_split(&key, (attrs, &main), (statics, &parsed));
                     }
                     let mut all = main;
-                    all.extend(&statics);
+                    all.extend(&parsed);
                     B64.encode(all.to_bytes())
                 }
                 (None, true) => B64.encode(b"{}"),
@@ -883,9 +883,9 @@ pub mod stored {
         /// Leave the plain update of the session under `key` (as loaded:
         /// `attrs`) to the gateway: [`Stored::after`] would store exactly
         /// what it stores, and the principal stays with this plugin.
-        fn write_back(&self, key: &str, attrs: &[u8], guard: &[String], max_bytes: usize) {
+        fn write_back(&self, key: &str, attrs: &[u8], guard: &[String], max_bytes: usize, other_part: Option<&[u8]>) {
             let principal = Some(&self.s.principal).filter(|p| !p.is_empty());
-            store::write_back(&store::WritePlan {
+            let plan = store::WritePlan {
                 tier: self.tier,
                 key: key.to_string(),
                 base: attrs.to_vec(),
@@ -894,24 +894,31 @@ pub mod stored {
                 guard: principal.into_iter().chain(guard).cloned().collect(),
                 counter: "writes".into(),
                 on_failure: self.on_failure.to_vec(),
-            });
+            };
+            match other_part {
+                Some(other) => store::write_back_split(&plan, other),
+                None => store::write_back(&plan),
+            }
         }
 
         /// A split session's plain update (of its main part: `attrs`, read
-        /// as `main`; its static part read as `statics`), left to the
-        /// gateway when [`Stored::after`] would write exactly that part: no
-        /// static key in the main part, none but static keys in the static
-        /// part, and the response sets no static key. `max_bytes` bounds
-        /// both parts together, so the main part gets what the static part
-        /// leaves (one brace pair and a comma shared).
-        fn write_back_split(&self, key: &str, attrs: &[u8], main: &Raw<'_>, statics: &Raw<'_>) {
+        /// as `main`; its static part `static_bytes`, read as `statics`),
+        /// left to the gateway when [`Stored::after`] would write exactly
+        /// that part: no static key in the main part, none but static keys
+        /// in the static part, and the response sets no static key to a
+        /// text other than the one it holds (a static key set to its own
+        /// text, the same user logging in again, leaves the static part
+        /// unwritten here too). `max_bytes` bounds both parts together, so
+        /// the main part gets what the static part leaves (one brace pair
+        /// and a comma shared).
+        fn write_back_split(&self, key: &str, (attrs, main): (&[u8], &Raw<'_>), (static_bytes, statics): (&[u8], &Raw<'_>)) {
             let is_static = |k: &str| self.s.static_keys.iter().any(|s| s == k);
             if main.names().any(is_static) || !statics.names().all(is_static) {
                 return;
             }
             let static_len = if statics.is_empty() { 0 } else { statics.to_bytes().len() - 1 };
             if let Some(max_bytes) = self.s.max_bytes.checked_sub(static_len) {
-                self.write_back(key, attrs, &self.s.static_keys, max_bytes);
+                self.write_back(key, attrs, &self.s.static_keys, max_bytes, Some(static_bytes));
             }
         }
 

@@ -61,6 +61,17 @@ pub fn write_back(plan: &WritePlan) {
     wit::store::write_back(plan)
 }
 
+/// [`write_back`] for a session split over two keys: `plan` writes the
+/// main part, and `other_part` is the other part as loaded (a JSON object,
+/// or empty), which this write never touches. A name the response sets to
+/// the very JSON text `other_part` holds for it (the same user logging in
+/// again, where the user is in the static part) is left out, so the rest
+/// is a plain update of the main part; any other set or delete of such a
+/// name reaches `after-response`.
+pub fn write_back_split(plan: &WritePlan, other_part: &[u8]) {
+    wit::store::write_back_split(plan, other_part)
+}
+
 /// In `before-request`: let the gateway repeat this call's forward for the
 /// session's next requests without calling the plugin, while they carry
 /// the same `cookie` headers and `memo.inputs`, until `memo.until_ms`, and

@@ -275,6 +275,9 @@ pub(crate) struct WritePlan {
     pub(crate) max_bytes: usize,
     /// Names only the plugin may change.
     pub(crate) guard: Vec<String>,
+    /// A split session's other part as loaded (`write-back-split`; empty
+    /// for none): a name set to the text it holds there is left out.
+    pub(crate) other_part: Vec<u8>,
     /// The plugin counter a write adds to (empty: none).
     pub(crate) counter: String,
     pub(crate) on_failure: Vec<(String, String)>,
@@ -285,7 +288,7 @@ impl WritePlan {
     /// `Some(None)` when it changes nothing, `None` when the plugin must
     /// see it (`after-response`).
     pub(crate) fn write_for(self, set: &[u8]) -> Option<Option<Deferred>> {
-        match crate::session::merge::apply(&self.base, set, &self.guard, self.max_bytes) {
+        match crate::session::merge::apply(&self.base, &self.other_part, set, &self.guard, self.max_bytes) {
             crate::session::merge::Merged::ToPlugin => None,
             crate::session::merge::Merged::Same => Some(None),
             crate::session::merge::Merged::Changed(value) => Some(Some(Deferred { tier: self.tier, key: self.key, value, ttl_s: self.ttl_s, on_failure: self.on_failure })),
@@ -600,8 +603,12 @@ impl store::Host for HostState {
     }
 
     async fn write_back(&mut self, plan: store::WritePlan) {
+        self.write_back_split(plan, Vec::new()).await;
+    }
+
+    async fn write_back_split(&mut self, plan: store::WritePlan, other_part: Vec<u8>) {
         let store::WritePlan { tier: t, key, base, ttl_s, max_bytes, guard, counter, on_failure } = plan;
-        self.write_back = Some(WritePlan { tier: tier(t), key, base, ttl_s, max_bytes: max_bytes as usize, guard, counter, on_failure });
+        self.write_back = Some(WritePlan { tier: tier(t), key, base, ttl_s, max_bytes: max_bytes as usize, guard, other_part, counter, on_failure });
     }
 
     async fn remember(&mut self, memo: store::Memo) {

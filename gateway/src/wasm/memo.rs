@@ -318,7 +318,7 @@ mod tests {
     }
 
     fn plan(base: &[u8]) -> Option<WritePlan> {
-        Some(WritePlan { tier: Tier::Central, key: "s:ab".into(), base: base.to_vec(), ttl_s: 60, max_bytes: 1000, guard: vec!["user".into()], counter: "writes".into(), on_failure: Vec::new() })
+        Some(WritePlan { tier: Tier::Central, key: "s:ab".into(), base: base.to_vec(), ttl_s: 60, max_bytes: 1000, guard: vec!["user".into()], other_part: Vec::new(), counter: "writes".into(), on_failure: Vec::new() })
     }
 
     const V1: &[u8] = br#"{"user":"alice","cart":[1]}"#;

@@ -1,7 +1,7 @@
 //! A session's attributes as stored, each value its JSON text: the
 //! `switchyard-attrs` crate, which the gateway's `store.write-back` shares.
 
-pub(crate) use switchyard_attrs::{as_text, field, object_len, same_value, Raw};
+pub(crate) use switchyard_attrs::{as_text, field, object_len, Raw};
 
 #[cfg(test)]
 mod tests {
@@ -9,6 +9,7 @@ mod tests {
     use super::*;
     use serde_json::Value;
     use std::borrow::Cow;
+    use switchyard_attrs::same_value;
 
     fn attrs(v: Value) -> Attributes {
         v.as_object().unwrap().clone()
