@@ -56,11 +56,11 @@ pub fn apply(base: &[u8], other: &[u8], set: &[u8], guard: &[String], max_bytes:
 /// `set` without the names it gives the very text `other` holds (the
 /// SDK leaves a part whose text is unchanged unwritten).
 fn unchanged_elsewhere<'a>(set: Raw<'a>, other: &Raw<'_>) -> Raw<'a> {
-    let same: Vec<String> = set.names().filter(|n| other.get(n).is_some_and(|text| set.get(n) == Some(text))).map(str::to_owned).collect();
+    let same: Vec<&str> = other.names().filter(|n| set.get(n) == other.get(n)).collect();
     if same.is_empty() {
         return set;
     }
-    set.partition(|name| same.iter().any(|s| s == name)).1
+    set.partition(|name| same.contains(&name)).1
 }
 
 #[cfg(test)]
